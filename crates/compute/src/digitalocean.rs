@@ -1,0 +1,1 @@
+//! DigitalOcean App Platform provider (to be written).

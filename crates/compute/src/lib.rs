@@ -1,0 +1,12 @@
+//! The compute boundary: what the workflow needs from "somewhere to run an external worker".
+//!
+//! A [`ComputeProvider`] creates (or adopts) one unit of compute per run, reports whether it
+//! is up, deletes it and lists what it manages. Implementations: [`digitalocean`] (App
+//! Platform) and, later, a local-process provider. The workflow's activities drive these calls;
+//! nothing here knows about Temporal.
+
+pub mod digitalocean;
+pub mod naming;
+mod provider;
+
+pub use provider::*;

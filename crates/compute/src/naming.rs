@@ -1,0 +1,77 @@
+//! Compute (and task queue) names derived from a workflow run.
+//!
+//! DigitalOcean app names are 2-32 characters matching `^[a-z][a-z0-9-]{0,30}[a-z0-9]$` and
+//! unique per account. A name derived from the run ID (plus the provisioning attempt) is the
+//! same every time an activity is retried, which is what lets a retried create adopt instead of
+//! duplicating, and it never collides with another run's.
+
+/// Every compute name this project creates starts with this prefix.
+pub const COMPUTE_NAME_PREFIX: &str = "ext-";
+
+/// The longest name DigitalOcean accepts.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Name for the compute of `attempt` (1-based) of the run `run_id`.
+///
+/// The name is the prefix, as many hexadecimal digits of the SHA-256 of the run ID as fit
+/// (26 for a one-digit attempt: 104 bits, so distinct runs do not collide), and the attempt.
+/// Hashing rather than truncating matters: run IDs may be time-ordered UUIDs whose leading
+/// digits are shared by every run started in the same millisecond.
+pub fn compute_name(run_id: &str, attempt: u32) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+
+    let suffix = format!("-{attempt}");
+    let room = MAX_NAME_LEN - COMPUTE_NAME_PREFIX.len() - suffix.len();
+    let mut digits = String::with_capacity(64);
+    for byte in Sha256::digest(run_id.as_bytes()) {
+        let _ = write!(digits, "{byte:02x}");
+    }
+    digits.truncate(room);
+    format!("{COMPUTE_NAME_PREFIX}{digits}{suffix}")
+}
+
+/// Whether `name` is acceptable as a DigitalOcean app or component name.
+pub fn is_valid_do_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (2..=MAX_NAME_LEN).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1].is_ascii_lowercase() | bytes[bytes.len() - 1].is_ascii_digit()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_from_uuid_run_id_is_valid_and_stable() {
+        let run = "0196F3A2-7c1e-7d3a-9b1f-2a3b4c5d6e7f";
+        let a = compute_name(run, 1);
+        assert_eq!(a, compute_name(run, 1));
+        assert!(is_valid_do_name(&a), "{a}");
+        assert_eq!(a.len(), MAX_NAME_LEN);
+        assert!(a.starts_with(COMPUTE_NAME_PREFIX));
+        assert_ne!(a, compute_name(run, 2));
+        assert!(is_valid_do_name(&compute_name(run, 12)));
+    }
+
+    #[test]
+    fn distinct_runs_get_distinct_names() {
+        let a = compute_name("5f1f6a6e-0000-4000-8000-000000000001", 1);
+        let b = compute_name("5f1f6a6e-0000-4000-8000-000000000002", 1);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn validator_follows_the_do_regex() {
+        for ok in ["ab", "external-worker", "a1", "ext-123-1"] {
+            assert!(is_valid_do_name(ok), "{ok}");
+        }
+        for bad in ["a", "1abc", "abc-", "Abc", "ab_c", &"a".repeat(33)] {
+            assert!(!is_valid_do_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The provider trait and the value types that cross it.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// The container image an external worker runs from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Registry name (for DigitalOcean's own registry this is informational only).
+    pub registry: String,
+    /// Repository inside the registry.
+    pub repository: String,
+    /// Image tag.
+    pub tag: String,
+}
+
+/// One environment variable for the external worker.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+    /// Secret values must be stored encrypted by the provider and never logged.
+    pub secret: bool,
+}
+
+impl fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if self.secret {
+            "<redacted>"
+        } else {
+            self.value.as_str()
+        };
+        f.debug_struct("EnvVar")
+            .field("key", &self.key)
+            .field("value", &value)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// Everything a provider needs to start one external worker.
+#[derive(Clone, Debug)]
+pub struct ComputeSpec {
+    /// Unique, provider-valid name derived from the workflow run (see [`crate::naming`]).
+    pub name: String,
+    pub image: ImageRef,
+    pub env: Vec<EnvVar>,
+}
+
+/// What the workflow keeps about a unit of compute: identifiers only, never the spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeHandle {
+    /// Provider's identifier (DigitalOcean app ID, local directory name, ...).
+    pub id: String,
+    /// The compute name (also the unique task queue).
+    pub name: String,
+    /// The deployment the create call started, when the provider has deployments.
+    pub deployment_id: Option<String>,
+    /// True when an existing compute of this name was adopted instead of created.
+    pub adopted: bool,
+}
+
+/// One observation of a deployment's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Readiness {
+    /// Still on its way; `phase` is the provider's own word for where it is.
+    Pending {
+        phase: String,
+        detail: Option<String>,
+    },
+    /// The provider reports the compute running.
+    Ready { phase: String },
+    /// The deployment ended without running; it will not become ready by waiting.
+    Failed { phase: String, reason: String },
+}
+
+/// The result of a delete that succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Deleted {
+    /// This call removed it.
+    Removed,
+    /// It was not there (already deleted, or never existed).
+    AlreadyGone,
+}
+
+/// A unit of compute found by [`ComputeProvider::list_ours`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeSummary {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339 creation time when the provider knows it.
+    pub created_at: Option<String>,
+}
+
+/// How an error should be treated by the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth retrying later (rate limit, 5xx, timeout, connection error).
+    Transient,
+    /// Retrying will not help (bad credentials, invalid spec, permission).
+    Permanent,
+    /// The named compute does not exist.
+    NotFound,
+}
+
+/// A provider failure, with a message fit for operators (never containing secrets).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+/// Somewhere external workers can run. One instance serves every run of a worker process.
+#[async_trait]
+pub trait ComputeProvider: Send + Sync + 'static {
+    /// Short provider name for logs (`digitalocean`, `local`).
+    fn kind(&self) -> &'static str;
+
+    /// Create the compute, or adopt an existing one with the same name. Must be idempotent:
+    /// calling it twice with the same spec leaves exactly one unit of compute.
+    async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError>;
+
+    /// One observation of the deployment's progress (callers poll with backoff).
+    async fn readiness(&self, handle: &ComputeHandle) -> Result<Readiness, ProviderError>;
+
+    /// Delete by provider ID and confirm it is gone. Deleting something already gone succeeds.
+    async fn delete(&self, id: &str) -> Result<Deleted, ProviderError>;
+
+    /// Every unit of compute this provider manages whose name starts with `prefix`.
+    async fn list_ours(&self, prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError>;
+}
