@@ -1,1 +1,0 @@
-//! DigitalOcean App Platform provider (to be written).

@@ -1,0 +1,1 @@
+//! Integration-style tests of the provider against an in-test mini App Platform server.
