@@ -1,1 +1,273 @@
-//! placeholder
+//! `tea-fake-do`: a fake DigitalOcean App Platform API for end-to-end tests and chaos runs.
+//!
+//! It serves `POST/GET/DELETE /v2/apps[/{id}]`, `GET /v2/apps/{app_id}/deployments/{id}` and
+//! `POST /v2/apps/propose` with the real JSON shapes (see `do-apps-openapi.yaml`), bearer auth,
+//! rate-limit headers and DO error bodies; moves each app's deployment through
+//! `PENDING_DEPLOY -> DEPLOYING -> ACTIVE` on a timer; and, once ACTIVE, runs the app's first
+//! worker component as a local child process (a configured command; image fields are only
+//! recorded) with the app's env. Faults can be injected in-process ([`FakeDo::inject`]) or via
+//! `POST /_fake/faults`; state is observable via [`FakeDo::snapshot`] or `GET /_fake/state`.
+//!
+//! This module owns the public handle ([`FakeDo`]) and its configuration ([`FakeDoConfig`]).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op};
+//! let fake = FakeDo::start(FakeDoConfig::new("test-token")).await?;
+//! let url = fake.base_url(); // http://127.0.0.1:PORT; the API is under {url}/v2
+//! fake.inject(Fault::RateLimit { count: 1, retry_after_secs: 1, op: Op::Create });
+//! let snap = fake.snapshot();
+//! # let _ = (url, snap);
+//! fake.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub mod faults;
+mod lifecycle;
+pub mod model;
+mod secrets;
+mod state;
+pub mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use faults::{Fault, Op};
+pub use lifecycle::STRIPPED_ENV_PREFIXES;
+pub use model::Phase;
+pub use nix::sys::signal::Signal;
+pub use secrets::REDACTED;
+pub use state::{AppSnapshot, Snapshot, WorkerExit};
+
+use state::Shared;
+
+/// Configuration of a fake server.
+#[derive(Clone)]
+pub struct FakeDoConfig {
+    /// The bearer token every `/v2` request must carry. Never logged.
+    pub token: String,
+    /// Listen address; port 0 picks a free port (default `127.0.0.1:0`).
+    pub bind: SocketAddr,
+    /// Delay of each deployment step (PENDING_DEPLOY -> DEPLOYING -> ACTIVE); default 1 s.
+    pub step_delay: Duration,
+    /// Program and arguments run for an app's first worker once its deployment is ACTIVE.
+    /// `None`: no process is started (deployments still become ACTIVE).
+    pub worker_command: Option<(PathBuf, Vec<String>)>,
+    /// Directory for per-app worker logs (`<app-name>-<app-id>.log`, stdout and stderr
+    /// appended); `None`: workers inherit the fake's stdout/stderr.
+    pub log_dir: Option<PathBuf>,
+    /// Time between SIGTERM and SIGKILL when stopping a worker; default 5 s.
+    pub kill_grace: Duration,
+    /// Delay before restarting a worker that exited by itself; default 1 s.
+    pub restart_delay: Duration,
+}
+
+impl std::fmt::Debug for FakeDoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeDoConfig")
+            .field("token", &"<redacted>")
+            .field("bind", &self.bind)
+            .field("step_delay", &self.step_delay)
+            .field("worker_command", &self.worker_command)
+            .field("log_dir", &self.log_dir)
+            .field("kill_grace", &self.kill_grace)
+            .field("restart_delay", &self.restart_delay)
+            .finish()
+    }
+}
+
+impl FakeDoConfig {
+    /// Defaults with the given token.
+    pub fn new(token: impl Into<String>) -> Self {
+        FakeDoConfig {
+            token: token.into(),
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            step_delay: Duration::from_secs(1),
+            worker_command: None,
+            log_dir: None,
+            kill_grace: Duration::from_secs(5),
+            restart_delay: Duration::from_secs(1),
+        }
+    }
+
+    /// Sets the worker command (builder style).
+    pub fn with_worker_command<I, S>(mut self, program: impl Into<PathBuf>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.worker_command = Some((program.into(), args.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Sets the deployment step delay (builder style).
+    pub fn with_step_delay(mut self, d: Duration) -> Self {
+        self.step_delay = d;
+        self
+    }
+}
+
+/// A running fake server. Dropping it stops the server and SIGKILLs all worker processes;
+/// [`FakeDo::shutdown`] does the same gracefully (SIGTERM, grace period, SIGKILL).
+pub struct FakeDo {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
+    match fault {
+        Fault::DeployDelay { step_delay_ms } => {
+            shared.set_step_delay(Duration::from_millis(step_delay_ms));
+        }
+        other => shared.lock().faults.push(other),
+    }
+}
+
+impl FakeDo {
+    /// Binds the listener and starts serving (must be called inside a tokio runtime).
+    pub async fn start(cfg: FakeDoConfig) -> anyhow::Result<FakeDo> {
+        anyhow::ensure!(!cfg.token.is_empty(), "the fake-do token must not be empty");
+        if let Some((program, _)) = &cfg.worker_command {
+            anyhow::ensure!(
+                !program.as_os_str().is_empty(),
+                "worker command program is empty"
+            );
+        }
+        if let Some(dir) = &cfg.log_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating log dir {}", dir.display()))?;
+        }
+        let listener = tokio::net::TcpListener::bind(cfg.bind)
+            .await
+            .with_context(|| format!("binding {}", cfg.bind))?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(Ipv4Addr::LOCALHOST.into());
+        }
+        let shared = Shared::new(cfg, format!("http://{addr}"));
+        let router = api::router(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "fake-do server failed");
+            }
+        });
+        tracing::info!(url = %shared.base_url, "fake-do listening");
+        Ok(FakeDo {
+            shared,
+            addr,
+            stop_server: Some(tx),
+            server: Some(server),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (no `/v2`; use it as the DO API base URL).
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Arms a fault (or, for `DeployDelay`, changes the step delay now).
+    pub fn inject(&self, fault: Fault) {
+        apply_fault(&self.shared, fault);
+    }
+
+    /// Disarms all pending counted faults.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Current observable state.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+
+    /// Create request bodies exactly as received, secrets included (in-process only; the
+    /// HTTP state endpoint and [`Snapshot::create_bodies`] redact them).
+    pub fn raw_create_bodies(&self) -> Vec<Value> {
+        self.shared.lock().create_bodies.clone()
+    }
+
+    /// Sends `signal` to the worker process group of app `app_id` (chaos helper); false if no
+    /// worker is running for it. The worker is restarted after `restart_delay` if it dies.
+    pub fn signal_worker(&self, app_id: &str, signal: Signal) -> bool {
+        lifecycle::signal_worker(&self.shared, app_id, signal)
+    }
+
+    /// Polls the state every 20 ms until `pred` holds (returning that snapshot) or `timeout`
+    /// passes (returning `None`).
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Snapshot) -> bool,
+    ) -> Option<Snapshot> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let snap = self.snapshot();
+            if pred(&snap) {
+                return Some(snap);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server, then stops every worker (SIGTERM, grace, SIGKILL) and waits for them.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
+        {
+            server.abort();
+        }
+        let tasks: Vec<_> = self
+            .shared
+            .lock()
+            .tasks
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        let mut set = tokio::task::JoinSet::new();
+        for task in tasks {
+            let shared = self.shared.clone();
+            set.spawn(async move { lifecycle::stop_app_task(&shared, task).await });
+        }
+        while set.join_next().await.is_some() {}
+        tracing::info!("fake-do shut down");
+    }
+}
+
+impl Drop for FakeDo {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        lifecycle::kill_all_now(&self.shared);
+    }
+}
