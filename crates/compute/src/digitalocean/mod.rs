@@ -7,7 +7,7 @@
 //! - [`DigitalOceanProvider::readiness`] maps the deployment phase (`ACTIVE` ready;
 //!   `ERROR`/`CANCELED`/`SUPERSEDED` failed; anything else pending).
 //! - [`DigitalOceanProvider::delete`] deletes and then polls until the app reads as 404.
-//! - Every request goes through one retry layer (see [`http`](self::http) internals) and is
+//! - Every request goes through one shared retry layer (the private `http` module) and is
 //!   counted in [`RequestStats`].
 //!
 //! Secrets: the token is redacted in `Debug`, the `Authorization` header is marked sensitive,
