@@ -1,1 +1,14 @@
-//! placeholder
+//! The wire contract between the workflow side and the external worker.
+//!
+//! Everything another implementation (the Go proof of concept, a Python worker) must agree on
+//! lives here and only here: the workflow type and task queue names, the workflow input, the
+//! name and argument encoding of the long-running activity, and the environment variable that
+//! tells an external worker which queue to poll.
+
+pub mod duration;
+mod names;
+mod payloads;
+
+pub use duration::GoDuration;
+pub use names::*;
+pub use payloads::*;

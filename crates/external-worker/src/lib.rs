@@ -1,1 +1,7 @@
-//! placeholder
+//! The external worker: an activity-only Temporal worker that polls one task queue (the run's
+//! unique queue, from EXTERNAL_TASK_QUEUE) and runs `long-running-command` there.
+//!
+//! [`job`] owns the activity itself; [`worker`] owns building, running and stopping the worker.
+
+pub mod job;
+pub mod worker;

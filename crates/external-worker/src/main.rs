@@ -1,1 +1,64 @@
-fn main() {}
+//! `external-worker`: polls the run's unique task queue and runs `long-running-command`.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+use external_worker::worker::{ExternalWorkerConfig, run};
+use tea_contract::{DEFAULT_EXTERNAL_TASK_QUEUE, GoDuration};
+use tea_runtime::LogFormat;
+
+/// Activity-only Temporal worker for the external job. Connects with the standard Temporal
+/// client environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS,
+/// temporal.toml profiles).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Task queue to poll (the run's unique queue).
+    #[arg(long, env = "EXTERNAL_TASK_QUEUE", default_value = DEFAULT_EXTERNAL_TASK_QUEUE)]
+    task_queue: String,
+    /// How long a running job may continue after SIGTERM before it is cancelled.
+    #[arg(long, env = "GRACEFUL_SHUTDOWN", default_value = "10s")]
+    graceful_shutdown: GoDuration,
+    /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format: pretty or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = tea_runtime::init_logging(Some(&args.log_level), args.log_format) {
+        eprintln!("external-worker: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run_main(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_main(args: Args) -> anyhow::Result<()> {
+    if args.task_queue.trim().is_empty() {
+        anyhow::bail!("EXTERNAL_TASK_QUEUE must not be empty");
+    }
+    let runtime = tea_runtime::new_runtime()?;
+    let (client, conn) = tea_runtime::connect().await?;
+    tracing::info!(
+        address = %conn.address,
+        namespace = %conn.namespace,
+        tls = conn.tls,
+        api_key = conn.api_key,
+        "connected to Temporal"
+    );
+    let config = ExternalWorkerConfig {
+        task_queue: args.task_queue,
+        graceful_shutdown: Duration::from(args.graceful_shutdown),
+    };
+    run(&runtime, client, &config, tea_runtime::shutdown_signal()).await
+}

@@ -1,1 +1,12 @@
-//! placeholder
+//! The orchestration side of the pattern, as a library the `workflow-worker` binary, the tests
+//! and the benchmarks all drive.
+//!
+//! - [`workflow`]: `TriggerExternalWorkflow`, which provisions compute, runs the job on the
+//!   compute's unique queue and always deprovisions it.
+//! - [`activities`]: the provisioning activities (`Create`, `WaitForAppBuild`, `Delete`) over a
+//!   [`tea_compute::ComputeProvider`].
+//! - [`worker`]: the workflow-worker process: one worker on `taskQueueName` hosting both.
+
+pub mod activities;
+pub mod worker;
+pub mod workflow;

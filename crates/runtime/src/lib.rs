@@ -1,1 +1,11 @@
-//! placeholder
+//! Process plumbing shared by the three binaries: logging set-up, the Temporal connection from
+//! the standard client environment, the SDK runtime, and shutdown signals.
+//!
+//! Kept in one place so every binary reads LOG_LEVEL, RUST_LOG and the TEMPORAL_* variables the
+//! same way, and none of them ever prints a credential.
+
+mod logging;
+mod temporal;
+
+pub use logging::{LogFormat, init_logging};
+pub use temporal::{ConnectionSummary, build_id, connect, new_runtime, shutdown_signal};

@@ -1,0 +1,103 @@
+//! The `long-running-command` activity: work for a given duration, heartbeating progress.
+
+use std::time::Duration;
+
+use tea_contract::{GoDuration, JobProgress};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// Shortest heartbeat interval, whatever the caller asks for.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The activities this worker registers: only the long-running job.
+pub struct JobActivities;
+
+#[activities]
+impl JobActivities {
+    /// Works for `duration`, recording a heartbeat with [`JobProgress`] every
+    /// `heartbeat_timeout / 2`, and stops early when the activity is cancelled.
+    #[activity(name = "long-running-command")]
+    pub async fn long_running_command(
+        ctx: ActivityContext,
+        duration: GoDuration,
+        heartbeat_timeout: GoDuration,
+    ) -> Result<(), ActivityError> {
+        let info = ctx.info();
+        tracing::info!(
+            workflow_id = info.workflow_id.as_deref().unwrap_or(""),
+            activity_id = %info.activity_id,
+            attempt = info.attempt,
+            duration = %duration,
+            "started long running command"
+        );
+        let total = duration.as_duration();
+        let started = Instant::now();
+        let deadline = started + total;
+        let mut heartbeat = tokio::time::interval(heartbeat_interval(heartbeat_timeout));
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = ctx.cancelled() => {
+                    tracing::info!(elapsed = ?started.elapsed(), "long running command cancelled");
+                    return Err(ActivityError::cancelled());
+                }
+                _ = heartbeat.tick() => {
+                    let elapsed = started.elapsed().min(total);
+                    let progress = JobProgress {
+                        elapsed: GoDuration(elapsed),
+                        remaining: GoDuration(total - elapsed),
+                    };
+                    ctx.record_heartbeat(progress).await?;
+                }
+            }
+        }
+        tracing::info!(duration = %duration, "long running command finished");
+        Ok(())
+    }
+}
+
+/// Heartbeat every half heartbeat timeout, as the original does; with no timeout, every 5 s.
+pub fn heartbeat_interval(heartbeat_timeout: GoDuration) -> Duration {
+    let half = heartbeat_timeout.as_duration() / 2;
+    if half.is_zero() {
+        Duration::from_secs(5)
+    } else {
+        half.max(MIN_HEARTBEAT_INTERVAL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use temporalio_common::ActivityDefinition;
+
+    #[test]
+    fn registered_name_matches_the_contract() {
+        assert_eq!(
+            JobActivities::long_running_command.name(),
+            tea_contract::LONG_RUNNING_ACTIVITY
+        );
+        assert_eq!(
+            JobActivities::long_running_command.name(),
+            tea_contract::ExternalActivities::long_running_command.name()
+        );
+    }
+
+    #[test]
+    fn heartbeat_interval_is_half_the_timeout() {
+        assert_eq!(
+            heartbeat_interval(GoDuration::from_secs(10)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            heartbeat_interval(GoDuration::from_millis(10)),
+            MIN_HEARTBEAT_INTERVAL
+        );
+        assert_eq!(
+            heartbeat_interval(GoDuration::default()),
+            Duration::from_secs(5)
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! The workflow-worker process: one Temporal worker on `taskQueueName` hosting the workflow and
+//! the provisioning activities, stopped once and gracefully.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, anyhow};
+use tea_compute::{ComputeProvider, EnvVar};
+use temporalio_client::Client;
+use temporalio_common::worker::WorkerDeploymentOptions;
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use crate::{
+    activities::{PollBackoff, ProvisioningActivities},
+    workflow::TriggerExternalWorkflow,
+};
+
+/// How the workflow-worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkflowWorkerConfig {
+    /// Queue for workflows and provisioning activities (`taskQueueName`).
+    pub task_queue: String,
+    /// Deployment polling backoff.
+    pub poll: PollBackoff,
+    /// How long running activities may go on after shutdown starts.
+    pub graceful_shutdown: Duration,
+}
+
+impl Default for WorkflowWorkerConfig {
+    fn default() -> Self {
+        Self {
+            task_queue: tea_contract::WORKFLOW_TASK_QUEUE.to_owned(),
+            poll: PollBackoff::default(),
+            graceful_shutdown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the workflow-worker until `shutdown` resolves or the worker fails.
+pub async fn run(
+    runtime: &Runtime,
+    client: Client,
+    provider: Arc<dyn ComputeProvider>,
+    forwarded_env: Vec<EnvVar>,
+    config: &WorkflowWorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let kind = provider.kind();
+    let activities = ProvisioningActivities::new(provider, forwarded_env, config.poll);
+    let options = WorkerOptions::new(config.task_queue.clone())
+        .register_workflow::<TriggerExternalWorkflow>()
+        .map_err(|e| anyhow!("could not register the workflow: {e}"))?
+        .register_activities(activities)
+        .deployment_options(WorkerDeploymentOptions::from_build_id(
+            tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+        ))
+        .graceful_shutdown_period(config.graceful_shutdown)
+        .build();
+    let mut worker = Worker::new(runtime, client, options)
+        .map_err(|e| anyhow!("could not create the workflow worker: {e}"))?;
+    let stop = worker.shutdown_handle();
+    let signal_task = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down the workflow worker");
+        stop();
+    });
+    tracing::info!(task_queue = %config.task_queue, provider = kind, "workflow worker polling");
+    let result = worker.run().await.context("workflow worker failed");
+    signal_task.abort();
+    result
+}

@@ -1,0 +1,342 @@
+//! `TriggerExternalWorkflow`: pause, provision compute, run the job on the compute's unique
+//! queue, and deprovision the compute whatever happened — success, failure or cancellation.
+//!
+//! Cleanup is designed in, not deferred: `Create` runs detached from workflow cancellation (so
+//! the workflow always learns what exists), and once it has returned, every path goes through
+//! `Delete`, which also runs detached. A create that failed after the provider stored the
+//! compute is covered by deleting by name.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tea_compute::{ImageRef, naming};
+use tea_contract::{ExternalActivities, GoDuration, WorkflowInput};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure,
+    TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
+};
+
+use crate::activities::{
+    CreateComputeInput, CreatedCompute, DeleteComputeInput, DeletedCompute, ProvisioningActivities,
+    WaitForComputeInput,
+};
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Waiting,
+    Provisioning,
+    Deploying,
+    Running,
+    Deprovisioning,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// Answer of the `status` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub phase: Phase,
+    pub attempt: u32,
+    pub compute_name: Option<String>,
+    pub compute_id: Option<String>,
+    pub task_queue: Option<String>,
+    pub provider: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Result of a completed run: what ran where, and that it was deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub compute_name: String,
+    pub compute_id: String,
+    pub task_queue: String,
+    pub provider: String,
+    pub job_duration: GoDuration,
+    pub deleted: bool,
+}
+
+/// Activity timeouts and retries of the original.
+const START_TO_CLOSE: Duration = Duration::from_secs(3600);
+
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(30))
+        .maximum_attempts(5)
+        .build()
+}
+
+/// Options for a provisioning activity; `detached` ones ignore workflow cancellation.
+fn activity_options(heartbeat_timeout: Duration, detached: bool) -> ActivityOptions {
+    let mut options = ActivityOptions::with_start_to_close_timeout(START_TO_CLOSE)
+        .heartbeat_timeout(heartbeat_timeout)
+        .retry_policy(retry_policy())
+        .build();
+    if detached {
+        options.cancellation_token = Some(WorkflowCancellationToken::new());
+    }
+    options
+}
+
+/// Delete is the guarantee: retried until it succeeds or fails for a reason retrying can't fix.
+fn delete_options(heartbeat_timeout: Duration) -> ActivityOptions {
+    let mut options = activity_options(heartbeat_timeout, true);
+    options.retry_policy = Some(
+        RetryPolicy::builder()
+            .initial_interval(Duration::from_secs(1))
+            .backoff_coefficient(2.0)
+            .maximum_interval(Duration::from_secs(60))
+            .maximum_attempts(0)
+            .build(),
+    );
+    options
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct TriggerExternalWorkflow {
+    status: RunStatus,
+}
+
+/// How the part between create and delete ended.
+enum BodyEnd {
+    Completed,
+    Cancelled,
+    Failed(String),
+}
+
+#[workflow_methods]
+impl TriggerExternalWorkflow {
+    #[run(name = "TriggerExternalWorkflow")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: WorkflowInput,
+    ) -> WorkflowResult<RunOutcome> {
+        if let Err(message) = input.validate() {
+            return Err(fail(ctx, message));
+        }
+        let heartbeat_timeout = input.heartbeat_timeout();
+        if !pause(ctx, input.pause()).await {
+            ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
+            return Err(WorkflowTermination::cancelled());
+        }
+
+        let attempt = 1;
+        let compute_name = naming::compute_name(ctx.run_id(), attempt);
+        ctx.state_mut(|s| {
+            s.status.phase = Phase::Provisioning;
+            s.status.attempt = attempt;
+            s.status.compute_name = Some(compute_name.clone());
+        });
+        let created = ctx
+            .execute_activity(
+                ProvisioningActivities::create,
+                CreateComputeInput {
+                    compute_name: compute_name.clone(),
+                    image: ImageRef {
+                        registry: input.registry.clone(),
+                        repository: input.repository.clone(),
+                        tag: input.tag.clone(),
+                    },
+                },
+                activity_options(heartbeat_timeout, true),
+            )
+            .await;
+        let created: CreatedCompute = match created {
+            Ok(created) => created,
+            Err(error) => {
+                // The provider may have stored it before failing: delete by name.
+                let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout).await;
+                let mut message = format!("creating compute {compute_name} failed: {error}");
+                if let Err(cleanup_error) = cleanup {
+                    message.push_str(&format!("; cleanup also failed: {cleanup_error}"));
+                }
+                return Err(fail(ctx, message));
+            }
+        };
+        ctx.state_mut(|s| {
+            s.status.compute_id = Some(created.handle.id.clone());
+            s.status.task_queue = Some(created.task_queue.clone());
+            s.status.provider = Some(created.provider.clone());
+        });
+
+        // From here on the compute is always deleted.
+        let body = if ctx.cancellation_token().is_cancelled() {
+            BodyEnd::Cancelled
+        } else {
+            use_compute(ctx, &input, &created).await
+        };
+
+        ctx.state_mut(|s| s.status.phase = Phase::Deprovisioning);
+        let deleted = delete(
+            ctx,
+            &created.handle.name,
+            Some(created.handle.id.clone()),
+            heartbeat_timeout,
+        )
+        .await;
+
+        match (body, deleted) {
+            (BodyEnd::Cancelled, Ok(_)) => {
+                ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
+                Err(WorkflowTermination::cancelled())
+            }
+            (BodyEnd::Cancelled, Err(e)) => Err(fail(
+                ctx,
+                format!("run cancelled, but deleting compute {compute_name} failed: {e}"),
+            )),
+            (BodyEnd::Failed(message), Ok(_)) => Err(fail(ctx, message)),
+            (BodyEnd::Failed(message), Err(e)) => Err(fail(
+                ctx,
+                format!("{message}; deleting compute {compute_name} also failed: {e}"),
+            )),
+            (BodyEnd::Completed, Err(e)) => Err(fail(
+                ctx,
+                format!("job completed, but deleting compute {compute_name} failed: {e}"),
+            )),
+            (BodyEnd::Completed, Ok(_)) => {
+                if !pause(ctx, input.pause()).await {
+                    ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
+                    return Err(WorkflowTermination::cancelled());
+                }
+                ctx.state_mut(|s| s.status.phase = Phase::Done);
+                Ok(RunOutcome {
+                    compute_name: created.handle.name.clone(),
+                    compute_id: created.handle.id.clone(),
+                    task_queue: created.task_queue.clone(),
+                    provider: created.provider.clone(),
+                    job_duration: GoDuration(input.job_duration()),
+                    deleted: true,
+                })
+            }
+        }
+    }
+
+    /// Where the run is: phase, compute, queue, attempt.
+    #[query]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> RunStatus {
+        self.status.clone()
+    }
+}
+
+/// Waits until the compute is ready, then runs the job on its unique queue.
+async fn use_compute(
+    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    created: &CreatedCompute,
+) -> BodyEnd {
+    let heartbeat_timeout = input.heartbeat_timeout();
+    ctx.state_mut(|s| s.status.phase = Phase::Deploying);
+    let ready = ctx
+        .execute_activity(
+            ProvisioningActivities::wait_for_app_build,
+            WaitForComputeInput {
+                handle: created.handle.clone(),
+                task_queue: created.task_queue.clone(),
+                heartbeat_timeout: GoDuration(heartbeat_timeout),
+                worker_start_timeout: GoDuration(input.worker_start_timeout()),
+            },
+            activity_options(heartbeat_timeout, false),
+        )
+        .await;
+    if let Err(error) = ready {
+        return body_error(ctx, "waiting for the compute to be ready failed", error);
+    }
+
+    ctx.state_mut(|s| s.status.phase = Phase::Running);
+    let mut job_options = activity_options(heartbeat_timeout, false);
+    job_options.task_queue = Some(created.task_queue.clone());
+    job_options.schedule_to_start_timeout = Some(input.worker_start_timeout());
+    job_options.cancellation_type = ActivityCancellationType::TryCancel;
+    let job = ctx
+        .execute_activity(
+            ExternalActivities::long_running_command,
+            (
+                GoDuration(input.job_duration()),
+                GoDuration(heartbeat_timeout),
+            ),
+            job_options,
+        )
+        .await;
+    match job {
+        Ok(()) => BodyEnd::Completed,
+        Err(error) => body_error(ctx, "the external job failed", error),
+    }
+}
+
+fn body_error(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    what: &str,
+    error: ActivityExecutionError,
+) -> BodyEnd {
+    if ctx.cancellation_token().is_cancelled()
+        || matches!(error, ActivityExecutionError::Cancelled(_))
+    {
+        BodyEnd::Cancelled
+    } else {
+        BodyEnd::Failed(format!("{what}: {}", describe(&error)))
+    }
+}
+
+/// The most specific message in an activity failure chain.
+fn describe(error: &ActivityExecutionError) -> String {
+    let Some(failure) = error.failure() else {
+        return error.to_string();
+    };
+    let mut message = failure.message.clone();
+    let mut cause = failure.cause.as_deref();
+    while let Some(inner) = cause {
+        if !inner.message.is_empty() {
+            message = format!("{message}: {}", inner.message);
+        }
+        cause = inner.cause.as_deref();
+    }
+    message
+}
+
+async fn delete(
+    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    compute_name: &str,
+    compute_id: Option<String>,
+    heartbeat_timeout: Duration,
+) -> Result<DeletedCompute, String> {
+    ctx.execute_activity(
+        ProvisioningActivities::delete,
+        DeleteComputeInput {
+            compute_name: compute_name.to_owned(),
+            compute_id,
+        },
+        delete_options(heartbeat_timeout),
+    )
+    .await
+    .map_err(|e| describe(&e))
+}
+
+/// Sleeps on a workflow timer; false when the workflow was cancelled meanwhile.
+async fn pause(ctx: &mut WorkflowContext<TriggerExternalWorkflow>, duration: Duration) -> bool {
+    if duration.is_zero() {
+        return !ctx.cancellation_token().is_cancelled();
+    }
+    matches!(ctx.timer(duration).await, TimerResult::Fired)
+}
+
+fn fail(
+    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    message: String,
+) -> WorkflowTermination {
+    ctx.state_mut(|s| {
+        s.status.phase = Phase::Failed;
+        s.status.error = Some(message.clone());
+    });
+    WorkflowTermination::failed_application(ApplicationFailure::non_retryable(anyhow::anyhow!(
+        message
+    )))
+}

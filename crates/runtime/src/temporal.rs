@@ -1,0 +1,76 @@
+//! The Temporal side of a process: connection from envconfig, SDK runtime, build ID, signals.
+
+use anyhow::{Context, anyhow};
+use temporalio_client::{
+    Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions,
+};
+use temporalio_sdk::Runtime;
+
+/// What a process connected to, for logs: never carries the API key.
+#[derive(Clone, Debug)]
+pub struct ConnectionSummary {
+    pub address: String,
+    pub namespace: String,
+    pub tls: bool,
+    pub api_key: bool,
+}
+
+/// Connects using the standard Temporal client environment (TEMPORAL_ADDRESS,
+/// TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE, temporal.toml).
+pub async fn connect() -> anyhow::Result<(Client, ConnectionSummary)> {
+    let (conn_opts, client_opts) =
+        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+            .map_err(|e| anyhow!("invalid Temporal client configuration: {e}"))?;
+    let summary = ConnectionSummary {
+        address: conn_opts.target.to_string(),
+        namespace: client_opts.namespace.clone(),
+        tls: conn_opts.tls_options.is_some(),
+        api_key: conn_opts.api_key.is_some(),
+    };
+    let connection = Connection::connect(conn_opts).await.with_context(|| {
+        format!(
+            "could not connect to Temporal at {} (namespace {}); is the server running and \
+             TEMPORAL_ADDRESS right?",
+            summary.address, summary.namespace
+        )
+    })?;
+    let client = Client::new(connection, client_opts)
+        .map_err(|e| anyhow!("could not create the Temporal client: {e}"))?;
+    Ok((client, summary))
+}
+
+/// The SDK runtime on the current tokio runtime, with the SDK's own logging left off (our
+/// subscriber is the only one).
+pub fn new_runtime() -> anyhow::Result<Runtime> {
+    Runtime::from_current_tokio(Default::default())
+        .map_err(|e| anyhow!("could not start the Temporal SDK runtime: {e}"))
+}
+
+/// An explicit worker build ID. The SDK's default hashes the whole executable, which costs
+/// seconds for large debug binaries at every worker start.
+pub fn build_id(package: &str, version: &str) -> String {
+    format!("{package}@{version}")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
