@@ -291,7 +291,7 @@ async fn create_app(
         st.tasks.insert(id, task);
         (app, st.faults.take_create_then_500())
     };
-    tracing::info!(app_id = %app.id, app = %name, deployment_fails = ?answer_500, "app created");
+    tracing::info!(app_id = %app.id, app = %name, answered_500 = answer_500, "app created");
     if answer_500 {
         return error_response(500, "Unexpected server-side error", Some(&rid.0));
     }

@@ -10,6 +10,32 @@
 //!
 //! This module owns the public handle ([`FakeDo`]) and its configuration ([`FakeDoConfig`]).
 //!
+//! # Behaviour where the spec is silent
+//! - Invalid bodies (bad JSON, missing `spec`/`name`, any spec rule) answer **400
+//!   `bad_request`** with a message naming the field; duplicate app names answer **409
+//!   `conflict`**; unknown ids 404 `not_found`; wrong method 405 `method_not_allowed`.
+//! - `registry` set for `DOCR` is rejected (the spec says "must be left empty"); `tag` and
+//!   `digest` together are rejected; a component needs exactly one source.
+//! - Deprecated `instance_size_slug`s (`basic-xxs`, ...) are accepted (the spec still lists
+//!   them, marked deprecated) and recorded in [`AppSnapshot::deprecated_slugs`].
+//! - Image apps skip the build: a deployment starts in `PENDING_DEPLOY`, becomes `DEPLOYING`
+//!   after one `step_delay` and `ACTIVE` (or `ERROR`) after another. The app shows it as
+//!   `pending_deployment` (PENDING_DEPLOY only), `in_progress_deployment` (PENDING_DEPLOY and
+//!   DEPLOYING) and `active_deployment` (ACTIVE); a failed deployment is only reachable by id.
+//! - `page`/`per_page` outside 1.. / 1-200 answer 400 instead of being clamped.
+//!
+//! # Admin endpoints (no auth)
+//! - `GET /_fake/state` -> [`Snapshot`] as JSON.
+//! - `POST /_fake/faults` with a [`Fault`] as JSON, e.g.
+//!   `{"kind":"RateLimit","count":2,"retry_after_secs":1,"op":"create"}`,
+//!   `{"kind":"ServerError","count":1,"status":503}`, `{"kind":"CreateStoresThen500","count":1}`,
+//!   `{"kind":"DeploymentError","count":1}`, `{"kind":"DeployDelay","step_delay_ms":200}`
+//!   -> `{"pending_faults":[...],"step_delay_ms":N}`. `op` is one of `any` (default), `create`,
+//!   `get`, `list`, `delete`, `get_deployment`, `propose`.
+//! - `GET /_fake/faults` -> same body; `DELETE /_fake/faults` disarms all counted faults.
+//! - `POST /_fake/apps/{id}/signal?signal=KILL` (or TERM, INT, ...) signals the app's worker
+//!   process group -> `{"signaled":true,"signal":"SIGKILL"}`, 404 if no worker runs.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op};
@@ -269,5 +295,15 @@ impl Drop for FakeDo {
             server.abort();
         }
         lifecycle::kill_all_now(&self.shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handle_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::FakeDo>();
+        check::<super::Snapshot>();
     }
 }
