@@ -3,8 +3,8 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use external_worker::worker::{ExternalWorkerConfig, run};
 use tea_contract::{DEFAULT_EXTERNAL_TASK_QUEUE, GoDuration};
+use tea_external_worker::worker::{ExternalWorkerConfig, run};
 use tea_runtime::LogFormat;
 
 /// Activity-only Temporal worker for the external job. Connects with the standard Temporal

@@ -6,6 +6,7 @@
 //! nothing here knows about Temporal.
 
 pub mod digitalocean;
+pub mod local;
 pub mod naming;
 mod provider;
 

@@ -1,1 +1,102 @@
-//! placeholder
+//! Starting a run of `TriggerExternalWorkflow` and waiting for how it ended.
+//!
+//! Used by the `starter` binary, the tests and the benchmarks, so all of them start runs the same
+//! way a Go starter would: workflow type `TriggerExternalWorkflow` on `taskQueueName`, one JSON
+//! input payload.
+
+use std::fmt;
+
+use anyhow::{Context, anyhow};
+use tea_contract::WorkflowInput;
+use tea_orchestrator::workflow::{RunOutcome, TriggerExternalWorkflow};
+use temporalio_client::{
+    Client, WorkflowGetResultOptions, WorkflowHandle, WorkflowStartOptions,
+    errors::WorkflowGetResultError,
+};
+use temporalio_common::HasWorkflowDefinition;
+
+/// A started run.
+pub type RunHandle =
+    WorkflowHandle<Client, <TriggerExternalWorkflow as HasWorkflowDefinition>::Run>;
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    Completed(RunOutcome),
+    Failed(String),
+    Cancelled,
+    Terminated,
+    TimedOut,
+}
+
+impl RunEnd {
+    /// Exit status for command lines: 0 completed, 1 failed or timed out, 3 cancelled or
+    /// terminated.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunEnd::Completed(_) => 0,
+            RunEnd::Failed(_) | RunEnd::TimedOut => 1,
+            RunEnd::Cancelled | RunEnd::Terminated => 3,
+        }
+    }
+}
+
+impl fmt::Display for RunEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunEnd::Completed(outcome) => write!(
+                f,
+                "completed: job ran {} on {} compute {} (queue {}), compute deleted",
+                outcome.job_duration, outcome.provider, outcome.compute_name, outcome.task_queue
+            ),
+            RunEnd::Failed(message) => write!(f, "failed: {message}"),
+            RunEnd::Cancelled => f.write_str("cancelled"),
+            RunEnd::Terminated => f.write_str("terminated"),
+            RunEnd::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// Starts a run with `input` under `workflow_id` on `task_queue`.
+pub async fn start(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: WorkflowInput,
+) -> anyhow::Result<RunHandle> {
+    input.validate().map_err(|e| anyhow!(e))?;
+    client
+        .start_workflow(
+            TriggerExternalWorkflow::run,
+            input,
+            WorkflowStartOptions::new(task_queue, workflow_id).build(),
+        )
+        .await
+        .with_context(|| format!("could not start workflow {workflow_id} on {task_queue}"))
+}
+
+/// Waits until the run closes and says how.
+pub async fn wait(handle: &RunHandle) -> anyhow::Result<RunEnd> {
+    match handle.get_result(WorkflowGetResultOptions::default()).await {
+        Ok(outcome) => Ok(RunEnd::Completed(outcome)),
+        Err(WorkflowGetResultError::Failed(error)) => Ok(RunEnd::Failed(failure_message(&error))),
+        Err(WorkflowGetResultError::Cancelled { .. }) => Ok(RunEnd::Cancelled),
+        Err(WorkflowGetResultError::Terminated { .. }) => Ok(RunEnd::Terminated),
+        Err(WorkflowGetResultError::TimedOut) => Ok(RunEnd::TimedOut),
+        Err(other) => Err(anyhow!("could not get the result of the run: {other}")),
+    }
+}
+
+/// The failure's message with its causes.
+fn failure_message(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = inner.source();
+    }
+    message
+}

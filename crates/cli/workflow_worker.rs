@@ -1,0 +1,142 @@
+//! `workflow-worker`: hosts `TriggerExternalWorkflow` and its provisioning activities on
+//! `taskQueueName`, over the compute provider chosen by `--provider` / COMPUTE_PROVIDER.
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::anyhow;
+use clap::{Parser, ValueEnum};
+use tea_compute::{
+    ComputeProvider,
+    digitalocean::{DigitalOceanConfig, DigitalOceanProvider},
+    local::{LocalConfig, LocalProvider},
+};
+use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
+use tea_orchestrator::{
+    activities::{PollBackoff, forwarded_temporal_env},
+    worker::{WorkflowWorkerConfig, run},
+};
+use tea_runtime::LogFormat;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProviderKind {
+    /// A local process per run (the embedded default).
+    Local,
+    /// A DigitalOcean App Platform app per run (needs DIGITALOCEAN_ACCESS_TOKEN).
+    Digitalocean,
+}
+
+/// Workflow worker for the external-activity pattern. Connects with the standard Temporal client
+/// environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS, profiles);
+/// the non-empty ones among TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS and
+/// TEMPORAL_API_KEY are forwarded to each external worker (the key as a secret).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where external workers run.
+    #[arg(long, env = "COMPUTE_PROVIDER", value_enum, default_value = "local")]
+    provider: ProviderKind,
+    /// Task queue for workflows and provisioning activities.
+    #[arg(long, env = "WORKFLOW_TASK_QUEUE", default_value = WORKFLOW_TASK_QUEUE)]
+    task_queue: String,
+    /// First interval between deployment status polls.
+    #[arg(long, env = "DEPLOY_POLL_INITIAL", default_value = "5s")]
+    deploy_poll_initial: GoDuration,
+    /// Longest interval between deployment status polls.
+    #[arg(long, env = "DEPLOY_POLL_MAX", default_value = "30s")]
+    deploy_poll_max: GoDuration,
+    /// How long running activities may continue after SIGTERM.
+    #[arg(long, env = "GRACEFUL_SHUTDOWN", default_value = "10s")]
+    graceful_shutdown: GoDuration,
+    /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format: pretty or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = tea_runtime::init_logging(Some(&args.log_level), args.log_format) {
+        eprintln!("workflow-worker: {e:#}");
+        return ExitCode::from(2);
+    }
+    let provider = match build_provider(args.provider) {
+        Ok(provider) => provider,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_main(args, provider).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_provider(kind: ProviderKind) -> anyhow::Result<Arc<dyn ComputeProvider>> {
+    let provider: Arc<dyn ComputeProvider> = match kind {
+        ProviderKind::Digitalocean => {
+            let config = DigitalOceanConfig::from_env()
+                .map_err(|e| anyhow!("digitalocean provider: {e}"))?;
+            tracing::info!(
+                api_url = %config.api_url,
+                instance_size = %config.instance_size_slug,
+                region = config.region.as_deref().unwrap_or("(nearest)"),
+                "compute provider: digitalocean"
+            );
+            Arc::new(
+                DigitalOceanProvider::new(config)
+                    .map_err(|e| anyhow!("digitalocean provider: {e}"))?,
+            )
+        }
+        ProviderKind::Local => {
+            let config = LocalConfig::from_env().map_err(|e| anyhow!("local provider: {e}"))?;
+            tracing::info!(
+                worker_bin = %config.worker_bin.display(),
+                state_dir = %config.state_dir.display(),
+                "compute provider: local"
+            );
+            Arc::new(LocalProvider::new(config).map_err(|e| anyhow!("local provider: {e}"))?)
+        }
+    };
+    Ok(provider)
+}
+
+async fn run_main(args: Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Result<()> {
+    if args.deploy_poll_initial.as_duration().is_zero()
+        || args.deploy_poll_max < args.deploy_poll_initial
+    {
+        anyhow::bail!("DEPLOY_POLL_INITIAL must be > 0 and not above DEPLOY_POLL_MAX");
+    }
+    let runtime = tea_runtime::new_runtime()?;
+    let (client, conn) = tea_runtime::connect().await?;
+    tracing::info!(
+        address = %conn.address,
+        namespace = %conn.namespace,
+        tls = conn.tls,
+        api_key = conn.api_key,
+        "connected to Temporal"
+    );
+    let config = WorkflowWorkerConfig {
+        task_queue: args.task_queue,
+        poll: PollBackoff {
+            initial: args.deploy_poll_initial.as_duration(),
+            max: args.deploy_poll_max.as_duration(),
+        },
+        graceful_shutdown: Duration::from(args.graceful_shutdown),
+    };
+    run(
+        &runtime,
+        client,
+        provider,
+        forwarded_temporal_env(),
+        &config,
+        tea_runtime::shutdown_signal(),
+    )
+    .await
+}
