@@ -1,36 +1,402 @@
-//! Local-process provider: one external-worker process per run (stub, being written).
+//! Local-process provider: one `external-worker` OS process per run.
+//!
+//! Each unit of compute is a process started from [`LocalConfig::worker_bin`] with the spec's
+//! environment (the same variables a DigitalOcean app would get), in its own process group.
+//! Everything the provider knows lives on disk under [`LocalConfig::state_dir`], so a
+//! workflow-worker that is killed and restarted finds, adopts and deletes what an earlier
+//! process started:
+//!
+//! ```text
+//! <state_dir>/<name>/meta.json     name, pid, /proc start time, created_at, worker_bin
+//! <state_dir>/<name>/worker.log    stdout + stderr of the worker (appended)
+//! <state_dir>/<name>/exit_status   exit status, when the worker exited while we owned it
+//! <state_dir>/.locks/<name>.lock   flock serialising processes working on one name
+//! <state_dir>/logs/<name>.log      the worker's log, kept after delete
+//! ```
+//!
+//! A recorded process counts as alive when `/proc/<pid>/stat` exists, is not a zombie and its
+//! start time matches the recorded one (so a reused pid is never mistaken for our worker).
 
-use std::{path::PathBuf, time::Duration};
+mod process;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    ffi::OsString,
+    fs,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
+use nix::sys::signal::Signal;
+
+pub use state::Meta;
 
 use crate::{
     ComputeHandle, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ProviderError, Readiness,
+    naming::is_valid_do_name,
 };
+use process::{is_alive, is_being_reaped, read_stat, reap_in_background, signal_group};
+use state::{
+    EXIT_FILE, LOG_FILE, LOGS_DIR, NameLocks, append_line, io_err, keep_log, last_lines,
+    open_append, read_exit, read_meta, remove_dir, write_exit, write_meta,
+};
+
+/// File name of the worker binary looked up next to the current executable and on `PATH`.
+pub const WORKER_BIN_NAME: &str = "external-worker";
+
+/// How long [`ComputeProvider::delete`] waits after SIGTERM before SIGKILL, by default.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// How long delete waits for a SIGKILLed worker to be gone before reporting a transient error.
+const KILL_CONFIRM: Duration = Duration::from_secs(5);
+
+/// How long readiness and delete wait for this process's reaper thread to record an exit.
+const REAP_WAIT: Duration = Duration::from_secs(2);
+
+/// Interval of every poll (process gone, reaper done).
+const POLL: Duration = Duration::from_millis(50);
+
+/// How many of the last log lines a `Failed` readiness quotes.
+const LOG_LINES_IN_FAILURE: usize = 5;
 
 /// Configuration of the local provider.
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
+    /// Directory holding one subdirectory per unit of compute (created if missing).
     pub state_dir: PathBuf,
+    /// The `external-worker` binary to start.
     pub worker_bin: PathBuf,
+    /// How long delete waits after SIGTERM before SIGKILL.
     pub kill_grace: Duration,
 }
 
 impl LocalConfig {
+    /// A configuration with the default kill grace ([`DEFAULT_KILL_GRACE`]).
+    pub fn new(state_dir: impl Into<PathBuf>, worker_bin: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            worker_bin: worker_bin.into(),
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
+    }
+
+    /// Configuration from the environment:
+    ///
+    /// - `LOCAL_STATE_DIR`, else `$XDG_STATE_HOME/temporal-external-activity/local`, else
+    ///   `$HOME/.local/state/temporal-external-activity/local`, else
+    ///   `/tmp/temporal-external-activity/local`;
+    /// - `EXTERNAL_WORKER_BIN` (must be an executable file), else `external-worker` next to the
+    ///   current executable, else `external-worker` on `PATH`;
+    /// - `LOCAL_KILL_GRACE` (humantime, e.g. `5s`; default 10 s).
     pub fn from_env() -> Result<Self, ProviderError> {
-        Err(ProviderError::permanent(
-            "local provider not implemented yet",
-        ))
+        Self::from_lookup(|key| std::env::var_os(key), std::env::current_exe().ok())
+    }
+
+    /// [`Self::from_env`] over an arbitrary variable lookup and current executable.
+    fn from_lookup(
+        get: impl Fn(&str) -> Option<OsString>,
+        current_exe: Option<PathBuf>,
+    ) -> Result<Self, ProviderError> {
+        let get = |key: &str| get(key).filter(|v| !v.is_empty());
+        const APP_DIR: &str = "temporal-external-activity/local";
+
+        let state_dir = if let Some(dir) = get("LOCAL_STATE_DIR") {
+            PathBuf::from(dir)
+        } else if let Some(xdg) = get("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+        {
+            xdg.join(APP_DIR)
+        } else if let Some(home) = get("HOME") {
+            PathBuf::from(home).join(".local/state").join(APP_DIR)
+        } else {
+            PathBuf::from("/tmp").join(APP_DIR)
+        };
+
+        let worker_bin = match get("EXTERNAL_WORKER_BIN") {
+            Some(bin) => {
+                let bin = PathBuf::from(bin);
+                if !is_executable(&bin) {
+                    return Err(ProviderError::permanent(format!(
+                        "EXTERNAL_WORKER_BIN={}: not an executable file",
+                        bin.display()
+                    )));
+                }
+                bin
+            }
+            None => find_worker_bin(current_exe.as_deref(), get("PATH")).ok_or_else(|| {
+                ProviderError::permanent(format!(
+                    "no `{WORKER_BIN_NAME}` binary next to the current executable or on PATH: \
+                     build it with `cargo build --bin {WORKER_BIN_NAME}` or set \
+                     EXTERNAL_WORKER_BIN"
+                ))
+            })?,
+        };
+
+        let kill_grace = match get("LOCAL_KILL_GRACE") {
+            None => DEFAULT_KILL_GRACE,
+            Some(raw) => {
+                let text = raw.to_string_lossy();
+                humantime::parse_duration(&text).map_err(|e| {
+                    ProviderError::permanent(format!(
+                        "LOCAL_KILL_GRACE={text}: not a duration like `5s` or `500ms`: {e}"
+                    ))
+                })?
+            }
+        };
+
+        Ok(Self {
+            state_dir,
+            worker_bin,
+            kill_grace,
+        })
     }
 }
 
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// `external-worker` next to `current_exe` (or one level up when that is cargo's `deps/`
+/// directory, as for test binaries), else the first one on `path`.
+fn find_worker_bin(current_exe: Option<&Path>, path: Option<OsString>) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = current_exe.and_then(Path::parent) {
+        candidates.push(dir.join(WORKER_BIN_NAME));
+        if dir.file_name().is_some_and(|n| n == "deps")
+            && let Some(up) = dir.parent()
+        {
+            candidates.push(up.join(WORKER_BIN_NAME));
+        }
+    }
+    if let Some(path) = path {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(WORKER_BIN_NAME)));
+    }
+    candidates.into_iter().find(|c| is_executable(c))
+}
+
+/// Runs external workers as local processes; see the [module documentation](self).
 pub struct LocalProvider {
-    _cfg: LocalConfig,
+    cfg: LocalConfig,
+    locks: NameLocks,
+    /// Replaces the current environment as the base of the workers' environment (tests).
+    parent_env: Option<Vec<(OsString, OsString)>>,
 }
 
 impl LocalProvider {
+    /// A provider over `cfg`, creating the state directory if needed.
     pub fn new(cfg: LocalConfig) -> Result<Self, ProviderError> {
-        Ok(Self { _cfg: cfg })
+        fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+            ProviderError::permanent(format!(
+                "local provider: cannot create state directory {}: {e}",
+                cfg.state_dir.display()
+            ))
+        })?;
+        Ok(Self {
+            cfg,
+            locks: NameLocks::default(),
+            parent_env: None,
+        })
+    }
+
+    /// The configuration this provider runs with.
+    pub fn config(&self) -> &LocalConfig {
+        &self.cfg
+    }
+
+    /// The directory of the compute `name` (which may not exist).
+    pub fn compute_dir(&self, name: &str) -> PathBuf {
+        self.cfg.state_dir.join(name)
+    }
+
+    /// The log file of the running (or not yet deleted) compute `name`.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.compute_dir(name).join(LOG_FILE)
+    }
+
+    /// Where the log of the compute `name` is kept after delete.
+    pub fn kept_log_path(&self, name: &str) -> PathBuf {
+        self.cfg
+            .state_dir
+            .join(LOGS_DIR)
+            .join(format!("{name}.log"))
+    }
+
+    /// Name and pid of every live worker recorded in the state directory.
+    pub fn running_pids(&self) -> Vec<(String, u32)> {
+        self.compute_names("")
+            .into_iter()
+            .filter_map(|name| {
+                let meta = read_meta(&self.compute_dir(&name)).ok().flatten()?;
+                is_alive(meta.pid, meta.start_time).then_some((name, meta.pid))
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    fn with_parent_env(mut self, env: Vec<(OsString, OsString)>) -> Self {
+        self.parent_env = Some(env);
+        self
+    }
+
+    /// Sorted names of the compute directories whose name starts with `prefix`.
+    fn compute_names(&self, prefix: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.cfg.state_dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n != LOGS_DIR && n.starts_with(prefix) && is_valid_do_name(n))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn checked_dir(&self, name: &str) -> Result<PathBuf, ProviderError> {
+        if is_valid_do_name(name) {
+            Ok(self.compute_dir(name))
+        } else {
+            Err(ProviderError::permanent(format!(
+                "local provider: invalid compute name {name:?} (must match \
+                 ^[a-z][a-z0-9-]{{0,30}}[a-z0-9]$)"
+            )))
+        }
+    }
+
+    /// Start a worker for `spec` in `dir` (the name lock is held by the caller).
+    fn spawn(
+        &self,
+        spec: &ComputeSpec,
+        dir: &Path,
+        previous: Option<&Meta>,
+    ) -> Result<ComputeHandle, ProviderError> {
+        let name = spec.name.as_str();
+        fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, &e))?;
+        match fs::remove_file(dir.join(EXIT_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing old exit status in", dir, &e)),
+        }
+
+        let log_path = dir.join(LOG_FILE);
+        let now = chrono::Utc::now().to_rfc3339();
+        append_line(
+            &log_path,
+            &format!(
+                "=== {now} starting {} for {name}",
+                self.cfg.worker_bin.display()
+            ),
+        );
+        let stdout = open_append(&log_path).map_err(|e| io_err("opening", &log_path, &e))?;
+        let stderr = stdout
+            .try_clone()
+            .map_err(|e| io_err("duplicating", &log_path, &e))?;
+
+        let parent_env = match &self.parent_env {
+            Some(env) => env.clone(),
+            None => std::env::vars_os().collect(),
+        };
+        let mut child = Command::new(&self.cfg.worker_bin)
+            .env_clear()
+            .envs(process::child_env(parent_env, &spec.env))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                let message = format!(
+                    "local provider: cannot start {} for {name}: {e}",
+                    self.cfg.worker_bin.display()
+                );
+                match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        ProviderError::permanent(message)
+                    }
+                    _ => ProviderError::transient(message),
+                }
+            })?;
+        let pid = child.id();
+
+        // The child is not reaped yet, so its /proc entry exists even if it already exited.
+        let recorded = read_stat(pid).map(|stat| Meta {
+            name: name.to_owned(),
+            pid,
+            start_time: stat.start_time,
+            created_at: previous.map_or_else(|| now.clone(), |m| m.created_at.clone()),
+            started_at: Some(now.clone()),
+            worker_bin: self.cfg.worker_bin.clone(),
+        });
+        let written = match &recorded {
+            Some(meta) => write_meta(dir, meta),
+            None => Err(ProviderError::transient(format!(
+                "local provider: cannot read /proc/{pid}/stat of the worker just started for {name}"
+            ))),
+        };
+        if let Err(e) = written {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+
+        let reaper_dir = dir.to_path_buf();
+        let reaper_name = name.to_owned();
+        if let Err(e) = reap_in_background(child, move |pid, status| {
+            tracing::info!(name = %reaper_name, pid, %status, "local external worker exited");
+            if reaper_dir.is_dir() {
+                let _ = write_exit(&reaper_dir, pid, &status);
+            }
+        }) {
+            tracing::warn!(name, pid, error = %e, "cannot start reaper thread for local worker");
+        }
+
+        let env_keys: Vec<&str> = spec.env.iter().map(|v| v.key.as_str()).collect();
+        tracing::info!(
+            name,
+            pid,
+            worker_bin = %self.cfg.worker_bin.display(),
+            log = %log_path.display(),
+            ?env_keys,
+            restarted = previous.is_some(),
+            "started local external worker"
+        );
+        Ok(ComputeHandle {
+            id: name.to_owned(),
+            name: name.to_owned(),
+            deployment_id: Some(pid.to_string()),
+            adopted: false,
+        })
+    }
+}
+
+/// Poll until the recorded process is gone or `limit` passes; true when it is gone.
+async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !is_alive(meta.pid, meta.start_time) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Poll until this process's reaper thread for `pid` (if any) has finished, bounded.
+async fn wait_reaped(pid: u32) {
+    let deadline = Instant::now() + REAP_WAIT;
+    while is_being_reaped(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -39,16 +405,140 @@ impl ComputeProvider for LocalProvider {
     fn kind(&self) -> &'static str {
         "local"
     }
-    async fn create_or_adopt(&self, _spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
-        Err(ProviderError::permanent("not implemented"))
+
+    async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
+        let dir = self.checked_dir(&spec.name)?;
+        let _guard = self.locks.lock(&self.cfg.state_dir, &spec.name).await?;
+        let previous = read_meta(&dir)?;
+        if let Some(meta) = &previous {
+            if is_alive(meta.pid, meta.start_time) {
+                tracing::info!(
+                    name = %spec.name,
+                    pid = meta.pid,
+                    log = %dir.join(LOG_FILE).display(),
+                    "adopted running local external worker"
+                );
+                return Ok(ComputeHandle {
+                    id: spec.name.clone(),
+                    name: spec.name.clone(),
+                    deployment_id: Some(meta.pid.to_string()),
+                    adopted: true,
+                });
+            }
+            tracing::warn!(
+                name = %spec.name,
+                pid = meta.pid,
+                "recorded local external worker is gone; starting a new one"
+            );
+        }
+        self.spawn(spec, &dir, previous.as_ref())
     }
-    async fn readiness(&self, _handle: &ComputeHandle) -> Result<Readiness, ProviderError> {
-        Err(ProviderError::permanent("not implemented"))
+
+    async fn readiness(&self, handle: &ComputeHandle) -> Result<Readiness, ProviderError> {
+        let dir = self.checked_dir(&handle.id)?;
+        let Some(meta) = read_meta(&dir)? else {
+            return Err(ProviderError::not_found(format!(
+                "local provider: no compute named {} (no meta.json in {})",
+                handle.id,
+                dir.display()
+            )));
+        };
+        if is_alive(meta.pid, meta.start_time) {
+            return Ok(Readiness::Ready {
+                phase: "RUNNING".into(),
+            });
+        }
+        wait_reaped(meta.pid).await;
+        let status = read_exit(&dir, meta.pid)
+            .unwrap_or_else(|| "unknown status (it was not started by this process)".to_owned());
+        let lines = last_lines(&dir.join(LOG_FILE), LOG_LINES_IN_FAILURE);
+        let tail = if lines.is_empty() {
+            "(none)".to_owned()
+        } else {
+            lines.join(" | ")
+        };
+        Ok(Readiness::Failed {
+            phase: "EXITED".into(),
+            reason: format!(
+                "external worker exited with {status} (pid {}); last log lines: {tail}",
+                meta.pid
+            ),
+        })
     }
-    async fn delete(&self, _id: &str) -> Result<Deleted, ProviderError> {
-        Err(ProviderError::permanent("not implemented"))
+
+    async fn delete(&self, id: &str) -> Result<Deleted, ProviderError> {
+        let dir = self.checked_dir(id)?;
+        let _guard = self.locks.lock(&self.cfg.state_dir, id).await?;
+        if fs::symlink_metadata(&dir).is_err() {
+            return Ok(Deleted::AlreadyGone);
+        }
+        let log_path = dir.join(LOG_FILE);
+        let mut how = "was not running".to_owned();
+        if let Some(meta) = read_meta(&dir)? {
+            if is_alive(meta.pid, meta.start_time) {
+                signal_group(meta.pid, Signal::SIGTERM).map_err(|e| {
+                    ProviderError::transient(format!(
+                        "local provider: SIGTERM to worker {id} (pid {}): {e}",
+                        meta.pid
+                    ))
+                })?;
+                how = "stopped by SIGTERM".to_owned();
+                if !wait_gone(&meta, self.cfg.kill_grace).await {
+                    tracing::warn!(
+                        name = id,
+                        pid = meta.pid,
+                        grace = ?self.cfg.kill_grace,
+                        "local external worker ignored SIGTERM; sending SIGKILL"
+                    );
+                    signal_group(meta.pid, Signal::SIGKILL).map_err(|e| {
+                        ProviderError::transient(format!(
+                            "local provider: SIGKILL to worker {id} (pid {}): {e}",
+                            meta.pid
+                        ))
+                    })?;
+                    how = format!(
+                        "killed by SIGKILL after ignoring SIGTERM for {}",
+                        humantime::format_duration(self.cfg.kill_grace)
+                    );
+                    if !wait_gone(&meta, KILL_CONFIRM).await {
+                        return Err(ProviderError::transient(format!(
+                            "local provider: worker {id} (pid {}) still alive {} after SIGKILL",
+                            meta.pid,
+                            humantime::format_duration(KILL_CONFIRM)
+                        )));
+                    }
+                }
+            }
+            wait_reaped(meta.pid).await;
+        }
+        append_line(
+            &log_path,
+            &format!("=== {} deleted: {how}", chrono::Utc::now().to_rfc3339()),
+        );
+        let kept = self.kept_log_path(id);
+        if let Err(e) = keep_log(&log_path, &kept) {
+            tracing::warn!(name = id, error = %e, "cannot keep local worker log");
+        }
+        remove_dir(&dir).map_err(|e| io_err("removing", &dir, &e))?;
+        tracing::info!(name = id, log = %kept.display(), how = %how, "deleted local external worker");
+        Ok(Deleted::Removed)
     }
-    async fn list_ours(&self, _prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError> {
-        Err(ProviderError::permanent("not implemented"))
+
+    async fn list_ours(&self, prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError> {
+        Ok(self
+            .compute_names(prefix)
+            .into_iter()
+            .map(|name| {
+                let created_at = read_meta(&self.compute_dir(&name))
+                    .ok()
+                    .flatten()
+                    .map(|m| m.created_at);
+                ComputeSummary {
+                    id: name.clone(),
+                    name,
+                    created_at,
+                }
+            })
+            .collect())
     }
 }

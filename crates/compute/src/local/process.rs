@@ -1,0 +1,213 @@
+//! Operating-system details of the local provider: reading `/proc/<pid>/stat`, deciding whether
+//! a recorded process is still the one we started, signalling its process group, building the
+//! child's environment and reaping children of this process.
+
+use std::{
+    collections::HashSet,
+    ffi::{OsStr, OsString},
+    os::unix::ffi::OsStrExt,
+    process::Child,
+    sync::{LazyLock, Mutex},
+};
+
+use nix::{
+    errno::Errno,
+    sys::signal::{self, Signal},
+    unistd::Pid,
+};
+
+use crate::EnvVar;
+
+/// The parts of `/proc/<pid>/stat` the provider needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `Z`, `T`, ...
+    pub state: char,
+    /// Field 22: start time in clock ticks after boot (guards against pid reuse).
+    pub start_time: u64,
+}
+
+/// Parse the contents of `/proc/<pid>/stat`. The command name (field 2) is in parentheses and
+/// may itself contain spaces and parentheses, so fields are counted from the last `)`.
+pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
+    let close = text.rfind(')')?;
+    let mut fields = text.get(close + 1..)?.split_ascii_whitespace();
+    // After the command name: field 3 (state) is the first, field 22 (starttime) the 20th.
+    let state = fields.next()?.chars().next()?;
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+/// The current `/proc/<pid>/stat` of `pid`, or `None` when there is no such process.
+pub(crate) fn read_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Whether `pid` is a live (non-zombie) process that started at `start_time`, i.e. still the
+/// process we recorded rather than a dead one or an unrelated process that reused the pid.
+pub(crate) fn is_alive(pid: u32, start_time: u64) -> bool {
+    match read_stat(pid) {
+        Some(stat) => stat.state != 'Z' && stat.state != 'X' && stat.start_time == start_time,
+        None => false,
+    }
+}
+
+/// Send `sig` to the process group led by `pid` (every worker is started as the leader of its
+/// own group), falling back to the pid alone if there is no such group. A process that is
+/// already gone is not an error.
+pub(crate) fn signal_group(pid: u32, sig: Signal) -> Result<(), Errno> {
+    let Ok(raw) = i32::try_from(pid) else {
+        return Err(Errno::EINVAL);
+    };
+    if raw <= 1 {
+        // Never signal init, every process (-1) or our own group (0).
+        return Err(Errno::EINVAL);
+    }
+    let pid = Pid::from_raw(raw);
+    match signal::killpg(pid, sig) {
+        Ok(()) => Ok(()),
+        Err(Errno::ESRCH) => match signal::kill(pid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an environment variable of the parent must not reach the worker: Temporal and
+/// DigitalOcean settings (the worker gets its own from the spec) and this provider's settings.
+pub(crate) fn is_scrubbed(key: &OsStr) -> bool {
+    let bytes = key.as_bytes();
+    bytes.starts_with(b"TEMPORAL_")
+        || bytes.starts_with(b"DIGITALOCEAN_")
+        || bytes.starts_with(b"LOCAL_")
+        || bytes == b"EXTERNAL_WORKER_BIN"
+}
+
+/// The complete environment of a worker: the parent's minus [`is_scrubbed`] variables, then the
+/// spec's variables (which win over inherited ones).
+pub(crate) fn child_env(
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+    spec: &[EnvVar],
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = parent
+        .into_iter()
+        .filter(|(key, _)| !is_scrubbed(key))
+        .filter(|(key, _)| !spec.iter().any(|v| OsStr::new(&v.key) == key))
+        .collect();
+    env.extend(
+        spec.iter()
+            .map(|v| (OsString::from(&v.key), OsString::from(&v.value))),
+    );
+    env
+}
+
+/// Pids of children of this process whose reaper thread has not finished yet. Global because
+/// pids are per process, not per provider instance.
+static REAPING: LazyLock<Mutex<HashSet<u32>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+fn reaping() -> std::sync::MutexGuard<'static, HashSet<u32>> {
+    REAPING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a reaper thread of this process still owns `pid`.
+pub(crate) fn is_being_reaped(pid: u32) -> bool {
+    reaping().contains(&pid)
+}
+
+/// Wait for `child` on a background thread so it never lingers as a zombie, then hand its exit
+/// status (as text, e.g. `exit status: 3`) to `on_exit`.
+pub(crate) fn reap_in_background(
+    mut child: Child,
+    on_exit: impl FnOnce(u32, String) + Send + 'static,
+) -> std::io::Result<()> {
+    let pid = child.id();
+    reaping().insert(pid);
+    let spawned = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            let status = match child.wait() {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("unknown status (wait failed: {e})"),
+            };
+            on_exit(pid, status);
+            reaping().remove(&pid);
+        });
+    match spawned {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            reaping().remove(&pid);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let tail = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
+        let s = parse_stat(&format!("123 (a) b (c)) {tail}")).expect("parse");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.start_time, 424242);
+        assert_eq!(parse_stat("123 (x) Z 1 2"), None);
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_wrong_start_time_is_not() {
+        let pid = std::process::id();
+        let stat = read_stat(pid).expect("own stat");
+        assert!(is_alive(pid, stat.start_time));
+        assert!(!is_alive(pid, stat.start_time + 1));
+    }
+
+    #[test]
+    fn child_env_scrubs_and_lets_the_spec_win() {
+        let parent = [
+            ("PATH", "/bin"),
+            ("TEMPORAL_ADDRESS", "parent:7233"),
+            ("TEMPORAL_LEAK", "x"),
+            ("DIGITALOCEAN_TOKEN", "tok"),
+            ("LOCAL_STATE_DIR", "/s"),
+            ("EXTERNAL_WORKER_BIN", "/w"),
+            ("EXTERNAL_TASK_QUEUE", "old"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let spec = [
+            EnvVar {
+                key: "TEMPORAL_ADDRESS".into(),
+                value: "spec:7233".into(),
+                secret: false,
+            },
+            EnvVar {
+                key: "EXTERNAL_TASK_QUEUE".into(),
+                value: "q".into(),
+                secret: true,
+            },
+        ];
+        let env = child_env(parent, &spec);
+        let get = |k: &str| {
+            env.iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("PATH"), ["/bin"]);
+        assert_eq!(get("TEMPORAL_ADDRESS"), ["spec:7233"]);
+        assert_eq!(get("EXTERNAL_TASK_QUEUE"), ["q"]);
+        for gone in [
+            "TEMPORAL_LEAK",
+            "DIGITALOCEAN_TOKEN",
+            "LOCAL_STATE_DIR",
+            "EXTERNAL_WORKER_BIN",
+        ] {
+            assert!(get(gone).is_empty(), "{gone}");
+        }
+    }
+}
