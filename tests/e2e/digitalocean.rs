@@ -3,23 +3,20 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tea_contract::{GoDuration, JobProgress, LONG_RUNNING_ACTIVITY, WorkflowInput};
+use tea_contract::{JobProgress, LONG_RUNNING_ACTIVITY};
 use tea_fake_do::{FakeDo, FakeDoConfig, Fault};
 use tea_orchestrator::workflow::TriggerExternalWorkflow;
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{
-    Client, WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowFetchHistoryOptions,
-    WorkflowHandle,
-};
-use temporalio_common::HasWorkflowDefinition;
-use temporalio_common::protos::temporal::api::{
-    history::v1::history_event::Attributes, workflow::v1::PendingActivityInfo,
-};
+use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
-use crate::support::{DevServer, Proc, ProcBuilder, bin, pid_alive, test_dir, wait_for};
+use crate::support::{
+    DevServer, Proc, ProcBuilder, bin, pid_alive,
+    run::{self, RUN_TIMEOUT, pending_job},
+    test_dir, wait_for,
+};
 
 const DO_TOKEN: &str = "dop_v1_fake_token_for_tests";
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A dev server, a fake DigitalOcean API whose apps run the real external-worker, and a
 /// workflow-worker process using the digitalocean provider, on a queue of this test's own.
@@ -66,56 +63,14 @@ impl Fixture {
         }
     }
 
-    fn input(job: &str) -> WorkflowInput {
-        WorkflowInput {
-            registry: "sje-test-registry".into(),
-            repository: "external".into(),
-            tag: "latest".into(),
-            job_duration: Some(job.parse().expect("job duration")),
-            pause: Some(GoDuration::from_millis(200)),
-            heartbeat_timeout: Some(GoDuration::from_secs(2)),
-            worker_start_timeout: Some(GoDuration::from_secs(60)),
-        }
-    }
-
-    async fn start_run(&self, test: &str, job: &str) -> (Client, RunHandle) {
+    async fn start_run(&self, test: &str, job: &str) -> RunHandle {
         let client = self.server.client().await;
-        let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
-        let handle = tea_starter::start(&client, &self.task_queue, &id, Self::input(job))
-            .await
-            .expect("start the workflow");
-        (client, handle)
+        run::start(&client, &self.task_queue, test, job).await
     }
 
     async fn finish(&self, handle: &RunHandle) -> RunEnd {
-        match tokio::time::timeout(RUN_TIMEOUT, tea_starter::wait(handle)).await {
-            Ok(Ok(end)) => end,
-            Ok(Err(e)) => panic!("waiting for the run failed: {e:#}"),
-            Err(_) => panic!(
-                "run did not finish in {RUN_TIMEOUT:?}; workflow-worker output:\n{}",
-                self.worker.output()
-            ),
-        }
+        run::finish(handle, &self.worker).await
     }
-}
-
-/// The pending `long-running-command` activity of a run, once it has started.
-async fn pending_job<W: HasWorkflowDefinition>(
-    handle: &WorkflowHandle<Client, W>,
-) -> Option<PendingActivityInfo> {
-    let description = handle
-        .describe(WorkflowDescribeOptions::default())
-        .await
-        .ok()?;
-    description
-        .raw()
-        .pending_activities
-        .iter()
-        .find(|a| {
-            a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(LONG_RUNNING_ACTIVITY)
-                && a.last_started_time.is_some()
-        })
-        .cloned()
 }
 
 fn worker_pid(fake: &FakeDo) -> Option<u32> {
@@ -292,7 +247,7 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_during_the_job_deletes_the_app_and_stops_its_worker() {
     let fx = Fixture::start("cancel").await;
-    let (_client, handle) = fx.start_run("cancel", "10m").await;
+    let handle = fx.start_run("cancel", "10m").await;
     wait_for(
         "the job to start on the external worker",
         RUN_TIMEOUT,
@@ -325,7 +280,7 @@ async fn cancelling_during_the_job_deletes_the_app_and_stops_its_worker() {
 async fn failed_deployment_fails_the_run_clearly_and_deletes_the_app() {
     let fx = Fixture::start("deploy-error").await;
     fx.fake.inject(Fault::DeploymentError { count: 1 });
-    let (_client, handle) = fx.start_run("deploy-error", "2s").await;
+    let handle = fx.start_run("deploy-error", "2s").await;
     let end = fx.finish(&handle).await;
     let RunEnd::Failed(message) = &end else {
         panic!("expected a failed run, got {end}");
@@ -352,7 +307,7 @@ async fn failed_deployment_fails_the_run_clearly_and_deletes_the_app() {
 async fn create_answered_500_after_storing_still_makes_exactly_one_app() {
     let fx = Fixture::start("create-500").await;
     fx.fake.inject(Fault::CreateStoresThen500 { count: 1 });
-    let (_client, handle) = fx.start_run("create-500", "1s").await;
+    let handle = fx.start_run("create-500", "1s").await;
     let end = fx.finish(&handle).await;
     assert!(
         matches!(end, RunEnd::Completed(_)),

@@ -2,7 +2,7 @@
 //!
 //! A [`ComputeProvider`] creates (or adopts) one unit of compute per run, reports whether it
 //! is up, deletes it and lists what it manages. Implementations: [`digitalocean`] (App
-//! Platform) and, later, a local-process provider. The workflow's activities drive these calls;
+//! Platform) and [`local`] (one local process per run). The workflow's activities drive these calls;
 //! nothing here knows about Temporal.
 
 pub mod digitalocean;

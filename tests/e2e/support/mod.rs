@@ -3,6 +3,7 @@
 //! synchronisation).
 
 pub mod procs;
+pub mod run;
 pub mod temporal;
 
 use std::{future::Future, path::PathBuf, time::Duration};

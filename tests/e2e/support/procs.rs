@@ -83,10 +83,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("process still has a pid")
-    }
-
     pub fn output(&self) -> String {
         read(&self.log)
     }

@@ -1,0 +1,61 @@
+//! Bad configuration and bad input: one clear line, exit status 2, no hang.
+
+use std::time::Duration;
+
+use crate::support::{ProcBuilder, bin, test_dir};
+
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn digitalocean_without_a_token_is_a_clear_startup_error() {
+    let dir = test_dir("no-token");
+    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+        .env("COMPUTE_PROVIDER", "digitalocean")
+        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
+        .spawn();
+    let status = worker.wait(EXIT_TIMEOUT).await;
+    assert_eq!(status.code(), Some(2), "{}", worker.output());
+    assert!(
+        worker.output().contains("DIGITALOCEAN_ACCESS_TOKEN"),
+        "{}",
+        worker.output()
+    );
+}
+
+#[tokio::test]
+async fn unknown_provider_is_rejected() {
+    let dir = test_dir("bad-provider");
+    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+        .env("COMPUTE_PROVIDER", "kubernetes")
+        .spawn();
+    let status = worker.wait(EXIT_TIMEOUT).await;
+    assert_eq!(status.code(), Some(2), "{}", worker.output());
+    assert!(
+        worker.output().contains("local"),
+        "lists the choices: {}",
+        worker.output()
+    );
+}
+
+#[tokio::test]
+async fn starter_rejects_a_bad_duration_before_connecting() {
+    let dir = test_dir("bad-duration");
+    let mut starter = ProcBuilder::new(bin("starter"), dir.join("out.log"))
+        .env("JOB_DURATION", "soon")
+        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
+        .spawn();
+    let status = starter.wait(EXIT_TIMEOUT).await;
+    assert_eq!(status.code(), Some(2), "{}", starter.output());
+    assert!(starter.output().contains("soon"), "{}", starter.output());
+}
+
+#[tokio::test]
+async fn bad_log_level_is_rejected() {
+    let dir = test_dir("bad-log-level");
+    let mut worker = ProcBuilder::new(bin("external-worker"), dir.join("out.log"))
+        .env("LOG_LEVEL", "loud")
+        .spawn();
+    let status = worker.wait(EXIT_TIMEOUT).await;
+    assert_eq!(status.code(), Some(2), "{}", worker.output());
+    assert!(worker.output().contains("LOG_LEVEL"), "{}", worker.output());
+}

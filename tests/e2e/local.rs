@@ -1,0 +1,179 @@
+//! The pattern end to end through the local provider: one real external-worker process per
+//! run, adopted and deleted by whichever workflow-worker process is alive.
+
+use std::{path::PathBuf, time::Duration};
+
+use tea_starter::{RunEnd, RunHandle};
+use temporalio_client::WorkflowCancelOptions;
+
+use crate::support::{
+    DevServer, Proc, ProcBuilder, bin, pid_alive,
+    run::{self, RUN_TIMEOUT, pending_job},
+    test_dir, wait_for,
+};
+
+/// A dev server and a workflow-worker process using the local provider.
+struct Fixture {
+    dir: PathBuf,
+    server: DevServer,
+    worker: Proc,
+    task_queue: String,
+}
+
+impl Fixture {
+    async fn start(test: &str) -> Fixture {
+        let dir = test_dir(test);
+        let server = DevServer::start(&dir).await;
+        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
+        Fixture {
+            worker: Self::spawn_worker(&dir, &server, &task_queue),
+            dir,
+            server,
+            task_queue,
+        }
+    }
+
+    fn spawn_worker(dir: &std::path::Path, server: &DevServer, task_queue: &str) -> Proc {
+        ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
+            .env("COMPUTE_PROVIDER", "local")
+            .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
+            .env(
+                "EXTERNAL_WORKER_BIN",
+                bin("external-worker").display().to_string(),
+            )
+            .env("LOCAL_KILL_GRACE", "5s")
+            .env("TEMPORAL_ADDRESS", server.address())
+            .env("WORKFLOW_TASK_QUEUE", task_queue)
+            .env("DEPLOY_POLL_INITIAL", "100ms")
+            .env("DEPLOY_POLL_MAX", "500ms")
+            .spawn()
+    }
+
+    async fn start_run(&self, test: &str, job: &str) -> RunHandle {
+        run::start(&self.server.client().await, &self.task_queue, test, job).await
+    }
+
+    /// Live compute directories (one per unit of compute the provider runs).
+    fn compute_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.join("compute"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir() && !p.ends_with("logs") && !p.ends_with(".locks"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Logs of compute that was deleted (the provider keeps them).
+    fn kept_logs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.join("compute").join("logs"))
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The pid of the only running external worker.
+    fn external_worker_pid(&self) -> Option<u32> {
+        let dirs = self.compute_dirs();
+        let [dir] = dirs.as_slice() else { return None };
+        let meta = std::fs::read_to_string(dir.join("meta.json")).ok()?;
+        let meta: serde_json::Value = serde_json::from_str(&meta).ok()?;
+        meta["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_happy_path_runs_a_real_external_worker_process_and_stops_it() {
+    let fx = Fixture::start("local-happy").await;
+    let handle = fx.start_run("local-happy", "3s").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    let pid = fx
+        .external_worker_pid()
+        .expect("one external worker process during the job");
+    assert!(pid_alive(pid));
+
+    let end = run::finish(&handle, &fx.worker).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        fx.worker.output()
+    );
+    assert!(!pid_alive(pid), "external worker {pid} still running");
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute left: {:?}",
+        fx.compute_dirs()
+    );
+    let logs = fx.kept_logs();
+    assert_eq!(logs.len(), 1, "exactly one unit of compute: {logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).unwrap_or_default();
+    assert!(
+        log.contains("long running command finished"),
+        "external worker log: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cancel_during_the_job_stops_the_process_and_ends_cancelled() {
+    let fx = Fixture::start("local-cancel").await;
+    let handle = fx.start_run("local-cancel", "10m").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    let pid = fx
+        .external_worker_pid()
+        .expect("external worker during the job");
+
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    let end = run::finish(&handle, &fx.worker).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    assert!(
+        !pid_alive(pid),
+        "external worker {pid} still running after cancel"
+    );
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute left: {:?}",
+        fx.compute_dirs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_worker_killed_mid_job_and_restarted_completes_and_leaves_nothing() {
+    let mut fx = Fixture::start("local-sigkill").await;
+    let handle = fx.start_run("local-sigkill", "8s").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    let pid = fx
+        .external_worker_pid()
+        .expect("external worker during the job");
+
+    // SIGKILL: no cleanup code of the workflow-worker runs; the external worker lives on.
+    fx.worker.sigkill();
+    let status = fx.worker.wait(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    assert!(
+        pid_alive(pid),
+        "the external worker must survive its parent's death"
+    );
+
+    fx.worker = Fixture::spawn_worker(&fx.dir, &fx.server, &fx.task_queue);
+    let end = run::finish(&handle, &fx.worker).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        fx.worker.output()
+    );
+    assert!(!pid_alive(pid), "external worker {pid} left running");
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute left: {:?}",
+        fx.compute_dirs()
+    );
+    assert_eq!(
+        fx.kept_logs().len(),
+        1,
+        "a second unit of compute was started"
+    );
+}

@@ -1,0 +1,67 @@
+//! Starting runs, watching them and waiting for their end.
+
+use std::time::Duration;
+
+use tea_contract::{GoDuration, LONG_RUNNING_ACTIVITY, WorkflowInput};
+use tea_starter::{RunEnd, RunHandle};
+use temporalio_client::{Client, WorkflowDescribeOptions, WorkflowHandle};
+use temporalio_common::{
+    HasWorkflowDefinition, protos::temporal::api::workflow::v1::PendingActivityInfo,
+};
+
+use super::Proc;
+
+/// Longest a test run may take end to end.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Input with short pauses and heartbeats and the given job duration (`4s`, `10m`, ...).
+pub fn input(job: &str) -> WorkflowInput {
+    WorkflowInput {
+        registry: "sje-test-registry".into(),
+        repository: "external".into(),
+        tag: "latest".into(),
+        job_duration: Some(job.parse().expect("job duration")),
+        pause: Some(GoDuration::from_millis(200)),
+        heartbeat_timeout: Some(GoDuration::from_secs(2)),
+        worker_start_timeout: Some(GoDuration::from_secs(60)),
+    }
+}
+
+/// Starts a run under a fresh ID on `task_queue`.
+pub async fn start(client: &Client, task_queue: &str, test: &str, job: &str) -> RunHandle {
+    let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+    tea_starter::start(client, task_queue, &id, input(job))
+        .await
+        .expect("start the workflow")
+}
+
+/// Waits for the run's end; on a time-out shows the workflow-worker's output.
+pub async fn finish(handle: &RunHandle, worker: &Proc) -> RunEnd {
+    match tokio::time::timeout(RUN_TIMEOUT, tea_starter::wait(handle)).await {
+        Ok(Ok(end)) => end,
+        Ok(Err(e)) => panic!("waiting for the run failed: {e:#}"),
+        Err(_) => panic!(
+            "run did not finish in {RUN_TIMEOUT:?}; workflow-worker output:\n{}",
+            worker.output()
+        ),
+    }
+}
+
+/// The run's pending `long-running-command` activity, once a worker has started it.
+pub async fn pending_job<W: HasWorkflowDefinition>(
+    handle: &WorkflowHandle<Client, W>,
+) -> Option<PendingActivityInfo> {
+    let description = handle
+        .describe(WorkflowDescribeOptions::default())
+        .await
+        .ok()?;
+    description
+        .raw()
+        .pending_activities
+        .iter()
+        .find(|a| {
+            a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(LONG_RUNNING_ACTIVITY)
+                && a.last_started_time.is_some()
+        })
+        .cloned()
+}
