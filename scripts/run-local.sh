@@ -97,7 +97,7 @@ COMPUTE_PROVIDER=local \
 LOCAL_STATE_DIR="$RUN_DIR/compute" \
 EXTERNAL_WORKER_BIN="$BIN_DIR/external-worker" \
 DEPLOY_POLL_INITIAL=200ms DEPLOY_POLL_MAX=1s \
-    "$BIN_DIR/workflow-worker" > >(tee "$RUN_DIR/workflow-worker.log" | sed 's/^/[workflow-worker] /') 2>&1 &
+    "$BIN_DIR/workflow-worker" > >(tee "$RUN_DIR/workflow-worker.log" | sed -u 's/^/[workflow-worker] /') 2>&1 &
 worker_pid=$!
 
 step "Starting a run (job ${JOB_DURATION:-5s}, pauses ${PAUSE_DURATION:-1s})"
@@ -114,6 +114,6 @@ step "External worker log(s)"
 for log in "$RUN_DIR"/compute/logs/*.log; do
     [ -f "$log" ] && sed 's/^/[external-worker] /' "$log"
 done
-leftover=$(find "$RUN_DIR/compute" -mindepth 1 -maxdepth 1 -type d ! -name logs 2>/dev/null | wc -l)
+leftover=$(find "$RUN_DIR/compute" -mindepth 1 -maxdepth 1 -type d ! -name logs ! -name '.*' 2>/dev/null | wc -l)
 echo "compute left running: $leftover"
 exit "$result"
