@@ -33,6 +33,9 @@ struct Args {
     /// How long the job may wait for a worker on its queue before the run tears down. Default 5m.
     #[arg(long, env = "WORKER_START_TIMEOUT")]
     worker_start_timeout: Option<GoDuration>,
+    /// Compute a run may provision in turn when a worker dies or never comes up (1-9).
+    #[arg(long, env = "MAX_COMPUTE_ATTEMPTS")]
+    max_compute_attempts: Option<u32>,
     /// Workflow ID (default: external-activity-<uuid>).
     #[arg(long = "id", env = "WORKFLOW_ID")]
     workflow_id: Option<String>,
@@ -65,6 +68,7 @@ async fn main() -> ExitCode {
         pause: args.pause,
         heartbeat_timeout: args.heartbeat_timeout,
         worker_start_timeout: args.worker_start_timeout,
+        max_compute_attempts: args.max_compute_attempts,
     };
     if let Err(e) = input.validate() {
         eprintln!("starter: {e}");

@@ -279,7 +279,10 @@ async fn cancelling_during_the_job_deletes_the_app_and_stops_its_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_deployment_fails_the_run_clearly_and_deletes_the_app() {
     let fx = Fixture::start("deploy-error").await;
-    fx.fake.inject(Fault::DeploymentError { count: 1 });
+    // Every attempt's deployment fails: the run provisions fresh compute up to its limit, then
+    // fails, each app deleted.
+    let attempts = tea_contract::DEFAULT_MAX_COMPUTE_ATTEMPTS;
+    fx.fake.inject(Fault::DeploymentError { count: attempts });
     let handle = fx.start_run("deploy-error", "2s").await;
     let end = fx.finish(&handle).await;
     let RunEnd::Failed(message) = &end else {
@@ -293,9 +296,17 @@ async fn failed_deployment_fails_the_run_clearly_and_deletes_the_app() {
         message.contains("deployment"),
         "message says what failed: {message}"
     );
+    assert!(
+        message.contains(&format!("gave up after {attempts}")),
+        "{message}"
+    );
 
     let snapshot = fx.fake.snapshot();
-    assert_eq!(snapshot.total_created, 1);
+    assert_eq!(
+        snapshot.total_created,
+        u64::from(attempts),
+        "one app per attempt"
+    );
     assert!(
         snapshot.apps.is_empty(),
         "app left after failed deployment: {:?}",

@@ -22,25 +22,32 @@ struct Fixture {
 
 impl Fixture {
     async fn start(test: &str) -> Fixture {
+        Self::start_with_worker_bin(test, bin("external-worker")).await
+    }
+
+    /// Like [`Fixture::start`], with `worker_bin` run as each unit of compute.
+    async fn start_with_worker_bin(test: &str, worker_bin: PathBuf) -> Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
         let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
         Fixture {
-            worker: Self::spawn_worker(&dir, &server, &task_queue),
+            worker: Self::spawn_worker(&dir, &server, &task_queue, &worker_bin),
             dir,
             server,
             task_queue,
         }
     }
 
-    fn spawn_worker(dir: &std::path::Path, server: &DevServer, task_queue: &str) -> Proc {
+    fn spawn_worker(
+        dir: &std::path::Path,
+        server: &DevServer,
+        task_queue: &str,
+        worker_bin: &std::path::Path,
+    ) -> Proc {
         ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
             .env("COMPUTE_PROVIDER", "local")
             .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
-            .env(
-                "EXTERNAL_WORKER_BIN",
-                bin("external-worker").display().to_string(),
-            )
+            .env("EXTERNAL_WORKER_BIN", worker_bin.display().to_string())
             .env("LOCAL_KILL_GRACE", "5s")
             .env("TEMPORAL_ADDRESS", server.address())
             .env("WORKFLOW_TASK_QUEUE", task_queue)
@@ -158,7 +165,7 @@ async fn workflow_worker_killed_mid_job_and_restarted_completes_and_leaves_nothi
         "the external worker must survive its parent's death"
     );
 
-    fx.worker = Fixture::spawn_worker(&fx.dir, &fx.server, &fx.task_queue);
+    fx.worker = Fixture::spawn_worker(&fx.dir, &fx.server, &fx.task_queue, &bin("external-worker"));
     let end = run::finish(&handle, &fx.worker).await;
     assert!(
         matches!(end, RunEnd::Completed(_)),
@@ -176,4 +183,78 @@ async fn workflow_worker_killed_mid_job_and_restarted_completes_and_leaves_nothi
         1,
         "a second unit of compute was started"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_external_worker_is_replaced_by_fresh_compute_and_the_run_completes() {
+    let fx = Fixture::start("local-dead-worker").await;
+    let handle = fx.start_run("local-dead-worker", "6s").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    let first = fx
+        .external_worker_pid()
+        .expect("external worker during the job");
+
+    // SIGKILL the external worker: only the heartbeat timeout (2 s here) can notice.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(first).expect("pid fits i32")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the external worker");
+
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    assert_eq!(outcome.attempts, 2, "one replacement compute");
+    assert!(
+        outcome.compute_name.ends_with("-2"),
+        "{}",
+        outcome.compute_name
+    );
+    assert!(!pid_alive(first));
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute left: {:?}",
+        fx.compute_dirs()
+    );
+    assert_eq!(
+        fx.kept_logs().len(),
+        2,
+        "the dead compute and its replacement, both deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_that_never_polls_is_torn_down_and_the_run_fails_after_its_attempts() {
+    // A "bad image": it runs, but never polls the run's queue.
+    let dir = test_dir("never-polls-bin");
+    let never_polls = dir.join("never-polls");
+    std::fs::write(&never_polls, "#!/bin/sh\nexec sleep 1000\n").expect("write script");
+    std::fs::set_permissions(
+        &never_polls,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let fx = Fixture::start_with_worker_bin("local-never-polls", never_polls).await;
+
+    let client = fx.server.client().await;
+    let mut input = run::input("1s");
+    input.worker_start_timeout = Some(tea_contract::GoDuration::from_secs(2));
+    input.max_compute_attempts = Some(2);
+    let id = format!("never-polls-{}", uuid::Uuid::new_v4().simple());
+    let handle = tea_starter::start(&client, &fx.task_queue, &id, input)
+        .await
+        .expect("start");
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected failure, run ended {end}");
+    };
+    assert!(message.contains("no worker polled"), "{message}");
+    assert!(message.contains("gave up after 2"), "{message}");
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute left: {:?}",
+        fx.compute_dirs()
+    );
+    assert_eq!(fx.kept_logs().len(), 2, "two attempts, both deleted");
 }

@@ -19,6 +19,11 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: GoDuration = GoDuration::from_secs(10);
 /// compute down (the original waited forever).
 pub const DEFAULT_WORKER_START_TIMEOUT: GoDuration = GoDuration::from_secs(300);
 
+/// Compute provisioned in turn, at most, when a worker dies or never comes up.
+pub const DEFAULT_MAX_COMPUTE_ATTEMPTS: u32 = 3;
+/// Upper bound on `max_compute_attempts` (the attempt is one digit of the compute name).
+pub const MAX_COMPUTE_ATTEMPTS_LIMIT: u32 = 9;
+
 /// Input of [`crate::WORKFLOW_TYPE`]. The first three fields are the original's; the rest are
 /// optional, so a Go starter sending only `registry`, `repository` and `tag` still works.
 /// Durations are Go `time.Duration` integers (nanoseconds).
@@ -35,6 +40,10 @@ pub struct WorkflowInput {
     pub heartbeat_timeout: Option<GoDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_start_timeout: Option<GoDuration>,
+    /// How many units of compute a run may provision in turn when one dies or never becomes
+    /// ready (default [`DEFAULT_MAX_COMPUTE_ATTEMPTS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_compute_attempts: Option<u32>,
 }
 
 impl WorkflowInput {
@@ -55,6 +64,11 @@ impl WorkflowInput {
             .0
     }
 
+    pub fn max_compute_attempts(&self) -> u32 {
+        self.max_compute_attempts
+            .unwrap_or(DEFAULT_MAX_COMPUTE_ATTEMPTS)
+    }
+
     /// Checks what the workflow cannot run with; the message says which field and why.
     pub fn validate(&self) -> Result<(), String> {
         for (field, value) in [("repository", &self.repository), ("tag", &self.tag)] {
@@ -67,6 +81,12 @@ impl WorkflowInput {
         }
         if self.worker_start_timeout() < Duration::from_secs(1) {
             return Err("workflow input field `worker_start_timeout` must be at least 1s".into());
+        }
+        if !(1..=MAX_COMPUTE_ATTEMPTS_LIMIT).contains(&self.max_compute_attempts()) {
+            return Err(format!(
+                "workflow input field `max_compute_attempts` must be between 1 and \
+                 {MAX_COMPUTE_ATTEMPTS_LIMIT}"
+            ));
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tea_compute::{ImageRef, naming};
 use tea_contract::{ExternalActivities, GoDuration, WorkflowInput};
-use temporalio_common::RetryPolicy;
+use temporalio_common::{RetryPolicy, error::IncomingError};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure,
@@ -60,6 +60,8 @@ pub struct RunOutcome {
     pub provider: String,
     pub job_duration: GoDuration,
     pub deleted: bool,
+    /// Compute attempts the run used (more than one when a worker died or never came up).
+    pub attempts: u32,
 }
 
 /// Activity timeouts and retries of the original.
@@ -106,11 +108,24 @@ pub struct TriggerExternalWorkflow {
     status: RunStatus,
 }
 
+/// How one compute attempt ended.
+enum AttemptEnd {
+    Completed(RunOutcome),
+    Cancelled,
+    /// The compute died or never became ready; it has been deleted: try fresh compute.
+    ComputeLost(String),
+    /// Retrying on fresh compute cannot help (or cleanup failed): fail the run.
+    Fatal(String),
+}
+
 /// How the part between create and delete ended.
 enum BodyEnd {
     Completed,
     Cancelled,
-    Failed(String),
+    Failed {
+        message: String,
+        fresh_compute_helps: bool,
+    },
 }
 
 #[workflow_methods]
@@ -123,107 +138,137 @@ impl TriggerExternalWorkflow {
         if let Err(message) = input.validate() {
             return Err(fail(ctx, message));
         }
-        let heartbeat_timeout = input.heartbeat_timeout();
         if !pause(ctx, input.pause()).await {
-            ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
-            return Err(WorkflowTermination::cancelled());
+            return Err(cancelled(ctx));
         }
-
-        let attempt = 1;
-        let compute_name = naming::compute_name(ctx.run_id(), attempt);
-        ctx.state_mut(|s| {
-            s.status.phase = Phase::Provisioning;
-            s.status.attempt = attempt;
-            s.status.compute_name = Some(compute_name.clone());
-        });
-        let created = ctx
-            .execute_activity(
-                ProvisioningActivities::create,
-                CreateComputeInput {
-                    compute_name: compute_name.clone(),
-                    image: ImageRef {
-                        registry: input.registry.clone(),
-                        repository: input.repository.clone(),
-                        tag: input.tag.clone(),
-                    },
-                },
-                activity_options(heartbeat_timeout, true),
-            )
-            .await;
-        let created: CreatedCompute = match created {
-            Ok(created) => created,
-            Err(error) => {
-                // The provider may have stored it before failing: delete by name.
-                let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout).await;
-                let mut message = format!("creating compute {compute_name} failed: {error}");
-                if let Err(cleanup_error) = cleanup {
-                    message.push_str(&format!("; cleanup also failed: {cleanup_error}"));
+        let max_attempts = input.max_compute_attempts();
+        let mut failures: Vec<String> = Vec::new();
+        for attempt in 1..=max_attempts {
+            match provision_and_run(ctx, &input, attempt).await {
+                AttemptEnd::Completed(outcome) => {
+                    if !pause(ctx, input.pause()).await {
+                        return Err(cancelled(ctx));
+                    }
+                    ctx.state_mut(|s| s.status.phase = Phase::Done);
+                    return Ok(outcome);
                 }
-                return Err(fail(ctx, message));
+                AttemptEnd::Cancelled => return Err(cancelled(ctx)),
+                AttemptEnd::Fatal(message) => {
+                    failures.push(message);
+                    return Err(fail(ctx, failures.join("; then ")));
+                }
+                AttemptEnd::ComputeLost(message) => {
+                    if !ctx.is_replaying() {
+                        tracing::warn!(attempt, max_attempts, %message, "compute lost; provisioning fresh compute");
+                    }
+                    failures.push(format!("attempt {attempt}: {message}"));
+                }
             }
-        };
-        ctx.state_mut(|s| {
-            s.status.compute_id = Some(created.handle.id.clone());
-            s.status.task_queue = Some(created.task_queue.clone());
-            s.status.provider = Some(created.provider.clone());
-        });
-
-        // From here on the compute is always deleted.
-        let body = if ctx.cancellation_token().is_cancelled() {
-            BodyEnd::Cancelled
-        } else {
-            use_compute(ctx, &input, &created).await
-        };
-
-        ctx.state_mut(|s| s.status.phase = Phase::Deprovisioning);
-        let deleted = delete(
+        }
+        Err(fail(
             ctx,
-            &created.handle.name,
-            Some(created.handle.id.clone()),
-            heartbeat_timeout,
-        )
-        .await;
-
-        match (body, deleted) {
-            (BodyEnd::Cancelled, Ok(_)) => {
-                ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
-                Err(WorkflowTermination::cancelled())
-            }
-            (BodyEnd::Cancelled, Err(e)) => Err(fail(
-                ctx,
-                format!("run cancelled, but deleting compute {compute_name} failed: {e}"),
-            )),
-            (BodyEnd::Failed(message), Ok(_)) => Err(fail(ctx, message)),
-            (BodyEnd::Failed(message), Err(e)) => Err(fail(
-                ctx,
-                format!("{message}; deleting compute {compute_name} also failed: {e}"),
-            )),
-            (BodyEnd::Completed, Err(e)) => Err(fail(
-                ctx,
-                format!("job completed, but deleting compute {compute_name} failed: {e}"),
-            )),
-            (BodyEnd::Completed, Ok(_)) => {
-                if !pause(ctx, input.pause()).await {
-                    ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
-                    return Err(WorkflowTermination::cancelled());
-                }
-                ctx.state_mut(|s| s.status.phase = Phase::Done);
-                Ok(RunOutcome {
-                    compute_name: created.handle.name.clone(),
-                    compute_id: created.handle.id.clone(),
-                    task_queue: created.task_queue.clone(),
-                    provider: created.provider.clone(),
-                    job_duration: GoDuration(input.job_duration()),
-                    deleted: true,
-                })
-            }
-        }
+            format!(
+                "gave up after {max_attempts} compute attempt(s), each torn down: {}",
+                failures.join("; ")
+            ),
+        ))
     }
 
     /// Where the run is: phase, compute, queue, attempt.
     #[query]
     pub fn status(&self, _ctx: &WorkflowContextView) -> RunStatus {
         self.status.clone()
+    }
+}
+
+/// One attempt: create (or adopt) compute, use it, and delete it whatever happened.
+async fn provision_and_run(
+    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    attempt: u32,
+) -> AttemptEnd {
+    let heartbeat_timeout = input.heartbeat_timeout();
+    let compute_name = naming::compute_name(ctx.run_id(), attempt);
+    ctx.state_mut(|s| {
+        s.status.phase = Phase::Provisioning;
+        s.status.attempt = attempt;
+        s.status.compute_name = Some(compute_name.clone());
+        s.status.compute_id = None;
+        s.status.task_queue = None;
+    });
+    // Detached from cancellation: the workflow always learns what exists before it decides.
+    let created = ctx
+        .execute_activity(
+            ProvisioningActivities::create,
+            CreateComputeInput {
+                compute_name: compute_name.clone(),
+                image: ImageRef {
+                    registry: input.registry.clone(),
+                    repository: input.repository.clone(),
+                    tag: input.tag.clone(),
+                },
+            },
+            activity_options(heartbeat_timeout, true),
+        )
+        .await;
+    let created: CreatedCompute = match created {
+        Ok(created) => created,
+        Err(error) => {
+            // The provider may have stored it before failing: delete by name.
+            ctx.state_mut(|s| s.status.phase = Phase::Deprovisioning);
+            let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout).await;
+            let mut message = format!(
+                "creating compute {compute_name} failed: {}",
+                describe(&error)
+            );
+            if let Err(cleanup_error) = cleanup {
+                message.push_str(&format!("; cleanup also failed: {cleanup_error}"));
+            }
+            return AttemptEnd::Fatal(message);
+        }
+    };
+    ctx.state_mut(|s| {
+        s.status.compute_id = Some(created.handle.id.clone());
+        s.status.task_queue = Some(created.task_queue.clone());
+        s.status.provider = Some(created.provider.clone());
+    });
+
+    // From here on the compute is always deleted.
+    let body = if ctx.cancellation_token().is_cancelled() {
+        BodyEnd::Cancelled
+    } else {
+        use_compute(ctx, input, &created).await
+    };
+
+    ctx.state_mut(|s| s.status.phase = Phase::Deprovisioning);
+    let deleted = delete(
+        ctx,
+        &created.handle.name,
+        Some(created.handle.id.clone()),
+        heartbeat_timeout,
+    )
+    .await;
+
+    match (body, deleted) {
+        (_, Err(e)) => AttemptEnd::Fatal(format!("deleting compute {compute_name} failed: {e}")),
+        (BodyEnd::Cancelled, Ok(_)) => AttemptEnd::Cancelled,
+        (
+            BodyEnd::Failed {
+                message,
+                fresh_compute_helps: true,
+            },
+            Ok(_),
+        ) => AttemptEnd::ComputeLost(message),
+        (BodyEnd::Failed { message, .. }, Ok(_)) => AttemptEnd::Fatal(message),
+        (BodyEnd::Completed, Ok(_)) => AttemptEnd::Completed(RunOutcome {
+            compute_name: created.handle.name.clone(),
+            compute_id: created.handle.id.clone(),
+            task_queue: created.task_queue.clone(),
+            provider: created.provider.clone(),
+            job_duration: GoDuration(input.job_duration()),
+            deleted: true,
+            attempts: attempt,
+        }),
     }
 }
 
@@ -248,7 +293,8 @@ async fn use_compute(
         )
         .await;
     if let Err(error) = ready {
-        return body_error(ctx, "waiting for the compute to be ready failed", error);
+        // A deployment that failed or a worker that never polled: fresh compute may work.
+        return body_error(ctx, "the compute did not become ready", error, true);
     }
 
     ctx.state_mut(|s| s.status.phase = Phase::Running);
@@ -256,6 +302,9 @@ async fn use_compute(
     job_options.task_queue = Some(created.task_queue.clone());
     job_options.schedule_to_start_timeout = Some(input.worker_start_timeout());
     job_options.cancellation_type = ActivityCancellationType::TryCancel;
+    // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
+    // workflow retries the job on fresh compute instead.
+    job_options.retry_policy = Some(RetryPolicy::builder().maximum_attempts(1).build());
     let job = ctx
         .execute_activity(
             ExternalActivities::long_running_command,
@@ -268,7 +317,13 @@ async fn use_compute(
         .await;
     match job {
         Ok(()) => BodyEnd::Completed,
-        Err(error) => body_error(ctx, "the external job failed", error),
+        Err(error) => {
+            let job_gave_up = matches!(
+                error.cause(),
+                Some(IncomingError::Application(failure)) if failure.is_non_retryable()
+            );
+            body_error(ctx, "the external job failed", error, !job_gave_up)
+        }
     }
 }
 
@@ -276,13 +331,17 @@ fn body_error(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
     what: &str,
     error: ActivityExecutionError,
+    fresh_compute_helps: bool,
 ) -> BodyEnd {
     if ctx.cancellation_token().is_cancelled()
         || matches!(error, ActivityExecutionError::Cancelled(_))
     {
         BodyEnd::Cancelled
     } else {
-        BodyEnd::Failed(format!("{what}: {}", describe(&error)))
+        BodyEnd::Failed {
+            message: format!("{what}: {}", describe(&error)),
+            fresh_compute_helps,
+        }
     }
 }
 
@@ -326,6 +385,11 @@ async fn pause(ctx: &mut WorkflowContext<TriggerExternalWorkflow>, duration: Dur
         return !ctx.cancellation_token().is_cancelled();
     }
     matches!(ctx.timer(duration).await, TimerResult::Fired)
+}
+
+fn cancelled(ctx: &mut WorkflowContext<TriggerExternalWorkflow>) -> WorkflowTermination {
+    ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
+    WorkflowTermination::cancelled()
 }
 
 fn fail(

@@ -24,6 +24,7 @@ pub fn input(job: &str) -> WorkflowInput {
         pause: Some(GoDuration::from_millis(200)),
         heartbeat_timeout: Some(GoDuration::from_secs(2)),
         worker_start_timeout: Some(GoDuration::from_secs(60)),
+        max_compute_attempts: None,
     }
 }
 
