@@ -4,7 +4,10 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use tea_contract::{DEFAULT_EXTERNAL_TASK_QUEUE, GoDuration};
-use tea_external_worker::worker::{ExternalWorkerConfig, run};
+use tea_external_worker::{
+    deadman::DeadManConfig,
+    worker::{ExternalWorkerConfig, run},
+};
 use tea_runtime::LogFormat;
 
 /// Activity-only Temporal worker for the external job. Connects with the standard Temporal
@@ -19,6 +22,18 @@ struct Args {
     /// How long a running job may continue after SIGTERM before it is cancelled.
     #[arg(long, env = "GRACEFUL_SHUTDOWN", default_value = "10s")]
     graceful_shutdown: GoDuration,
+    /// Stop by itself after this long without a job (0 = never).
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "15m")]
+    idle_timeout: GoDuration,
+    /// Workflow ID of the run that owns this worker: stop once that run is closed.
+    #[arg(long, env = "OWNER_WORKFLOW_ID")]
+    owner_workflow_id: Option<String>,
+    /// Run ID of the owning run (with --owner-workflow-id).
+    #[arg(long, env = "OWNER_RUN_ID")]
+    owner_run_id: Option<String>,
+    /// How often the dead-man switch checks idleness and the owning run.
+    #[arg(long, env = "DEAD_MAN_CHECK_INTERVAL", default_value = "30s")]
+    dead_man_check_interval: GoDuration,
     /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -59,6 +74,12 @@ async fn run_main(args: Args) -> anyhow::Result<()> {
     let config = ExternalWorkerConfig {
         task_queue: args.task_queue,
         graceful_shutdown: Duration::from(args.graceful_shutdown),
+        dead_man: DeadManConfig {
+            idle_timeout: Some(args.idle_timeout.as_duration()).filter(|d| !d.is_zero()),
+            owner_workflow_id: args.owner_workflow_id.filter(|id| !id.trim().is_empty()),
+            owner_run_id: args.owner_run_id.filter(|id| !id.trim().is_empty()),
+            check_interval: args.dead_man_check_interval.as_duration(),
+        },
     };
     run(&runtime, client, &config, tea_runtime::shutdown_signal()).await
 }

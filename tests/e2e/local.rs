@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::WorkflowCancelOptions;
+use temporalio_client::{WorkflowCancelOptions, WorkflowTerminateOptions};
 
 use crate::support::{
     DevServer, Proc, ProcBuilder, bin, pid_alive,
@@ -53,6 +53,8 @@ impl Fixture {
             .env("WORKFLOW_TASK_QUEUE", task_queue)
             .env("DEPLOY_POLL_INITIAL", "100ms")
             .env("DEPLOY_POLL_MAX", "500ms")
+            // Inherited by the local external workers: a fast dead-man switch.
+            .env("DEAD_MAN_CHECK_INTERVAL", "200ms")
             .spawn()
     }
 
@@ -257,4 +259,26 @@ async fn worker_that_never_polls_is_torn_down_and_the_run_fails_after_its_attemp
         fx.compute_dirs()
     );
     assert_eq!(fx.kept_logs().len(), 2, "two attempts, both deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_run_s_external_worker_stops_by_itself() {
+    // Terminate runs no workflow code, so no Delete: the worker's dead-man switch must stop it.
+    let fx = Fixture::start("local-terminate").await;
+    let handle = fx.start_run("local-terminate", "10m").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    let pid = fx
+        .external_worker_pid()
+        .expect("external worker during the job");
+
+    handle
+        .terminate(WorkflowTerminateOptions::builder().reason("test").build())
+        .await
+        .expect("terminate");
+    wait_for(
+        "the orphaned external worker to stop by itself",
+        Duration::from_secs(60),
+        || async { (!pid_alive(pid)).then_some(()) },
+    )
+    .await;
 }

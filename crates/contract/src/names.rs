@@ -17,6 +17,11 @@ pub const DELETE_ACTIVITY: &str = "Delete";
 /// Environment variable naming the queue an external worker polls.
 pub const EXTERNAL_TASK_QUEUE_ENV: &str = "EXTERNAL_TASK_QUEUE";
 
+/// Environment variables naming the workflow run that owns an external worker (its
+/// dead-man switch stops the worker once that run is closed).
+pub const OWNER_WORKFLOW_ID_ENV: &str = "OWNER_WORKFLOW_ID";
+pub const OWNER_RUN_ID_ENV: &str = "OWNER_RUN_ID";
+
 /// Queue an external worker polls when [`EXTERNAL_TASK_QUEUE_ENV`] is unset.
 pub const DEFAULT_EXTERNAL_TASK_QUEUE: &str = "externalTaskQueue";
 

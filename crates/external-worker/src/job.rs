@@ -1,6 +1,12 @@
 //! The `long-running-command` activity: work for a given duration, heartbeating progress.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tea_contract::{GoDuration, JobProgress};
 use temporalio_macros::activities;
@@ -10,8 +16,59 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// Shortest heartbeat interval, whatever the caller asks for.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// What the dead-man switch needs to know: jobs in flight and when the last one ended.
+#[derive(Debug)]
+pub struct JobTracker {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Default for JobTracker {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl JobTracker {
+    /// How long no job has been running, or `None` while one runs.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        Some(since.elapsed())
+    }
+
+    fn begin(self: &Arc<Self>) -> JobGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        JobGuard(Arc::clone(self))
+    }
+}
+
+/// Marks a job finished when dropped, whatever way the activity ends.
+struct JobGuard(Arc<JobTracker>);
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The activities this worker registers: only the long-running job.
-pub struct JobActivities;
+#[derive(Default)]
+pub struct JobActivities {
+    tracker: Arc<JobTracker>,
+}
+
+impl JobActivities {
+    pub fn new(tracker: Arc<JobTracker>) -> Self {
+        Self { tracker }
+    }
+}
 
 #[activities]
 impl JobActivities {
@@ -19,10 +76,12 @@ impl JobActivities {
     /// `heartbeat_timeout / 2`, and stops early when the activity is cancelled.
     #[activity(name = "long-running-command")]
     pub async fn long_running_command(
+        self: Arc<Self>,
         ctx: ActivityContext,
         duration: GoDuration,
         heartbeat_timeout: GoDuration,
     ) -> Result<(), ActivityError> {
+        let _running = self.tracker.begin();
         let info = ctx.info();
         tracing::info!(
             workflow_id = info.workflow_id.as_deref().unwrap_or(""),
@@ -82,6 +141,20 @@ mod tests {
         assert_eq!(
             JobActivities::long_running_command.name(),
             tea_contract::ExternalActivities::long_running_command.name()
+        );
+    }
+
+    #[test]
+    fn tracker_reports_idle_only_without_running_jobs() {
+        let tracker = Arc::new(JobTracker::default());
+        assert!(tracker.idle_for().is_some());
+        let guard = tracker.begin();
+        assert_eq!(tracker.idle_for(), None);
+        drop(guard);
+        assert!(
+            tracker
+                .idle_for()
+                .is_some_and(|d| d < Duration::from_secs(5))
         );
     }
 

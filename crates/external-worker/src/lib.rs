@@ -1,7 +1,9 @@
 //! The external worker: an activity-only Temporal worker that polls one task queue (the run's
 //! unique queue, from EXTERNAL_TASK_QUEUE) and runs `long-running-command` there.
 //!
-//! [`job`] owns the activity itself; [`worker`] owns building, running and stopping the worker.
+//! [`job`] owns the activity itself; [`worker`] owns building, running and stopping the worker;
+//! [`deadman`] stops it by itself when nobody needs it any more.
 
+pub mod deadman;
 pub mod job;
 pub mod worker;

@@ -10,7 +10,8 @@ use tea_compute::{
     ProviderError, Readiness, naming,
 };
 use tea_contract::{
-    EXTERNAL_TASK_QUEUE_ENV, FORWARDED_TEMPORAL_ENV, GoDuration, SECRET_TEMPORAL_ENV,
+    EXTERNAL_TASK_QUEUE_ENV, FORWARDED_TEMPORAL_ENV, GoDuration, OWNER_RUN_ID_ENV,
+    OWNER_WORKFLOW_ID_ENV, SECRET_TEMPORAL_ENV,
 };
 use temporalio_client::{grpc::WorkflowService, tonic};
 use temporalio_common::protos::temporal::api::{
@@ -21,7 +22,7 @@ use temporalio_common::protos::temporal::api::{
 use temporalio_macros::activities;
 use temporalio_sdk::{
     ApplicationFailure,
-    activities::{ActivityContext, ActivityError},
+    activities::{ActivityContext, ActivityError, ActivityInfo},
 };
 
 /// Input of `Create`: the name derived from the run and the image. No secrets.
@@ -116,12 +117,21 @@ impl ProvisioningActivities {
         }
     }
 
-    fn spec_for(&self, input: &CreateComputeInput) -> ComputeSpec {
-        let mut env = vec![EnvVar {
-            key: EXTERNAL_TASK_QUEUE_ENV.to_owned(),
-            value: input.compute_name.clone(),
+    /// The compute's environment: its queue, its owner (for the worker's dead-man switch) and
+    /// the forwarded Temporal connection.
+    fn spec_for(&self, input: &CreateComputeInput, owner: &ActivityInfo) -> ComputeSpec {
+        let general = |key: &str, value: &str| EnvVar {
+            key: key.to_owned(),
+            value: value.to_owned(),
             secret: false,
-        }];
+        };
+        let mut env = vec![general(EXTERNAL_TASK_QUEUE_ENV, &input.compute_name)];
+        if let Some(workflow_id) = &owner.workflow_id {
+            env.push(general(OWNER_WORKFLOW_ID_ENV, workflow_id));
+        }
+        if let Some(run_id) = &owner.workflow_run_id {
+            env.push(general(OWNER_RUN_ID_ENV, run_id));
+        }
         env.extend(self.forwarded_env.iter().cloned());
         ComputeSpec {
             name: input.compute_name.clone(),
@@ -157,7 +167,7 @@ impl ProvisioningActivities {
     #[activity(name = "Create")]
     pub async fn create(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CreateComputeInput,
     ) -> Result<CreatedCompute, ActivityError> {
         if !naming::is_valid_do_name(&input.compute_name) {
@@ -166,7 +176,7 @@ impl ProvisioningActivities {
                 input.compute_name
             )));
         }
-        let spec = self.spec_for(&input);
+        let spec = self.spec_for(&input, ctx.info());
         tracing::info!(
             provider = self.provider.kind(),
             compute = %spec.name,

@@ -1,0 +1,111 @@
+//! The dead-man switch: an external worker stops by itself when nobody needs it any more, so
+//! compute whose owner is gone (terminated run, crashed orchestration) does not work on for
+//! nothing.
+//!
+//! Two triggers, checked every `check_interval`: no job for `idle_timeout`, or the workflow run
+//! that owns this worker (OWNER_WORKFLOW_ID / OWNER_RUN_ID) is closed or unknown.
+
+use std::{sync::Arc, time::Duration};
+
+use temporalio_client::{Client, NamespacedClient, grpc::WorkflowService, tonic};
+use temporalio_common::protos::temporal::api::{
+    common::v1::WorkflowExecution, enums::v1::WorkflowExecutionStatus,
+    workflowservice::v1::DescribeWorkflowExecutionRequest,
+};
+
+use crate::job::JobTracker;
+
+/// When the worker should stop by itself.
+#[derive(Clone, Debug, Default)]
+pub struct DeadManConfig {
+    /// Stop after this long without a job; `None` never.
+    pub idle_timeout: Option<Duration>,
+    /// The run that owns this worker: stop once it is closed.
+    pub owner_workflow_id: Option<String>,
+    pub owner_run_id: Option<String>,
+    /// How often to check.
+    pub check_interval: Duration,
+}
+
+/// Why the switch fired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Idle(Duration),
+    OwnerClosed(String),
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Idle(d) => write!(f, "no job for {}", humantime_secs(*d)),
+            StopReason::OwnerClosed(state) => write!(f, "the owning workflow run is {state}"),
+        }
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+/// Resolves when the worker should stop; never resolves when nothing is configured.
+pub async fn watch(config: DeadManConfig, tracker: Arc<JobTracker>, client: Client) -> StopReason {
+    if config.idle_timeout.is_none() && config.owner_workflow_id.is_none() {
+        return std::future::pending().await;
+    }
+    let mut ticker = tokio::time::interval(config.check_interval.max(Duration::from_millis(50)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let (Some(limit), Some(idle)) = (config.idle_timeout, tracker.idle_for())
+            && idle >= limit
+        {
+            return StopReason::Idle(idle);
+        }
+        if let Some(workflow_id) = &config.owner_workflow_id
+            && let Some(state) =
+                owner_closed(&client, workflow_id, config.owner_run_id.as_deref()).await
+        {
+            return StopReason::OwnerClosed(state);
+        }
+    }
+}
+
+/// `Some(state)` when the owning run is closed or does not exist; `None` while it runs or when
+/// Temporal cannot be asked right now (a transient error must not stop a working worker).
+async fn owner_closed(client: &Client, workflow_id: &str, run_id: Option<&str>) -> Option<String> {
+    let request = DescribeWorkflowExecutionRequest {
+        namespace: client.namespace(),
+        execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.to_owned(),
+            run_id: run_id.unwrap_or_default().to_owned(),
+        }),
+        ..Default::default()
+    };
+    let mut client = client.clone();
+    match client
+        .describe_workflow_execution(tonic::Request::new(request))
+        .await
+    {
+        Ok(response) => {
+            let status = response
+                .into_inner()
+                .workflow_execution_info
+                .map(|info| info.status())
+                .unwrap_or(WorkflowExecutionStatus::Unspecified);
+            match status {
+                WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Unspecified => None,
+                closed => Some(
+                    closed
+                        .as_str_name()
+                        .trim_start_matches("WORKFLOW_EXECUTION_STATUS_")
+                        .to_lowercase(),
+                ),
+            }
+        }
+        Err(status) if status.code() == tonic::Code::NotFound => Some("not found".to_owned()),
+        Err(status) => {
+            tracing::debug!(error = %status.message(), "could not check the owning workflow run");
+            None
+        }
+    }
+}
