@@ -79,7 +79,6 @@ async fn owner_closed(client: &Client, workflow_id: &str, run_id: Option<&str>) 
             workflow_id: workflow_id.to_owned(),
             run_id: run_id.unwrap_or_default().to_owned(),
         }),
-        ..Default::default()
     };
     let mut client = client.clone();
     match client
