@@ -4,7 +4,7 @@
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::anyhow;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tea_compute::{
     ComputeProvider,
     digitalocean::{DigitalOceanConfig, DigitalOceanProvider},
@@ -13,6 +13,7 @@ use tea_compute::{
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
     activities::{PollBackoff, forwarded_temporal_env},
+    sweeper::{SweepOptions, sweep_once},
     worker::{WorkflowWorkerConfig, run},
 };
 use tea_runtime::LogFormat;
@@ -32,6 +33,8 @@ enum ProviderKind {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Where external workers run.
     #[arg(long, env = "COMPUTE_PROVIDER", value_enum, default_value = "local")]
     provider: ProviderKind,
@@ -47,12 +50,29 @@ struct Args {
     /// How long running activities may continue after SIGTERM.
     #[arg(long, env = "GRACEFUL_SHUTDOWN", default_value = "10s")]
     graceful_shutdown: GoDuration,
+    /// How often the scheduled sweep deletes compute no running run owns (0 = no schedule).
+    #[arg(long, env = "SWEEP_INTERVAL", default_value = "5m", global = true)]
+    sweep_interval: GoDuration,
+    /// Compute younger than this is never swept.
+    #[arg(long, env = "SWEEP_GRACE_PERIOD", default_value = "10m", global = true)]
+    sweep_grace_period: GoDuration,
+    /// Sweeps only report what they would delete.
+    #[arg(long, env = "SWEEP_DRY_RUN", global = true)]
+    sweep_dry_run: bool,
     /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
     /// Log format: pretty or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the worker (the default).
+    Run,
+    /// Sweep once: delete compute that no running run owns, print the report as JSON, exit.
+    Sweep,
 }
 
 #[tokio::main]
@@ -69,7 +89,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run_main(args, provider).await {
+    let outcome = match args.command {
+        Some(Command::Sweep) => sweep_main(&args, provider).await,
+        Some(Command::Run) | None => run_main(args, provider).await,
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -123,12 +147,14 @@ async fn run_main(args: Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Res
         "connected to Temporal"
     );
     let config = WorkflowWorkerConfig {
-        task_queue: args.task_queue,
+        task_queue: args.task_queue.clone(),
         poll: PollBackoff {
             initial: args.deploy_poll_initial.as_duration(),
             max: args.deploy_poll_max.as_duration(),
         },
         graceful_shutdown: Duration::from(args.graceful_shutdown),
+        sweep_interval: Some(args.sweep_interval.as_duration()).filter(|d| !d.is_zero()),
+        sweep: sweep_options(&args),
     };
     run(
         &runtime,
@@ -139,4 +165,18 @@ async fn run_main(args: Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Res
         tea_runtime::shutdown_signal(),
     )
     .await
+}
+
+fn sweep_options(args: &Args) -> SweepOptions {
+    SweepOptions {
+        grace_period: args.sweep_grace_period,
+        dry_run: args.sweep_dry_run,
+    }
+}
+
+async fn sweep_main(args: &Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Result<()> {
+    let (client, _) = tea_runtime::connect().await?;
+    let report = sweep_once(provider.as_ref(), &client, &sweep_options(args)).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }

@@ -44,7 +44,18 @@ impl Fixture {
         task_queue: &str,
         worker_bin: &std::path::Path,
     ) -> Proc {
-        ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
+        Self::workflow_worker(dir, server, task_queue, worker_bin, "workflow-worker.log").spawn()
+    }
+
+    /// The workflow-worker command with this fixture's local-provider settings.
+    fn workflow_worker(
+        dir: &std::path::Path,
+        server: &DevServer,
+        task_queue: &str,
+        worker_bin: &std::path::Path,
+        log: &str,
+    ) -> ProcBuilder {
+        ProcBuilder::new(bin("workflow-worker"), dir.join(log))
             .env("COMPUTE_PROVIDER", "local")
             .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
             .env("EXTERNAL_WORKER_BIN", worker_bin.display().to_string())
@@ -55,7 +66,27 @@ impl Fixture {
             .env("DEPLOY_POLL_MAX", "500ms")
             // Inherited by the local external workers: a fast dead-man switch.
             .env("DEAD_MAN_CHECK_INTERVAL", "200ms")
-            .spawn()
+    }
+
+    /// Runs `workflow-worker sweep` once with a zero grace period; returns its JSON report.
+    async fn sweep_once(&self, dry_run: bool) -> serde_json::Value {
+        let log = format!("sweep-{}.log", uuid::Uuid::new_v4().simple());
+        let mut sweep = Self::workflow_worker(
+            &self.dir,
+            &self.server,
+            &self.task_queue,
+            &bin("external-worker"),
+            &log,
+        )
+        .env("SWEEP_GRACE_PERIOD", "0")
+        .env("SWEEP_DRY_RUN", dry_run.to_string())
+        .env("LOG_LEVEL", "error")
+        .arg("sweep")
+        .spawn();
+        let status = sweep.wait(Duration::from_secs(60)).await;
+        assert!(status.success(), "sweep failed: {}", sweep.output());
+        serde_json::from_str(&sweep.output())
+            .unwrap_or_else(|e| panic!("sweep printed no JSON report ({e}): {}", sweep.output()))
     }
 
     async fn start_run(&self, test: &str, job: &str) -> RunHandle {
@@ -281,4 +312,111 @@ async fn terminated_run_s_external_worker_stops_by_itself() {
         || async { (!pid_alive(pid)).then_some(()) },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_deletes_compute_of_terminated_runs_and_spares_running_ones() {
+    let fx = Fixture::start("local-sweep").await;
+    let terminated = fx.start_run("local-sweep-terminated", "10m").await;
+    wait_for("the first job to start", RUN_TIMEOUT, || {
+        pending_job(&terminated)
+    })
+    .await;
+    let running = fx.start_run("local-sweep-running", "10m").await;
+    wait_for("the second job to start", RUN_TIMEOUT, || {
+        pending_job(&running)
+    })
+    .await;
+    assert_eq!(fx.compute_dirs().len(), 2);
+
+    terminated
+        .terminate(WorkflowTerminateOptions::builder().reason("test").build())
+        .await
+        .expect("terminate");
+
+    // Dry run: reports the terminated run's compute, deletes nothing.
+    let report = fx.sweep_once(true).await;
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["examined"], 2, "{report}");
+    assert_eq!(report["owned_by_running_runs"], 1, "{report}");
+    let swept = report["deleted"].as_array().expect("deleted list");
+    assert_eq!(swept.len(), 1, "{report}");
+    assert!(swept[0]["outcome"].is_null());
+    assert_eq!(fx.compute_dirs().len(), 2, "a dry run deleted something");
+
+    // Real sweep: only the terminated run's compute goes.
+    let report = fx.sweep_once(false).await;
+    let swept = report["deleted"].as_array().expect("deleted list");
+    assert_eq!(swept.len(), 1, "{report}");
+    assert_eq!(swept[0]["outcome"], "Removed", "{report}");
+    assert!(
+        swept[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no running"),
+        "{report}"
+    );
+    assert_eq!(
+        fx.compute_dirs().len(),
+        1,
+        "the running run's compute must stay"
+    );
+    assert!(
+        pending_job(&running).await.is_some(),
+        "the running run's job was disturbed"
+    );
+
+    running
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    let end = run::finish(&running, &fx.worker).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute left: {:?}",
+        fx.compute_dirs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_sweeper_cleans_up_after_a_terminated_run() {
+    let dir = test_dir("local-scheduled-sweep");
+    let server = DevServer::start(&dir).await;
+    let task_queue = format!("wf-sched-{}", uuid::Uuid::new_v4().simple());
+    let worker = Fixture::workflow_worker(
+        &dir,
+        &server,
+        &task_queue,
+        &bin("external-worker"),
+        "workflow-worker.log",
+    )
+    .env("SWEEP_INTERVAL", "2s")
+    .env("SWEEP_GRACE_PERIOD", "0")
+    .spawn();
+    let fx = Fixture {
+        dir,
+        server,
+        worker,
+        task_queue,
+    };
+    let handle = fx.start_run("local-scheduled-sweep", "10m").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    handle
+        .terminate(WorkflowTerminateOptions::builder().reason("test").build())
+        .await
+        .expect("terminate");
+    wait_for(
+        "the scheduled sweep to delete the compute",
+        Duration::from_secs(60),
+        || async { fx.compute_dirs().is_empty().then_some(()) },
+    )
+    .await;
+    assert!(
+        fx.worker
+            .output()
+            .contains("sweeper deleted leaked compute"),
+        "{}",
+        fx.worker.output()
+    );
 }

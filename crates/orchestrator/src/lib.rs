@@ -8,5 +8,6 @@
 //! - [`worker`]: the workflow-worker process: one worker on `taskQueueName` hosting both.
 
 pub mod activities;
+pub mod sweeper;
 pub mod worker;
 pub mod workflow;

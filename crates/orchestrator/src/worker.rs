@@ -11,6 +11,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::{
     activities::{PollBackoff, ProvisioningActivities},
+    sweeper::{self, SweepActivities, SweepLeakedCompute, SweepOptions},
     workflow::TriggerExternalWorkflow,
 };
 
@@ -23,6 +24,10 @@ pub struct WorkflowWorkerConfig {
     pub poll: PollBackoff,
     /// How long running activities may go on after shutdown starts.
     pub graceful_shutdown: Duration,
+    /// How often the sweep schedule runs (`None`: no schedule, and an existing one is removed).
+    pub sweep_interval: Option<Duration>,
+    /// What each scheduled sweep does.
+    pub sweep: SweepOptions,
 }
 
 impl Default for WorkflowWorkerConfig {
@@ -31,6 +36,8 @@ impl Default for WorkflowWorkerConfig {
             task_queue: tea_contract::WORKFLOW_TASK_QUEUE.to_owned(),
             poll: PollBackoff::default(),
             graceful_shutdown: Duration::from_secs(10),
+            sweep_interval: Some(Duration::from_secs(300)),
+            sweep: SweepOptions::default(),
         }
     }
 }
@@ -45,11 +52,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let kind = provider.kind();
-    let activities = ProvisioningActivities::new(provider, forwarded_env, config.poll);
+    match config.sweep_interval {
+        Some(interval) => {
+            sweeper::ensure_schedule(&client, &config.task_queue, interval, config.sweep.clone())
+                .await?;
+            tracing::info!(
+                schedule = sweeper::SWEEP_SCHEDULE_ID,
+                every = ?interval,
+                grace_period = %config.sweep.grace_period,
+                dry_run = config.sweep.dry_run,
+                "compute sweeper scheduled"
+            );
+        }
+        None => {
+            sweeper::remove_schedule(&client).await?;
+            tracing::warn!(
+                "compute sweeper disabled: compute of terminated runs is not cleaned up"
+            );
+        }
+    }
+    let activities = ProvisioningActivities::new(Arc::clone(&provider), forwarded_env, config.poll);
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<TriggerExternalWorkflow>()
         .map_err(|e| anyhow!("could not register the workflow: {e}"))?
+        .register_workflow::<SweepLeakedCompute>()
+        .map_err(|e| anyhow!("could not register the sweep workflow: {e}"))?
         .register_activities(activities)
+        .register_activities(SweepActivities::new(provider))
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))
