@@ -1,9 +1,11 @@
-//! `starter`: starts one `TriggerExternalWorkflow` run, prints its IDs, waits and prints how it
-//! ended. Exit status: 0 completed, 1 failed, 2 bad input, 3 cancelled or terminated.
+//! `starter`: starts one `TriggerExternalWorkflow` run, prints its IDs and UI link, shows its
+//! progress while it runs and prints how it ended; `starter status <id>` reports on a run.
+//! Exit status: 0 completed, 1 failed, 2 bad input, 3 cancelled or terminated, 130 stopped
+//! waiting on Ctrl-C (the run goes on).
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE, WorkflowInput};
 use tea_runtime::LogFormat;
 
@@ -12,6 +14,8 @@ use tea_runtime::LogFormat;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Container registry holding the external worker image.
     #[arg(long, env = "IMAGE_REGISTRY", default_value = "sje-test-registry")]
     registry: String,
@@ -43,8 +47,17 @@ struct Args {
     #[arg(long, env = "WORKFLOW_TASK_QUEUE", default_value = WORKFLOW_TASK_QUEUE)]
     task_queue: String,
     /// Print the IDs and exit without waiting for the result.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wait")]
     no_wait: bool,
+    /// Wait for the result, showing progress (the default).
+    #[arg(long)]
+    wait: bool,
+    /// On Ctrl-C, cancel the run and wait for its teardown (else only stop waiting).
+    #[arg(long, env = "CANCEL_ON_INTERRUPT")]
+    cancel_on_interrupt: bool,
+    /// Base URL of the Temporal Web UI for the printed link.
+    #[arg(long, env = "TEMPORAL_UI_URL")]
+    ui_url: Option<String>,
     /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -53,12 +66,33 @@ struct Args {
     log_format: LogFormat,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print what a run is doing: phase, compute, deployment, job progress.
+    Status {
+        /// The run's workflow ID.
+        workflow_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = tea_runtime::init_logging(Some(&args.log_level), args.log_format) {
         eprintln!("starter: {e:#}");
         return ExitCode::from(2);
+    }
+    if let Some(Command::Status { workflow_id, json }) = &args.command {
+        return match status(workflow_id, *json).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("starter: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let input = WorkflowInput {
         registry: args.registry.clone(),
@@ -84,24 +118,120 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args, input: WorkflowInput) -> anyhow::Result<u8> {
-    let (client, _) = tea_runtime::connect().await?;
+    let (client, conn) = tea_runtime::connect().await?;
     let workflow_id = args
         .workflow_id
-        .unwrap_or_else(|| format!("external-activity-{}", uuid_v4()));
+        .clone()
+        .unwrap_or_else(|| format!("external-activity-{}", uuid::Uuid::new_v4()));
     let handle = tea_starter::start(&client, &args.task_queue, &workflow_id, input).await?;
     println!(
         "Started workflow: WorkflowID {} RunID {}",
         handle.info().workflow_id,
         handle.info().run_id.as_deref().unwrap_or("")
     );
+    println!(
+        "Temporal UI: {}",
+        tea_starter::ui_link(
+            &conn.address,
+            &conn.namespace,
+            &workflow_id,
+            args.ui_url.as_deref()
+        )
+    );
     if args.no_wait {
         return Ok(0);
     }
-    let end = tea_starter::wait(&handle).await?;
+    let progress = show_progress(&client, &workflow_id);
+    tokio::pin!(progress);
+    let waiting = tea_starter::wait(&handle);
+    tokio::pin!(waiting);
+    let end = tokio::select! {
+        end = &mut waiting => end?,
+        _ = &mut progress => unreachable_progress(),
+        _ = tokio::signal::ctrl_c() => {
+            clear_line();
+            if !args.cancel_on_interrupt {
+                println!("Stopped waiting; the run goes on: starter status {workflow_id}");
+                return Ok(130);
+            }
+            println!("Cancelling the run and waiting for its teardown...");
+            handle
+                .cancel(temporalio_client::WorkflowCancelOptions::builder().reason("starter interrupted").build())
+                .await
+                .map_err(|e| anyhow::anyhow!("could not cancel the run: {e}"))?;
+            tokio::select! {
+                end = &mut waiting => end?,
+                _ = &mut progress => unreachable_progress(),
+            }
+        }
+    };
+    clear_line();
     println!("Workflow result: {end}");
     Ok(end.exit_code())
 }
 
-fn uuid_v4() -> String {
-    uuid::Uuid::new_v4().to_string()
+fn unreachable_progress() -> ! {
+    // `show_progress` loops forever; reaching here would be a bug in it.
+    panic!("progress display ended")
+}
+
+/// Shows the run's progress until dropped: one rewritten line on a terminal, a log line per
+/// change otherwise.
+async fn show_progress(client: &temporalio_client::Client, workflow_id: &str) {
+    const LOG_EVERY: Duration = Duration::from_secs(30);
+    let terminal = std::io::stdout().is_terminal();
+    let mut last_state = String::new();
+    let mut last_logged = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let Ok(report) = tea_starter::status::report(client, workflow_id).await else {
+            continue;
+        };
+        let line = report.one_line();
+        if terminal {
+            print!("\r\x1b[2K{line}");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            continue;
+        }
+        // Not a terminal: a line when the state changes, else one every LOG_EVERY.
+        let state = line.split(" job ").next().unwrap_or(&line).to_owned();
+        if state != last_state || last_logged.elapsed() >= LOG_EVERY {
+            println!("{line}");
+            last_state = state;
+            last_logged = tokio::time::Instant::now();
+        }
+    }
+}
+
+fn clear_line() {
+    if std::io::stdout().is_terminal() {
+        print!("\r\x1b[2K");
+    }
+}
+
+async fn status(workflow_id: &str, json: bool) -> anyhow::Result<()> {
+    let (client, _) = tea_runtime::connect().await?;
+    let report = tea_starter::status::report(&client, workflow_id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}", report.one_line());
+    if let Some(status) = &report.status {
+        for entry in &status.phase_history {
+            println!(
+                "  {}  attempt {}  {:?}",
+                entry.at, entry.attempt, entry.phase
+            );
+        }
+        if let Some(error) = &status.error {
+            println!("  error: {error}");
+        }
+    }
+    if let Some(at) = &report.last_heartbeat {
+        println!("  last heartbeat: {at}");
+    }
+    Ok(())
 }

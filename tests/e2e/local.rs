@@ -421,3 +421,96 @@ async fn scheduled_sweeper_cleans_up_after_a_terminated_run() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
+    let fx = Fixture::start("local-starter-ux").await;
+    let workflow_id = format!("starter-ux-{}", uuid::Uuid::new_v4().simple());
+    let starter = |log: &str| {
+        ProcBuilder::new(bin("starter"), fx.dir.join(log))
+            .env("TEMPORAL_ADDRESS", fx.server.address())
+            .env("WORKFLOW_TASK_QUEUE", &fx.task_queue)
+    };
+    let mut waiting = starter("starter.log")
+        .env("JOB_DURATION", "10m")
+        .env("PAUSE_DURATION", "200ms")
+        .env("HEARTBEAT_TIMEOUT", "2s")
+        .env("CANCEL_ON_INTERRUPT", "true")
+        .arg("--id")
+        .arg(&workflow_id)
+        .spawn();
+    let client = fx.server.client().await;
+    let handle = client
+        .get_workflow_handle::<tea_orchestrator::workflow::TriggerExternalWorkflow>(&workflow_id);
+    wait_for("the job to heartbeat", RUN_TIMEOUT, || async {
+        pending_job(&handle).await?.last_heartbeat_time.map(|_| ())
+    })
+    .await;
+
+    // `starter status --json` while the job runs.
+    let mut status = starter("status.log")
+        .arg("status")
+        .arg(&workflow_id)
+        .arg("--json")
+        .spawn();
+    assert!(
+        status.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        status.output()
+    );
+    let report: serde_json::Value = serde_json::from_str(&status.output())
+        .unwrap_or_else(|e| panic!("status JSON ({e}): {}", status.output()));
+    assert_eq!(report["execution_status"], "running", "{report}");
+    assert_eq!(report["status"]["phase"], "running", "{report}");
+    assert_eq!(report["status"]["attempt"], 1, "{report}");
+    assert!(
+        report["status"]["compute_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("ext-")),
+        "{report}"
+    );
+    assert!(
+        report["job"]["elapsed"].as_u64().is_some(),
+        "job progress from heartbeats: {report}"
+    );
+    let phases: Vec<&str> = report["status"]["phase_history"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["phase"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        phases,
+        ["waiting", "provisioning", "deploying", "running"],
+        "{report}"
+    );
+
+    // Progress lines (not a terminal: one per change) and the UI link were printed.
+    wait_for("a progress line", Duration::from_secs(30), || async {
+        waiting.output().contains("phase=running").then_some(())
+    })
+    .await;
+    assert!(
+        waiting.output().contains("/namespaces/default/workflows/"),
+        "{}",
+        waiting.output()
+    );
+
+    // Ctrl-C with --cancel-on-interrupt: cancel, wait for teardown, exit 3.
+    let pid = waiting.pid().expect("starter pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let exit = waiting.wait(RUN_TIMEOUT).await;
+    assert_eq!(exit.code(), Some(3), "{}", waiting.output());
+    assert!(
+        waiting.output().contains("cancelled"),
+        "{}",
+        waiting.output()
+    );
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute left: {:?}",
+        fx.compute_dirs()
+    );
+}

@@ -66,9 +66,11 @@ impl<'de> Deserialize<'de> for GoDuration {
     }
 }
 
+/// Human form rounded to milliseconds (`1m 30s`, `250ms`).
 impl fmt::Display for GoDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        let millis = Duration::from_millis(u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX));
+        write!(f, "{}", humantime::format_duration(millis))
     }
 }
 
@@ -136,6 +138,15 @@ mod tests {
         let err = "soon".parse::<GoDuration>().unwrap_err();
         assert!(err.contains("expected e.g."), "{err}");
         assert!("400years".parse::<GoDuration>().is_err());
+    }
+
+    #[test]
+    fn displays_rounded_to_milliseconds() {
+        assert_eq!(
+            GoDuration(Duration::from_nanos(1_715_315)).to_string(),
+            "1ms"
+        );
+        assert_eq!(GoDuration::from_secs(90).to_string(), "1m 30s");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use temporalio_common::{RetryPolicy, error::IncomingError};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure,
-    TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
-    WorkflowTermination,
+    MemoValue, TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
+    WorkflowResult, WorkflowTermination,
 };
 
 use crate::activities::{
@@ -39,10 +39,21 @@ pub enum Phase {
     Cancelled,
 }
 
+/// When a run entered a phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseEntry {
+    pub phase: Phase,
+    pub attempt: u32,
+    /// RFC 3339 workflow time.
+    pub at: String,
+}
+
 /// Answer of the `status` query.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunStatus {
     pub phase: Phase,
+    /// Every phase the run entered, in order, with its time.
+    pub phase_history: Vec<PhaseEntry>,
     pub attempt: u32,
     pub compute_name: Option<String>,
     pub compute_id: Option<String>,
@@ -138,6 +149,7 @@ impl TriggerExternalWorkflow {
         if let Err(message) = input.validate() {
             return Err(fail(ctx, message));
         }
+        enter(ctx, Phase::Waiting);
         if !pause(ctx, input.pause()).await {
             return Err(cancelled(ctx));
         }
@@ -149,7 +161,7 @@ impl TriggerExternalWorkflow {
                     if !pause(ctx, input.pause()).await {
                         return Err(cancelled(ctx));
                     }
-                    ctx.state_mut(|s| s.status.phase = Phase::Done);
+                    enter(ctx, Phase::Done);
                     return Ok(outcome);
                 }
                 AttemptEnd::Cancelled => return Err(cancelled(ctx)),
@@ -189,9 +201,9 @@ async fn provision_and_run(
 ) -> AttemptEnd {
     let heartbeat_timeout = input.heartbeat_timeout();
     let compute_name = naming::compute_name(ctx.run_id(), attempt);
+    ctx.state_mut(|s| s.status.attempt = attempt);
+    enter(ctx, Phase::Provisioning);
     ctx.state_mut(|s| {
-        s.status.phase = Phase::Provisioning;
-        s.status.attempt = attempt;
         s.status.compute_name = Some(compute_name.clone());
         s.status.compute_id = None;
         s.status.task_queue = None;
@@ -215,7 +227,7 @@ async fn provision_and_run(
         Ok(created) => created,
         Err(error) => {
             // The provider may have stored it before failing: delete by name.
-            ctx.state_mut(|s| s.status.phase = Phase::Deprovisioning);
+            enter(ctx, Phase::Deprovisioning);
             let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout).await;
             let mut message = format!(
                 "creating compute {compute_name} failed: {}",
@@ -232,6 +244,23 @@ async fn provision_and_run(
         s.status.task_queue = Some(created.task_queue.clone());
         s.status.provider = Some(created.provider.clone());
     });
+    // Findable in the Temporal UI: which provider and compute this run uses.
+    let memo = [
+        ("provider", Some(MemoValue::new(created.provider.clone()))),
+        (
+            "compute_name",
+            Some(MemoValue::new(created.handle.name.clone())),
+        ),
+        (
+            "compute_id",
+            Some(MemoValue::new(created.handle.id.clone())),
+        ),
+    ];
+    if let Err(e) = ctx.upsert_memo(memo)
+        && !ctx.is_replaying()
+    {
+        tracing::warn!(error = %e, "could not record the compute in the run's memo");
+    }
 
     // From here on the compute is always deleted.
     let body = if ctx.cancellation_token().is_cancelled() {
@@ -240,7 +269,7 @@ async fn provision_and_run(
         use_compute(ctx, input, &created).await
     };
 
-    ctx.state_mut(|s| s.status.phase = Phase::Deprovisioning);
+    enter(ctx, Phase::Deprovisioning);
     let deleted = delete(
         ctx,
         &created.handle.name,
@@ -279,7 +308,7 @@ async fn use_compute(
     created: &CreatedCompute,
 ) -> BodyEnd {
     let heartbeat_timeout = input.heartbeat_timeout();
-    ctx.state_mut(|s| s.status.phase = Phase::Deploying);
+    enter(ctx, Phase::Deploying);
     let ready = ctx
         .execute_activity(
             ProvisioningActivities::wait_for_app_build,
@@ -297,7 +326,7 @@ async fn use_compute(
         return body_error(ctx, "the compute did not become ready", error, true);
     }
 
-    ctx.state_mut(|s| s.status.phase = Phase::Running);
+    enter(ctx, Phase::Running);
     let mut job_options = activity_options(heartbeat_timeout, false);
     job_options.task_queue = Some(created.task_queue.clone());
     job_options.schedule_to_start_timeout = Some(input.worker_start_timeout());
@@ -388,18 +417,32 @@ async fn pause(ctx: &mut WorkflowContext<TriggerExternalWorkflow>, duration: Dur
 }
 
 fn cancelled(ctx: &mut WorkflowContext<TriggerExternalWorkflow>) -> WorkflowTermination {
-    ctx.state_mut(|s| s.status.phase = Phase::Cancelled);
+    enter(ctx, Phase::Cancelled);
     WorkflowTermination::cancelled()
+}
+
+/// Moves the run to `phase`, recording when (workflow time, deterministic on replay).
+fn enter(ctx: &mut WorkflowContext<TriggerExternalWorkflow>, phase: Phase) {
+    let at = ctx
+        .workflow_time()
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .unwrap_or_default();
+    ctx.state_mut(|s| {
+        s.status.phase = phase;
+        s.status.phase_history.push(PhaseEntry {
+            phase,
+            attempt: s.status.attempt,
+            at,
+        });
+    });
 }
 
 fn fail(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     message: String,
 ) -> WorkflowTermination {
-    ctx.state_mut(|s| {
-        s.status.phase = Phase::Failed;
-        s.status.error = Some(message.clone());
-    });
+    ctx.state_mut(|s| s.status.error = Some(message.clone()));
+    enter(ctx, Phase::Failed);
     WorkflowTermination::failed_application(ApplicationFailure::non_retryable(anyhow::anyhow!(
         message
     )))

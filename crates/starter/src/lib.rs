@@ -4,6 +4,8 @@
 //! way a Go starter would: workflow type `TriggerExternalWorkflow` on `taskQueueName`, one JSON
 //! input payload.
 
+pub mod status;
+
 use std::fmt;
 
 use anyhow::{Context, anyhow};
@@ -99,4 +101,45 @@ fn failure_message(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     message
+}
+
+/// Link to the run in the Temporal Web UI: `ui_base` when given (TEMPORAL_UI_URL), Temporal
+/// Cloud's UI for a `*.tmprl.cloud` address, else the dev server's UI on port 8233.
+pub fn ui_link(address: &str, namespace: &str, workflow_id: &str, ui_base: Option<&str>) -> String {
+    let base = match ui_base {
+        Some(base) => base.trim_end_matches('/').to_owned(),
+        None if address.contains("tmprl.cloud") => "https://cloud.temporal.io".to_owned(),
+        None => {
+            let host = address
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .split(':')
+                .next()
+                .filter(|h| !h.is_empty())
+                .unwrap_or("localhost");
+            format!("http://{host}:8233")
+        }
+    };
+    format!("{base}/namespaces/{namespace}/workflows/{workflow_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ui_links() {
+        assert_eq!(
+            ui_link("http://127.0.0.1:7233/", "default", "wf", None),
+            "http://127.0.0.1:8233/namespaces/default/workflows/wf"
+        );
+        assert_eq!(
+            ui_link("https://ns.acct.tmprl.cloud:7233", "ns.acct", "wf", None),
+            "https://cloud.temporal.io/namespaces/ns.acct/workflows/wf"
+        );
+        assert_eq!(
+            ui_link("x:7233", "default", "wf", Some("https://ui.example/")),
+            "https://ui.example/namespaces/default/workflows/wf"
+        );
+    }
 }
