@@ -1,0 +1,227 @@
+//! Scale: many runs started at once through the fake DigitalOcean API, whose apps run the
+//! release external-worker as local processes; one release workflow-worker serves them all.
+//! Measures wall time, runs per second, the workflow-worker's CPU time and peak memory,
+//! provider API requests per run, and compute left running afterwards.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use tea_fake_do::{FakeDo, FakeDoConfig};
+use tea_harness::{Proc, ProcBuilder, pid_alive};
+use tea_starter::RunEnd;
+use tokio::task::JoinSet;
+
+use crate::{
+    setup::{self, Bins, Env, stop},
+    stats::{self, fmt_duration, mib},
+    table::Table,
+};
+
+const SECTION: &str = "scale";
+const TOKEN: &str = "bench-do-token";
+/// Deployment step delay of the fake (PENDING_DEPLOY -> DEPLOYING -> ACTIVE).
+const STEP_DELAY: Duration = Duration::from_millis(200);
+const JOB: Duration = Duration::from_secs(1);
+/// Longest the whole batch may take.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(900);
+
+pub async fn run(bins: &Bins, env: &Env, runs: usize, table: &mut Table) -> anyhow::Result<()> {
+    let mut config = FakeDoConfig::new(TOKEN)
+        .with_worker_command(&bins.external_worker, Vec::<String>::new())
+        .with_step_delay(STEP_DELAY);
+    config.kill_grace = Duration::from_secs(2);
+    config.log_dir = Some(env.dir.join("apps"));
+    let fake = FakeDo::start(config).await?;
+    let queue = env.queue("scale");
+    let worker = ProcBuilder::new(&bins.workflow_worker, env.dir.join("workflow-worker.log"))
+        .env("COMPUTE_PROVIDER", "digitalocean")
+        .env("DIGITALOCEAN_API_URL", fake.base_url())
+        .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+        .env("TEMPORAL_ADDRESS", env.server.address())
+        .env("WORKFLOW_TASK_QUEUE", &queue)
+        .env("DEPLOY_POLL_INITIAL", "500ms")
+        .env("DEPLOY_POLL_MAX", "2s")
+        .env("SWEEP_INTERVAL", "0")
+        .try_spawn();
+    let mut worker = match worker {
+        Ok(worker) => worker,
+        Err(e) => {
+            fake.shutdown().await;
+            return Err(e);
+        }
+    };
+    let result = measure(env, &fake, &worker, &queue, runs, table).await;
+    stop(&mut worker, Duration::from_secs(15)).await;
+    fake.shutdown().await;
+    result.with_context(|| format!("workflow-worker: {}", tail(&worker.output(), 40)))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+async fn measure(
+    env: &Env,
+    fake: &FakeDo,
+    worker: &Proc,
+    queue: &str,
+    runs: usize,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let pid = worker.pid().context("the workflow-worker is not running")?;
+    tea_harness::try_wait_for(
+        "the workflow-worker to poll",
+        Duration::from_secs(60),
+        || async {
+            worker
+                .output()
+                .contains("workflow worker polling")
+                .then_some(())
+        },
+    )
+    .await?;
+    let cpu_before = stats::cpu_time(pid).context("reading the workflow-worker's CPU time")?;
+
+    let began = Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..runs {
+        let client = env.client.clone();
+        let queue = queue.to_owned();
+        set.spawn(async move {
+            let id = format!("bench-scale-{i}-{}", uuid::Uuid::new_v4().simple());
+            let input = setup::input(Duration::ZERO, JOB, Duration::from_secs(10));
+            let handle = tea_starter::start(&client, &queue, &id, input).await?;
+            tea_starter::wait(&handle).await
+        });
+    }
+    let mut ends: BTreeMap<String, usize> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut worker_pids = BTreeSet::new();
+    let mut peak_workers = 0;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    let deadline = tokio::time::sleep(BATCH_TIMEOUT);
+    tokio::pin!(deadline);
+    let mut done = 0;
+    while !set.is_empty() {
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                done += 1;
+                match joined {
+                    Ok(Ok(end)) => {
+                        let kind = match end {
+                            RunEnd::Completed(_) => "completed".to_owned(),
+                            other => other.to_string(),
+                        };
+                        *ends.entry(kind).or_default() += 1;
+                    }
+                    Ok(Err(e)) => errors.push(format!("{e:#}")),
+                    Err(e) => errors.push(format!("run task failed: {e}")),
+                }
+                if done % 50 == 0 || done == runs {
+                    eprintln!("  scale: {done}/{runs} runs ended after {}", fmt_duration(began.elapsed()));
+                }
+            }
+            _ = ticker.tick() => {
+                let snap = fake.snapshot();
+                let live: Vec<u32> = snap.apps.iter().filter_map(|a| a.worker_pid).collect();
+                peak_workers = peak_workers.max(live.len());
+                worker_pids.extend(live);
+            }
+            _ = &mut deadline => {
+                set.abort_all();
+                bail!("{} of {runs} runs still open after {BATCH_TIMEOUT:?}", runs - done);
+            }
+        }
+    }
+    let wall = began.elapsed();
+    let cpu = stats::cpu_time(pid)
+        .context("reading the workflow-worker's CPU time")?
+        .saturating_sub(cpu_before);
+    let peak_rss = stats::status_kb(pid, "VmHWM").context("reading the workflow-worker's VmHWM")?;
+
+    let snap = fake.snapshot();
+    let completed = ends.get("completed").copied().unwrap_or(0);
+    let mut requests: BTreeMap<&str, u64> = BTreeMap::new();
+    for (op, statuses) in &snap.requests {
+        *requests.entry(op.as_str()).or_default() += statuses.values().sum::<u64>();
+    }
+    let total_requests: u64 = requests.values().sum();
+    // Compute the fake still holds, and worker processes seen during the batch still alive.
+    // Deleted apps' workers get SIGTERM and at most the fake's kill grace (2 s) to exit.
+    let left_apps = snap.apps.len();
+    let _ = tea_harness::try_wait_for(
+        "deleted apps' worker processes to exit",
+        Duration::from_secs(5),
+        || async { worker_pids.iter().all(|&p| !pid_alive(p)).then_some(()) },
+    )
+    .await;
+    let left_pids = worker_pids.iter().filter(|&&p| pid_alive(p)).count();
+
+    let others: Vec<String> = ends
+        .iter()
+        .filter(|(k, _)| k.as_str() != "completed")
+        .map(|(k, n)| format!("{n} {k}"))
+        .chain(errors.iter().take(3).cloned())
+        .collect();
+    table.check(
+        SECTION,
+        format!("{runs} runs started at once: completed"),
+        if others.is_empty() {
+            format!("{completed}/{runs}")
+        } else {
+            format!("{completed}/{runs} ({})", others.join("; "))
+        },
+        format!("{runs}/{runs}"),
+        completed == runs,
+    );
+    table.info(
+        SECTION,
+        "  wall time, first start to last result",
+        fmt_duration(wall),
+    );
+    table.info(
+        SECTION,
+        "  runs per second",
+        format!("{:.2}", runs as f64 / wall.as_secs_f64()),
+    );
+    table.info(
+        SECTION,
+        "  workflow-worker CPU time during the batch",
+        format!("{:.1} s", cpu.as_secs_f64()),
+    );
+    table.info(SECTION, "  workflow-worker peak RSS (VmHWM)", mib(peak_rss));
+    table.info(
+        SECTION,
+        "  provider API requests per run",
+        format!(
+            "{:.1} ({})",
+            total_requests as f64 / runs.max(1) as f64,
+            requests
+                .iter()
+                .map(|(op, n)| format!("{op} {:.1}", *n as f64 / runs.max(1) as f64))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    table.info(
+        SECTION,
+        "  external-worker processes alive at once, peak (sampled)",
+        format!("{peak_workers} (of {} started)", worker_pids.len()),
+    );
+    table.check(
+        SECTION,
+        "compute left running afterwards (apps + worker processes)",
+        format!(
+            "{} ({left_apps} apps, {left_pids} processes)",
+            left_apps + left_pids
+        ),
+        "0",
+        left_apps + left_pids == 0,
+    );
+    Ok(())
+}

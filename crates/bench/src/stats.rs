@@ -1,0 +1,104 @@
+//! Small statistics over samples (median, nearest-rank p95) and `/proc` readings of a process
+//! (resident memory, peak resident memory, CPU time).
+
+use std::time::Duration;
+
+/// Median (mean of the two middle values for an even count); zero for no samples.
+pub fn median(samples: &[Duration]) -> Duration {
+    let sorted = sorted(samples);
+    match sorted.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+    }
+}
+
+/// Nearest-rank percentile `p` (0-100); zero for no samples.
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let sorted = sorted(samples);
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Largest sample; zero for no samples.
+pub fn max(samples: &[Duration]) -> Duration {
+    samples.iter().copied().max().unwrap_or_default()
+}
+
+fn sorted(samples: &[Duration]) -> Vec<Duration> {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in bytes.
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
+/// Linux's `USER_HZ`: the unit of `utime`/`stime` in `/proc/<pid>/stat`. It is 100 on every
+/// Linux ABI this project targets (x86_64, aarch64), whatever the kernel's `CONFIG_HZ`.
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// User plus system CPU time the process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / CLOCK_TICKS_PER_SEC,
+    ))
+}
+
+/// Bytes as mebibytes with one decimal.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A duration in milliseconds (below 10 s) or seconds.
+pub fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn median_and_p95() {
+        let samples = ms(&(1..=20).collect::<Vec<_>>());
+        assert_eq!(median(&samples), Duration::from_micros(10_500));
+        assert_eq!(percentile(&samples, 95.0), Duration::from_millis(19));
+        assert_eq!(median(&ms(&[3, 1, 2])), Duration::from_millis(2));
+        assert_eq!(percentile(&[], 95.0), Duration::ZERO);
+        assert_eq!(max(&ms(&[3, 9, 2])), Duration::from_millis(9));
+    }
+
+    #[test]
+    fn own_process_has_memory_and_cpu() {
+        let pid = std::process::id();
+        assert!(status_kb(pid, "VmRSS").is_some_and(|b| b > 0));
+        assert!(status_kb(pid, "VmHWM").is_some());
+        assert!(cpu_time(pid).is_some());
+    }
+}

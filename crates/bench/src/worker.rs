@@ -1,0 +1,156 @@
+//! The external worker alone: time from process start until an activity task already waiting
+//! on its queue starts, idle resident memory, and binary sizes.
+//!
+//! Cold start uses a standalone activity (started by the client, no workflow): the bench
+//! enqueues `long-running-command` (zero duration) on a fresh queue, then spawns the release
+//! external-worker polling that queue and compares the wall clock at spawn with the
+//! activity's `last_started_time` from the server (same machine, same clock). "Started" is when
+//! the server handed the task to the worker's poll.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, anyhow};
+use tea_contract::{ExternalActivities, GoDuration};
+use tea_harness::{Proc, ProcBuilder};
+use temporalio_client::{ActivityDescribeOptions, ActivityStartOptions};
+
+use crate::{
+    history::system_time,
+    setup::{Bins, Env, stop},
+    stats::{self, fmt_duration, median, mib, percentile},
+    table::Table,
+};
+
+const SECTION: &str = "external-worker";
+
+/// Targets from the issue.
+const COLD_START_TARGET: Duration = Duration::from_millis(50);
+const IDLE_RSS_TARGET: u64 = 20 * 1024 * 1024;
+const BINARY_SIZE_TARGET: u64 = 15 * 1024 * 1024;
+
+/// How long an idle worker is left alone before its memory is read (a measurement window,
+/// not synchronisation).
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
+
+pub async fn run(bins: &Bins, env: &Env, samples: usize, table: &mut Table) -> anyhow::Result<()> {
+    // One unrecorded warm-up: the first start also pays for reading the binary into the page
+    // cache and the server's first use of a queue partition.
+    let _ = cold_start_once(bins, env, "warmup").await?;
+    let mut cold = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let d = cold_start_once(bins, env, &i.to_string()).await?;
+        eprintln!("  cold start {}/{samples}: {}", i + 1, fmt_duration(d));
+        cold.push(d);
+    }
+    let med = median(&cold);
+    table.check(
+        SECTION,
+        format!("cold start to first task, median of {samples}"),
+        fmt_duration(med),
+        format!("<= {}", fmt_duration(COLD_START_TARGET)),
+        med <= COLD_START_TARGET,
+    );
+    table.info(
+        SECTION,
+        format!("cold start to first task, p95 of {samples}"),
+        fmt_duration(percentile(&cold, 95.0)),
+    );
+
+    let rss = idle_rss(bins, env).await?;
+    table.check(
+        SECTION,
+        format!("idle RSS after {}s polling", IDLE_WINDOW.as_secs()),
+        mib(rss),
+        format!("<= {}", mib(IDLE_RSS_TARGET)),
+        rss <= IDLE_RSS_TARGET,
+    );
+
+    let size = file_size(&bins.external_worker)?;
+    table.check(
+        SECTION,
+        "external-worker release binary (stripped)",
+        mib(size),
+        format!("<= {}", mib(BINARY_SIZE_TARGET)),
+        size <= BINARY_SIZE_TARGET,
+    );
+    table.info(
+        SECTION,
+        "workflow-worker release binary (stripped)",
+        mib(file_size(&bins.workflow_worker)?),
+    );
+    Ok(())
+}
+
+fn file_size(path: &std::path::Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len())
+}
+
+fn spawn_worker(bins: &Bins, env: &Env, queue: &str) -> anyhow::Result<Proc> {
+    ProcBuilder::new(
+        &bins.external_worker,
+        env.dir.join(format!("external-worker-{queue}.log")),
+    )
+    .env("TEMPORAL_ADDRESS", env.server.address())
+    .env("EXTERNAL_TASK_QUEUE", queue)
+    .try_spawn()
+}
+
+/// One sample: enqueue the job, start the worker, read when the job started.
+async fn cold_start_once(bins: &Bins, env: &Env, label: &str) -> anyhow::Result<Duration> {
+    let queue = env.queue(&format!("cold-{label}"));
+    let options =
+        ActivityStartOptions::with_start_to_close_timeout(&queue, &queue, Duration::from_secs(60))
+            .build();
+    let handle = env
+        .client
+        .start_activity(
+            ExternalActivities::long_running_command,
+            (GoDuration::default(), GoDuration::from_secs(10)).into(),
+            options,
+        )
+        .await
+        .map_err(|e| anyhow!("starting the standalone activity: {e}"))?;
+
+    let spawned_at = SystemTime::now();
+    let mut worker = spawn_worker(bins, env, &queue)?;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), handle.result()).await;
+    stop(&mut worker, Duration::from_secs(5)).await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(anyhow!("the job failed: {e}; worker: {}", worker.output())),
+        Err(_) => {
+            return Err(anyhow!(
+                "the job did not finish in 30 s; worker: {}",
+                worker.output()
+            ));
+        }
+    }
+    let description = handle
+        .describe(ActivityDescribeOptions::default())
+        .await
+        .map_err(|e| anyhow!("describing the activity: {e}"))?;
+    let started = description
+        .raw_info()
+        .last_started_time
+        .as_ref()
+        .and_then(|t| system_time(t.seconds, t.nanos))
+        .context("the activity has no start time")?;
+    started
+        .duration_since(spawned_at)
+        .context("the activity started before the worker was spawned")
+}
+
+/// Resident memory of an external worker polling an empty queue.
+async fn idle_rss(bins: &Bins, env: &Env) -> anyhow::Result<u64> {
+    let queue = env.queue("idle");
+    let mut worker = spawn_worker(bins, env, &queue)?;
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let rss = worker
+        .pid()
+        .and_then(|pid| stats::status_kb(pid, "VmRSS"))
+        .with_context(|| format!("the idle worker is not running: {}", worker.output()));
+    stop(&mut worker, Duration::from_secs(5)).await;
+    rss
+}
