@@ -1,0 +1,331 @@
+//! The chaos loop: while runs are open, one random event every 0.5-2 s (seeded), each logged
+//! and counted. It also restarts a workflow-worker that exited by itself (counted apart: that
+//! is not chaos, it is a finding).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rand::{Rng, rngs::StdRng, seq::IndexedRandom};
+use tea_fake_do::{Fault, Op};
+use tea_harness::DevServer;
+use temporalio_client::Client;
+use tokio::time::Instant;
+
+use crate::{
+    lanes::{Kind, Lane, Unit},
+    runs::{self, Intervention, Runs},
+    say,
+};
+
+/// Most dev server restarts in one chaos run.
+const MAX_SERVER_RESTARTS: u32 = 2;
+/// Most external-worker kills per run (each costs a compute attempt; runs have three).
+const MAX_KILLS_PER_RUN: u32 = 1;
+
+/// What happened during the chaos, per provider.
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    pub worker_kills: u32,
+    pub workflow_worker_restarts: u32,
+    /// Workflow-workers that exited without being killed (restarted too).
+    pub workflow_worker_exits: u32,
+    pub faults: u32,
+    pub cancels: u32,
+    pub terminates: u32,
+}
+
+/// Counts per provider plus the dev server restarts.
+#[derive(Clone, Debug, Default)]
+pub struct AllCounts {
+    pub per_lane: BTreeMap<Kind, Counts>,
+    pub server_restarts: u32,
+    pub failed_events: u32,
+}
+
+/// How many runs may be cancelled and terminated in total.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub cancels: u32,
+    pub terminates: u32,
+}
+
+impl Budget {
+    /// About one run in six each, at least one.
+    pub fn for_runs(runs: usize) -> Self {
+        let n = u32::try_from(runs / 6).unwrap_or(u32::MAX).max(1);
+        Budget {
+            cancels: n,
+            terminates: n,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    KillExternalWorker,
+    RestartWorkflowWorker,
+    RestartServer,
+    RateLimit,
+    ServerError,
+    DeploymentError,
+    Cancel,
+    Terminate,
+}
+
+impl Event {
+    fn weight(self) -> u32 {
+        match self {
+            Event::KillExternalWorker => 20,
+            Event::RestartWorkflowWorker => 10,
+            Event::RestartServer => 4,
+            Event::RateLimit => 8,
+            Event::ServerError => 8,
+            Event::DeploymentError => 3,
+            Event::Cancel => 6,
+            Event::Terminate => 6,
+        }
+    }
+}
+
+/// Runs the chaos until every run is closed or `deadline` passes.
+pub async fn chaos(
+    rng: &mut StdRng,
+    server: &mut DevServer,
+    lanes: &mut [Lane],
+    runs: &Runs,
+    budget: Budget,
+    deadline: Instant,
+) -> AllCounts {
+    let started = Instant::now();
+    let address = server.address();
+    let mut counts = AllCounts::default();
+    for lane in lanes.iter() {
+        counts.per_lane.insert(lane.kind, Counts::default());
+    }
+    let mut budget = budget;
+    let mut client: Option<Client> = None;
+    let has_do = lanes.iter().any(|l| l.kind == Kind::DigitalOcean);
+
+    while any_open(runs) && Instant::now() < deadline {
+        let pause = Duration::from_millis(rng.random_range(500..=2000));
+        tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        supervise(lanes, &mut counts);
+        if !any_open(runs) {
+            break;
+        }
+
+        let mut choices = vec![Event::KillExternalWorker, Event::RestartWorkflowWorker];
+        if counts.server_restarts < MAX_SERVER_RESTARTS
+            && started.elapsed() > Duration::from_secs(3)
+        {
+            choices.push(Event::RestartServer);
+        }
+        if has_do {
+            choices.extend([Event::RateLimit, Event::ServerError, Event::DeploymentError]);
+        }
+        if budget.cancels > 0 {
+            choices.push(Event::Cancel);
+        }
+        if budget.terminates > 0 {
+            choices.push(Event::Terminate);
+        }
+        let Ok(event) = choices.choose_weighted(rng, |e| e.weight()) else {
+            continue;
+        };
+        match *event {
+            Event::KillExternalWorker => kill_external_worker(rng, lanes, runs, &mut counts),
+            Event::RestartWorkflowWorker => {
+                let i = rng.random_range(0..lanes.len());
+                let lane = &mut lanes[i];
+                let pause = Duration::from_millis(rng.random_range(200..=1500));
+                say!(
+                    "EVENT {}: SIGKILL the workflow-worker, restart it after {pause:?}",
+                    lane.kind
+                );
+                if let Err(e) = lane.kill_worker().await {
+                    say!("  {}: the workflow-worker did not exit: {e:#}", lane.kind);
+                    counts.failed_events += 1;
+                }
+                tokio::time::sleep(pause).await;
+                match lane.spawn_worker() {
+                    Ok(()) => bump(&mut counts, lane.kind, |c| c.workflow_worker_restarts += 1),
+                    Err(e) => {
+                        say!(
+                            "  {}: could not restart the workflow-worker: {e:#}",
+                            lane.kind
+                        );
+                        counts.failed_events += 1;
+                    }
+                }
+            }
+            Event::RestartServer => {
+                say!("EVENT: restart the Temporal dev server (SIGKILL, same port and database)");
+                let t = Instant::now();
+                client = None;
+                match server.restart().await {
+                    Ok(()) => {
+                        counts.server_restarts += 1;
+                        say!("  the dev server is back after {:?}", t.elapsed());
+                    }
+                    Err(e) => {
+                        say!("  the dev server restart failed: {e:#}");
+                        counts.failed_events += 1;
+                    }
+                }
+            }
+            Event::RateLimit | Event::ServerError | Event::DeploymentError => {
+                let ops = [
+                    Op::Any,
+                    Op::Create,
+                    Op::Get,
+                    Op::GetDeployment,
+                    Op::Delete,
+                    Op::List,
+                ];
+                let op = *ops.choose(rng).unwrap_or(&Op::Any);
+                let fault = match *event {
+                    Event::RateLimit => Fault::RateLimit {
+                        count: 2,
+                        retry_after_secs: 1,
+                        op,
+                    },
+                    Event::ServerError => Fault::ServerError {
+                        count: 2,
+                        status: *[500u16, 502, 503].choose(rng).unwrap_or(&503),
+                        op,
+                    },
+                    _ => Fault::DeploymentError { count: 1 },
+                };
+                if let Some(lane) = lanes.iter().find(|l| l.kind == Kind::DigitalOcean) {
+                    say!("EVENT digitalocean: inject {fault:?}");
+                    lane.inject(fault);
+                    bump(&mut counts, Kind::DigitalOcean, |c| c.faults += 1);
+                }
+            }
+            Event::Cancel | Event::Terminate => {
+                let what = if *event == Event::Cancel {
+                    Intervention::Cancel
+                } else {
+                    Intervention::Terminate
+                };
+                let target = {
+                    let runs = runs::lock(runs);
+                    let candidates: Vec<(String, Kind)> = runs
+                        .iter()
+                        .filter(|r| r.open() && r.intervention.is_none())
+                        .map(|r| (r.id.clone(), r.kind))
+                        .collect();
+                    candidates.choose(rng).cloned()
+                };
+                let Some((id, kind)) = target else { continue };
+                say!("EVENT {kind}: {what:?} run {id}");
+                if client.is_none() {
+                    client = runs::connect(&address).await;
+                }
+                let Some(c) = &client else {
+                    say!("  cannot connect to the dev server; skipped");
+                    counts.failed_events += 1;
+                    continue;
+                };
+                match runs::intervene(c, &id, what).await {
+                    Ok(()) => {
+                        if let Some(run) = runs::lock(runs).iter_mut().find(|r| r.id == id) {
+                            run.intervention = Some(what);
+                        }
+                        match what {
+                            Intervention::Cancel => {
+                                budget.cancels -= 1;
+                                bump(&mut counts, kind, |c| c.cancels += 1);
+                            }
+                            Intervention::Terminate => {
+                                budget.terminates -= 1;
+                                bump(&mut counts, kind, |c| c.terminates += 1);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        say!("  failed: {e:#}");
+                        client = None;
+                        counts.failed_events += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Leave the workflow-workers running for the runs' last steps and for nothing else.
+    supervise(lanes, &mut counts);
+    counts
+}
+
+fn any_open(runs: &Runs) -> bool {
+    runs::lock(runs).iter().any(runs::Run::open)
+}
+
+fn bump(counts: &mut AllCounts, kind: Kind, f: impl FnOnce(&mut Counts)) {
+    f(counts.per_lane.entry(kind).or_default());
+}
+
+/// Restarts workflow-workers that exited by themselves.
+fn supervise(lanes: &mut [Lane], counts: &mut AllCounts) {
+    for lane in lanes.iter_mut() {
+        if let Some(status) = lane.exited() {
+            say!(
+                "FINDING {}: the workflow-worker exited by itself ({status}); restarting it \
+                 (see {})",
+                lane.kind,
+                lane.worker_log().display()
+            );
+            bump(counts, lane.kind, |c| c.workflow_worker_exits += 1);
+            if let Err(e) = lane.spawn_worker() {
+                say!("  could not restart it: {e:#}");
+            }
+        }
+    }
+}
+
+/// SIGKILLs the external worker of a random open run that was not hit yet.
+fn kill_external_worker(rng: &mut StdRng, lanes: &[Lane], runs: &Runs, counts: &mut AllCounts) {
+    let mut candidates: Vec<(usize, Unit)> = Vec::new();
+    {
+        let runs = runs::lock(runs);
+        for (i, lane) in lanes.iter().enumerate() {
+            for unit in lane.live_units() {
+                let eligible = unit.pid.is_some()
+                    && runs.iter().any(|r| {
+                        r.kind == lane.kind
+                            && r.open()
+                            && r.intervention.is_none()
+                            && r.worker_kills < MAX_KILLS_PER_RUN
+                            && r.owns(&unit.name)
+                    });
+                if eligible {
+                    candidates.push((i, unit));
+                }
+            }
+        }
+    }
+    let Some((i, unit)) = candidates.choose(rng).cloned() else {
+        return;
+    };
+    let lane = &lanes[i];
+    say!(
+        "EVENT {}: SIGKILL external worker {} (pid {})",
+        lane.kind,
+        unit.name,
+        unit.pid.unwrap_or(0)
+    );
+    match lane.kill_unit(&unit) {
+        Ok(()) => {
+            bump(counts, lane.kind, |c| c.worker_kills += 1);
+            if let Some(run) = runs::lock(runs)
+                .iter_mut()
+                .find(|r| r.kind == lane.kind && r.owns(&unit.name))
+            {
+                run.worker_kills += 1;
+            }
+        }
+        Err(e) => {
+            say!("  failed: {e:#}");
+            counts.failed_events += 1;
+        }
+    }
+}

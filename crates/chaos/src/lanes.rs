@@ -1,0 +1,357 @@
+//! One lane per compute provider: a workflow-worker process on its own task queue (restartable
+//! with the same environment), for DigitalOcean the in-process fake API and an observer that
+//! records every app it sees, the live units of compute, and the final sweep.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, anyhow};
+use nix::{sys::signal::kill, unistd::Pid};
+use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Signal};
+use tea_harness::{Proc, ProcBuilder, pid_alive};
+use tokio::task::JoinHandle;
+
+use crate::{bins::Bins, say};
+
+/// Token of the fake DigitalOcean API (never a real one).
+const DO_TOKEN: &str = "dop_v1_chaos_fake_token";
+/// How long a killed workflow-worker may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the observer records the fake's apps.
+const OBSERVE_EVERY: Duration = Duration::from_millis(100);
+
+/// A compute provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Local,
+    DigitalOcean,
+}
+
+impl Kind {
+    /// Short name for IDs and queues.
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Local => "local",
+            Kind::DigitalOcean => "do",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Local => "local",
+            Kind::DigitalOcean => "digitalocean",
+        })
+    }
+}
+
+/// A unit of compute that exists now.
+#[derive(Clone, Debug)]
+pub struct Unit {
+    pub name: String,
+    /// App ID (DigitalOcean) or the name (local).
+    pub id: String,
+    /// Pid of its running external worker, if one runs.
+    pub pid: Option<u32>,
+}
+
+/// App ID -> app name of every app the observer saw.
+pub type Seen = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// The fake DigitalOcean API and its observer.
+pub struct Fake {
+    pub api: Arc<FakeDo>,
+    pub seen: Seen,
+    pub log_dir: PathBuf,
+    observer: JoinHandle<()>,
+}
+
+/// One provider's workflow-worker (and fake API).
+pub struct Lane {
+    pub kind: Kind,
+    pub queue: String,
+    pub dir: PathBuf,
+    /// Where the local provider keeps its compute (local lane only).
+    pub state_dir: PathBuf,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    worker: Option<Proc>,
+    worker_starts: u32,
+    sweeps: u32,
+    pub fake: Option<Fake>,
+}
+
+impl Lane {
+    /// Starts the lane: for DigitalOcean the fake API first, then the workflow-worker.
+    pub async fn start(
+        kind: Kind,
+        dir: &Path,
+        local_state_dir: &Path,
+        bins: &Bins,
+        address: &str,
+    ) -> anyhow::Result<Lane> {
+        let lane_dir = dir.join(kind.to_string());
+        std::fs::create_dir_all(&lane_dir)
+            .with_context(|| format!("creating {}", lane_dir.display()))?;
+        let queue = format!("chaos-wf-{}-{}", kind.short(), uuid_suffix());
+        let mut env: Vec<(String, String)> = vec![
+            ("TEMPORAL_ADDRESS".into(), address.into()),
+            ("WORKFLOW_TASK_QUEUE".into(), queue.clone()),
+            ("DEPLOY_POLL_INITIAL".into(), "200ms".into()),
+            ("DEPLOY_POLL_MAX".into(), "1s".into()),
+            ("SWEEP_INTERVAL".into(), "0".into()),
+            // Inherited by the local external workers: a fast dead-man switch.
+            ("DEAD_MAN_CHECK_INTERVAL".into(), "1s".into()),
+            (
+                "EXTERNAL_WORKER_BIN".into(),
+                path_str(&bins.external_worker),
+            ),
+        ];
+        let fake = match kind {
+            Kind::Local => {
+                env.push(("COMPUTE_PROVIDER".into(), "local".into()));
+                env.push(("LOCAL_KILL_GRACE".into(), "3s".into()));
+                env.push(("LOCAL_STATE_DIR".into(), path_str(local_state_dir)));
+                None
+            }
+            Kind::DigitalOcean => {
+                let log_dir = lane_dir.join("apps");
+                let mut config = FakeDoConfig::new(DO_TOKEN)
+                    .with_worker_command(&bins.external_worker, Vec::<String>::new())
+                    .with_step_delay(Duration::from_millis(200));
+                config.log_dir = Some(log_dir.clone());
+                let api = Arc::new(FakeDo::start(config).await?);
+                say!("digitalocean: fake API on {}", api.base_url());
+                env.push(("COMPUTE_PROVIDER".into(), "digitalocean".into()));
+                env.push(("DIGITALOCEAN_API_URL".into(), api.base_url()));
+                env.push(("DIGITALOCEAN_ACCESS_TOKEN".into(), DO_TOKEN.into()));
+                let seen = Seen::default();
+                let observer = tokio::spawn(observe(api.clone(), seen.clone()));
+                Some(Fake {
+                    api,
+                    seen,
+                    log_dir,
+                    observer,
+                })
+            }
+        };
+        let mut lane = Lane {
+            kind,
+            queue,
+            dir: lane_dir,
+            state_dir: local_state_dir.to_path_buf(),
+            bin: bins.workflow_worker.clone(),
+            env,
+            worker: None,
+            worker_starts: 0,
+            sweeps: 0,
+            fake,
+        };
+        lane.spawn_worker()?;
+        Ok(lane)
+    }
+
+    fn command(&self, log: PathBuf) -> ProcBuilder {
+        self.env
+            .iter()
+            .fold(ProcBuilder::new(&self.bin, log), |b, (k, v)| b.env(k, v))
+    }
+
+    /// The workflow-worker's log file (all its incarnations, appended).
+    pub fn worker_log(&self) -> PathBuf {
+        self.dir.join("workflow-worker.log")
+    }
+
+    /// Starts the workflow-worker (again).
+    pub fn spawn_worker(&mut self) -> anyhow::Result<()> {
+        self.worker_starts += 1;
+        let log = self.worker_log();
+        append(
+            &log,
+            &format!(
+                "=== chaos: starting workflow-worker #{} at {}",
+                self.worker_starts,
+                chrono::Utc::now().to_rfc3339()
+            ),
+        );
+        let proc = self.command(log).try_spawn()?;
+        say!(
+            "{}: workflow-worker #{} started (pid {})",
+            self.kind,
+            self.worker_starts,
+            proc.pid().map_or_else(|| "?".into(), |p| p.to_string())
+        );
+        self.worker = Some(proc);
+        Ok(())
+    }
+
+    /// SIGKILLs the workflow-worker and waits for it to exit.
+    pub async fn kill_worker(&mut self) -> anyhow::Result<()> {
+        if let Some(mut proc) = self.worker.take() {
+            proc.sigkill();
+            proc.try_wait(EXIT_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
+    /// The exit status when the workflow-worker exited by itself since the last check.
+    pub fn exited(&mut self) -> Option<String> {
+        let proc = self.worker.as_mut()?;
+        match proc.child.try_wait() {
+            Ok(Some(status)) => {
+                self.worker = None;
+                Some(status.to_string())
+            }
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown status ({e})")),
+        }
+    }
+
+    /// The units of compute that exist now.
+    pub fn live_units(&self) -> Vec<Unit> {
+        match &self.fake {
+            Some(fake) => fake
+                .api
+                .snapshot()
+                .apps
+                .into_iter()
+                .map(|app| Unit {
+                    pid: app.worker_pid.filter(|p| pid_alive(*p)),
+                    name: app.name,
+                    id: app.id,
+                })
+                .collect(),
+            None => crate::measure::local_dirs(&self.state_dir)
+                .into_iter()
+                .map(|(name, dir)| Unit {
+                    pid: crate::measure::meta_pid(&dir).filter(|p| pid_alive(*p)),
+                    id: name.clone(),
+                    name,
+                })
+                .collect(),
+        }
+    }
+
+    /// SIGKILLs the external worker of `unit`.
+    pub fn kill_unit(&self, unit: &Unit) -> anyhow::Result<()> {
+        match &self.fake {
+            Some(fake) => {
+                anyhow::ensure!(
+                    fake.api.signal_worker(&unit.id, Signal::SIGKILL),
+                    "no worker runs for app {}",
+                    unit.id
+                );
+                Ok(())
+            }
+            None => {
+                let pid = unit.pid.ok_or_else(|| anyhow!("no worker runs"))?;
+                let pid = i32::try_from(pid).context("pid out of range")?;
+                kill(Pid::from_raw(pid), Signal::SIGKILL).context("kill")?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Arms a fault in the fake API (DigitalOcean only).
+    pub fn inject(&self, fault: Fault) -> bool {
+        match &self.fake {
+            Some(fake) => {
+                fake.api.inject(fault);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `workflow-worker sweep` once (grace period 0); returns how many units it deleted.
+    pub async fn sweep(&mut self) -> anyhow::Result<usize> {
+        self.sweeps += 1;
+        let log = self.dir.join(format!("sweep-{}.log", self.sweeps));
+        let mut sweep = self
+            .command(log)
+            .env("SWEEP_GRACE_PERIOD", "0")
+            .env("LOG_LEVEL", "error")
+            .arg("sweep")
+            .try_spawn()?;
+        let status = sweep.try_wait(Duration::from_secs(120)).await?;
+        let output = sweep.output();
+        anyhow::ensure!(status.success(), "sweep exited {status}: {output}");
+        let start = output
+            .find('{')
+            .ok_or_else(|| anyhow!("the sweep printed no JSON report: {output}"))?;
+        let report: serde_json::Value = serde_json::Deserializer::from_str(&output[start..])
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the sweep printed no JSON report: {output}"))?
+            .context("parsing the sweep's JSON report")?;
+        let deleted = report["deleted"]
+            .as_array()
+            .ok_or_else(|| anyhow!("the sweep report has no `deleted` list: {report}"))?;
+        for unit in deleted {
+            say!(
+                "{}: swept {} ({}): {}",
+                self.kind,
+                unit["name"].as_str().unwrap_or("?"),
+                unit["outcome"].as_str().unwrap_or("?"),
+                unit["reason"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(deleted
+            .iter()
+            .filter(|u| u["outcome"].as_str() == Some("Removed"))
+            .count())
+    }
+
+    /// Stops the workflow-worker and, for DigitalOcean, the fake API and its workers.
+    pub async fn stop(mut self) {
+        let _ = self.kill_worker().await;
+        if let Some(fake) = self.fake.take() {
+            fake.observer.abort();
+            let _ = fake.observer.await;
+            match Arc::try_unwrap(fake.api) {
+                Ok(api) => api.shutdown().await,
+                Err(api) => drop(api),
+            }
+        }
+    }
+}
+
+/// Records every app of the fake it sees, until aborted.
+async fn observe(api: Arc<FakeDo>, seen: Seen) {
+    loop {
+        let snapshot = api.snapshot();
+        {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for app in snapshot.apps {
+                seen.entry(app.id).or_insert(app.name);
+            }
+        }
+        tokio::time::sleep(OBSERVE_EVERY).await;
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn uuid_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Appends a line to a log file (best effort).
+fn append(path: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}

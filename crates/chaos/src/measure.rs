@@ -1,0 +1,273 @@
+//! Counting compute after the sweep: created, left running, duplicated, and external-worker
+//! processes still alive; and the guard that kills every external worker of this chaos run
+//! when the command ends, however it ends.
+//!
+//! Definitions (also printed under the table):
+//! - compute created: local, distinct compute names the provider ever used (kept logs of
+//!   deleted compute plus live directories); DigitalOcean, apps the fake ever stored.
+//! - compute left running: units that still exist after the sweep (local directories,
+//!   DigitalOcean apps), plus external-worker processes of this chaos run that belong to none.
+//! - duplicate compute: a compute name that got a second unit after its first was deleted.
+//!   Local: a `starting` line after a `deleted` line in the name's log, or a name that has both
+//!   a kept log (deleted) and a live directory. DigitalOcean: more than one app ID under one
+//!   name, from the fake's apps polled every 100 ms plus its per-app log files. (Two units
+//!   with one name at the same time are impossible: the name is a lock directory locally and a
+//!   409 on DigitalOcean. A worker restarted in place under the same name is not a duplicate.)
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use nix::{sys::signal::killpg, unistd::Pid};
+use tea_fake_do::Signal;
+use tea_harness::pid_alive;
+
+use crate::lanes::{Kind, Lane};
+
+/// What was measured for one lane.
+#[derive(Clone, Debug, Default)]
+pub struct Measure {
+    pub created: u64,
+    /// Local only: external-worker processes started (a dead worker may be restarted under its
+    /// name by a retried create).
+    pub process_starts: Option<u64>,
+    /// Units that still exist.
+    pub units_left: usize,
+    /// External-worker processes still alive (belonging to a unit or not).
+    pub processes_alive: usize,
+    /// Alive processes that belong to no existing unit.
+    pub orphan_processes: usize,
+    pub duplicates: usize,
+    pub duplicate_names: Vec<String>,
+    /// DigitalOcean only: apps stored that the observer never saw (their names are unknown, so
+    /// duplicates among them cannot be ruled out).
+    pub unobserved: u64,
+    pub left_names: Vec<String>,
+}
+
+impl Measure {
+    /// Compute left running, as reported.
+    pub fn left_running(&self) -> usize {
+        self.units_left + self.orphan_processes
+    }
+}
+
+/// Live local compute directories: (name, directory).
+pub fn local_dirs(state_dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            (name != "logs" && !name.starts_with('.')).then_some((name, p))
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The worker pid recorded in a local compute directory's `meta.json`.
+pub fn meta_pid(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("meta.json")).ok()?;
+    let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
+    meta["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+/// An external-worker process of this chaos run.
+#[derive(Clone, Debug)]
+pub struct WorkerProcess {
+    pub pid: u32,
+    pub queue: String,
+    /// Started by the local provider (its environment names the local state directory).
+    pub local: bool,
+}
+
+/// External-worker processes alive now whose environment points at the dev server `address`.
+pub fn external_workers(address: &str, local_state_dir: &Path) -> Vec<WorkerProcess> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let address_var = format!("TEMPORAL_ADDRESS={address}");
+    let state_var = format!("LOCAL_STATE_DIR={}", local_state_dir.display());
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            let has = |var: &str| vars.iter().any(|v| *v == var.as_bytes());
+            if !has(&address_var) {
+                return None;
+            }
+            let queue = vars
+                .iter()
+                .find_map(|v| v.strip_prefix(b"EXTERNAL_TASK_QUEUE="))
+                .map(|q| String::from_utf8_lossy(q).into_owned())?;
+            pid_alive(pid).then(|| WorkerProcess {
+                pid,
+                queue,
+                local: has(&state_var),
+            })
+        })
+        .collect()
+}
+
+/// Kills every external worker of this chaos run (by its dev server address) when dropped.
+pub struct StrayGuard {
+    address: String,
+}
+
+impl StrayGuard {
+    pub fn new(address: String) -> Self {
+        StrayGuard { address }
+    }
+}
+
+impl Drop for StrayGuard {
+    fn drop(&mut self) {
+        // Any state dir: only the address matters for killing.
+        for worker in external_workers(&self.address, Path::new("/nonexistent")) {
+            if let Ok(pid) = i32::try_from(worker.pid) {
+                // Each worker leads its own process group (local provider and fake alike).
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Marker lines the local provider writes into a compute's log.
+fn local_log_events(text: &str) -> Vec<bool> {
+    // true = starting, false = deleted
+    text.lines()
+        .filter(|l| l.starts_with("=== "))
+        .filter_map(|l| {
+            if l.contains(" deleted: ") {
+                Some(false)
+            } else if l.contains(" starting ") {
+                Some(true)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+impl Lane {
+    /// Measures after the sweep, first waiting up to `settle` for compute being stopped to go.
+    pub async fn measure(&self, address: &str, settle: Duration) -> Measure {
+        let _ = tea_harness::try_wait_for("compute to be gone", settle, || async {
+            let m = self.measure_now(address);
+            (m.units_left == 0 && m.processes_alive == 0).then_some(())
+        })
+        .await;
+        self.measure_now(address)
+    }
+
+    fn measure_now(&self, address: &str) -> Measure {
+        let local_state_dir = self.state_dir.as_path();
+        let procs: Vec<WorkerProcess> = external_workers(address, local_state_dir)
+            .into_iter()
+            .filter(|p| p.local == (self.kind == Kind::Local))
+            .collect();
+        let units = self.live_units();
+        let unit_names: BTreeSet<&str> = units.iter().map(|u| u.name.as_str()).collect();
+        let mut m = Measure {
+            units_left: units.len(),
+            processes_alive: procs.len(),
+            orphan_processes: procs
+                .iter()
+                .filter(|p| !unit_names.contains(p.queue.as_str()))
+                .count(),
+            left_names: units.iter().map(|u| u.name.clone()).collect(),
+            ..Measure::default()
+        };
+        match &self.fake {
+            None => {
+                let logs_dir = local_state_dir.join("logs");
+                let mut names: BTreeSet<String> = BTreeSet::new();
+                let mut starts = 0u64;
+                let live: BTreeMap<String, PathBuf> =
+                    local_dirs(local_state_dir).into_iter().collect();
+                for (name, dir) in &live {
+                    names.insert(name.clone());
+                    let text = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
+                    starts += local_log_events(&text).iter().filter(|s| **s).count() as u64;
+                }
+                for entry in std::fs::read_dir(&logs_dir).into_iter().flatten().flatten() {
+                    let path = entry.path();
+                    let Some(name) = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.strip_suffix(".log"))
+                    else {
+                        continue;
+                    };
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let events = local_log_events(&text);
+                    starts += events.iter().filter(|s| **s).count() as u64;
+                    let recreated =
+                        events.iter().skip_while(|s| **s).any(|s| *s) || live.contains_key(name);
+                    if recreated {
+                        m.duplicate_names.push(name.to_owned());
+                    }
+                    names.insert(name.to_owned());
+                }
+                m.created = names.len() as u64;
+                m.process_starts = Some(starts);
+            }
+            Some(fake) => {
+                let snapshot = fake.api.snapshot();
+                let mut ids_by_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                let mut add = |id: &str, name: &str| {
+                    ids_by_name
+                        .entry(name.to_owned())
+                        .or_default()
+                        .insert(id.to_owned());
+                };
+                for app in &snapshot.apps {
+                    add(&app.id, &app.name);
+                }
+                for (id, name) in fake.seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    add(id, name);
+                }
+                // Per-app logs are named `<name>-<uuid>.log`.
+                for entry in std::fs::read_dir(&fake.log_dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let file = entry.file_name();
+                    let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".log")) else {
+                        continue;
+                    };
+                    if stem.len() > 37 && stem.is_char_boundary(stem.len() - 37) {
+                        let (name, id) = stem.split_at(stem.len() - 37);
+                        add(&id[1..], name);
+                    }
+                }
+                let observed: usize = ids_by_name.values().map(BTreeSet::len).sum();
+                m.created = snapshot.total_created;
+                m.unobserved = snapshot.total_created.saturating_sub(observed as u64);
+                for (name, ids) in &ids_by_name {
+                    if ids.len() > 1 {
+                        m.duplicate_names
+                            .push(format!("{name} ({} apps)", ids.len()));
+                        m.duplicates += ids.len() - 1;
+                    }
+                }
+            }
+        }
+        if self.kind == Kind::Local {
+            m.duplicates = m.duplicate_names.len();
+        }
+        m
+    }
+}
