@@ -34,6 +34,9 @@ struct Args {
     /// How often the dead-man switch checks idleness and the owning run.
     #[arg(long, env = "DEAD_MAN_CHECK_INTERVAL", default_value = "30s")]
     dead_man_check_interval: GoDuration,
+    /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
+    #[arg(long, env = "METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -62,7 +65,16 @@ async fn run_main(args: Args) -> anyhow::Result<()> {
     if args.task_queue.trim().is_empty() {
         anyhow::bail!("EXTERNAL_TASK_QUEUE must not be empty");
     }
-    let runtime = tea_runtime::new_runtime()?;
+    let meter = match args.metrics_addr {
+        Some(addr) => {
+            let (meter, bound) = tea_runtime::metrics::start_exporter(addr)?;
+            tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+            Some(meter)
+        }
+        None => None,
+    };
+    let metrics = tea_runtime::Metrics::new(meter.clone());
+    let runtime = tea_runtime::new_runtime(meter)?;
     let (client, conn) = tea_runtime::connect().await?;
     tracing::info!(
         address = %conn.address,
@@ -80,6 +92,7 @@ async fn run_main(args: Args) -> anyhow::Result<()> {
             owner_run_id: args.owner_run_id.filter(|id| !id.trim().is_empty()),
             check_interval: args.dead_man_check_interval.as_duration(),
         },
+        metrics,
     };
     run(&runtime, client, &config, tea_runtime::shutdown_signal()).await
 }

@@ -59,6 +59,9 @@ struct Args {
     /// Sweeps only report what they would delete.
     #[arg(long, env = "SWEEP_DRY_RUN", global = true)]
     sweep_dry_run: bool,
+    /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
+    #[arg(long, env = "METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -137,7 +140,16 @@ async fn run_main(args: Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Res
     {
         anyhow::bail!("DEPLOY_POLL_INITIAL must be > 0 and not above DEPLOY_POLL_MAX");
     }
-    let runtime = tea_runtime::new_runtime()?;
+    let meter = match args.metrics_addr {
+        Some(addr) => {
+            let (meter, bound) = tea_runtime::metrics::start_exporter(addr)?;
+            tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+            Some(meter)
+        }
+        None => None,
+    };
+    let metrics = tea_runtime::Metrics::new(meter.clone());
+    let runtime = tea_runtime::new_runtime(meter)?;
     let (client, conn) = tea_runtime::connect().await?;
     tracing::info!(
         address = %conn.address,
@@ -162,6 +174,7 @@ async fn run_main(args: Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Res
         provider,
         forwarded_temporal_env(),
         &config,
+        metrics,
         tea_runtime::shutdown_signal(),
     )
     .await

@@ -514,3 +514,50 @@ async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
         fx.compute_dirs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_worker_serves_sdk_and_provisioning_metrics() {
+    let dir = test_dir("local-metrics");
+    let server = DevServer::start(&dir).await;
+    let task_queue = format!("wf-metrics-{}", uuid::Uuid::new_v4().simple());
+    let port = tea_harness::temporal::free_port().expect("free port");
+    let worker = Fixture::workflow_worker(
+        &dir,
+        &server,
+        &task_queue,
+        &bin("external-worker"),
+        "workflow-worker.log",
+    )
+    .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+    .spawn();
+    let fx = Fixture {
+        dir,
+        server,
+        worker,
+        task_queue,
+    };
+    let handle = fx.start_run("local-metrics", "1s").await;
+    let end = run::finish(&handle, &fx.worker).await;
+    assert!(matches!(end, RunEnd::Completed(_)), "run ended {end}");
+
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let body = wait_for("the metrics endpoint", Duration::from_secs(30), || async {
+        reqwest::get(&url).await.ok()?.text().await.ok()
+    })
+    .await;
+    for step in ["create", "ready", "teardown"] {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with("tea_compute_steps_total")
+                    && l.contains(&format!("step=\"{step}\""))
+                    && l.contains("outcome=\"ok\"")),
+            "no {step} step counted:\n{body}"
+        );
+    }
+    assert!(body.contains("tea_compute_step_duration"), "{body}");
+    assert!(body.contains("tea_compute_units"), "{body}");
+    assert!(
+        body.contains("temporal_"),
+        "the SDK's worker metrics are missing:\n{body}"
+    );
+}

@@ -155,4 +155,10 @@ pub trait ComputeProvider: Send + Sync + 'static {
 
     /// Every unit of compute this provider manages whose name starts with `prefix`.
     async fn list_ours(&self, prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError>;
+
+    /// Cumulative API request counts by (operation, status), for metrics; status 0 counts
+    /// attempts that got no response. Providers without a remote API report none.
+    fn api_request_counts(&self) -> Vec<(String, u16, u64)> {
+        Vec::new()
+    }
 }

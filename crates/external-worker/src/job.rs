@@ -9,6 +9,7 @@ use std::{
 };
 
 use tea_contract::{GoDuration, JobProgress};
+use tea_runtime::Metrics;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -62,11 +63,24 @@ impl Drop for JobGuard {
 #[derive(Default)]
 pub struct JobActivities {
     tracker: Arc<JobTracker>,
+    metrics: Metrics,
 }
 
 impl JobActivities {
-    pub fn new(tracker: Arc<JobTracker>) -> Self {
-        Self { tracker }
+    pub fn new(tracker: Arc<JobTracker>, metrics: Metrics) -> Self {
+        Self { tracker, metrics }
+    }
+
+    fn record(&self, outcome: &'static str, elapsed: Duration) {
+        let labels = [("outcome", outcome.to_owned())];
+        self.metrics.count(
+            "tea_jobs",
+            "Jobs run by this worker, by outcome",
+            &labels,
+            1,
+        );
+        self.metrics
+            .observe("tea_job_duration", "How long jobs ran", &labels, elapsed);
     }
 }
 
@@ -100,6 +114,7 @@ impl JobActivities {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = ctx.cancelled() => {
                     tracing::info!(elapsed = ?started.elapsed(), "long running command cancelled");
+                    self.record("cancelled", started.elapsed());
                     return Err(ActivityError::cancelled());
                 }
                 _ = heartbeat.tick() => {
@@ -108,11 +123,15 @@ impl JobActivities {
                         elapsed: GoDuration(elapsed),
                         remaining: GoDuration(total - elapsed),
                     };
-                    ctx.record_heartbeat(progress).await?;
+                    if let Err(e) = ctx.record_heartbeat(progress).await {
+                        self.record("error", started.elapsed());
+                        return Err(e.into());
+                    }
                 }
             }
         }
         tracing::info!(duration = %duration, "long running command finished");
+        self.record("completed", started.elapsed());
         Ok(())
     }
 }

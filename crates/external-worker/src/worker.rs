@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, anyhow};
+use tea_runtime::Metrics;
 use temporalio_client::Client;
 use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -21,6 +22,8 @@ pub struct ExternalWorkerConfig {
     pub graceful_shutdown: Duration,
     /// When the worker stops by itself.
     pub dead_man: DeadManConfig,
+    /// Where job metrics go.
+    pub metrics: Metrics,
 }
 
 /// Runs the worker until `shutdown` resolves (then drains gracefully) or the worker fails.
@@ -32,7 +35,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tracker = Arc::new(JobTracker::default());
     let options = WorkerOptions::new(config.task_queue.clone())
-        .register_activities(JobActivities::new(Arc::clone(&tracker)))
+        .register_activities(JobActivities::new(
+            Arc::clone(&tracker),
+            config.metrics.clone(),
+        ))
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))

@@ -2,7 +2,10 @@
 //! delete it. They run in the workflow-worker, hold the provider client and the secrets, and
 //! put only identifiers into workflow history.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 use tea_compute::{
@@ -13,6 +16,7 @@ use tea_contract::{
     EXTERNAL_TASK_QUEUE_ENV, FORWARDED_TEMPORAL_ENV, GoDuration, OWNER_RUN_ID_ENV,
     OWNER_WORKFLOW_ID_ENV, SECRET_TEMPORAL_ENV,
 };
+use tea_runtime::Metrics;
 use temporalio_client::{grpc::WorkflowService, tonic};
 use temporalio_common::protos::temporal::api::{
     enums::v1::{TaskQueueKind, TaskQueueType},
@@ -100,6 +104,7 @@ pub struct ProvisioningActivities {
     provider: Arc<dyn ComputeProvider>,
     forwarded_env: Vec<EnvVar>,
     poll: PollBackoff,
+    metrics: Metrics,
 }
 
 impl ProvisioningActivities {
@@ -109,12 +114,38 @@ impl ProvisioningActivities {
         provider: Arc<dyn ComputeProvider>,
         forwarded_env: Vec<EnvVar>,
         poll: PollBackoff,
+        metrics: Metrics,
     ) -> Self {
         Self {
             provider,
             forwarded_env,
             poll,
+            metrics,
         }
+    }
+
+    /// Records one provisioning step's outcome and duration.
+    fn record<T, E>(&self, step: &'static str, started: Instant, result: &Result<T, E>) {
+        let labels = [
+            ("provider", self.provider.kind().to_owned()),
+            ("step", step.to_owned()),
+            (
+                "outcome",
+                if result.is_ok() { "ok" } else { "error" }.to_owned(),
+            ),
+        ];
+        self.metrics.observe(
+            "tea_compute_step_duration",
+            "Duration of provisioning steps (create, ready, teardown)",
+            &labels,
+            started.elapsed(),
+        );
+        self.metrics.count(
+            "tea_compute_steps",
+            "Provisioning steps by outcome",
+            &labels,
+            1,
+        );
     }
 
     /// The compute's environment: its queue, its owner (for the worker's dead-man switch) and
@@ -183,11 +214,10 @@ impl ProvisioningActivities {
             env_keys = ?spec.env.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
             "creating compute"
         );
-        let handle = self
-            .provider
-            .create_or_adopt(&spec)
-            .await
-            .map_err(|e| provider_failure("create", &input.compute_name, e))?;
+        let started = Instant::now();
+        let created = self.provider.create_or_adopt(&spec).await;
+        self.record("create", started, &created);
+        let handle = created.map_err(|e| provider_failure("create", &input.compute_name, e))?;
         tracing::info!(
             compute = %handle.name,
             id = %handle.id,
@@ -208,6 +238,32 @@ impl ProvisioningActivities {
         self: Arc<Self>,
         ctx: ActivityContext,
         input: WaitForComputeInput,
+    ) -> Result<WaitProgress, ActivityError> {
+        let started = Instant::now();
+        let result = self.wait_until_ready(&ctx, &input).await;
+        self.record("ready", started, &result);
+        result
+    }
+
+    /// Deletes the compute and confirms it is gone. Deleting what is already gone succeeds.
+    #[activity(name = "Delete")]
+    pub async fn delete(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DeleteComputeInput,
+    ) -> Result<DeletedCompute, ActivityError> {
+        let started = Instant::now();
+        let result = self.delete_compute(input).await;
+        self.record("teardown", started, &result);
+        result
+    }
+}
+
+impl ProvisioningActivities {
+    async fn wait_until_ready(
+        &self,
+        ctx: &ActivityContext,
+        input: &WaitForComputeInput,
     ) -> Result<WaitProgress, ActivityError> {
         let heartbeat_every =
             (input.heartbeat_timeout.as_duration() / 2).max(Duration::from_millis(100));
@@ -269,11 +325,8 @@ impl ProvisioningActivities {
         }
     }
 
-    /// Deletes the compute and confirms it is gone. Deleting what is already gone succeeds.
-    #[activity(name = "Delete")]
-    pub async fn delete(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
+    async fn delete_compute(
+        &self,
         input: DeleteComputeInput,
     ) -> Result<DeletedCompute, ActivityError> {
         let id = match &input.compute_id {

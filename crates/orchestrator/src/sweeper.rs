@@ -16,6 +16,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tea_compute::{ComputeProvider, Deleted, naming};
 use tea_contract::{GoDuration, MAX_COMPUTE_ATTEMPTS_LIMIT, WORKFLOW_TYPE};
+use tea_runtime::Metrics;
 use temporalio_client::{
     Client, WorkflowListOptions,
     schedules::{
@@ -150,11 +151,12 @@ async fn names_owned_by_running_runs(client: &Client) -> anyhow::Result<HashSet<
 /// The sweep as an activity, over the workflow-worker's provider.
 pub struct SweepActivities {
     provider: Arc<dyn ComputeProvider>,
+    metrics: Metrics,
 }
 
 impl SweepActivities {
-    pub fn new(provider: Arc<dyn ComputeProvider>) -> Self {
-        Self { provider }
+    pub fn new(provider: Arc<dyn ComputeProvider>, metrics: Metrics) -> Self {
+        Self { provider, metrics }
     }
 }
 
@@ -166,9 +168,19 @@ impl SweepActivities {
         ctx: ActivityContext,
         options: SweepOptions,
     ) -> Result<SweepReport, ActivityError> {
-        sweep_once(self.provider.as_ref(), &ctx.client(), &options)
+        let report = sweep_once(self.provider.as_ref(), &ctx.client(), &options)
             .await
-            .map_err(|e| ActivityError::from(anyhow!("{e:#}")))
+            .map_err(|e| ActivityError::from(anyhow!("{e:#}")))?;
+        self.metrics.count(
+            "tea_sweeper_deletions",
+            "Leaked compute the sweeper deleted (or would have, in a dry run)",
+            &[
+                ("provider", report.provider.clone()),
+                ("dry_run", report.dry_run.to_string()),
+            ],
+            report.deleted.len() as u64,
+        );
+        Ok(report)
     }
 }
 

@@ -1,10 +1,11 @@
 //! The workflow-worker process: one Temporal worker on `taskQueueName` hosting the workflow and
 //! the provisioning activities, stopped once and gracefully.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::{Context, anyhow};
 use tea_compute::{ComputeProvider, EnvVar};
+use tea_runtime::Metrics;
 use temporalio_client::Client;
 use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -49,9 +50,13 @@ pub async fn run(
     provider: Arc<dyn ComputeProvider>,
     forwarded_env: Vec<EnvVar>,
     config: &WorkflowWorkerConfig,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let kind = provider.kind();
+    let sampler = metrics
+        .enabled()
+        .then(|| tokio::spawn(sample_provider(Arc::clone(&provider), metrics.clone())));
     match config.sweep_interval {
         Some(interval) => {
             sweeper::ensure_schedule(&client, &config.task_queue, interval, config.sweep.clone())
@@ -71,14 +76,19 @@ pub async fn run(
             );
         }
     }
-    let activities = ProvisioningActivities::new(Arc::clone(&provider), forwarded_env, config.poll);
+    let activities = ProvisioningActivities::new(
+        Arc::clone(&provider),
+        forwarded_env,
+        config.poll,
+        metrics.clone(),
+    );
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<TriggerExternalWorkflow>()
         .map_err(|e| anyhow!("could not register the workflow: {e}"))?
         .register_workflow::<SweepLeakedCompute>()
         .map_err(|e| anyhow!("could not register the sweep workflow: {e}"))?
         .register_activities(activities)
-        .register_activities(SweepActivities::new(provider))
+        .register_activities(SweepActivities::new(provider, metrics))
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))
@@ -95,5 +105,50 @@ pub async fn run(
     tracing::info!(task_queue = %config.task_queue, provider = kind, "workflow worker polling");
     let result = worker.run().await.context("workflow worker failed");
     signal_task.abort();
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     result
+}
+
+/// How often the provider is sampled for the compute-units gauge and API request counters.
+const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+
+/// Exports what only the provider knows: units of our compute up now, and its API requests by
+/// operation and status (cumulative counts turned into counter increments).
+async fn sample_provider(provider: Arc<dyn ComputeProvider>, metrics: Metrics) {
+    let kind = provider.kind().to_owned();
+    let mut reported: HashMap<(String, u16), u64> = HashMap::new();
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        ticker.tick().await;
+        match provider
+            .list_ours(tea_compute::naming::COMPUTE_NAME_PREFIX)
+            .await
+        {
+            Ok(units) => metrics.set(
+                "tea_compute_units",
+                "Units of compute with our name prefix up now",
+                &[("provider", kind.clone())],
+                units.len() as u64,
+            ),
+            Err(e) => tracing::debug!(error = %e, "could not sample compute units"),
+        }
+        for (operation, status, total) in provider.api_request_counts() {
+            let seen = reported.entry((operation.clone(), status)).or_insert(0);
+            if total > *seen {
+                metrics.count(
+                    "tea_provider_api_requests",
+                    "Provider API requests by operation and HTTP status (0: no response)",
+                    &[
+                        ("provider", kind.clone()),
+                        ("operation", operation),
+                        ("status", status.to_string()),
+                    ],
+                    total - *seen,
+                );
+                *seen = total;
+            }
+        }
+    }
 }

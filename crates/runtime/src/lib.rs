@@ -5,7 +5,9 @@
 //! same way, and none of them ever prints a credential.
 
 mod logging;
+pub mod metrics;
 mod temporal;
 
 pub use logging::{LogFormat, init_logging};
+pub use metrics::Metrics;
 pub use temporal::{ConnectionSummary, build_id, connect, new_runtime, shutdown_signal};

@@ -1,10 +1,13 @@
 //! The Temporal side of a process: connection from envconfig, SDK runtime, build ID, signals.
 
 use anyhow::{Context, anyhow};
+use std::sync::Arc;
 use temporalio_client::{
     Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions,
 };
-use temporalio_sdk::Runtime;
+
+use temporalio_common::telemetry::{TelemetryOptions, metrics::CoreMeter};
+use temporalio_sdk::{Runtime, runtime::RuntimeOptions};
 
 /// What a process connected to, for logs: never carries the API key.
 #[derive(Clone, Debug)]
@@ -40,9 +43,14 @@ pub async fn connect() -> anyhow::Result<(Client, ConnectionSummary)> {
 }
 
 /// The SDK runtime on the current tokio runtime, with the SDK's own logging left off (our
-/// subscriber is the only one).
-pub fn new_runtime() -> anyhow::Result<Runtime> {
-    Runtime::from_current_tokio(Default::default())
+/// subscriber is the only one) and its metrics recorded into `meter` when given.
+pub fn new_runtime(meter: Option<Arc<dyn CoreMeter>>) -> anyhow::Result<Runtime> {
+    let telemetry = TelemetryOptions::builder().maybe_metrics(meter).build();
+    let options = RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(|e| anyhow!("invalid SDK runtime options: {e}"))?;
+    Runtime::from_current_tokio(options)
         .map_err(|e| anyhow!("could not start the Temporal SDK runtime: {e}"))
 }
 

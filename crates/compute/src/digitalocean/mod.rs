@@ -435,6 +435,20 @@ impl ComputeProvider for DigitalOceanProvider {
         }
     }
 
+    fn api_request_counts(&self) -> Vec<(String, u16, u64)> {
+        let stats = self.request_stats();
+        let mut counts = Vec::new();
+        for (op, op_stats) in &stats.operations {
+            for (status, n) in &op_stats.statuses {
+                counts.push((op.as_str().to_owned(), *status, *n));
+            }
+            if op_stats.transport_errors > 0 {
+                counts.push((op.as_str().to_owned(), 0, op_stats.transport_errors));
+            }
+        }
+        counts
+    }
+
     async fn list_ours(&self, prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError> {
         let apps = self.list_all().await?;
         Ok(apps

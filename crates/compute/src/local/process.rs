@@ -76,13 +76,27 @@ pub(crate) fn signal_group(pid: u32, sig: Signal) -> Result<(), Errno> {
 }
 
 /// Whether an environment variable of the parent must not reach the worker: Temporal and
-/// DigitalOcean settings (the worker gets its own from the spec) and this provider's settings.
+/// DigitalOcean settings (the worker gets its own from the spec), this provider's settings, and
+/// the workflow-worker's own settings that mean something else to a worker (a metrics address
+/// it would collide on, its queue, its sweeper and polling). A DigitalOcean app gets none of
+/// them either.
 pub(crate) fn is_scrubbed(key: &OsStr) -> bool {
+    const PREFIXES: [&[u8]; 6] = [
+        b"TEMPORAL_",
+        b"DIGITALOCEAN_",
+        b"LOCAL_",
+        b"SWEEP_",
+        b"DEPLOY_POLL_",
+        b"OWNER_",
+    ];
+    const NAMES: [&[u8]; 4] = [
+        b"EXTERNAL_WORKER_BIN",
+        b"METRICS_ADDR",
+        b"COMPUTE_PROVIDER",
+        b"WORKFLOW_TASK_QUEUE",
+    ];
     let bytes = key.as_bytes();
-    bytes.starts_with(b"TEMPORAL_")
-        || bytes.starts_with(b"DIGITALOCEAN_")
-        || bytes.starts_with(b"LOCAL_")
-        || bytes == b"EXTERNAL_WORKER_BIN"
+    PREFIXES.iter().any(|p| bytes.starts_with(p)) || NAMES.contains(&bytes)
 }
 
 /// The complete environment of a worker: the parent's minus [`is_scrubbed`] variables, then the
@@ -177,6 +191,9 @@ mod tests {
             ("LOCAL_STATE_DIR", "/s"),
             ("EXTERNAL_WORKER_BIN", "/w"),
             ("EXTERNAL_TASK_QUEUE", "old"),
+            ("METRICS_ADDR", "127.0.0.1:9090"),
+            ("SWEEP_INTERVAL", "5m"),
+            ("COMPUTE_PROVIDER", "local"),
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let spec = [
@@ -202,6 +219,9 @@ mod tests {
         assert_eq!(get("TEMPORAL_ADDRESS"), ["spec:7233"]);
         assert_eq!(get("EXTERNAL_TASK_QUEUE"), ["q"]);
         for gone in [
+            "METRICS_ADDR",
+            "SWEEP_INTERVAL",
+            "COMPUTE_PROVIDER",
             "TEMPORAL_LEAK",
             "DIGITALOCEAN_TOKEN",
             "LOCAL_STATE_DIR",
