@@ -105,6 +105,12 @@ async fn run(args: Args) -> anyhow::Result<Table> {
         root.display()
     );
     let mut table = Table::default();
+    table.info("machine", "CPUs / model", machine());
+    table.info(
+        "machine",
+        "load average (1/5/15 min) at start",
+        load_average(),
+    );
     let sections: Vec<Section> = match args.only {
         Some(only) => vec![only],
         None => Section::ALL.to_vec(),
@@ -127,6 +133,11 @@ async fn run(args: Args) -> anyhow::Result<Table> {
             eprintln!("bench: section {} failed: {e:#}", section.name());
             table.failed(section.name(), &e);
         }
+        table.info(
+            section.name(),
+            "  load average (1/5/15 min) after the section",
+            load_average(),
+        );
     }
     println!("{}", table.to_text());
     if let Some(out) = &args.out {
@@ -135,4 +146,27 @@ async fn run(args: Args) -> anyhow::Result<Table> {
         eprintln!("bench: wrote {}", out.display());
     }
     Ok(table)
+}
+
+/// Logical CPUs and the CPU model from `/proc/cpuinfo`.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} x {model}")
+}
+
+/// The first three fields of `/proc/loadavg`: how busy the machine was (other processes
+/// included), to judge how noisy the timings are.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }

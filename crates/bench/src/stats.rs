@@ -67,9 +67,9 @@ pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// A duration in milliseconds (below 10 s) or seconds.
+/// A duration in milliseconds (below 1 s) or seconds.
 pub fn fmt_duration(d: Duration) -> String {
-    if d < Duration::from_secs(10) {
+    if d < Duration::from_secs(1) {
         format!("{:.0} ms", d.as_secs_f64() * 1000.0)
     } else {
         format!("{:.2} s", d.as_secs_f64())

@@ -37,10 +37,23 @@ pub async fn run(bins: &Bins, env: &Env, samples: usize, table: &mut Table) -> a
     // cache and the server's first use of a queue partition.
     let _ = cold_start_once(bins, env, "warmup").await?;
     let mut cold = Vec::with_capacity(samples);
+    let mut phases: [Vec<Duration>; 3] = Default::default();
     for i in 0..samples {
-        let d = cold_start_once(bins, env, &i.to_string()).await?;
-        eprintln!("  cold start {}/{samples}: {}", i + 1, fmt_duration(d));
-        cold.push(d);
+        let s = cold_start_once(bins, env, &i.to_string()).await?;
+        eprintln!(
+            "  cold start {}/{samples}: {} (connected {}, polling {}, task {})",
+            i + 1,
+            fmt_duration(s.total),
+            opt(s.connected),
+            opt(s.polling),
+            opt(s.polling.map(|p| s.total.saturating_sub(p)))
+        );
+        cold.push(s.total);
+        if let (Some(connected), Some(polling)) = (s.connected, s.polling) {
+            phases[0].push(connected);
+            phases[1].push(polling.saturating_sub(connected));
+            phases[2].push(s.total.saturating_sub(polling));
+        }
     }
     let med = median(&cold);
     table.check(
@@ -55,6 +68,26 @@ pub async fn run(bins: &Bins, env: &Env, samples: usize, table: &mut Table) -> a
         format!("cold start to first task, p95 of {samples}"),
         fmt_duration(percentile(&cold, 95.0)),
     );
+    if phases[0].len() == samples {
+        for (name, values) in [
+            (
+                "process start to connected (exec, runtime, TCP+gRPC)",
+                &phases[0],
+            ),
+            ("connected to polling (worker init)", &phases[1]),
+            ("polling to task started (poll RPC, matching)", &phases[2]),
+        ] {
+            table.info(
+                SECTION,
+                format!("  {name}, median / p95"),
+                format!(
+                    "{} / {}",
+                    fmt_duration(median(values)),
+                    fmt_duration(percentile(values, 95.0))
+                ),
+            );
+        }
+    }
 
     let rss = idle_rss(bins, env).await?;
     table.check(
@@ -97,8 +130,30 @@ fn spawn_worker(bins: &Bins, env: &Env, queue: &str) -> anyhow::Result<Proc> {
     .try_spawn()
 }
 
+/// One cold start, with when the worker logged its milestones (from its log timestamps, same
+/// clock), all from the spawn.
+struct ColdStart {
+    total: Duration,
+    connected: Option<Duration>,
+    polling: Option<Duration>,
+}
+
+fn opt(d: Option<Duration>) -> String {
+    d.map(fmt_duration).unwrap_or_else(|| "?".into())
+}
+
+/// When the first log line containing `needle` was written, after `since`.
+fn logged_at(log: &str, needle: &str, since: SystemTime) -> Option<Duration> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    let stamp = line.split_whitespace().next()?;
+    humantime::parse_rfc3339(stamp)
+        .ok()?
+        .duration_since(since)
+        .ok()
+}
+
 /// One sample: enqueue the job, start the worker, read when the job started.
-async fn cold_start_once(bins: &Bins, env: &Env, label: &str) -> anyhow::Result<Duration> {
+async fn cold_start_once(bins: &Bins, env: &Env, label: &str) -> anyhow::Result<ColdStart> {
     let queue = env.queue(&format!("cold-{label}"));
     let options =
         ActivityStartOptions::with_start_to_close_timeout(&queue, &queue, Duration::from_secs(60))
@@ -137,9 +192,15 @@ async fn cold_start_once(bins: &Bins, env: &Env, label: &str) -> anyhow::Result<
         .as_ref()
         .and_then(|t| system_time(t.seconds, t.nanos))
         .context("the activity has no start time")?;
-    started
+    let total = started
         .duration_since(spawned_at)
-        .context("the activity started before the worker was spawned")
+        .context("the activity started before the worker was spawned")?;
+    let log = worker.output();
+    Ok(ColdStart {
+        total,
+        connected: logged_at(&log, "connected to Temporal", spawned_at),
+        polling: logged_at(&log, "external worker polling", spawned_at),
+    })
 }
 
 /// Resident memory of an external worker polling an empty queue.
