@@ -292,7 +292,7 @@ impl ProvisioningActivities {
             };
             tracing::debug!(compute = %input.handle.name, phase = %progress.phase, "deployment pending");
             ctx.record_heartbeat(progress).await?;
-            pause(&ctx, delay.min(heartbeat_every)).await?;
+            pause(ctx, delay.min(heartbeat_every)).await?;
             delay = self.poll.next(delay);
         };
         tracing::info!(compute = %input.handle.name, %phase, "deployment running; waiting for a worker to poll");
@@ -300,7 +300,7 @@ impl ProvisioningActivities {
         let deadline = tokio::time::Instant::now() + input.worker_start_timeout.as_duration();
         let mut delay = Duration::from_millis(200);
         loop {
-            if has_activity_poller(&ctx, &input.task_queue).await? {
+            if has_activity_poller(ctx, &input.task_queue).await? {
                 tracing::info!(compute = %input.handle.name, "external worker is polling");
                 return Ok(WaitProgress {
                     phase,
@@ -320,7 +320,7 @@ impl ProvisioningActivities {
                 worker_polling: false,
             })
             .await?;
-            pause(&ctx, delay.min(heartbeat_every)).await?;
+            pause(ctx, delay.min(heartbeat_every)).await?;
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
