@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tea_contract::{JobProgress, LONG_RUNNING_ACTIVITY};
-use tea_fake_do::{FakeDo, FakeDoConfig, Fault};
+use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op};
 use tea_orchestrator::workflow::TriggerExternalWorkflow;
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
@@ -31,6 +31,12 @@ struct Fixture {
 
 impl Fixture {
     async fn start(test: &str) -> Fixture {
+        Self::start_with_token(test, DO_TOKEN).await
+    }
+
+    /// Like [`Fixture::start`], with the workflow-worker holding `token` (the fake accepts only
+    /// [`DO_TOKEN`]).
+    async fn start_with_token(test: &str, token: &str) -> Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
         let mut config = FakeDoConfig::new(DO_TOKEN)
@@ -44,7 +50,7 @@ impl Fixture {
         let worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
             .env("COMPUTE_PROVIDER", "digitalocean")
             .env("DIGITALOCEAN_API_URL", fake.base_url())
-            .env("DIGITALOCEAN_ACCESS_TOKEN", DO_TOKEN)
+            .env("DIGITALOCEAN_ACCESS_TOKEN", token)
             .env("TEMPORAL_ADDRESS", server.address())
             .env("TEMPORAL_TLS", "false")
             .env("TEMPORAL_API_KEY", &api_key)
@@ -337,5 +343,80 @@ async fn create_answered_500_after_storing_still_makes_exactly_one_app() {
         snapshot.apps.is_empty(),
         "app left running: {:?}",
         snapshot.apps
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_server_errors_are_retried_without_duplicating_compute() {
+    let fx = Fixture::start("api-faults").await;
+    fx.fake.inject(Fault::RateLimit {
+        count: 2,
+        retry_after_secs: 1,
+        op: Op::Create,
+    });
+    fx.fake.inject(Fault::ServerError {
+        count: 2,
+        status: 503,
+        op: Op::GetDeployment,
+    });
+    fx.fake.inject(Fault::ServerError {
+        count: 1,
+        status: 500,
+        op: Op::Delete,
+    });
+    let handle = fx.start_run("api-faults", "1s").await;
+    let end = fx.finish(&handle).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        fx.worker.output()
+    );
+
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(
+        snapshot.request_count("create", 429),
+        2,
+        "{:?}",
+        snapshot.requests
+    );
+    assert_eq!(
+        snapshot.request_count("get_deployment", 503),
+        2,
+        "{:?}",
+        snapshot.requests
+    );
+    assert_eq!(
+        snapshot.request_count("delete", 500),
+        1,
+        "{:?}",
+        snapshot.requests
+    );
+    assert_eq!(snapshot.total_created, 1, "a retry duplicated the app");
+    assert!(
+        snapshot.apps.is_empty(),
+        "app left running: {:?}",
+        snapshot.apps
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_token_fails_the_run_at_once_with_a_clear_message() {
+    let fx = Fixture::start_with_token("bad-token", "dop_v1_not_the_right_token").await;
+    let handle = fx.start_run("bad-token", "1s").await;
+    let end = fx.finish(&handle).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected a failed run, got {end}");
+    };
+    assert!(message.contains("401"), "{message}");
+    assert!(
+        message.contains("DIGITALOCEAN_ACCESS_TOKEN"),
+        "says what to fix: {message}"
+    );
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 0);
+    assert!(
+        snapshot.request_count("create", 401) <= 1,
+        "a 401 must not be retried: {:?}",
+        snapshot.requests
     );
 }
