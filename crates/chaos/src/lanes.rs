@@ -269,6 +269,13 @@ impl Lane {
         }
     }
 
+    /// Counted faults still armed in the fake API (DigitalOcean only).
+    pub fn faults_pending(&self) -> Option<usize> {
+        self.fake
+            .as_ref()
+            .map(|fake| fake.api.snapshot().pending_faults.len())
+    }
+
     /// Runs `workflow-worker sweep` once (grace period 0); returns how many units it deleted.
     pub async fn sweep(&mut self) -> anyhow::Result<usize> {
         self.sweeps += 1;

@@ -102,7 +102,7 @@ pub fn external_workers(address: &str, local_state_dir: &Path) -> Vec<WorkerProc
         .filter_map(|pid| {
             let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
             let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-            let has = |var: &str| vars.iter().any(|v| *v == var.as_bytes());
+            let has = |var: &str| vars.contains(&var.as_bytes());
             if !has(&address_var) {
                 return None;
             }

@@ -301,13 +301,13 @@ impl Report {
             }
         }
         for run in &self.runs {
-            let unexpected = match (&run.outcome, run.intervention) {
-                (Some(Outcome::Completed { .. }), _) => false,
-                (Some(Outcome::Cancelled), Some(Intervention::Cancel)) => false,
-                (Some(Outcome::Terminated), Some(Intervention::Terminate)) => false,
-                _ => true,
-            };
-            if unexpected {
+            let expected = matches!(
+                (&run.outcome, run.intervention),
+                (Some(Outcome::Completed { .. }), _)
+                    | (Some(Outcome::Cancelled), Some(Intervention::Cancel))
+                    | (Some(Outcome::Terminated), Some(Intervention::Terminate))
+            );
+            if !expected {
                 let outcome = run
                     .outcome
                     .as_ref()
