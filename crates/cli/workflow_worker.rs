@@ -140,24 +140,11 @@ async fn run_main(args: Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Res
     {
         anyhow::bail!("DEPLOY_POLL_INITIAL must be > 0 and not above DEPLOY_POLL_MAX");
     }
-    let meter = match args.metrics_addr {
-        Some(addr) => {
-            let (meter, bound) = tea_runtime::metrics::start_exporter(addr)?;
-            tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
-            Some(meter)
-        }
-        None => None,
-    };
-    let metrics = tea_runtime::Metrics::new(meter.clone());
-    let runtime = tea_runtime::new_runtime(meter)?;
-    let (client, conn) = tea_runtime::connect().await?;
-    tracing::info!(
-        address = %conn.address,
-        namespace = %conn.namespace,
-        tls = conn.tls,
-        api_key = conn.api_key,
-        "connected to Temporal"
-    );
+    let tea_runtime::WorkerProcess {
+        runtime,
+        client,
+        metrics,
+    } = tea_runtime::start_worker_process(args.metrics_addr).await?;
     let config = WorkflowWorkerConfig {
         task_queue: args.task_queue.clone(),
         poll: PollBackoff {

@@ -10,4 +10,7 @@ mod temporal;
 
 pub use logging::{LogFormat, init_logging};
 pub use metrics::Metrics;
-pub use temporal::{ConnectionSummary, build_id, connect, new_runtime, shutdown_signal};
+pub use temporal::{
+    ConnectionSummary, WorkerProcess, build_id, connect, new_runtime, shutdown_signal,
+    start_worker_process,
+};

@@ -1,7 +1,9 @@
 //! The Temporal side of a process: connection from envconfig, SDK runtime, build ID, signals.
 
 use anyhow::{Context, anyhow};
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
+
+use crate::Metrics;
 use temporalio_client::{
     Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions,
 };
@@ -52,6 +54,43 @@ pub fn new_runtime(meter: Option<Arc<dyn CoreMeter>>) -> anyhow::Result<Runtime>
         .map_err(|e| anyhow!("invalid SDK runtime options: {e}"))?;
     Runtime::from_current_tokio(options)
         .map_err(|e| anyhow!("could not start the Temporal SDK runtime: {e}"))
+}
+
+/// What a worker process needs: the SDK runtime, a connected client, and its metrics.
+pub struct WorkerProcess {
+    pub runtime: Runtime,
+    pub client: Client,
+    pub metrics: Metrics,
+}
+
+/// Starts the metrics endpoint (when `metrics_addr` is given), the SDK runtime recording into
+/// it, and the Temporal connection, logging where each went (never a credential).
+pub async fn start_worker_process(
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<WorkerProcess> {
+    let meter = match metrics_addr {
+        Some(addr) => {
+            let (meter, bound) = crate::metrics::start_exporter(addr)?;
+            tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+            Some(meter)
+        }
+        None => None,
+    };
+    let metrics = Metrics::new(meter.clone());
+    let runtime = new_runtime(meter)?;
+    let (client, conn) = connect().await?;
+    tracing::info!(
+        address = %conn.address,
+        namespace = %conn.namespace,
+        tls = conn.tls,
+        api_key = conn.api_key,
+        "connected to Temporal"
+    );
+    Ok(WorkerProcess {
+        runtime,
+        client,
+        metrics,
+    })
 }
 
 /// An explicit worker build ID. The SDK's default hashes the whole executable, which costs
