@@ -94,7 +94,7 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
         .arg(&workflow_id)
         .env("JOB_DURATION", "4s")
         .env("PAUSE_DURATION", "200ms")
-        .env("HEARTBEAT_TIMEOUT", "2s")
+        .env("HEARTBEAT_TIMEOUT", "5s")
         .spawn();
 
     // While the job runs: one app, its worker process up, heartbeats with progress recorded.
@@ -207,7 +207,7 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
         "job duration as Go nanoseconds"
     );
     assert_eq!(
-        payloads[1].data, b"2000000000",
+        payloads[1].data, b"5000000000",
         "heartbeat timeout as Go nanoseconds"
     );
     assert!(

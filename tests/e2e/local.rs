@@ -227,7 +227,7 @@ async fn dead_external_worker_is_replaced_by_fresh_compute_and_the_run_completes
         .external_worker_pid()
         .expect("external worker during the job");
 
-    // SIGKILL the external worker: only the heartbeat timeout (2 s here) can notice.
+    // SIGKILL the external worker: only the heartbeat timeout (5 s here) can notice.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(first).expect("pid fits i32")),
         nix::sys::signal::Signal::SIGKILL,
@@ -434,7 +434,7 @@ async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
     let mut waiting = starter("starter.log")
         .env("JOB_DURATION", "10m")
         .env("PAUSE_DURATION", "200ms")
-        .env("HEARTBEAT_TIMEOUT", "2s")
+        .env("HEARTBEAT_TIMEOUT", "5s")
         .env("CANCEL_ON_INTERRUPT", "true")
         .arg("--id")
         .arg(&workflow_id)

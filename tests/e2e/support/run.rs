@@ -14,7 +14,7 @@ use tea_harness::Proc;
 /// Longest a test run may take end to end.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Input with short pauses and heartbeats and the given job duration (`4s`, `10m`, ...).
+/// Input with short pauses and the given job duration (`4s`, `10m`, ...).
 pub fn input(job: &str) -> WorkflowInput {
     WorkflowInput {
         registry: "sje-test-registry".into(),
@@ -22,7 +22,9 @@ pub fn input(job: &str) -> WorkflowInput {
         tag: "latest".into(),
         job_duration: Some(job.parse().expect("job duration")),
         pause: Some(GoDuration::from_millis(200)),
-        heartbeat_timeout: Some(GoDuration::from_secs(2)),
+        // Generous for a loaded 2-core CI machine: a spurious heartbeat timeout would make a
+        // run provision a second unit of compute and fail the tests that count them.
+        heartbeat_timeout: Some(GoDuration::from_secs(5)),
         worker_start_timeout: Some(GoDuration::from_secs(60)),
         max_compute_attempts: None,
     }
