@@ -8,7 +8,7 @@ use tea_compute::{ComputeProvider, EnvVar};
 use tea_runtime::Metrics;
 use temporalio_client::Client;
 use temporalio_common::worker::WorkerDeploymentOptions;
-use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::PollerBehavior};
 
 use crate::{
     activities::{PollBackoff, ProvisioningActivities},
@@ -93,6 +93,11 @@ pub async fn run(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))
         .graceful_shutdown_period(config.graceful_shutdown)
+        // New runs' first workflow tasks arrive on the normal (non-sticky) queue. The SDK's
+        // default (5 pollers, ratio 0.2) leaves one poller there, the likely cap on run
+        // starts (about 11 per second) in the scale benchmark; give it half of 10.
+        .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(10))
+        .nonsticky_to_sticky_poll_ratio(0.5)
         .build();
     let mut worker = Worker::new(runtime, client, options)
         .map_err(|e| anyhow!("could not create the workflow worker: {e}"))?;
