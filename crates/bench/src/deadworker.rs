@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use tea_contract::{CREATE_ACTIVITY, LONG_RUNNING_ACTIVITY};
-use tea_starter::RunHandle;
-use temporalio_client::{WorkflowCancelOptions, WorkflowDescribeOptions};
+use tea_starter::{RunHandle, status::pending_job};
+use temporalio_client::WorkflowCancelOptions;
 use temporalio_common::protos::temporal::api::workflow::v1::PendingActivityInfo;
 
 use crate::{
@@ -98,23 +98,6 @@ pub async fn run(bins: &Bins, env: &Env, samples: usize, table: &mut Table) -> a
         left.is_empty(),
     );
     Ok(())
-}
-
-/// The pending job, once a worker started it.
-async fn pending_job(handle: &RunHandle) -> Option<PendingActivityInfo> {
-    let description = handle
-        .describe(WorkflowDescribeOptions::default())
-        .await
-        .ok()?;
-    description
-        .raw()
-        .pending_activities
-        .iter()
-        .find(|a| {
-            a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(LONG_RUNNING_ACTIVITY)
-                && a.last_started_time.is_some()
-        })
-        .cloned()
 }
 
 fn heartbeat_after_start(job: &PendingActivityInfo) -> Option<SystemTime> {

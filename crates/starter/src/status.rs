@@ -7,7 +7,10 @@ use tea_orchestrator::{
     activities::WaitProgress,
     workflow::{RunStatus, TriggerExternalWorkflow},
 };
-use temporalio_client::{Client, WorkflowDescribeOptions, WorkflowQueryOptions};
+use temporalio_client::{Client, WorkflowDescribeOptions, WorkflowHandle, WorkflowQueryOptions};
+use temporalio_common::{
+    HasWorkflowDefinition, protos::temporal::api::workflow::v1::PendingActivityInfo,
+};
 
 /// A snapshot of one run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -114,4 +117,23 @@ pub async fn report(client: &Client, workflow_id: &str) -> anyhow::Result<RunRep
         .await
         .ok();
     Ok(report)
+}
+
+/// The run's pending `long-running-command` activity, once a worker has started it.
+pub async fn pending_job<W: HasWorkflowDefinition>(
+    handle: &WorkflowHandle<Client, W>,
+) -> Option<PendingActivityInfo> {
+    let description = handle
+        .describe(WorkflowDescribeOptions::default())
+        .await
+        .ok()?;
+    description
+        .raw()
+        .pending_activities
+        .iter()
+        .find(|a| {
+            a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(LONG_RUNNING_ACTIVITY)
+                && a.last_started_time.is_some()
+        })
+        .cloned()
 }

@@ -2,12 +2,9 @@
 
 use std::time::Duration;
 
-use tea_contract::{GoDuration, LONG_RUNNING_ACTIVITY, WorkflowInput};
+use tea_contract::{GoDuration, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{Client, WorkflowDescribeOptions, WorkflowHandle};
-use temporalio_common::{
-    HasWorkflowDefinition, protos::temporal::api::workflow::v1::PendingActivityInfo,
-};
+use temporalio_client::Client;
 
 use tea_harness::Proc;
 
@@ -50,21 +47,4 @@ pub async fn finish(handle: &RunHandle, worker: &Proc) -> RunEnd {
     }
 }
 
-/// The run's pending `long-running-command` activity, once a worker has started it.
-pub async fn pending_job<W: HasWorkflowDefinition>(
-    handle: &WorkflowHandle<Client, W>,
-) -> Option<PendingActivityInfo> {
-    let description = handle
-        .describe(WorkflowDescribeOptions::default())
-        .await
-        .ok()?;
-    description
-        .raw()
-        .pending_activities
-        .iter()
-        .find(|a| {
-            a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(LONG_RUNNING_ACTIVITY)
-                && a.last_started_time.is_some()
-        })
-        .cloned()
-}
+pub use tea_starter::status::pending_job;
