@@ -1,5 +1,9 @@
 //! `external-worker`: polls the run's unique task queue and runs `long-running-command`.
 
+#[path = "logging_args.rs"]
+mod logging_args;
+use logging_args::LogArgs;
+
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
@@ -8,7 +12,6 @@ use tea_external_worker::{
     deadman::DeadManConfig,
     worker::{ExternalWorkerConfig, run},
 };
-use tea_runtime::LogFormat;
 
 /// Activity-only Temporal worker for the external job. Connects with the standard Temporal
 /// client environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS,
@@ -37,20 +40,15 @@ struct Args {
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = tea_runtime::init_logging(Some(&args.log_level), args.log_format) {
-        eprintln!("external-worker: {e:#}");
-        return ExitCode::from(2);
+    if let Err(code) = args.log.init("external-worker") {
+        return code;
     }
     match run_main(args).await {
         Ok(()) => ExitCode::SUCCESS,

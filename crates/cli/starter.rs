@@ -3,11 +3,14 @@
 //! Exit status: 0 completed, 1 failed, 2 bad input, 3 cancelled or terminated, 130 stopped
 //! waiting on Ctrl-C (the run goes on).
 
+#[path = "logging_args.rs"]
+mod logging_args;
+use logging_args::LogArgs;
+
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE, WorkflowInput};
-use tea_runtime::LogFormat;
 
 /// Start a run of the external-activity workflow. Connects with the standard Temporal client
 /// environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS, profiles).
@@ -58,12 +61,8 @@ struct Args {
     /// Base URL of the Temporal Web UI for the printed link.
     #[arg(long, env = "TEMPORAL_UI_URL")]
     ui_url: Option<String>,
-    /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,9 +80,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = tea_runtime::init_logging(Some(&args.log_level), args.log_format) {
-        eprintln!("starter: {e:#}");
-        return ExitCode::from(2);
+    if let Err(code) = args.log.init("starter") {
+        return code;
     }
     if let Some(Command::Status { workflow_id, json }) = &args.command {
         return match status(workflow_id, *json).await {

@@ -1,6 +1,10 @@
 //! `workflow-worker`: hosts `TriggerExternalWorkflow` and its provisioning activities on
 //! `taskQueueName`, over the compute provider chosen by `--provider` / COMPUTE_PROVIDER.
 
+#[path = "logging_args.rs"]
+mod logging_args;
+use logging_args::LogArgs;
+
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::anyhow;
@@ -16,7 +20,6 @@ use tea_orchestrator::{
     sweeper::{SweepOptions, sweep_once},
     worker::{WorkflowWorkerConfig, run},
 };
-use tea_runtime::LogFormat;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ProviderKind {
@@ -62,12 +65,8 @@ struct Args {
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Log level: trace, debug, info, warn, error (RUST_LOG wins when set).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,9 +80,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = tea_runtime::init_logging(Some(&args.log_level), args.log_format) {
-        eprintln!("workflow-worker: {e:#}");
-        return ExitCode::from(2);
+    if let Err(code) = args.log.init("workflow-worker") {
+        return code;
     }
     let provider = match build_provider(args.provider) {
         Ok(provider) => provider,
