@@ -3,6 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use tea_compute::local;
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{WorkflowCancelOptions, WorkflowTerminateOptions};
 
@@ -89,48 +90,50 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("sweep printed no JSON report ({e}): {}", sweep.output()))
     }
 
+    /// Starts a run and waits until its job runs on an external worker; returns the run and
+    /// that worker's pid.
+    async fn start_job(&self, test: &str, job: &str) -> (RunHandle, u32) {
+        let handle = self.start_run(test, job).await;
+        wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+        let pid = self
+            .external_worker_pid()
+            .expect("one external worker process during the job");
+        (handle, pid)
+    }
+
     async fn start_run(&self, test: &str, job: &str) -> RunHandle {
         run::start(&self.server.client().await, &self.task_queue, test, job).await
     }
 
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join("compute")
+    }
+
     /// Live compute directories (one per unit of compute the provider runs).
     fn compute_dirs(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.dir.join("compute"))
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir() && !p.ends_with("logs") && !p.ends_with(".locks"))
-                    .collect()
-            })
-            .unwrap_or_default()
+        local::compute_dirs(&self.state_dir())
+            .into_iter()
+            .map(|(_, dir)| dir)
+            .collect()
     }
 
     /// Logs of compute that was deleted (the provider keeps them).
     fn kept_logs(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.dir.join("compute").join("logs"))
-            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default()
+        local::kept_logs(&self.state_dir())
     }
 
     /// The pid of the only running external worker.
     fn external_worker_pid(&self) -> Option<u32> {
         let dirs = self.compute_dirs();
         let [dir] = dirs.as_slice() else { return None };
-        let meta = std::fs::read_to_string(dir.join("meta.json")).ok()?;
-        let meta: serde_json::Value = serde_json::from_str(&meta).ok()?;
-        meta["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+        local::recorded_pid(dir)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_happy_path_runs_a_real_external_worker_process_and_stops_it() {
     let fx = Fixture::start("local-happy").await;
-    let handle = fx.start_run("local-happy", "3s").await;
-    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
-    let pid = fx
-        .external_worker_pid()
-        .expect("one external worker process during the job");
+    let (handle, pid) = fx.start_job("local-happy", "3s").await;
     assert!(pid_alive(pid));
 
     let end = run::finish(&handle, &fx.worker).await;
@@ -157,11 +160,7 @@ async fn local_happy_path_runs_a_real_external_worker_process_and_stops_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cancel_during_the_job_stops_the_process_and_ends_cancelled() {
     let fx = Fixture::start("local-cancel").await;
-    let handle = fx.start_run("local-cancel", "10m").await;
-    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
-    let pid = fx
-        .external_worker_pid()
-        .expect("external worker during the job");
+    let (handle, pid) = fx.start_job("local-cancel", "10m").await;
 
     handle
         .cancel(WorkflowCancelOptions::builder().reason("test").build())
@@ -183,11 +182,7 @@ async fn local_cancel_during_the_job_stops_the_process_and_ends_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_worker_killed_mid_job_and_restarted_completes_and_leaves_nothing() {
     let mut fx = Fixture::start("local-sigkill").await;
-    let handle = fx.start_run("local-sigkill", "8s").await;
-    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
-    let pid = fx
-        .external_worker_pid()
-        .expect("external worker during the job");
+    let (handle, pid) = fx.start_job("local-sigkill", "8s").await;
 
     // SIGKILL: no cleanup code of the workflow-worker runs; the external worker lives on.
     fx.worker.sigkill();
@@ -221,11 +216,7 @@ async fn workflow_worker_killed_mid_job_and_restarted_completes_and_leaves_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_external_worker_is_replaced_by_fresh_compute_and_the_run_completes() {
     let fx = Fixture::start("local-dead-worker").await;
-    let handle = fx.start_run("local-dead-worker", "6s").await;
-    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
-    let first = fx
-        .external_worker_pid()
-        .expect("external worker during the job");
+    let (handle, first) = fx.start_job("local-dead-worker", "6s").await;
 
     // SIGKILL the external worker: only the heartbeat timeout (5 s here) can notice.
     nix::sys::signal::kill(
@@ -296,11 +287,7 @@ async fn worker_that_never_polls_is_torn_down_and_the_run_fails_after_its_attemp
 async fn terminated_run_s_external_worker_stops_by_itself() {
     // Terminate runs no workflow code, so no Delete: the worker's dead-man switch must stop it.
     let fx = Fixture::start("local-terminate").await;
-    let handle = fx.start_run("local-terminate", "10m").await;
-    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
-    let pid = fx
-        .external_worker_pid()
-        .expect("external worker during the job");
+    let (handle, pid) = fx.start_job("local-terminate", "10m").await;
 
     handle
         .terminate(WorkflowTerminateOptions::builder().reason("test").build())

@@ -106,24 +106,17 @@ impl Env {
 
     /// Live local compute directories.
     pub fn local_compute_dirs(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.local_state_dir())
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir() && !p.ends_with("logs") && !p.ends_with(".locks"))
-                    .collect()
-            })
-            .unwrap_or_default()
+        tea_compute::local::compute_dirs(&self.local_state_dir())
+            .into_iter()
+            .map(|(_, dir)| dir)
+            .collect()
     }
 
     /// The pid of the only live local external worker.
     pub fn local_external_worker_pid(&self) -> Option<u32> {
         let dirs = self.local_compute_dirs();
         let [dir] = dirs.as_slice() else { return None };
-        let meta = std::fs::read_to_string(dir.join("meta.json")).ok()?;
-        let meta: serde_json::Value = serde_json::from_str(&meta).ok()?;
-        meta["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+        tea_compute::local::recorded_pid(dir)
     }
 }
 

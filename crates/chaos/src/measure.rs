@@ -54,30 +54,7 @@ impl Measure {
     }
 }
 
-/// Live local compute directories: (name, directory).
-pub fn local_dirs(state_dir: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(state_dir) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<(String, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_owned();
-            (name != "logs" && !name.starts_with('.')).then_some((name, p))
-        })
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// The worker pid recorded in a local compute directory's `meta.json`.
-pub fn meta_pid(dir: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(dir.join("meta.json")).ok()?;
-    let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
-    meta["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
-}
+pub use tea_compute::local::{compute_dirs as local_dirs, recorded_pid as meta_pid};
 
 /// An external-worker process of this chaos run.
 #[derive(Clone, Debug)]

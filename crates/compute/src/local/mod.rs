@@ -542,3 +542,34 @@ impl ComputeProvider for LocalProvider {
             .collect())
     }
 }
+
+/// The units of compute a local state directory holds now: `(name, directory)`, sorted. For
+/// tools that watch the provider from outside (tests, benchmarks, the chaos command).
+pub fn compute_dirs(state_dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            (name != LOGS_DIR && !name.starts_with('.')).then_some((name, p))
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The worker pid recorded for the unit of compute in `compute_dir` (alive or not).
+pub fn recorded_pid(compute_dir: &Path) -> Option<u32> {
+    read_meta(compute_dir).ok().flatten().map(|meta| meta.pid)
+}
+
+/// Logs of deleted units of compute, which the provider keeps.
+pub fn kept_logs(state_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(state_dir.join(LOGS_DIR))
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
