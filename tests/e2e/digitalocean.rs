@@ -179,6 +179,20 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
         env("TEMPORAL_ADDRESS").expect("address forwarded")["value"],
         fx.server.address()
     );
+    // App Platform restarts an exited worker: its dead-man switch parks instead of exiting.
+    assert_eq!(
+        env("DEAD_MAN_ACTION").expect("dead-man action")["value"],
+        "park"
+    );
+    // The worker connects exactly as forwarded, never through a profile of its own.
+    assert_eq!(
+        env("TEA_TEMPORAL_ENV_ONLY").expect("env-only marker")["value"],
+        "true"
+    );
+    assert_eq!(
+        env("TEMPORAL_TLS").expect("TLS setting forwarded")["value"],
+        "false"
+    );
 
     // Wire contract: the job was scheduled on the app's queue with two json/plain integers.
     let events = handle
