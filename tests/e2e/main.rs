@@ -5,5 +5,6 @@
 mod config_errors;
 mod deadman;
 mod digitalocean;
+mod job_args;
 mod local;
 mod support;

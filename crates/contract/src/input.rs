@@ -204,18 +204,15 @@ impl WorkflowInput {
             if value.is_null() {
                 continue;
             }
+            let duration = || duration_value(&format!("field `{field}`"), &value);
             match field {
                 "registry" => input.registry = string_field(field, &value)?,
                 "repository" => input.repository = string_field(field, &value)?,
                 "tag" => input.tag = string_field(field, &value)?,
-                "job_duration" => input.job_duration = Some(duration_field(field, &value)?),
-                "pause" => input.pause = Some(duration_field(field, &value)?),
-                "heartbeat_timeout" => {
-                    input.heartbeat_timeout = Some(duration_field(field, &value)?)
-                }
-                "worker_start_timeout" => {
-                    input.worker_start_timeout = Some(duration_field(field, &value)?)
-                }
+                "job_duration" => input.job_duration = Some(duration()?),
+                "pause" => input.pause = Some(duration()?),
+                "heartbeat_timeout" => input.heartbeat_timeout = Some(duration()?),
+                "worker_start_timeout" => input.worker_start_timeout = Some(duration()?),
                 "max_compute_attempts" => {
                     input.max_compute_attempts = Some(count_field(field, &value)?)
                 }
@@ -314,8 +311,9 @@ fn count_field(field: &str, value: &Value) -> Result<u32, String> {
         })
 }
 
-/// A duration field: Go nanoseconds (an integer) or a string such as `"90s"`.
-pub fn duration_field(field: &str, value: &Value) -> Result<GoDuration, String> {
+/// A duration: Go nanoseconds (an integer) or a string such as `"90s"`. `what` names it in
+/// errors (``field `pause` ``, ``argument `duration` ``).
+pub fn duration_value(what: &str, value: &Value) -> Result<GoDuration, String> {
     let expected = "a duration: integer nanoseconds (Go's time.Duration) or a string such as \
                     \"90s\" or \"1h30m\"";
     match value {
@@ -323,22 +321,18 @@ pub fn duration_field(field: &str, value: &Value) -> Result<GoDuration, String> 
             (Some(nanos), _) if i64::try_from(nanos).is_ok() => {
                 Ok(GoDuration(Duration::from_nanos(nanos)))
             }
-            (None, Some(negative)) => Err(format!(
-                "field `{field}` must not be negative, got {negative}ns"
-            )),
+            (None, Some(negative)) => Err(format!("{what} must not be negative, got {negative}ns")),
             _ => Err(format!(
-                "field `{field}` must be {expected}, got {}",
+                "{what} must be {expected}, got {}",
                 describe(value)
             )),
         },
         Value::String(s) if s.trim_start().starts_with('-') => {
-            Err(format!("field `{field}` must not be negative, got {s:?}"))
+            Err(format!("{what} must not be negative, got {s:?}"))
         }
-        Value::String(s) => s
-            .parse::<GoDuration>()
-            .map_err(|e| format!("field `{field}`: {e}")),
+        Value::String(s) => s.parse::<GoDuration>().map_err(|e| format!("{what}: {e}")),
         other => Err(format!(
-            "field `{field}` must be {expected}, got {}",
+            "{what} must be {expected}, got {}",
             describe(other)
         )),
     }

@@ -7,7 +7,7 @@ use temporalio_sdk::activities::ActivityError;
 
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 
-use crate::{GoDuration, decode_json, duration_field};
+use crate::{GoDuration, decode_json, duration_value};
 
 /// Progress the external worker reports with each heartbeat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ pub fn decode_long_running_args(payloads: &[Payload]) -> Result<(GoDuration, GoD
     };
     let decode = |name: &str, payload: &Payload| {
         let value = decode_json(payload).map_err(|e| format!("invalid argument `{name}`: {e}"))?;
-        duration_field(name, &value).map_err(|e| format!("invalid argument {e}"))
+        duration_value(&format!("argument `{name}`"), &value)
     };
     Ok((
         decode("duration", duration)?,
