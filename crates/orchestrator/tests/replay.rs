@@ -5,7 +5,8 @@
 //!
 //! The histories in `tests/histories/` were recorded from real runs on a dev server by the
 //! end-to-end tests (`TEA_RECORD_HISTORIES=<dir> cargo test --test e2e`). Histories of older
-//! workflow versions stay: they are what runs in flight look like after a deployment.
+//! workflow versions stay: they are what runs in flight look like after a deployment. Files
+//! are named `<version>-<scenario>.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -27,21 +28,25 @@ fn history_files() -> Vec<PathBuf> {
 #[tokio::test]
 async fn every_recorded_history_replays_against_todays_workflow() {
     let files = history_files();
-    // The scenarios the guarantee rests on must all be there.
-    for scenario in [
-        "happy",
-        "cancel",
-        "reprovision",
-        "failed-create",
-        "failed-deployment",
-    ] {
-        assert!(
-            files.iter().any(|f| f
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .is_some_and(|s| s.contains(scenario))),
-            "no recorded history for scenario {scenario:?} in {files:?}"
-        );
+    // The scenarios the guarantee rests on, for every workflow version: v1 is the port as
+    // first shipped, v2 runs under the `bounded-waits` patch.
+    for version in ["v1", "v2"] {
+        for scenario in [
+            "happy",
+            "cancel",
+            "reprovision",
+            "failed-create",
+            "failed-deployment",
+        ] {
+            let prefix = format!("{version}-{scenario}");
+            assert!(
+                files.iter().any(|f| f
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| s.starts_with(&prefix))),
+                "no recorded history {prefix}* in {files:?}"
+            );
+        }
     }
     let mut options = WorkflowReplayerOptions::new().build();
     options
