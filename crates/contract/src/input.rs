@@ -104,6 +104,13 @@ impl WorkflowInput {
             .0
     }
 
+    /// The job's start-to-close: its duration plus a tenth of it, at least five minutes (a
+    /// heartbeat timeout notices a dead worker long before).
+    pub fn job_start_to_close(&self) -> Duration {
+        let job = self.job_duration();
+        job + (job / 10).max(Duration::from_secs(300))
+    }
+
     pub fn max_compute_attempts(&self) -> u32 {
         self.max_compute_attempts
             .unwrap_or(DEFAULT_MAX_COMPUTE_ATTEMPTS)
@@ -132,6 +139,14 @@ impl WorkflowInput {
             low,
             high,
         )?;
+        if self.heartbeat_timeout() >= self.job_start_to_close() {
+            return Err(format!(
+                "workflow input field `heartbeat_timeout` ({}) must be shorter than the job's \
+                 deadline ({}, from `job_duration`)",
+                GoDuration(self.heartbeat_timeout()),
+                GoDuration(self.job_start_to_close())
+            ));
+        }
         if !(1..=MAX_COMPUTE_ATTEMPTS_LIMIT).contains(&self.max_compute_attempts()) {
             return Err(format!(
                 "workflow input field `max_compute_attempts` must be between 1 and \

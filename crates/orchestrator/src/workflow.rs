@@ -96,12 +96,6 @@ const START_TO_CLOSE: Duration = Duration::from_secs(3600);
 /// Slack on top of what a bounded wait needs, for scheduling and retries.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(300);
 
-/// The job's start-to-close under [`BOUNDED_WAITS_PATCH`]: its duration plus a tenth of it, at
-/// least [`DEADLINE_MARGIN`] (a heartbeat timeout notices a dead worker long before).
-pub fn job_start_to_close(job_duration: Duration) -> Duration {
-    job_duration + (job_duration / 10).max(DEADLINE_MARGIN)
-}
-
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
@@ -378,7 +372,7 @@ async fn use_compute(
     if bounded {
         // A job of many hours must not time out at the original's fixed hour.
         job_options.close_timeouts =
-            ActivityCloseTimeouts::StartToClose(job_start_to_close(input.job_duration()));
+            ActivityCloseTimeouts::StartToClose(input.job_start_to_close());
     }
     // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
     // workflow retries the job on fresh compute instead.
