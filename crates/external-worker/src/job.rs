@@ -253,9 +253,9 @@ impl JobActivities {
         let mut heartbeat = tokio::time::interval(heartbeat_interval(job.heartbeat_timeout));
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stopping = self.tracker.stopping.subscribe();
-        let finished = loop {
+        let status = loop {
             tokio::select! {
-                finished = running.wait() => break finished,
+                status = running.exited() => break status,
                 () = async {
                     if stopping.wait_for(|stop| *stop).await.is_err() {
                         std::future::pending::<()>().await;
@@ -281,6 +281,7 @@ impl JobActivities {
             }
         }
         .map_err(|e| ActivityError::from(anyhow::anyhow!("waiting for the job failed: {e}")))?;
+        let finished = running.finish(status).await;
         tracing::info!(%workflow_id, exit = %finished.exit, lines = finished.snapshot.stdout_lines + finished.snapshot.stderr_lines, "job ended");
         if let Some(error) = &finished.result_error {
             return Err(job_failure("JobResultRefused", error.clone()));

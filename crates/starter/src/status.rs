@@ -2,7 +2,10 @@
 //! its pending activities (the external job's last heartbeat, the deployment's phase).
 
 use serde::{Deserialize, Serialize};
-use tea_contract::{JobProgress, LONG_RUNNING_ACTIVITY, WAIT_FOR_APP_BUILD_ACTIVITY};
+use tea_contract::{
+    CommandProgress, JobProgress, LONG_RUNNING_ACTIVITY, RUN_COMMAND_ACTIVITY,
+    WAIT_FOR_APP_BUILD_ACTIVITY,
+};
 use tea_orchestrator::{
     activities::WaitProgress,
     workflow::{RunStatus, TriggerExternalWorkflow},
@@ -23,8 +26,10 @@ pub struct RunReport {
     pub status: Option<RunStatus>,
     /// The deployment's phase while the compute is being readied.
     pub deployment: Option<WaitProgress>,
-    /// The job's last heartbeat.
+    /// The job's last heartbeat (the original's timed job).
     pub job: Option<JobProgress>,
+    /// The user's command's last heartbeat: output counts, last lines, its own progress.
+    pub command: Option<CommandProgress>,
     /// RFC 3339 time of the job's last heartbeat.
     pub last_heartbeat: Option<String>,
 }
@@ -47,6 +52,19 @@ impl RunReport {
         }
         if let Some(job) = &self.job {
             parts.push(format!("job {} done, {} left", job.elapsed, job.remaining));
+        }
+        if let Some(command) = &self.command {
+            parts.push(format!(
+                "job {} in, {} lines",
+                command.elapsed,
+                command.stdout_lines + command.stderr_lines
+            ));
+            if let Some(fraction) = command.fraction {
+                parts.push(format!("{:.0}%", fraction * 100.0));
+            }
+            if let Some(message) = &command.message {
+                parts.push(message.clone());
+            }
         }
         parts.join(" ")
     }
@@ -89,8 +107,12 @@ pub async fn report(client: &Client, workflow_id: &str) -> anyhow::Result<RunRep
             .as_ref()
             .and_then(|d| d.payloads.first());
         match name {
-            Some(LONG_RUNNING_ACTIVITY) => {
-                report.job = first.and_then(|p| serde_json::from_slice(&p.data).ok());
+            Some(LONG_RUNNING_ACTIVITY | RUN_COMMAND_ACTIVITY) => {
+                if name == Some(RUN_COMMAND_ACTIVITY) {
+                    report.command = first.and_then(|p| serde_json::from_slice(&p.data).ok());
+                } else {
+                    report.job = first.and_then(|p| serde_json::from_slice(&p.data).ok());
+                }
                 report.last_heartbeat = activity.last_heartbeat_time.as_ref().map(|t| {
                     humantime::format_rfc3339_millis(
                         std::time::UNIX_EPOCH
@@ -132,7 +154,8 @@ pub async fn pending_job<W: HasWorkflowDefinition>(
         .pending_activities
         .iter()
         .find(|a| {
-            a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(LONG_RUNNING_ACTIVITY)
+            let name = a.activity_type.as_ref().map(|t| t.name.as_str());
+            (name == Some(LONG_RUNNING_ACTIVITY) || name == Some(RUN_COMMAND_ACTIVITY))
                 && a.last_started_time.is_some()
         })
         .cloned()

@@ -1,0 +1,298 @@
+//! The user's own job: a command run by the external worker on the compute (local provider),
+//! with its output, progress, result, exit status, cancellation and secrets.
+
+use std::time::Duration;
+
+use tea_contract::{CommandProgress, WorkflowInput};
+use tea_starter::{RunEnd, RunHandle};
+use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
+
+use crate::{
+    local::Fixture,
+    support::{
+        pid_alive,
+        run::{self, RUN_TIMEOUT, pending_job},
+        wait_for,
+    },
+};
+
+/// A secret only the job may see.
+const SECRET: &str = "s3cr3t-value-for-the-job";
+
+async fn start(fx: &Fixture, test: &str, command: &[&str]) -> RunHandle {
+    let input = WorkflowInput {
+        command: Some(command.iter().map(|s| (*s).to_owned()).collect()),
+        job_duration: None,
+        max_compute_attempts: Some(2),
+        ..run::input("1s")
+    };
+    let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+    tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
+        .await
+        .expect("start the run")
+}
+
+fn sh(script: &str) -> [&str; 3] {
+    ["/bin/sh", "-c", script]
+}
+
+/// Everything the kept worker logs of this fixture say.
+fn worker_logs(fx: &Fixture) -> String {
+    fx.kept_logs()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect()
+}
+
+async fn history_text(handle: &RunHandle) -> String {
+    let events = handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("history");
+    format!("{events:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_exits_0_completes_with_its_tail_and_full_output_in_the_log() {
+    let fx = Fixture::start("cmd-ok").await;
+    let handle = start(
+        &fx,
+        "cmd-ok",
+        &sh("i=1; while [ $i -le 200 ]; do echo \"line $i\"; i=$((i+1)); done"),
+    )
+    .await;
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    let job = outcome.job.as_ref().expect("the job's result");
+    assert_eq!(job.exit_code, 0);
+    assert_eq!(job.stdout_lines, 200);
+    assert_eq!(
+        job.output_tail.last().map(|l| l.line.as_str()),
+        Some("line 200")
+    );
+    let logs = worker_logs(&fx);
+    for n in [1, 100, 200] {
+        assert!(
+            logs.contains(&format!("line {n}")),
+            "line {n} not in the worker log"
+        );
+    }
+    assert!(fx.compute_dirs().is_empty(), "compute left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_exits_3_fails_the_run_once_naming_the_code_and_stderr() {
+    let fx = Fixture::start("cmd-exit3").await;
+    let handle = start(
+        &fx,
+        "cmd-exit3",
+        &sh("echo working; echo 'disk full' >&2; exit 3"),
+    )
+    .await;
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected a failed run, got {end}");
+    };
+    assert!(message.contains("exit code 3"), "{message}");
+    assert!(message.contains("disk full"), "{message}");
+    assert_eq!(fx.kept_logs().len(), 1, "exactly one unit of compute ever");
+    assert!(fx.compute_dirs().is_empty(), "compute left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_program_fails_at_once_without_fresh_compute() {
+    let fx = Fixture::start("cmd-missing").await;
+    let handle = start(&fx, "cmd-missing", &["no-such-program-tea"]).await;
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected a failed run, got {end}");
+    };
+    assert!(message.contains("no-such-program-tea"), "{message}");
+    assert!(message.contains("not found"), "{message}");
+    assert_eq!(fx.kept_logs().len(), 1, "no retry on fresh compute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_and_a_json_result_reach_the_workflow() {
+    let fx = Fixture::start("cmd-progress").await;
+    let handle = start(
+        &fx,
+        "cmd-progress",
+        &sh(concat!(
+            r#"echo '{"fraction":0.5,"message":"half way"}' > "$TEA_PROGRESS_FILE"; "#,
+            r#"while [ ! -e "$TEA_PROGRESS_FILE.seen" ]; do sleep 0.1; done; "#,
+            r#"echo '{"rows":42}' > "$TEA_RESULT_FILE""#
+        )),
+    )
+    .await;
+    // The job waits until the test saw its progress in a heartbeat.
+    let progress = wait_for("the job's progress in a heartbeat", RUN_TIMEOUT, || async {
+        let job = pending_job(&handle).await?;
+        let payload = job.heartbeat_details?.payloads.into_iter().next()?;
+        let progress: CommandProgress = serde_json::from_slice(&payload.data).ok()?;
+        progress.fraction.is_some().then_some(progress)
+    })
+    .await;
+    assert_eq!(progress.fraction, Some(0.5));
+    assert_eq!(progress.message.as_deref(), Some("half way"));
+    let report = tea_starter::status::report(&fx.server.client().await, &handle.info().workflow_id)
+        .await
+        .expect("starter status");
+    assert!(
+        format!("{report:?}").contains("half way"),
+        "starter status shows the job's progress: {report:?}"
+    );
+    for dir in std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .flatten()
+    {
+        let progress = dir.path().join("progress.json");
+        if dir.file_name().to_string_lossy().starts_with("tea-job-") && progress.exists() {
+            std::fs::write(dir.path().join("progress.json.seen"), "").expect("signal the job");
+        }
+    }
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}");
+    };
+    assert_eq!(
+        outcome.job.as_ref().and_then(|j| j.result.clone()),
+        Some(serde_json::json!({"rows": 42}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_ignoring_sigterm_is_killed_on_cancel_before_the_compute_goes() {
+    let fx = Fixture::start_with_env("cmd-cancel", &[("JOB_KILL_GRACE", "1s")]).await;
+    let handle = start(
+        &fx,
+        "cmd-cancel",
+        &sh("trap '' TERM; echo $$ > /tmp/tea-cmd-cancel-$PPID.pid; echo started; while :; do sleep 1; done"),
+    )
+    .await;
+    let progress = wait_for("the job's first output", RUN_TIMEOUT, || async {
+        let job = pending_job(&handle).await?;
+        let payload = job.heartbeat_details?.payloads.into_iter().next()?;
+        let progress: CommandProgress = serde_json::from_slice(&payload.data).ok()?;
+        (progress.stdout_lines > 0).then_some(progress)
+    })
+    .await;
+    assert_eq!(progress.tail[0].line, "started");
+    let job_pid: u32 = wait_for("the job's pid file", RUN_TIMEOUT, || async {
+        std::fs::read_dir("/tmp").ok()?.flatten().find_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let worker = name
+                .strip_prefix("tea-cmd-cancel-")?
+                .strip_suffix(".pid")?
+                .to_owned();
+            let _: u32 = worker.parse().ok()?;
+            let pid = std::fs::read_to_string(entry.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            pid_alive(pid).then_some(pid)
+        })
+    })
+    .await;
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    let end = run::finish(&handle, &fx.worker).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    assert!(
+        !pid_alive(job_pid),
+        "the job's process {job_pid} survived the cancel"
+    );
+    assert!(fx.compute_dirs().is_empty(), "compute left");
+    assert!(
+        worker_logs(&fx).contains("ignored SIGTERM"),
+        "the job was killed after the grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_secret_reaches_the_job_and_nothing_else() {
+    let fx = Fixture::start_with_env(
+        "cmd-secret",
+        &[
+            ("JOB_SECRET_ENV", "JOB_TEST_DB_PASSWORD"),
+            ("JOB_TEST_DB_PASSWORD", SECRET),
+            ("LOG_LEVEL", "debug"),
+        ],
+    )
+    .await;
+    let handle = start(
+        &fx,
+        "cmd-secret",
+        &sh(r#"[ "$JOB_TEST_DB_PASSWORD" = "s3cr3t-value-for-the-job" ] && echo secret-seen"#),
+    )
+    .await;
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    let job = outcome.job.as_ref().expect("job result");
+    assert_eq!(job.output_tail[0].line, "secret-seen");
+    assert!(
+        !history_text(&handle).await.contains(SECRET),
+        "the secret is in history"
+    );
+    assert!(
+        !fx.worker.output().contains(SECRET),
+        "the secret is in the workflow-worker log"
+    );
+    assert!(
+        !worker_logs(&fx).contains(SECRET),
+        "the secret is in the external worker log"
+    );
+    let report = tea_starter::status::report(&fx.server.client().await, &handle.info().workflow_id)
+        .await
+        .expect("status");
+    assert!(
+        !format!("{report:?}").contains(SECRET),
+        "the secret is in starter status"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_output_stays_bounded_and_completes() {
+    let fx = Fixture::start("cmd-flood").await;
+    // About 40 MB of output.
+    let handle = start(
+        &fx,
+        "cmd-flood",
+        &sh("head -c 30000000 /dev/zero | tr '\\0' 'x' | fold -w 100"),
+    )
+    .await;
+    let end = tokio::time::timeout(
+        RUN_TIMEOUT + Duration::from_secs(60),
+        tea_starter::wait(&handle),
+    )
+    .await
+    .expect("the flood run ended")
+    .expect("wait");
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    let job = outcome.job.as_ref().expect("job result");
+    assert_eq!(job.stdout_lines, 300_000);
+    assert!(job.output_bytes >= 30_000_000);
+    let tail_bytes: usize = job.output_tail.iter().map(|l| l.line.len()).sum();
+    assert!(tail_bytes <= 4096, "tail of {tail_bytes} bytes");
+    let history = handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("history");
+    let biggest = history
+        .iter()
+        .map(|e| format!("{e:?}").len())
+        .max()
+        .unwrap_or(0);
+    assert!(biggest < 64 * 1024, "a history event of {biggest} bytes");
+}
