@@ -1,7 +1,9 @@
-//! `starter`: starts one `TriggerExternalWorkflow` run, prints its IDs and UI link, shows its
-//! progress while it runs and prints how it ended; `starter status <id>` reports on a run.
-//! Exit status: 0 completed, 1 failed, 2 bad input, 3 cancelled or terminated, 130 stopped
-//! waiting on Ctrl-C (the run goes on).
+//! `starter`: starts one `TriggerExternalWorkflow` run (`starter [OPTIONS] -- <program>
+//! [args...]` runs that command as the job), prints its IDs and UI link, shows its progress
+//! while it runs and prints how it ended; `starter status <id>` reports on a run, `starter
+//! logs <id> [--follow]` prints the job's output known to it.
+//! Exit status: 0 completed, 1 the job or the run failed, 2 bad input, 3 cancelled or
+//! terminated, 130 stopped waiting on Ctrl-C (the run goes on).
 
 #[path = "logging_args.rs"]
 mod logging_args;
@@ -61,8 +63,26 @@ struct Args {
     /// Base URL of the Temporal Web UI for the printed link.
     #[arg(long, env = "TEMPORAL_UI_URL")]
     ui_url: Option<String>,
+    /// A variable for the job, `KEY=VALUE` (repeatable). NOT secret: it is stored in the
+    /// workflow's history; pass secrets with the workflow-worker's JOB_SECRET_ENV.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    job_env: Vec<(String, String)>,
+    /// The job's working directory on the compute.
+    #[arg(long)]
+    workdir: Option<String>,
     #[command(flatten)]
     log: LogArgs,
+    /// The job to run on the compute, after `--`: program and arguments (no shell). Without
+    /// it the job is the original's timed `long-running-command`.
+    #[arg(last = true, value_name = "PROGRAM [ARGS]")]
+    job: Vec<String>,
+}
+
+fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {pair:?}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +95,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the job's output known to the run (its last lines; the full output is in the
+    /// external worker's log).
+    Logs {
+        /// The run's workflow ID.
+        workflow_id: String,
+        /// Keep printing new lines until the run closes.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[tokio::main]
@@ -83,8 +112,16 @@ async fn main() -> ExitCode {
     if let Err(code) = args.log.init("starter") {
         return code;
     }
-    if let Some(Command::Status { workflow_id, json }) = &args.command {
-        return match status(workflow_id, *json).await {
+    let subcommand = match &args.command {
+        Some(Command::Status { workflow_id, json }) => Some(status(workflow_id, *json).await),
+        Some(Command::Logs {
+            workflow_id,
+            follow,
+        }) => Some(logs(workflow_id, *follow).await),
+        None => None,
+    };
+    if let Some(result) = subcommand {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("starter: {e:#}");
@@ -101,7 +138,9 @@ async fn main() -> ExitCode {
         heartbeat_timeout: args.heartbeat_timeout,
         worker_start_timeout: args.worker_start_timeout,
         max_compute_attempts: args.max_compute_attempts,
-        ..Default::default()
+        command: (!args.job.is_empty()).then(|| args.job.clone()),
+        env: (!args.job_env.is_empty()).then(|| args.job_env.iter().cloned().collect()),
+        workdir: args.workdir.clone(),
     };
     if let Err(e) = input.validate() {
         eprintln!("starter: {e}");
@@ -174,13 +213,20 @@ fn unreachable_progress() -> ! {
     panic!("progress display ended")
 }
 
-/// Shows the run's progress until dropped: one rewritten line on a terminal, a log line per
-/// change otherwise.
+/// Shows the run's progress until dropped: on a terminal a progress bar (when the job reports
+/// its progress) or a spinner with the run's state and the job's latest output line; otherwise
+/// a log line per change and the job's new output lines as they arrive.
 async fn show_progress(client: &temporalio_client::Client, workflow_id: &str) {
     const LOG_EVERY: Duration = Duration::from_secs(30);
     let terminal = std::io::stdout().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
     let mut last_state = String::new();
     let mut last_logged = tokio::time::Instant::now();
+    let mut printed = OutputCursor::default();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         ticker.tick().await;
@@ -188,25 +234,106 @@ async fn show_progress(client: &temporalio_client::Client, workflow_id: &str) {
             continue;
         };
         let line = report.one_line();
-        if terminal {
-            print!("\r\x1b[2K{line}");
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
+        if let Some(bar) = &bar {
+            let command = report.command.as_ref();
+            match command.and_then(|c| c.fraction) {
+                Some(fraction) => {
+                    if bar.length().is_none() {
+                        bar.set_length(1000);
+                        bar.set_style(
+                            indicatif::ProgressStyle::with_template("{bar:30} {percent:>3}% {msg}")
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        );
+                    }
+                    bar.set_position((fraction * 1000.0) as u64);
+                }
+                None => bar.tick(),
+            }
+            let last_output = command
+                .and_then(|c| c.tail.last())
+                .map(|l| format!(" | {}", l.line))
+                .unwrap_or_default();
+            bar.set_message(format!("{line}{last_output}"));
             continue;
         }
-        // Not a terminal: a line when the state changes, else one every LOG_EVERY.
+        // Not a terminal: a line when the state changes, else one every LOG_EVERY, and the
+        // job's output lines not printed yet.
         let state = line.split(" job ").next().unwrap_or(&line).to_owned();
         if state != last_state || last_logged.elapsed() >= LOG_EVERY {
             println!("{line}");
             last_state = state;
             last_logged = tokio::time::Instant::now();
         }
+        if let Some(command) = &report.command {
+            for output in printed.new_lines(command) {
+                println!("  | {output}");
+            }
+        }
+    }
+}
+
+/// Which of the job's output lines were printed: the tail in a heartbeat holds the last lines,
+/// and the line counts say how many there were in all.
+#[derive(Default)]
+struct OutputCursor {
+    printed: u64,
+}
+
+impl OutputCursor {
+    fn new_lines<'a>(&mut self, progress: &'a tea_contract::CommandProgress) -> Vec<&'a str> {
+        let total = progress.stdout_lines + progress.stderr_lines;
+        let tail_start = total.saturating_sub(progress.tail.len() as u64);
+        let skip = self.printed.saturating_sub(tail_start) as usize;
+        let mut lines = Vec::new();
+        if self.printed < tail_start && self.printed > 0 {
+            lines.push("...");
+        }
+        lines.extend(progress.tail.iter().skip(skip).map(|l| l.line.as_str()));
+        self.printed = total;
+        lines
     }
 }
 
 fn clear_line() {
     if std::io::stdout().is_terminal() {
         print!("\r\x1b[2K");
+    }
+}
+
+/// Prints the job's output known to the run; with `follow`, new lines until the run closes.
+async fn logs(workflow_id: &str, follow: bool) -> anyhow::Result<()> {
+    let (client, _) = tea_runtime::connect().await?;
+    let mut cursor = OutputCursor::default();
+    loop {
+        let report = tea_starter::status::report(&client, workflow_id).await?;
+        if let Some(command) = &report.command {
+            for line in cursor.new_lines(command) {
+                println!("{line}");
+            }
+        }
+        if report.execution_status != "running" {
+            if let Some(error) = report.status.as_ref().and_then(|s| s.error.as_ref()) {
+                eprintln!("{error}");
+            }
+            let outcome = tea_starter::outcome(&client, workflow_id).await?;
+            if let Some(job) = outcome.as_ref().and_then(|o| o.job.as_ref()) {
+                let progress = tea_contract::CommandProgress {
+                    stdout_lines: job.stdout_lines,
+                    stderr_lines: job.stderr_lines,
+                    tail: job.output_tail.clone(),
+                    ..Default::default()
+                };
+                for line in cursor.new_lines(&progress) {
+                    println!("{line}");
+                }
+            }
+            eprintln!("(run {})", report.execution_status);
+            return Ok(());
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -218,6 +345,11 @@ async fn status(workflow_id: &str, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("{}", report.one_line());
+    if let Some(command) = &report.command {
+        for line in &command.tail {
+            println!("  | {}", line.line);
+        }
+    }
     if let Some(status) = &report.status {
         for entry in &status.phase_history {
             println!(

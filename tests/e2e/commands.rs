@@ -10,7 +10,7 @@ use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
 use crate::{
     local::Fixture,
     support::{
-        pid_alive,
+        ProcBuilder, bin, pid_alive,
         run::{self, RUN_TIMEOUT, pending_job},
         wait_for,
     },
@@ -295,4 +295,52 @@ async fn a_flood_of_output_stays_bounded_and_completes() {
         .max()
         .unwrap_or(0);
     assert!(biggest < 64 * 1024, "a history event of {biggest} bytes");
+}
+
+/// The starter runs a command given after `--`, exits 1 naming the job's exit code when it
+/// fails, 0 when it completes, and `starter logs` prints the job's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_starter_runs_a_command_and_prints_its_logs() {
+    let fx = Fixture::start("cmd-starter").await;
+    let starter = |id: &str, script: &str| {
+        ProcBuilder::new(bin("starter"), fx.dir.join(format!("{id}.log")))
+            .env("TEMPORAL_ADDRESS", fx.server.address())
+            .env("WORKFLOW_TASK_QUEUE", &fx.task_queue)
+            .env("PAUSE_DURATION", "200ms")
+            .env("HEARTBEAT_TIMEOUT", "5s")
+            .arg("--id")
+            .arg(id)
+            .arg("--env")
+            .arg("GREETING=hello")
+            .arg("--")
+            .arg("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+    };
+    let failing = format!("cmd-starter-fail-{}", uuid::Uuid::new_v4().simple());
+    let mut run = starter(
+        &failing,
+        "echo \"$GREETING\"; echo 'no space left' >&2; exit 3",
+    );
+    let status = run.wait(RUN_TIMEOUT).await;
+    assert_eq!(status.code(), Some(1), "{}", run.output());
+    assert!(run.output().contains("exit code 3"), "{}", run.output());
+
+    let passing = format!("cmd-starter-ok-{}", uuid::Uuid::new_v4().simple());
+    let mut run = starter(&passing, "echo \"$GREETING\"; echo world");
+    let status = run.wait(RUN_TIMEOUT).await;
+    assert_eq!(status.code(), Some(0), "{}", run.output());
+
+    let mut logs = ProcBuilder::new(bin("starter"), fx.dir.join("logs.log"))
+        .env("TEMPORAL_ADDRESS", fx.server.address())
+        .arg("logs")
+        .arg(&passing)
+        .spawn();
+    let status = logs.wait(RUN_TIMEOUT).await;
+    assert!(status.success(), "{}", logs.output());
+    let output = logs.output();
+    let hello = output.find("hello").expect("the job's first line");
+    let world = output.find("world").expect("the job's second line");
+    assert!(hello < world, "{output}");
 }

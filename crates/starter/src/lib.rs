@@ -89,6 +89,25 @@ pub async fn wait(handle: &RunHandle) -> anyhow::Result<RunEnd> {
     }
 }
 
+/// The result of run `workflow_id` when it completed; `None` while it runs or when it ended
+/// otherwise.
+pub async fn outcome(client: &Client, workflow_id: &str) -> anyhow::Result<Option<RunOutcome>> {
+    let handle = client
+        .get_workflow_handle::<<TriggerExternalWorkflow as HasWorkflowDefinition>::Run>(
+            workflow_id,
+        );
+    match handle.get_result(WorkflowGetResultOptions::default()).await {
+        Ok(outcome) => Ok(Some(outcome)),
+        Err(WorkflowGetResultError::Failed(_))
+        | Err(WorkflowGetResultError::Cancelled { .. })
+        | Err(WorkflowGetResultError::Terminated { .. })
+        | Err(WorkflowGetResultError::TimedOut) => Ok(None),
+        Err(other) => Err(anyhow!(
+            "could not get the result of {workflow_id}: {other}"
+        )),
+    }
+}
+
 /// The failure's message with its causes.
 fn failure_message(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
