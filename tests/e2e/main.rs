@@ -6,4 +6,5 @@ mod config_errors;
 mod deadman;
 mod digitalocean;
 mod local;
+mod ownership;
 mod support;

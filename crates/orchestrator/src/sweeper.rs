@@ -309,6 +309,14 @@ impl SweepActivities {
             }
         }
         .map_err(|e| ActivityError::from(anyhow!("{e:#}")))?;
+        tracing::info!(
+            owner = %report.owner,
+            examined = report.examined,
+            deleted = report.deleted.len(),
+            failed = report.failed.len(),
+            dry_run = report.dry_run,
+            "sweep finished"
+        );
         let labels = [
             ("provider", report.provider.clone()),
             ("dry_run", report.dry_run.to_string()),
