@@ -18,6 +18,8 @@ use crate::{
 
 /// Most dev server restarts in one chaos run.
 const MAX_SERVER_RESTARTS: u32 = 2;
+/// `Retry-After` of the long rate limit: longer than the runs' 2 s heartbeat timeout.
+const LONG_RETRY_AFTER_SECS: u64 = 5;
 /// Most external-worker kills per run (each costs a compute attempt; runs have three).
 const MAX_KILLS_PER_RUN: u32 = 1;
 
@@ -65,8 +67,12 @@ enum Event {
     RestartWorkflowWorker,
     RestartServer,
     RateLimit,
+    /// A 429 whose `Retry-After` is longer than the runs' heartbeat timeout.
+    LongRetryAfter,
     ServerError,
     DeploymentError,
+    /// Asynchronous delete from now on, for a random 1-4 s.
+    AsyncDelete,
     Cancel,
     Terminate,
 }
@@ -78,8 +84,10 @@ impl Event {
             Event::RestartWorkflowWorker => 10,
             Event::RestartServer => 4,
             Event::RateLimit => 8,
+            Event::LongRetryAfter => 4,
             Event::ServerError => 8,
             Event::DeploymentError => 3,
+            Event::AsyncDelete => 3,
             Event::Cancel => 6,
             Event::Terminate => 6,
         }
@@ -121,7 +129,15 @@ pub async fn chaos(
         // One armed fault at a time: faults nobody hits would pile up and then fail the
         // final sweep's retries, which measures the chaos command, not the project.
         if lanes.iter().any(|l| l.faults_pending() == Some(0)) {
-            choices.extend([Event::RateLimit, Event::ServerError, Event::DeploymentError]);
+            choices.extend([
+                Event::RateLimit,
+                Event::LongRetryAfter,
+                Event::ServerError,
+                Event::DeploymentError,
+            ]);
+        }
+        if lanes.iter().any(|l| l.kind == Kind::DigitalOcean) {
+            choices.push(Event::AsyncDelete);
         }
         if budget.cancels > 0 {
             choices.push(Event::Cancel);
@@ -173,7 +189,11 @@ pub async fn chaos(
                     }
                 }
             }
-            Event::RateLimit | Event::ServerError | Event::DeploymentError => {
+            Event::RateLimit
+            | Event::LongRetryAfter
+            | Event::ServerError
+            | Event::DeploymentError
+            | Event::AsyncDelete => {
                 let ops = [
                     Op::Any,
                     Op::Create,
@@ -188,6 +208,14 @@ pub async fn chaos(
                         count: 2,
                         retry_after_secs: 1,
                         op,
+                    },
+                    Event::LongRetryAfter => Fault::RateLimit {
+                        count: 1,
+                        retry_after_secs: LONG_RETRY_AFTER_SECS,
+                        op,
+                    },
+                    Event::AsyncDelete => Fault::DeleteDelay {
+                        delay_ms: rng.random_range(1000..=4000),
                     },
                     Event::ServerError => Fault::ServerError {
                         count: 2,
