@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tea_compute::{ComputeOwner, ComputeProvider, ComputeSummary, Deleted, naming};
+use tea_compute::{ComputeOwner, ComputeProvider, ComputeSummary, Deleted, ProviderError, naming};
 use tea_contract::{GoDuration, MAX_COMPUTE_ATTEMPTS_LIMIT, WORKFLOW_TYPE};
 use tea_runtime::Metrics;
 use temporalio_client::{
@@ -139,15 +139,41 @@ pub async fn sweep_once(
         .await
         .map_err(|e| anyhow!("listing {} compute failed: {e}", provider.kind()))?;
     let owned = names_owned_by_running_runs(client).await?;
-    let now = SystemTime::now();
     let mut report = SweepReport {
         provider: provider.kind().to_owned(),
         owner: provider.owner().to_string(),
-        examined: compute.len(),
         dry_run: options.dry_run,
         ..Default::default()
     };
-    let mut doomed: Vec<(ComputeSummary, String)> = Vec::new();
+    let doomed = decide(&mut report, compute, &owned, options, SystemTime::now());
+    if options.dry_run {
+        for (unit, reason) in doomed {
+            tracing::info!(compute = %unit.name, id = %unit.id, %reason, "sweeper would delete (dry run)");
+            report.deleted.push(SweptCompute {
+                name: unit.name,
+                id: unit.id,
+                reason,
+                outcome: None,
+            });
+        }
+        return Ok(report);
+    }
+    let delete = move |id: String| async move { provider.delete(&id).await };
+    delete_all(&mut report, doomed, delete, deadline).await;
+    Ok(report)
+}
+
+/// Counts `compute` into `report` and returns the units to delete, each with the reason: not
+/// owned by a running run and not younger than the grace period (unknown age counts as old).
+fn decide(
+    report: &mut SweepReport,
+    compute: Vec<ComputeSummary>,
+    owned: &HashSet<String>,
+    options: &SweepOptions,
+    now: SystemTime,
+) -> Vec<(ComputeSummary, String)> {
+    report.examined = compute.len();
+    let mut doomed = Vec::new();
     for unit in compute {
         if owned.contains(&unit.name) {
             report.owned_by_running_runs += 1;
@@ -170,21 +196,24 @@ pub async fn sweep_once(
         );
         doomed.push((unit, reason));
     }
-    if options.dry_run {
-        for (unit, reason) in doomed {
-            tracing::info!(compute = %unit.name, id = %unit.id, %reason, "sweeper would delete (dry run)");
-            report.deleted.push(SweptCompute {
-                name: unit.name,
-                id: unit.id,
-                reason,
-                outcome: None,
-            });
-        }
-        return Ok(report);
-    }
+    doomed
+}
+
+/// Deletes `doomed` with `delete`, [`DELETE_CONCURRENCY`] at a time, none started after
+/// `deadline`; every outcome goes into `report` (deleted or failed), sorted by name.
+async fn delete_all<F, Fut>(
+    report: &mut SweepReport,
+    doomed: Vec<(ComputeSummary, String)>,
+    delete: F,
+    deadline: Option<Instant>,
+) where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Deleted, ProviderError>>,
+{
+    let delete = &delete;
     let mut results = futures::stream::iter(doomed)
         .map(|(unit, reason)| async move {
-            let outcome = delete_before(provider, &unit, deadline).await;
+            let outcome = delete_before(delete(unit.id.clone()), deadline).await;
             (unit, reason, outcome)
         })
         .buffer_unordered(DELETE_CONCURRENCY);
@@ -211,23 +240,21 @@ pub async fn sweep_once(
     }
     report.deleted.sort_by(|a, b| a.name.cmp(&b.name));
     report.failed.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(report)
 }
 
-/// Deletes `unit`, giving up at `deadline` (a delete not started by then is not attempted).
+/// Runs one delete, giving up at `deadline` (a delete not started by then is not attempted).
 async fn delete_before(
-    provider: &dyn ComputeProvider,
-    unit: &ComputeSummary,
+    delete: impl Future<Output = Result<Deleted, ProviderError>>,
     deadline: Option<Instant>,
 ) -> Result<Deleted, String> {
     let Some(deadline) = deadline else {
-        return provider.delete(&unit.id).await.map_err(|e| e.to_string());
+        return delete.await.map_err(|e| e.to_string());
     };
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err("not attempted: the sweep ran out of time".to_owned());
     }
-    match tokio::time::timeout(left, provider.delete(&unit.id)).await {
+    match tokio::time::timeout(left, delete).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!(
             "delete not finished when the sweep ran out of time ({}s left)",
@@ -472,6 +499,98 @@ mod tests {
             "{slash}"
         );
         assert_ne!(slash, schedule_id(&owner("default-taskQueueName")));
+    }
+
+    fn unit(name: &str, created_at: Option<&str>) -> ComputeSummary {
+        ComputeSummary {
+            id: format!("id-{name}"),
+            name: name.to_owned(),
+            created_at: created_at.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn decide_spares_running_runs_and_young_compute() {
+        let now = humantime::parse_rfc3339("2026-01-01T12:00:00Z").unwrap();
+        let owned: HashSet<String> = ["running".to_owned()].into();
+        let options = SweepOptions::default();
+        let mut report = SweepReport::default();
+        let doomed = decide(
+            &mut report,
+            vec![
+                unit("running", Some("2026-01-01T00:00:00Z")),
+                unit("young", Some("2026-01-01T11:55:00Z")),
+                unit("old", Some("2026-01-01T11:00:00Z")),
+                unit("unknown-age", None),
+            ],
+            &owned,
+            &options,
+            now,
+        );
+        assert_eq!(report.examined, 4);
+        assert_eq!(report.owned_by_running_runs, 1);
+        assert_eq!(report.within_grace_period, 1);
+        let names: Vec<&str> = doomed.iter().map(|(u, _)| u.name.as_str()).collect();
+        assert_eq!(names, ["old", "unknown-age"]);
+        assert!(doomed[0].1.contains("age 3600s"), "{}", doomed[0].1);
+        assert!(doomed[1].1.contains("age unknown"), "{}", doomed[1].1);
+    }
+
+    #[tokio::test]
+    async fn delete_all_goes_on_past_failures_with_bounded_concurrency() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let in_flight = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let doomed: Vec<(ComputeSummary, String)> = (0..30)
+            .map(|i| (unit(&format!("u{i:02}"), None), "test".to_owned()))
+            .collect();
+        let delete = |id: String| {
+            let (in_flight, peak) = (&in_flight, &peak);
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                if id.ends_with('3') {
+                    Err(ProviderError::transient(format!("{id}: injected 500")))
+                } else {
+                    Ok(Deleted::Removed)
+                }
+            }
+        };
+        let mut report = SweepReport::default();
+        delete_all(&mut report, doomed, delete, None).await;
+        assert_eq!(report.deleted.len(), 27);
+        let failed: Vec<&str> = report.failed.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(failed, ["u03", "u13", "u23"]);
+        assert!(report.failed[0].error.contains("injected 500"));
+        assert_eq!(peak.load(Ordering::SeqCst), DELETE_CONCURRENCY);
+        assert!(failure_summary(&report).contains("u13 (id-u13): id-u13: injected 500"));
+    }
+
+    #[tokio::test]
+    async fn delete_all_reports_what_the_deadline_cut_off() {
+        let doomed: Vec<(ComputeSummary, String)> = (0..3)
+            .map(|i| (unit(&format!("u{i}"), None), "test".to_owned()))
+            .collect();
+        let delete = |_id: String| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Deleted::Removed)
+        };
+        let mut report = SweepReport::default();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        delete_all(&mut report, doomed, delete, Some(deadline)).await;
+        assert!(report.deleted.is_empty());
+        assert_eq!(report.failed.len(), 3);
+        assert!(
+            report
+                .failed
+                .iter()
+                .all(|f| f.error.contains("ran out of time")),
+            "{:?}",
+            report.failed
+        );
     }
 
     #[test]
