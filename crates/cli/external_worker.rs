@@ -9,7 +9,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use tea_contract::{DEFAULT_EXTERNAL_TASK_QUEUE, GoDuration};
 use tea_external_worker::{
-    deadman::DeadManConfig,
+    deadman::{DeadManAction, DeadManConfig},
     worker::{ExternalWorkerConfig, run},
 };
 
@@ -37,6 +37,10 @@ struct Args {
     /// How often the dead-man switch checks idleness and the owning run.
     #[arg(long, env = "DEAD_MAN_CHECK_INTERVAL", default_value = "30s")]
     dead_man_check_interval: GoDuration,
+    /// What the dead-man switch does: `exit`, or `park` (stop polling, stay down until
+    /// SIGTERM) on platforms that restart exited processes. Set by the provider.
+    #[arg(long, env = "DEAD_MAN_ACTION", default_value = "exit")]
+    dead_man_action: DeadManAction,
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -76,6 +80,7 @@ async fn run_main(args: Args) -> anyhow::Result<()> {
             owner_workflow_id: args.owner_workflow_id.filter(|id| !id.trim().is_empty()),
             owner_run_id: args.owner_run_id.filter(|id| !id.trim().is_empty()),
             check_interval: args.dead_man_check_interval.as_duration(),
+            action: args.dead_man_action,
         },
         metrics,
     };

@@ -10,7 +10,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use anyhow::anyhow;
 use clap::{Parser, Subcommand, ValueEnum};
 use tea_compute::{
-    ComputeOwner, ComputeProvider,
+    ComputeOwner, ComputeProvider, EnvVar,
     digitalocean::{DigitalOceanConfig, DigitalOceanProvider},
     local::{LocalConfig, LocalProvider},
 };
@@ -31,9 +31,9 @@ enum ProviderKind {
 }
 
 /// Workflow worker for the external-activity pattern. Connects with the standard Temporal client
-/// environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS, profiles);
-/// the non-empty ones among TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS and
-/// TEMPORAL_API_KEY are forwarded to each external worker (the key as a secret).
+/// environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*,
+/// TEMPORAL_GRPC_META_*, TEMPORAL_PROFILE, temporal.toml); each external worker is given the
+/// same resolved connection (API key, client key and gRPC metadata as secrets).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -51,6 +51,10 @@ struct Args {
     /// Longest interval between deployment status polls.
     #[arg(long, env = "DEPLOY_POLL_MAX", default_value = "30s")]
     deploy_poll_max: GoDuration,
+    /// How long new compute may take to be reported running before the attempt is torn down
+    /// and counted as lost (default: the provider's, 15m for digitalocean, 1m for local).
+    #[arg(long, env = "DEPLOY_TIMEOUT")]
+    deploy_timeout: Option<GoDuration>,
     /// How long running activities may continue after SIGTERM.
     #[arg(long, env = "GRACEFUL_SHUTDOWN", default_value = "10s")]
     graceful_shutdown: GoDuration,
@@ -117,7 +121,17 @@ async fn main() -> ExitCode {
     let outcome = match args.command {
         Some(Command::Sweep) => sweep_main(&args, config).await,
         Some(Command::DeleteSweepSchedule) => delete_schedule_main(&args, config).await,
-        Some(Command::Run) | None => run_main(args, config).await,
+        Some(Command::Run) | None => {
+            // What external workers will connect with: refused now, not at every run.
+            let forwarded_env = match forwarded_temporal_env() {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::error!("cannot start external workers with this configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run_main(args, config, forwarded_env).await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,11 +194,18 @@ fn build_provider(
 async fn run_main(
     args: Args,
     (provider, owner): (ProviderConfig, Option<ComputeOwner>),
+    forwarded_env: Vec<EnvVar>,
 ) -> anyhow::Result<()> {
     if args.deploy_poll_initial.as_duration().is_zero()
         || args.deploy_poll_max < args.deploy_poll_initial
     {
         anyhow::bail!("DEPLOY_POLL_INITIAL must be > 0 and not above DEPLOY_POLL_MAX");
+    }
+    if args
+        .deploy_timeout
+        .is_some_and(|t| t.as_duration().is_zero())
+    {
+        anyhow::bail!("DEPLOY_TIMEOUT must be > 0");
     }
     let tea_runtime::WorkerProcess {
         runtime,
@@ -197,6 +218,7 @@ async fn run_main(
         poll: PollBackoff {
             initial: args.deploy_poll_initial.as_duration(),
             max: args.deploy_poll_max.as_duration(),
+            deploy_timeout: args.deploy_timeout.map(GoDuration::as_duration),
         },
         graceful_shutdown: Duration::from(args.graceful_shutdown),
         sweep_interval: Some(args.sweep_interval.as_duration()).filter(|d| !d.is_zero()),
@@ -206,7 +228,7 @@ async fn run_main(
         &runtime,
         client,
         provider,
-        forwarded_temporal_env(),
+        forwarded_env,
         &config,
         metrics,
         tea_runtime::shutdown_signal(),

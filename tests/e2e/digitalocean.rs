@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tea_contract::{JobProgress, LONG_RUNNING_ACTIVITY};
 use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op};
-use tea_orchestrator::workflow::TriggerExternalWorkflow;
+use tea_orchestrator::workflow::{Phase, TriggerExternalWorkflow};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
@@ -68,12 +68,17 @@ impl Fixture {
     /// Like [`Fixture::start`], with the workflow-worker holding `token` (the fake accepts only
     /// [`DO_TOKEN`]).
     async fn start_with_token(test: &str, token: &str) -> Fixture {
+        Self::start_with(test, token, &[]).await
+    }
+
+    /// Like [`Fixture::start_with_token`], with more settings for the workflow-worker.
+    async fn start_with(test: &str, token: &str, extra_env: &[(&str, &str)]) -> Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
         let fake = start_fake(&dir).await;
         let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
         let api_key = format!("tak-{}", uuid::Uuid::new_v4().simple());
-        let worker = workflow_worker(
+        let mut worker = workflow_worker(
             &dir,
             &server,
             &fake,
@@ -82,8 +87,11 @@ impl Fixture {
             "workflow-worker.log",
         )
         .env("TEMPORAL_API_KEY", &api_key)
-        .env("LOG_LEVEL", "debug")
-        .spawn();
+        .env("LOG_LEVEL", "debug");
+        for (key, value) in extra_env {
+            worker = worker.env(key, *value);
+        }
+        let worker = worker.spawn();
         Fixture {
             dir,
             server,
@@ -195,6 +203,20 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
     assert_eq!(
         env("TEMPORAL_ADDRESS").expect("address forwarded")["value"],
         fx.server.address()
+    );
+    // App Platform restarts an exited worker: its dead-man switch parks instead of exiting.
+    assert_eq!(
+        env("DEAD_MAN_ACTION").expect("dead-man action")["value"],
+        "park"
+    );
+    // The worker connects exactly as forwarded, never through a profile of its own.
+    assert_eq!(
+        env("TEA_TEMPORAL_ENV_ONLY").expect("env-only marker")["value"],
+        "true"
+    );
+    assert_eq!(
+        env("TEMPORAL_TLS").expect("TLS setting forwarded")["value"],
+        "false"
     );
 
     // Wire contract: the job was scheduled on the app's queue with two json/plain integers.
@@ -444,4 +466,139 @@ async fn rejected_token_fails_the_run_at_once_with_a_clear_message() {
         "a 401 must not be retried: {:?}",
         snapshot.requests
     );
+}
+
+/// Every event of the run's history.
+async fn history(
+    handle: &RunHandle,
+) -> Vec<temporalio_common::protos::temporal::api::history::v1::HistoryEvent> {
+    handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("history")
+}
+
+/// Activity attempts that timed out, from the history.
+fn activity_timeouts(
+    events: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
+) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.attributes,
+                Some(Attributes::ActivityTaskTimedOutEventAttributes(_))
+            )
+        })
+        .count()
+}
+
+/// Problem 3: a 429 whose Retry-After is longer than the heartbeat timeout (5 s here). The
+/// create call waits it out inside one attempt, heartbeating, so the attempt never times out
+/// while it still runs (a timed-out attempt's late POST could race its own retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_longer_than_the_heartbeat_timeout_does_not_time_the_create_out() {
+    let fx = Fixture::start("long-retry-after").await;
+    fx.fake.inject(Fault::RateLimit {
+        count: 1,
+        retry_after_secs: 8,
+        op: Op::Create,
+    });
+    let handle = fx.start_run("long-retry-after", "1s").await;
+    let end = fx.finish(&handle).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        fx.worker.output()
+    );
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(
+        snapshot.request_count("create", 429),
+        1,
+        "{:?}",
+        snapshot.requests
+    );
+    assert_eq!(snapshot.total_created, 1, "exactly one app ever");
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+    let events = history(&handle).await;
+    assert_eq!(
+        activity_timeouts(&events),
+        0,
+        "an activity attempt timed out"
+    );
+}
+
+/// Problem 4: a deployment that never finishes is bounded by the deploy timeout: each attempt
+/// is torn down and counted as lost, and the run fails naming the timeout, every app deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_that_never_finishes_is_torn_down_at_the_deploy_timeout() {
+    let fx = Fixture::start_with("deploy-timeout", DO_TOKEN, &[("DEPLOY_TIMEOUT", "2s")]).await;
+    // Phases advance once an hour from now on: no deployment gets anywhere.
+    fx.fake.inject(Fault::DeployDelay {
+        step_delay_ms: 3_600_000,
+    });
+    let handle = fx.start_run("deploy-timeout", "1s").await;
+    let end = fx.finish(&handle).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected a failed run, got {end}");
+    };
+    assert!(message.contains("deploy timeout of 2s"), "{message}");
+    let attempts = tea_contract::DEFAULT_MAX_COMPUTE_ATTEMPTS;
+    assert!(
+        message.contains(&format!("gave up after {attempts}")),
+        "{message}"
+    );
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(
+        snapshot.total_created,
+        u64::from(attempts),
+        "one app per attempt"
+    );
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+}
+
+/// Problem 5: a cancel that arrives while a lost attempt's compute is being torn down ends
+/// the run CANCELED without provisioning the next attempt's compute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() {
+    let fx = Fixture::start("cancel-between-attempts").await;
+    let handle = fx.start_run("cancel-between-attempts", "10m").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    let app = fx
+        .fake
+        .snapshot()
+        .apps
+        .first()
+        .expect("the run's app")
+        .id
+        .clone();
+    // The teardown's first DELETE is rate limited for 3 s: time to cancel during it.
+    fx.fake.inject(Fault::RateLimit {
+        count: 1,
+        retry_after_secs: 3,
+        op: Op::Delete,
+    });
+    assert!(
+        fx.fake
+            .signal_worker(&app, nix::sys::signal::Signal::SIGKILL)
+    );
+    let client = fx.server.client().await;
+    let workflow_id = handle.info().workflow_id.clone();
+    wait_for("the lost attempt's teardown", RUN_TIMEOUT, || async {
+        let report = tea_starter::status::report(&client, &workflow_id)
+            .await
+            .ok()?;
+        (report.status?.phase == Phase::Deprovisioning).then_some(())
+    })
+    .await;
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    let end = fx.finish(&handle).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "no compute after the cancel");
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
 }

@@ -4,8 +4,12 @@
 use std::{path::PathBuf, time::Duration};
 
 use tea_compute::local;
+use tea_orchestrator::workflow::TriggerExternalWorkflow;
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{WorkflowCancelOptions, WorkflowTerminateOptions};
+use temporalio_client::{
+    WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowTerminateOptions,
+};
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 use crate::support::{
     DevServer, Proc, ProcBuilder, bin, pid_alive,
@@ -548,4 +552,185 @@ async fn workflow_worker_serves_sdk_and_provisioning_metrics() {
         body.contains("temporal_"),
         "the SDK's worker metrics are missing:\n{body}"
     );
+}
+
+/// Problem 2: runs started by another client (the Temporal CLI) with input the workflow cannot
+/// use fail within seconds, naming the problem, and never create compute. Before, the SDK
+/// failed to decode such input, and the run stayed Running with its workflow task retried
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_from_the_temporal_cli_fails_the_run_at_once_without_compute() {
+    let fx = Fixture::start("local-bad-input").await;
+    let client = fx.server.client().await;
+    let cases: [(&str, Option<&str>, &str); 4] = [
+        (
+            "missing-field",
+            Some(r#"{"registry":"r","repository":"external"}"#),
+            "field `tag` is missing",
+        ),
+        (
+            "string",
+            Some(r#""external:latest""#),
+            "expected a JSON object",
+        ),
+        (
+            "negative-duration",
+            Some(
+                r#"{"registry":"r","repository":"external","tag":"latest","job_duration":-5000000000}"#,
+            ),
+            "`job_duration` must not be negative",
+        ),
+        ("no-input", None, "none was given"),
+    ];
+    for (case, input, expected) in cases {
+        let workflow_id = format!("bad-input-{case}-{}", uuid::Uuid::new_v4().simple());
+        let mut command = std::process::Command::new("temporal");
+        command.args([
+            "workflow",
+            "start",
+            "--address",
+            &fx.server.address(),
+            "--task-queue",
+            &fx.task_queue,
+            "--type",
+            tea_contract::WORKFLOW_TYPE,
+            "--workflow-id",
+            &workflow_id,
+        ]);
+        if let Some(input) = input {
+            command.args(["--input", input]);
+        }
+        let output = command.output().expect("run the temporal CLI");
+        assert!(
+            output.status.success(),
+            "temporal workflow start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let handle: RunHandle = client.get_workflow_handle::<<TriggerExternalWorkflow as temporalio_common::HasWorkflowDefinition>::Run>(&workflow_id);
+        let started = std::time::Instant::now();
+        let end = tokio::time::timeout(Duration::from_secs(30), tea_starter::wait(&handle))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{case}: the run did not end; worker: {}",
+                    fx.worker.output()
+                )
+            })
+            .expect("wait for the run");
+        let RunEnd::Failed(message) = &end else {
+            panic!("{case}: expected a failed run, got {end}");
+        };
+        assert!(message.contains(expected), "{case}: {message}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{case}: took {:?}",
+            started.elapsed()
+        );
+        let events = handle
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .into_events()
+            .await
+            .expect("history");
+        assert!(
+            !events.iter().any(|e| matches!(
+                e.attributes,
+                Some(Attributes::ActivityTaskScheduledEventAttributes(_))
+            )),
+            "{case}: an activity was scheduled"
+        );
+    }
+    assert!(
+        fx.compute_dirs().is_empty(),
+        "compute: {:?}",
+        fx.compute_dirs()
+    );
+    assert!(
+        fx.kept_logs().is_empty(),
+        "compute was created: {:?}",
+        fx.kept_logs()
+    );
+}
+
+/// Problem 7: a workflow-worker configured only through a Temporal profile (no TEMPORAL_*
+/// connection variables) starts external workers that connect the same way. Before, only four
+/// environment variables were forwarded, so the worker fell back to localhost:7233 and never
+/// polled. Also checks problem 4's job deadline and the patch marker in a new run's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_worker_connects_as_the_workflow_worker_configured_by_a_profile() {
+    let dir = test_dir("local-profile");
+    let server = DevServer::start(&dir).await;
+    let task_queue = format!("wf-local-profile-{}", uuid::Uuid::new_v4().simple());
+    let config_file = dir.join("temporal.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[profile.staging]\naddress = \"{}\"\nnamespace = \"default\"\n\n[profile.staging.grpc_meta]\nx-test-tenant = \"t1\"\n",
+            server.address()
+        ),
+    )
+    .expect("write the profile");
+    let worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
+        .env("COMPUTE_PROVIDER", "local")
+        .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
+        .env(
+            "EXTERNAL_WORKER_BIN",
+            bin("external-worker").display().to_string(),
+        )
+        .env("TEMPORAL_CONFIG_FILE", config_file.display().to_string())
+        .env("TEMPORAL_PROFILE", "staging")
+        .env("WORKFLOW_TASK_QUEUE", &task_queue)
+        .env("DEPLOY_POLL_INITIAL", "100ms")
+        .env("DEPLOY_POLL_MAX", "500ms")
+        .spawn();
+    let mut input = run::input("2s");
+    input.worker_start_timeout = Some(tea_contract::GoDuration::from_secs(20));
+    input.max_compute_attempts = Some(1);
+    let handle = tea_starter::start(
+        &server.client().await,
+        &task_queue,
+        &format!("local-profile-{}", uuid::Uuid::new_v4().simple()),
+        input,
+    )
+    .await
+    .expect("start");
+    let end = run::finish(&handle, &worker).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        worker.output()
+    );
+    let events = handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("history");
+    let job = events
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
+                if a.activity_type.as_ref().map(|t| t.name.as_str())
+                    == Some(tea_contract::LONG_RUNNING_ACTIVITY) =>
+            {
+                Some(a.clone())
+            }
+            _ => None,
+        })
+        .expect("the job was scheduled");
+    let start_to_close = job.start_to_close_timeout.expect("job start-to-close");
+    let expected = tea_orchestrator::workflow::job_start_to_close(Duration::from_secs(2));
+    assert_eq!(
+        (start_to_close.seconds, start_to_close.nanos),
+        (i64::try_from(expected.as_secs()).unwrap(), 0),
+        "the job's deadline follows its duration"
+    );
+    let patched = events.iter().any(|e| match &e.attributes {
+        Some(Attributes::MarkerRecordedEventAttributes(m)) => m.details.values().any(|p| {
+            p.payloads.iter().any(|p| {
+                String::from_utf8_lossy(&p.data)
+                    .contains(tea_orchestrator::workflow::BOUNDED_WAITS_PATCH)
+            })
+        }),
+        _ => false,
+    });
+    assert!(patched, "a new run records the bounded-waits patch marker");
 }

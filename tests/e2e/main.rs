@@ -5,6 +5,7 @@
 mod config_errors;
 mod deadman;
 mod digitalocean;
+mod job_args;
 mod local;
 mod ownership;
 mod support;

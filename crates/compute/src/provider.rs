@@ -187,4 +187,16 @@ pub trait ComputeProvider: Send + Sync + 'static {
     fn api_request_counts(&self) -> Vec<(String, u16, u64)> {
         Vec::new()
     }
+
+    /// How long new compute may take to be reported running before the attempt is torn down
+    /// and counted as lost (overridable with `DEPLOY_TIMEOUT`).
+    fn default_deploy_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+
+    /// Whether the platform restarts a worker process that exits (App Platform does): then a
+    /// worker that is no longer needed must stay down instead of exiting, or it crash-loops.
+    fn restarts_exited_workers(&self) -> bool {
+        false
+    }
 }

@@ -6,9 +6,11 @@
 //! tells an external worker which queue to poll.
 
 pub mod duration;
+pub mod input;
 mod names;
 mod payloads;
 
 pub use duration::GoDuration;
+pub use input::*;
 pub use names::*;
 pub use payloads::*;

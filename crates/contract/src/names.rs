@@ -28,13 +28,12 @@ pub const DEFAULT_EXTERNAL_TASK_QUEUE: &str = "externalTaskQueue";
 /// Name of the worker component inside a DigitalOcean app.
 pub const WORKER_COMPONENT_NAME: &str = "external-worker";
 
-/// Temporal connection variables forwarded from the workflow-worker to the compute, in order.
-pub const FORWARDED_TEMPORAL_ENV: [&str; 4] = [
-    "TEMPORAL_ADDRESS",
-    "TEMPORAL_NAMESPACE",
-    "TEMPORAL_TLS",
-    "TEMPORAL_API_KEY",
-];
+/// Set to `true` on every unit of compute: the external worker takes its Temporal connection
+/// from its environment only (what the workflow-worker forwarded), never from a temporal.toml
+/// profile the compute may happen to have.
+pub const TEMPORAL_ENV_ONLY_ENV: &str = "TEA_TEMPORAL_ENV_ONLY";
 
-/// Of the forwarded variables, those whose values are secrets.
-pub const SECRET_TEMPORAL_ENV: [&str; 1] = ["TEMPORAL_API_KEY"];
+/// What the external worker's dead-man switch does when it fires: `exit` (the default), or
+/// `park` on platforms that restart exited processes (stop polling and stay down, idle, until
+/// the compute is deleted), so a worker whose run is gone does not crash-loop.
+pub const DEAD_MAN_ACTION_ENV: &str = "DEAD_MAN_ACTION";

@@ -4,6 +4,10 @@
 //!
 //! Two triggers, checked every `check_interval`: no job for `idle_timeout`, or the workflow run
 //! that owns this worker (OWNER_WORKFLOW_ID / OWNER_RUN_ID) is closed or unknown.
+//!
+//! What it then does is [`DeadManAction`]: exit, or, on platforms that restart an exited
+//! process (App Platform), park: stop polling and stay down, idle, until the compute is
+//! deleted (by the sweeper), instead of crash-looping.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +19,31 @@ use temporalio_common::protos::temporal::api::{
 
 use crate::job::JobTracker;
 
-/// When the worker should stop by itself.
+/// What the worker does once the switch fires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeadManAction {
+    /// Stop polling and exit.
+    #[default]
+    Exit,
+    /// Stop polling and stay down until SIGTERM (the compute's deletion).
+    Park,
+}
+
+impl std::str::FromStr for DeadManAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exit" => Ok(DeadManAction::Exit),
+            "park" => Ok(DeadManAction::Park),
+            other => Err(format!(
+                "invalid dead-man action {other:?}: expected `exit` or `park`"
+            )),
+        }
+    }
+}
+
+/// When the worker should stop by itself, and how.
 #[derive(Clone, Debug, Default)]
 pub struct DeadManConfig {
     /// Stop after this long without a job; `None` never.
@@ -25,6 +53,8 @@ pub struct DeadManConfig {
     pub owner_run_id: Option<String>,
     /// How often to check.
     pub check_interval: Duration,
+    /// Exit, or park.
+    pub action: DeadManAction,
 }
 
 /// Why the switch fired.

@@ -8,10 +8,14 @@ use std::{
     time::Duration,
 };
 
-use tea_contract::{GoDuration, JobProgress};
+use tea_contract::{GoDuration, JobProgress, decode_long_running_args};
 use tea_runtime::Metrics;
+use temporalio_common::data_converters::RawValue;
 use temporalio_macros::activities;
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::{
+    ApplicationFailure,
+    activities::{ActivityContext, ActivityError},
+};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// Shortest heartbeat interval, whatever the caller asks for.
@@ -88,13 +92,23 @@ impl JobActivities {
 impl JobActivities {
     /// Works for `duration`, recording a heartbeat with [`JobProgress`] every
     /// `heartbeat_timeout / 2`, and stops early when the activity is cancelled.
+    ///
+    /// Takes its two arguments (`duration`, `heartbeat_timeout`) raw and decodes them itself:
+    /// arguments the SDK could not decode would fail every attempt as retryable; here a bad
+    /// argument fails the activity non-retryably, naming it.
     #[activity(name = "long-running-command")]
     pub async fn long_running_command(
         self: Arc<Self>,
         ctx: ActivityContext,
-        duration: GoDuration,
-        heartbeat_timeout: GoDuration,
+        args: RawValue,
     ) -> Result<(), ActivityError> {
+        let (duration, heartbeat_timeout) =
+            decode_long_running_args(&args.payloads).map_err(|message| {
+                tracing::error!(%message, "refusing long running command");
+                ActivityError::application(ApplicationFailure::non_retryable(anyhow::anyhow!(
+                    message
+                )))
+            })?;
         let _running = self.tracker.begin();
         let info = ctx.info();
         tracing::info!(

@@ -1,6 +1,12 @@
 //! Building and running the activity-only worker, and stopping it once, gracefully.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context, anyhow};
 use tea_runtime::Metrics;
@@ -9,7 +15,7 @@ use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::{
-    deadman::{self, DeadManConfig},
+    deadman::{self, DeadManAction, DeadManConfig},
     job::{JobActivities, JobTracker},
 };
 
@@ -47,16 +53,46 @@ pub async fn run(
     let watchdog = deadman::watch(config.dead_man.clone(), tracker, client.clone());
     let mut worker = Worker::new(runtime, client, options)
         .map_err(|e| anyhow!("could not create the external worker: {e}"))?;
-    let stop = worker.shutdown_handle();
-    let signal_task = tokio::spawn(async move {
-        tokio::select! {
-            _ = shutdown => tracing::info!("shutting down the external worker"),
-            reason = watchdog => tracing::info!(%reason, "dead-man switch: stopping the external worker"),
+    let shutdown_handle = worker.shutdown_handle();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let stopping = Arc::clone(&stopping);
+        move || {
+            stopping.store(true, Ordering::SeqCst);
+            shutdown_handle();
         }
-        stop();
+    };
+    let action = config.dead_man.action;
+    // Resolves once the process may end: at once after a shutdown signal or an `exit` of the
+    // switch; after the shutdown signal (the compute's deletion) when the switch parks.
+    let signal_task = tokio::spawn(async move {
+        let mut shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down the external worker");
+                stop();
+            }
+            reason = watchdog => {
+                tracing::info!(%reason, ?action, "dead-man switch: stopping the external worker");
+                stop();
+                if action == DeadManAction::Park {
+                    tracing::info!(
+                        "parked: no longer polling; staying down until the compute is deleted"
+                    );
+                    shutdown.await;
+                    tracing::info!("shutdown signal while parked");
+                }
+            }
+        }
     });
     tracing::info!(task_queue = %config.task_queue, "external worker polling");
     let result = worker.run().await.context("external worker failed");
-    signal_task.abort();
+    drop(worker);
+    if result.is_ok() && stopping.load(Ordering::SeqCst) {
+        // Stopped by the signal task: wait until it says the process may end.
+        let _ = signal_task.await;
+    } else {
+        signal_task.abort();
+    }
     result
 }

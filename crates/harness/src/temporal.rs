@@ -63,25 +63,39 @@ impl DevServer {
         }
     }
 
-    /// Starts a server and waits until a client can connect.
+    /// Starts a server and waits until a client can connect. On a port of its own choosing,
+    /// a server that exits at once (another process took the free port first: tests start
+    /// many servers at once) is started again on another port.
     pub async fn try_start(log_dir: &Path, options: DevServerOptions) -> anyhow::Result<DevServer> {
-        let port = match options.port {
-            Some(port) => port,
-            None => free_port()?,
-        };
-        let options = DevServerOptions {
-            port: Some(port),
-            ..options
-        };
-        let child = spawn(log_dir, &options)?;
-        let server = DevServer {
-            child,
-            port,
-            options,
-            log_dir: log_dir.to_owned(),
-        };
-        server.wait_ready().await?;
-        Ok(server)
+        const PORT_TRIES: usize = 5;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let chosen = DevServerOptions {
+                port: Some(match options.port {
+                    Some(port) => port,
+                    None => free_port()?,
+                }),
+                ..options.clone()
+            };
+            let mut server = DevServer {
+                child: spawn(log_dir, &chosen)?,
+                port: chosen.port.unwrap_or_default(),
+                options: chosen,
+                log_dir: log_dir.to_owned(),
+            };
+            match server.wait_ready().await {
+                Ok(()) => return Ok(server),
+                Err(e) if options.port.is_none() && tries < PORT_TRIES => {
+                    let exited = server.child.try_wait().ok().flatten().is_some();
+                    if !exited {
+                        return Err(e);
+                    }
+                    // The port was taken: try another one.
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Stops the server (SIGKILL) and starts it again on the same port and database file.
@@ -92,14 +106,26 @@ impl DevServer {
         self.wait_ready().await
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        super::try_wait_for(
-            "the Temporal dev server to accept clients",
-            Duration::from_secs(60),
-            || async { self.try_client().await },
-        )
-        .await
-        .map(|_| ())
+    /// Waits until a client can connect; fails early when the server process has exited.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.try_client().await.is_some() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                anyhow::bail!(
+                    "the Temporal dev server exited ({status}) before accepting clients; see {}",
+                    self.log_dir.join("temporal-dev-server.log").display()
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "timed out after 60s waiting for the Temporal dev server to accept clients"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn address(&self) -> String {

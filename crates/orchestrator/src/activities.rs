@@ -13,11 +13,14 @@ use tea_compute::{
     ProviderError, Readiness, naming,
 };
 use tea_contract::{
-    EXTERNAL_TASK_QUEUE_ENV, FORWARDED_TEMPORAL_ENV, GoDuration, OWNER_RUN_ID_ENV,
-    OWNER_WORKFLOW_ID_ENV, SECRET_TEMPORAL_ENV,
+    DEAD_MAN_ACTION_ENV, EXTERNAL_TASK_QUEUE_ENV, GoDuration, OWNER_RUN_ID_ENV,
+    OWNER_WORKFLOW_ID_ENV, TEMPORAL_ENV_ONLY_ENV,
 };
 use tea_runtime::Metrics;
 use temporalio_client::{grpc::WorkflowService, tonic};
+use temporalio_common::envconfig::{
+    ClientConfigProfile, DataSource, LoadClientConfigProfileOptions, load_client_config_profile,
+};
 use temporalio_common::protos::temporal::api::{
     enums::v1::{TaskQueueKind, TaskQueueType},
     taskqueue::v1::TaskQueue,
@@ -42,6 +45,10 @@ pub struct CreatedCompute {
     pub handle: ComputeHandle,
     pub task_queue: String,
     pub provider: String,
+    /// How long `WaitForAppBuild` waits for the provider to report the compute running (absent
+    /// in histories recorded before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_timeout: Option<GoDuration>,
 }
 
 /// Input of `WaitForAppBuild`.
@@ -77,11 +84,14 @@ pub struct DeletedCompute {
     pub outcome: Deleted,
 }
 
-/// How `WaitForAppBuild` polls: exponential from `initial` to `max`.
+/// How `WaitForAppBuild` waits: polls exponentially from `initial` to `max`, for at most
+/// `deploy_timeout` (the provider's default when `None`) until the provider reports the
+/// compute running.
 #[derive(Clone, Copy, Debug)]
 pub struct PollBackoff {
     pub initial: Duration,
     pub max: Duration,
+    pub deploy_timeout: Option<Duration>,
 }
 
 impl Default for PollBackoff {
@@ -89,6 +99,7 @@ impl Default for PollBackoff {
         Self {
             initial: Duration::from_secs(5),
             max: Duration::from_secs(30),
+            deploy_timeout: None,
         }
     }
 }
@@ -97,6 +108,14 @@ impl PollBackoff {
     fn next(&self, current: Duration) -> Duration {
         (current * 3 / 2).clamp(self.initial, self.max)
     }
+}
+
+/// Heartbeat details of `Create` and `Delete` while they wait on the provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderCallProgress {
+    pub step: String,
+    pub compute_name: String,
+    pub waiting: GoDuration,
 }
 
 /// The provisioning activities, over one provider shared by every run of this process.
@@ -156,7 +175,15 @@ impl ProvisioningActivities {
             value: value.to_owned(),
             secret: false,
         };
-        let mut env = vec![general(EXTERNAL_TASK_QUEUE_ENV, &input.compute_name)];
+        let mut env = vec![
+            general(EXTERNAL_TASK_QUEUE_ENV, &input.compute_name),
+            // The worker connects exactly as forwarded, never through a profile of its own.
+            general(TEMPORAL_ENV_ONLY_ENV, "true"),
+        ];
+        if self.provider.restarts_exited_workers() {
+            // An exit would be undone by the platform (a crash loop): stay down instead.
+            env.push(general(DEAD_MAN_ACTION_ENV, "park"));
+        }
         if let Some(workflow_id) = &owner.workflow_id {
             env.push(general(OWNER_WORKFLOW_ID_ENV, workflow_id));
         }
@@ -172,24 +199,102 @@ impl ProvisioningActivities {
     }
 }
 
-/// The Temporal connection variables set (non-empty) in this process's environment, the API key
-/// marked secret: what the original forwarded to each app.
-pub fn forwarded_temporal_env() -> Vec<EnvVar> {
-    forwarded_env_from(|key| std::env::var(key).ok())
+/// This process's resolved Temporal connection (environment, `TEMPORAL_PROFILE`, temporal.toml),
+/// as the environment an external worker needs to connect exactly the same way: address,
+/// namespace, API key (secret), TLS on or off, client certificate and key (the key secret; files
+/// are read and forwarded as data, since the compute does not have them), server CA, server
+/// name, host verification, and gRPC metadata (secret: it often carries credentials).
+///
+/// Fails, naming the setting, when a setting cannot be carried in an environment variable.
+pub fn forwarded_temporal_env() -> Result<Vec<EnvVar>, String> {
+    let profile = load_client_config_profile(LoadClientConfigProfileOptions::default(), None)
+        .map_err(|e| format!("invalid Temporal client configuration: {e}"))?;
+    connection_env(profile)
 }
 
-fn forwarded_env_from(lookup: impl Fn(&str) -> Option<String>) -> Vec<EnvVar> {
-    FORWARDED_TEMPORAL_ENV
-        .iter()
-        .filter_map(|key| {
-            let value = lookup(key).filter(|v| !v.is_empty())?;
-            Some(EnvVar {
-                key: (*key).to_owned(),
-                value,
-                secret: SECRET_TEMPORAL_ENV.contains(key),
-            })
+fn connection_env(profile: ClientConfigProfile) -> Result<Vec<EnvVar>, String> {
+    let var = |key: &str, value: String, secret: bool| EnvVar {
+        key: key.to_owned(),
+        value,
+        secret,
+    };
+    let data = |setting: &str, source: DataSource| -> Result<String, String> {
+        let bytes = match source {
+            DataSource::Path(path) => std::fs::read(&path)
+                .map_err(|e| format!("cannot read {setting} from {path}: {e}"))?,
+            DataSource::Data(bytes) => bytes,
+            _ => return Err(format!("{setting}: unsupported data source")),
+        };
+        String::from_utf8(bytes).map_err(|_| {
+            format!("{setting} is not text (PEM): it cannot be forwarded to external workers")
         })
-        .collect()
+    };
+    let tls_on = match &profile.tls {
+        Some(tls) => tls.disabled != Some(true),
+        None => profile.api_key.is_some(),
+    };
+    let mut env = vec![
+        var(
+            "TEMPORAL_ADDRESS",
+            profile.address.unwrap_or_else(|| "localhost:7233".into()),
+            false,
+        ),
+        var(
+            "TEMPORAL_NAMESPACE",
+            profile.namespace.unwrap_or_else(|| "default".into()),
+            false,
+        ),
+        var("TEMPORAL_TLS", tls_on.to_string(), false),
+    ];
+    if let Some(key) = profile.api_key.filter(|k| !k.is_empty()) {
+        env.push(var("TEMPORAL_API_KEY", key, true));
+    }
+    if let Some(tls) = profile.tls.filter(|_| tls_on) {
+        if let Some(cert) = tls.client_cert {
+            let value = data("the TLS client certificate", cert)?;
+            env.push(var("TEMPORAL_TLS_CLIENT_CERT_DATA", value, false));
+        }
+        if let Some(key) = tls.client_key {
+            let value = data("the TLS client key", key)?;
+            env.push(var("TEMPORAL_TLS_CLIENT_KEY_DATA", value, true));
+        }
+        if let Some(ca) = tls.server_ca_cert {
+            let value = data("the TLS server CA certificate", ca)?;
+            env.push(var("TEMPORAL_TLS_SERVER_CA_CERT_DATA", value, false));
+        }
+        if let Some(name) = tls.server_name.filter(|n| !n.is_empty()) {
+            env.push(var("TEMPORAL_TLS_SERVER_NAME", name, false));
+        }
+        if tls.disable_host_verification {
+            env.push(var(
+                "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION",
+                "true".into(),
+                false,
+            ));
+        }
+    }
+    let mut meta: Vec<_> = profile.grpc_meta.into_iter().collect();
+    meta.sort();
+    for (header, value) in meta {
+        // The worker reads TEMPORAL_GRPC_META_<NAME> back as <name> lowercased, `_` as `-`.
+        let header = header.to_ascii_lowercase();
+        let representable = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !representable {
+            return Err(format!(
+                "gRPC metadata header {header:?} cannot be forwarded to external workers (only \
+                 letters, digits and `-` survive an environment variable name)"
+            ));
+        }
+        let key = format!(
+            "TEMPORAL_GRPC_META_{}",
+            header.to_ascii_uppercase().replace('-', "_")
+        );
+        env.push(var(&key, value, true));
+    }
+    Ok(env)
 }
 
 #[activities]
@@ -215,7 +320,13 @@ impl ProvisioningActivities {
             "creating compute"
         );
         let started = Instant::now();
-        let created = self.provider.create_or_adopt(&spec).await;
+        let created = heartbeating(
+            &ctx,
+            "create",
+            &input.compute_name,
+            self.provider.create_or_adopt(&spec),
+        )
+        .await?;
         self.record("create", started, &created);
         let handle = created.map_err(|e| provider_failure("create", &input.compute_name, e))?;
         tracing::info!(
@@ -229,6 +340,7 @@ impl ProvisioningActivities {
             task_queue: handle.name.clone(),
             handle,
             provider: self.provider.kind().to_owned(),
+            deploy_timeout: Some(GoDuration(self.deploy_timeout())),
         })
     }
 
@@ -249,17 +361,27 @@ impl ProvisioningActivities {
     #[activity(name = "Delete")]
     pub async fn delete(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: DeleteComputeInput,
     ) -> Result<DeletedCompute, ActivityError> {
         let started = Instant::now();
-        let result = self.delete_compute(input).await;
+        let name = input.compute_name.clone();
+        let result = heartbeating(&ctx, "delete", &name, self.delete_compute(input))
+            .await
+            .and_then(|deleted| deleted);
         self.record("teardown", started, &result);
         result
     }
 }
 
 impl ProvisioningActivities {
+    /// How long the provider may take to report new compute running.
+    fn deploy_timeout(&self) -> Duration {
+        self.poll
+            .deploy_timeout
+            .unwrap_or_else(|| self.provider.default_deploy_timeout())
+    }
+
     async fn wait_until_ready(
         &self,
         ctx: &ActivityContext,
@@ -268,13 +390,19 @@ impl ProvisioningActivities {
         let heartbeat_every =
             (input.heartbeat_timeout.as_duration() / 2).max(Duration::from_millis(100));
         let mut delay = self.poll.initial;
-        // 1. The provider's view: follow the deployment the create call started.
+        let deploy_timeout = self.deploy_timeout();
+        let deploy_deadline = tokio::time::Instant::now() + deploy_timeout;
+        // 1. The provider's view: follow the deployment the create call started, for at most
+        //    the deploy timeout (an adopted app whose deployment is gone never gets anywhere).
         let phase = loop {
-            let readiness = self
-                .provider
-                .readiness(&input.handle)
-                .await
-                .map_err(|e| provider_failure("poll", &input.handle.name, e))?;
+            let readiness = heartbeating(
+                ctx,
+                "poll",
+                &input.handle.name,
+                self.provider.readiness(&input.handle),
+            )
+            .await?
+            .map_err(|e| provider_failure("poll", &input.handle.name, e))?;
             let progress = match readiness {
                 Readiness::Ready { phase } => break phase,
                 Readiness::Failed { phase, reason } => {
@@ -290,6 +418,20 @@ impl ProvisioningActivities {
                     worker_polling: false,
                 },
             };
+            if tokio::time::Instant::now() >= deploy_deadline {
+                return Err(non_retryable(format!(
+                    "compute {} did not become ready within the deploy timeout of {} (last \
+                     phase {}{})",
+                    input.handle.name,
+                    GoDuration(deploy_timeout),
+                    progress.phase,
+                    progress
+                        .detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                )));
+            }
             tracing::debug!(compute = %input.handle.name, phase = %progress.phase, "deployment pending");
             ctx.record_heartbeat(progress).await?;
             pause(ctx, delay.min(heartbeat_every)).await?;
@@ -357,6 +499,42 @@ impl ProvisioningActivities {
     }
 }
 
+/// Awaits a provider call while heartbeating, so a call that legitimately takes longer than the
+/// heartbeat timeout (a long `Retry-After`, a slow page of a list, an asynchronous delete) does
+/// not time the attempt out while it still runs here, which would let a retry race it.
+/// Returns early with a cancellation error when the activity is cancelled (the call is dropped:
+/// every provider call is idempotent and safe to abandon).
+async fn heartbeating<T>(
+    ctx: &ActivityContext,
+    step: &str,
+    compute_name: &str,
+    call: impl Future<Output = T>,
+) -> Result<T, ActivityError> {
+    let every = ctx
+        .info()
+        .heartbeat_timeout
+        .map(|timeout| (timeout / 3).max(Duration::from_millis(100)))
+        .unwrap_or(Duration::from_secs(5));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => return Ok(result),
+            _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            _ = ticker.tick() => {
+                ctx.record_heartbeat(ProviderCallProgress {
+                    step: step.to_owned(),
+                    compute_name: compute_name.to_owned(),
+                    waiting: GoDuration(started.elapsed()),
+                })
+                .await?;
+            }
+        }
+    }
+}
+
 /// Sleeps, returning early with a cancellation error when the activity is cancelled.
 async fn pause(ctx: &ActivityContext, duration: Duration) -> Result<(), ActivityError> {
     tokio::select! {
@@ -410,21 +588,87 @@ fn provider_failure(operation: &str, compute: &str, error: ProviderError) -> Act
 #[cfg(test)]
 mod tests {
     use super::*;
+    use temporalio_common::envconfig::ClientConfigTLS;
+
+    fn keys(env: &[EnvVar]) -> Vec<(&str, bool)> {
+        env.iter().map(|e| (e.key.as_str(), e.secret)).collect()
+    }
 
     #[test]
-    fn forwards_only_non_empty_temporal_vars_and_marks_the_key_secret() {
-        let env = forwarded_env_from(|key| match key {
-            "TEMPORAL_ADDRESS" => Some("example:7233".into()),
-            "TEMPORAL_NAMESPACE" => Some(String::new()),
-            "TEMPORAL_API_KEY" => Some("k3y".into()),
-            _ => None,
-        });
-        let keys: Vec<_> = env.iter().map(|e| (e.key.as_str(), e.secret)).collect();
+    fn forwards_the_resolved_connection_with_defaults_and_tls_off() {
+        let env = connection_env(ClientConfigProfile::default()).unwrap();
+        let values: Vec<_> = env
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
         assert_eq!(
-            keys,
-            [("TEMPORAL_ADDRESS", false), ("TEMPORAL_API_KEY", true)]
+            values,
+            [
+                ("TEMPORAL_ADDRESS", "localhost:7233"),
+                ("TEMPORAL_NAMESPACE", "default"),
+                ("TEMPORAL_TLS", "false"),
+            ]
         );
-        assert!(!format!("{env:?}").contains("k3y"));
+    }
+
+    #[test]
+    fn forwards_api_key_mtls_and_metadata_with_secrets_marked() {
+        let dir = std::env::temp_dir().join(format!("tea-fwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_path = dir.join("client.key");
+        std::fs::write(&key_path, "-----BEGIN PRIVATE KEY-----\nk3y\n").unwrap();
+        let mut tls = ClientConfigTLS::default();
+        tls.client_cert = Some(DataSource::Data(b"CERT".to_vec()));
+        tls.client_key = Some(DataSource::Path(key_path.display().to_string()));
+        tls.server_ca_cert = Some(DataSource::Data(b"CA".to_vec()));
+        tls.server_name = Some("temporal.internal".into());
+        let mut profile = ClientConfigProfile::default();
+        profile.address = Some("ns.acct.tmprl.cloud:7233".into());
+        profile.namespace = Some("ns.acct".into());
+        profile.api_key = Some("ap1-k3y".into());
+        profile.tls = Some(tls);
+        profile.grpc_meta = [("X-Tenant".to_owned(), "t1".to_owned())].into();
+        let env = connection_env(profile).unwrap();
+        assert_eq!(
+            keys(&env),
+            [
+                ("TEMPORAL_ADDRESS", false),
+                ("TEMPORAL_NAMESPACE", false),
+                ("TEMPORAL_TLS", false),
+                ("TEMPORAL_API_KEY", true),
+                ("TEMPORAL_TLS_CLIENT_CERT_DATA", false),
+                ("TEMPORAL_TLS_CLIENT_KEY_DATA", true),
+                ("TEMPORAL_TLS_SERVER_CA_CERT_DATA", false),
+                ("TEMPORAL_TLS_SERVER_NAME", false),
+                ("TEMPORAL_GRPC_META_X_TENANT", true),
+            ]
+        );
+        let value = |k: &str| env.iter().find(|e| e.key == k).map(|e| e.value.clone());
+        assert_eq!(value("TEMPORAL_TLS").as_deref(), Some("true"));
+        assert!(
+            value("TEMPORAL_TLS_CLIENT_KEY_DATA")
+                .unwrap()
+                .contains("k3y")
+        );
+        assert!(
+            !format!("{env:?}").contains("k3y"),
+            "secrets must not show in Debug"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn refuses_what_an_environment_variable_cannot_carry() {
+        let mut tls = ClientConfigTLS::default();
+        tls.client_cert = Some(DataSource::Path("/nonexistent/client.pem".into()));
+        let mut unreadable = ClientConfigProfile::default();
+        unreadable.tls = Some(tls);
+        let err = connection_env(unreadable).unwrap_err();
+        assert!(err.contains("/nonexistent/client.pem"), "{err}");
+        let mut header = ClientConfigProfile::default();
+        header.grpc_meta = [("x_tenant".to_owned(), "t1".to_owned())].into();
+        let err = connection_env(header).unwrap_err();
+        assert!(err.contains("x_tenant"), "{err}");
     }
 
     #[test]
@@ -432,6 +676,7 @@ mod tests {
         let b = PollBackoff {
             initial: Duration::from_secs(5),
             max: Duration::from_secs(30),
+            deploy_timeout: None,
         };
         let mut d = b.initial;
         let mut seen = vec![];

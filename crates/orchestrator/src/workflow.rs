@@ -5,13 +5,22 @@
 //! the workflow always learns what exists), and once it has returned, every path goes through
 //! `Delete`, which also runs detached. A create that failed after the provider stored the
 //! compute is covered by deleting by name.
+//!
+//! Versioning: runs last hours, and a workflow-worker deployed while they are in flight replays
+//! their histories with the new code. Every change to the command sequence is guarded by a
+//! patch ([`BOUNDED_WAITS_PATCH`] and its successors: `ctx.patched(ID)` is true for runs that
+//! first executed the new code, false on replay of older histories, which keep the old
+//! behaviour). The replay tests (`tests/replay.rs`) replay recorded histories of every earlier
+//! version; README "Changing the workflow" says how to ship a change.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tea_compute::{ImageRef, naming};
 use tea_contract::{ExternalActivities, GoDuration, WorkflowInput};
-use temporalio_common::{RetryPolicy, error::IncomingError};
+use temporalio_common::{
+    ActivityCloseTimeouts, RetryPolicy, data_converters::RawValue, error::IncomingError,
+};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure,
@@ -75,8 +84,23 @@ pub struct RunOutcome {
     pub attempts: u32,
 }
 
+/// Patch (2026-11): every wait has a deadline and cancellation is checked between attempts.
+/// Under it: no new compute is provisioned once the run is cancelled; the job's start-to-close
+/// follows its duration instead of the original's fixed hour; `WaitForAppBuild` is bounded by
+/// the provider's deploy timeout plus the worker start timeout.
+pub const BOUNDED_WAITS_PATCH: &str = "bounded-waits";
+
 /// Activity timeouts and retries of the original.
 const START_TO_CLOSE: Duration = Duration::from_secs(3600);
+
+/// Slack on top of what a bounded wait needs, for scheduling and retries.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(300);
+
+/// The job's start-to-close under [`BOUNDED_WAITS_PATCH`]: its duration plus a tenth of it, at
+/// least [`DEADLINE_MARGIN`] (a heartbeat timeout notices a dead worker long before).
+pub fn job_start_to_close(job_duration: Duration) -> Duration {
+    job_duration + (job_duration / 10).max(DEADLINE_MARGIN)
+}
 
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::builder()
@@ -144,11 +168,15 @@ impl TriggerExternalWorkflow {
     #[run(name = "TriggerExternalWorkflow")]
     pub async fn run(
         ctx: &mut WorkflowContext<Self>,
-        input: WorkflowInput,
+        input: RawValue,
     ) -> WorkflowResult<RunOutcome> {
-        if let Err(message) = input.validate() {
-            return Err(fail(ctx, message));
-        }
+        // Decoded here, not by the SDK: bad input from any client fails the run at once
+        // instead of failing workflow tasks forever (see `tea_contract::input`).
+        let input = match WorkflowInput::from_payloads(&input.payloads) {
+            Ok(input) => input,
+            Err(message) => return Err(fail(ctx, message)),
+        };
+        let bounded = ctx.patched(BOUNDED_WAITS_PATCH);
         enter(ctx, Phase::Waiting);
         if !pause(ctx, input.pause()).await {
             return Err(cancelled(ctx));
@@ -156,7 +184,11 @@ impl TriggerExternalWorkflow {
         let max_attempts = input.max_compute_attempts();
         let mut failures: Vec<String> = Vec::new();
         for attempt in 1..=max_attempts {
-            match provision_and_run(ctx, &input, attempt).await {
+            if bounded && attempt > 1 && ctx.cancellation_token().is_cancelled() {
+                // Cancelled while the lost attempt was torn down: provision nothing more.
+                return Err(cancelled(ctx));
+            }
+            match provision_and_run(ctx, &input, attempt, bounded).await {
                 AttemptEnd::Completed(outcome) => {
                     if !pause(ctx, input.pause()).await {
                         return Err(cancelled(ctx));
@@ -198,6 +230,7 @@ async fn provision_and_run(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     attempt: u32,
+    bounded: bool,
 ) -> AttemptEnd {
     let heartbeat_timeout = input.heartbeat_timeout();
     let compute_name = naming::compute_name(ctx.run_id(), attempt);
@@ -266,7 +299,7 @@ async fn provision_and_run(
     let body = if ctx.cancellation_token().is_cancelled() {
         BodyEnd::Cancelled
     } else {
-        use_compute(ctx, input, &created).await
+        use_compute(ctx, input, &created, bounded).await
     };
 
     enter(ctx, Phase::Deprovisioning);
@@ -306,9 +339,20 @@ async fn use_compute(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     created: &CreatedCompute,
+    bounded: bool,
 ) -> BodyEnd {
     let heartbeat_timeout = input.heartbeat_timeout();
     enter(ctx, Phase::Deploying);
+    let mut wait_options = activity_options(heartbeat_timeout, false);
+    if let (true, Some(deploy_timeout)) = (bounded, created.deploy_timeout) {
+        // Retries included, the wait ends by then: a deployment that never finishes is lost.
+        let schedule_to_close =
+            deploy_timeout.as_duration() + input.worker_start_timeout() + DEADLINE_MARGIN;
+        wait_options.close_timeouts = ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close,
+            start_to_close: START_TO_CLOSE.min(schedule_to_close),
+        };
+    }
     let ready = ctx
         .execute_activity(
             ProvisioningActivities::wait_for_app_build,
@@ -318,7 +362,7 @@ async fn use_compute(
                 heartbeat_timeout: GoDuration(heartbeat_timeout),
                 worker_start_timeout: GoDuration(input.worker_start_timeout()),
             },
-            activity_options(heartbeat_timeout, false),
+            wait_options,
         )
         .await;
     if let Err(error) = ready {
@@ -331,6 +375,11 @@ async fn use_compute(
     job_options.task_queue = Some(created.task_queue.clone());
     job_options.schedule_to_start_timeout = Some(input.worker_start_timeout());
     job_options.cancellation_type = ActivityCancellationType::TryCancel;
+    if bounded {
+        // A job of many hours must not time out at the original's fixed hour.
+        job_options.close_timeouts =
+            ActivityCloseTimeouts::StartToClose(job_start_to_close(input.job_duration()));
+    }
     // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
     // workflow retries the job on fresh compute instead.
     job_options.retry_policy = Some(RetryPolicy::builder().maximum_attempts(1).build());

@@ -21,11 +21,16 @@ pub struct ConnectionSummary {
 }
 
 /// Connects using the standard Temporal client environment (TEMPORAL_ADDRESS,
-/// TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE, temporal.toml).
+/// TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_GRPC_META_*, TEMPORAL_PROFILE,
+/// temporal.toml). With `TEA_TEMPORAL_ENV_ONLY=true` (set on every unit of compute) the
+/// environment alone counts: no config file is read.
 pub async fn connect() -> anyhow::Result<(Client, ConnectionSummary)> {
-    let (conn_opts, client_opts) =
-        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-            .map_err(|e| anyhow!("invalid Temporal client configuration: {e}"))?;
+    let env_only = std::env::var(tea_contract::TEMPORAL_ENV_ONLY_ENV)
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let mut options = LoadClientConfigProfileOptions::default();
+    options.disable_file = env_only;
+    let (conn_opts, client_opts) = ClientOptions::load_from_config(options)
+        .map_err(|e| anyhow!("invalid Temporal client configuration: {e}"))?;
     let summary = ConnectionSummary {
         address: conn_opts.target.to_string(),
         namespace: client_opts.namespace.clone(),

@@ -70,7 +70,7 @@ pub async fn start(
     client
         .start_workflow(
             TriggerExternalWorkflow::run,
-            input,
+            input.to_raw(),
             WorkflowStartOptions::new(task_queue, workflow_id).build(),
         )
         .await

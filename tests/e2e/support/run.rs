@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tea_contract::{GoDuration, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::Client;
+use temporalio_client::{Client, WorkflowFetchHistoryOptions};
 
 use tea_harness::Proc;
 
@@ -37,14 +37,35 @@ pub async fn start(client: &Client, task_queue: &str, test: &str, job: &str) -> 
 
 /// Waits for the run's end; on a time-out shows the workflow-worker's output.
 pub async fn finish(handle: &RunHandle, worker: &Proc) -> RunEnd {
-    match tokio::time::timeout(RUN_TIMEOUT, tea_starter::wait(handle)).await {
+    let end = match tokio::time::timeout(RUN_TIMEOUT, tea_starter::wait(handle)).await {
         Ok(Ok(end)) => end,
         Ok(Err(e)) => panic!("waiting for the run failed: {e:#}"),
         Err(_) => panic!(
             "run did not finish in {RUN_TIMEOUT:?}; workflow-worker output:\n{}",
             worker.output()
         ),
-    }
+    };
+    record_history(handle).await;
+    end
+}
+
+/// With `TEA_RECORD_HISTORIES=<dir>`, writes the closed run's history to
+/// `<dir>/<test>.json` (the workflow ID without its unique suffix): how the replay tests'
+/// histories in `crates/orchestrator/tests/histories/` are made.
+async fn record_history(handle: &RunHandle) {
+    let Some(dir) = std::env::var_os("TEA_RECORD_HISTORIES") else {
+        return;
+    };
+    let id = handle.info().workflow_id.clone();
+    let test = id.rsplit_once('-').map_or(id.as_str(), |(test, _)| test);
+    let json = handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await
+        .expect("fetch the run's history");
+    let path = std::path::Path::new(&dir).join(format!("{test}.json"));
+    std::fs::create_dir_all(&dir).expect("create the history directory");
+    std::fs::write(&path, json).expect("write the history");
 }
 
 pub use tea_starter::status::pending_job;

@@ -300,6 +300,16 @@ impl ComputeProvider for DigitalOceanProvider {
         &self.owner
     }
 
+    /// App Platform pulls the image and rolls out the deployment: minutes, not seconds.
+    fn default_deploy_timeout(&self) -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+
+    /// App Platform restarts a component whose process exits.
+    fn restarts_exited_workers(&self) -> bool {
+        true
+    }
+
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
         Self::check_spec(spec)?;
         // No lookup first: a lookup lists the whole account. The name is unique per account,

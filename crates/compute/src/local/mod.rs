@@ -437,6 +437,11 @@ impl ComputeProvider for LocalProvider {
         &self.owner
     }
 
+    /// A local process is running as soon as it is spawned.
+    fn default_deploy_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
+
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
         let dir = self.checked_dir(&spec.name)?;
         let _guard = self.locks.lock(&self.cfg.state_dir, &spec.name).await?;

@@ -75,31 +75,35 @@ pub(crate) fn signal_group(pid: u32, sig: Signal) -> Result<(), Errno> {
     }
 }
 
-/// Whether an environment variable of the parent must not reach the worker: Temporal and
-/// DigitalOcean settings (the worker gets its own from the spec), this provider's settings, and
-/// the workflow-worker's own settings that mean something else to a worker (a metrics address
-/// it would collide on, its queue, its sweeper and polling). A DigitalOcean app gets none of
-/// them either.
-pub(crate) fn is_scrubbed(key: &OsStr) -> bool {
-    const PREFIXES: [&[u8]; 6] = [
-        b"TEMPORAL_",
-        b"DIGITALOCEAN_",
-        b"LOCAL_",
-        b"SWEEP_",
-        b"DEPLOY_POLL_",
-        b"OWNER_",
-    ];
-    const NAMES: [&[u8]; 4] = [
-        b"EXTERNAL_WORKER_BIN",
-        b"METRICS_ADDR",
-        b"COMPUTE_PROVIDER",
-        b"WORKFLOW_TASK_QUEUE",
+/// Whether an environment variable of the parent reaches the worker. The worker's environment
+/// is explicit, like an App Platform app's: its spec (queue, owner, the forwarded Temporal
+/// connection) plus only these: the basics a process needs (`PATH`, locale, time zone, temp
+/// dir), log settings, and the external worker's own tuning knobs. Nothing else is inherited:
+/// not `HOME` (a temporal.toml profile there could redirect the worker), not the parent's
+/// Temporal, DigitalOcean or workflow-worker settings, not its secrets.
+pub(crate) fn is_inherited(key: &OsStr) -> bool {
+    const NAMES: [&[u8]; 14] = [
+        b"PATH",
+        b"LANG",
+        b"TZ",
+        b"TMPDIR",
+        b"RUST_BACKTRACE",
+        b"RUST_LOG",
+        b"LOG_LEVEL",
+        b"LOG_FORMAT",
+        b"NO_COLOR",
+        // The external worker's own settings (see `external-worker --help`).
+        b"IDLE_TIMEOUT",
+        b"GRACEFUL_SHUTDOWN",
+        b"DEAD_MAN_CHECK_INTERVAL",
+        b"DEAD_MAN_ACTION",
+        b"SSL_CERT_FILE",
     ];
     let bytes = key.as_bytes();
-    PREFIXES.iter().any(|p| bytes.starts_with(p)) || NAMES.contains(&bytes)
+    bytes.starts_with(b"LC_") || NAMES.contains(&bytes)
 }
 
-/// The complete environment of a worker: the parent's minus [`is_scrubbed`] variables, then the
+/// The complete environment of a worker: the parent's [`is_inherited`] variables, then the
 /// spec's variables (which win over inherited ones).
 pub(crate) fn child_env(
     parent: impl IntoIterator<Item = (OsString, OsString)>,
@@ -107,7 +111,7 @@ pub(crate) fn child_env(
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = parent
         .into_iter()
-        .filter(|(key, _)| !is_scrubbed(key))
+        .filter(|(key, _)| is_inherited(key))
         .filter(|(key, _)| !spec.iter().any(|v| OsStr::new(&v.key) == key))
         .collect();
     env.extend(
@@ -182,9 +186,15 @@ mod tests {
     }
 
     #[test]
-    fn child_env_scrubs_and_lets_the_spec_win() {
+    fn child_env_is_explicit_and_lets_the_spec_win() {
         let parent = [
             ("PATH", "/bin"),
+            ("HOME", "/root"),
+            ("XDG_CONFIG_HOME", "/root/.config"),
+            ("TEMPORAL_PROFILE", "prod"),
+            ("DB_PASSWORD", "hunter2"),
+            ("LC_ALL", "C.UTF-8"),
+            ("DEAD_MAN_CHECK_INTERVAL", "1s"),
             ("TEMPORAL_ADDRESS", "parent:7233"),
             ("TEMPORAL_LEAK", "x"),
             ("DIGITALOCEAN_TOKEN", "tok"),
@@ -216,9 +226,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(get("PATH"), ["/bin"]);
+        assert_eq!(get("LC_ALL"), ["C.UTF-8"]);
+        assert_eq!(get("DEAD_MAN_CHECK_INTERVAL"), ["1s"]);
         assert_eq!(get("TEMPORAL_ADDRESS"), ["spec:7233"]);
         assert_eq!(get("EXTERNAL_TASK_QUEUE"), ["q"]);
         for gone in [
+            "HOME",
+            "XDG_CONFIG_HOME",
+            "TEMPORAL_PROFILE",
+            "DB_PASSWORD",
             "METRICS_ADDR",
             "SWEEP_INTERVAL",
             "COMPUTE_PROVIDER",

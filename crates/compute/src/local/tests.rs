@@ -373,7 +373,7 @@ async fn list_ours_keeps_only_generated_names_with_our_mark() {
 }
 
 #[tokio::test]
-async fn parent_temporal_variables_are_not_inherited() {
+async fn only_the_explicit_environment_is_inherited() {
     let t = TestDir::new("env");
     let mut parent: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| k == "PATH" || k == "HOME")
@@ -384,7 +384,8 @@ async fn parent_temporal_variables_are_not_inherited() {
         ("DIGITALOCEAN_TOKEN", "parent-token"),
         ("LOCAL_STATE_DIR", "/parent"),
         ("EXTERNAL_WORKER_BIN", "/parent/bin"),
-        ("KEEP_ME", "kept"),
+        ("KEEP_ME", "not kept"),
+        ("IDLE_TIMEOUT", "kept"),
     ] {
         parent.push((k.into(), v.into()));
     }
@@ -404,7 +405,9 @@ async fn parent_temporal_variables_are_not_inherited() {
     let lines: Vec<&str> = log.lines().collect();
     assert!(lines.contains(&"TEMPORAL_ADDRESS=spec:7233"), "{log}");
     assert!(lines.contains(&"TEMPORAL_API_KEY=spec-secret"), "{log}");
-    assert!(lines.contains(&"KEEP_ME=kept"), "{log}");
+    assert!(lines.contains(&"IDLE_TIMEOUT=kept"), "{log}");
+    assert!(!log.contains("KEEP_ME"), "{log}");
+    assert!(!lines.iter().any(|l| l.starts_with("HOME=")), "{log}");
     for leaked in [
         "TEMPORAL_LEAK",
         "parent:7233",
