@@ -469,7 +469,7 @@ async fn rejected_token_fails_the_run_at_once_with_a_clear_message() {
 }
 
 /// Every event of the run's history.
-async fn history(
+pub(crate) async fn history(
     handle: &RunHandle,
 ) -> Vec<temporalio_common::protos::temporal::api::history::v1::HistoryEvent> {
     handle
@@ -480,7 +480,7 @@ async fn history(
 }
 
 /// Activity attempts that timed out, from the history.
-fn activity_timeouts(
+pub(crate) fn activity_timeouts(
     events: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
 ) -> usize {
     events

@@ -415,3 +415,36 @@ async fn a_worker_without_a_sweep_interval_leaves_the_fleet_s_schedule_in_place(
     assert!(!schedule_exists(&client, &fleet_id).await);
     assert!(schedule_exists(&client, &other_id).await);
 }
+
+/// DigitalOcean deletes asynchronously: an app stays visible for a while after `DELETE`. Here
+/// it stays 8 s, longer than the runs' 5 s heartbeat timeout: `Delete` waits until it reads as
+/// gone within one attempt (heartbeating), the run completes, and the app is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_stays_visible_longer_than_the_heartbeat_timeout_completes_once() {
+    let dir = test_dir("own-async-delete");
+    let server = DevServer::start(&dir).await;
+    let fake = digitalocean::start_fake(&dir).await;
+    let q = queue("own-async-delete");
+    let worker = digitalocean::workflow_worker(&dir, &server, &fake, DO_TOKEN, &q, "worker.log")
+        .env("SWEEP_INTERVAL", "0")
+        .spawn();
+    fake.inject(Fault::DeleteDelay { delay_ms: 8_000 });
+    let client = server.client().await;
+    let handle = run::start(&client, &q, "own-async-delete", "1s").await;
+    let end = run::finish(&handle, &worker).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        worker.output()
+    );
+    let snapshot = fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "exactly one app ever");
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+    assert_eq!(snapshot.deleted_app_ids.len(), 1);
+    let events = digitalocean::history(&handle).await;
+    assert_eq!(
+        digitalocean::activity_timeouts(&events),
+        0,
+        "an activity attempt timed out"
+    );
+}
