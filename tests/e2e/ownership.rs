@@ -308,31 +308,60 @@ fn requests_since(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, u64> 
         .collect()
 }
 
-async fn one_completed_run(client: &Client, q: &str, worker: &Proc, test: &str) {
-    let handle = run::start(client, q, test, "1s").await;
-    let end = run::finish(&handle, worker).await;
-    assert!(matches!(end, RunEnd::Completed(_)), "run ended {end}");
+/// A dev server, a fake DigitalOcean account and one workflow-worker (no sweep schedule).
+struct OneDeployment {
+    _server: DevServer,
+    fake: FakeDo,
+    queue: String,
+    worker: Proc,
+    client: Client,
+}
+
+impl OneDeployment {
+    async fn start(label: &str) -> OneDeployment {
+        let dir = test_dir(label);
+        let server = DevServer::start(&dir).await;
+        let fake = digitalocean::start_fake(&dir).await;
+        let queue = queue(label);
+        let worker =
+            digitalocean::workflow_worker(&dir, &server, &fake, DO_TOKEN, &queue, "worker.log")
+                .env("SWEEP_INTERVAL", "0")
+                .spawn();
+        let client = server.client().await;
+        OneDeployment {
+            _server: server,
+            fake,
+            queue,
+            worker,
+            client,
+        }
+    }
+
+    /// Runs a 1 s job to completion; returns its handle.
+    async fn completed_run(&self, test: &str) -> RunHandle {
+        let handle = run::start(&self.client, &self.queue, test, "1s").await;
+        let end = run::finish(&handle, &self.worker).await;
+        assert!(
+            matches!(end, RunEnd::Completed(_)),
+            "run ended {end}; worker: {}",
+            self.worker.output()
+        );
+        handle
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_costs_the_same_requests_with_a_thousand_foreign_apps_in_the_account() {
-    let dir = test_dir("own-o1");
-    let server = DevServer::start(&dir).await;
-    let fake = digitalocean::start_fake(&dir).await;
-    let q = queue("own-o1");
-    let worker = digitalocean::workflow_worker(&dir, &server, &fake, DO_TOKEN, &q, "worker.log")
-        .env("SWEEP_INTERVAL", "0")
-        .spawn();
-    let client = server.client().await;
-
+    let one = OneDeployment::start("own-o1").await;
+    let fake = &one.fake;
     let before = fake.snapshot();
-    one_completed_run(&client, &q, &worker, "own-o1-empty").await;
+    one.completed_run("own-o1-empty").await;
     let empty = requests_since(&before, &fake.snapshot());
 
     fake.seed(&SeedApps::many(1_000, "foreign"))
         .expect("seed 1,000 foreign apps");
     let before = fake.snapshot();
-    one_completed_run(&client, &q, &worker, "own-o1-full").await;
+    one.completed_run("own-o1-full").await;
     let full = requests_since(&before, &fake.snapshot());
     println!("provider requests per run: empty account {empty:?}; 1,000 foreign apps {full:?}");
 
@@ -421,23 +450,10 @@ async fn a_worker_without_a_sweep_interval_leaves_the_fleet_s_schedule_in_place(
 /// gone within one attempt (heartbeating), the run completes, and the app is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_that_stays_visible_longer_than_the_heartbeat_timeout_completes_once() {
-    let dir = test_dir("own-async-delete");
-    let server = DevServer::start(&dir).await;
-    let fake = digitalocean::start_fake(&dir).await;
-    let q = queue("own-async-delete");
-    let worker = digitalocean::workflow_worker(&dir, &server, &fake, DO_TOKEN, &q, "worker.log")
-        .env("SWEEP_INTERVAL", "0")
-        .spawn();
-    fake.inject(Fault::DeleteDelay { delay_ms: 8_000 });
-    let client = server.client().await;
-    let handle = run::start(&client, &q, "own-async-delete", "1s").await;
-    let end = run::finish(&handle, &worker).await;
-    assert!(
-        matches!(end, RunEnd::Completed(_)),
-        "run ended {end}; worker: {}",
-        worker.output()
-    );
-    let snapshot = fake.snapshot();
+    let one = OneDeployment::start("own-async-delete").await;
+    one.fake.inject(Fault::DeleteDelay { delay_ms: 8_000 });
+    let handle = one.completed_run("own-async-delete").await;
+    let snapshot = one.fake.snapshot();
     assert_eq!(snapshot.total_created, 1, "exactly one app ever");
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
     assert_eq!(snapshot.deleted_app_ids.len(), 1);
