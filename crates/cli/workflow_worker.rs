@@ -103,25 +103,28 @@ async fn main() -> ExitCode {
     if let Err(code) = args.log.init("workflow-worker") {
         return code;
     }
-    let config = match provider_config(args.provider).and_then(|config| {
-        let owner = args
-            .compute_owner
-            .as_deref()
-            .map(ComputeOwner::new)
-            .transpose()
-            .map_err(|e| anyhow!(e))?;
-        Ok((config, owner))
-    }) {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::error!("{e:#}");
+    let owner = match args.compute_owner.as_deref().map(ComputeOwner::new) {
+        None => None,
+        Some(Ok(owner)) => Some(owner),
+        Some(Err(e)) => {
+            tracing::error!("{e}");
             return ExitCode::from(2);
         }
     };
     let outcome = match args.command {
-        Some(Command::Sweep) => sweep_main(&args, config).await,
-        Some(Command::DeleteSweepSchedule) => delete_schedule_main(&args, config).await,
+        // Removing the schedule needs only Temporal, not the provider's settings.
+        Some(Command::DeleteSweepSchedule) => delete_schedule_main(&args, owner).await,
+        Some(Command::Sweep) => {
+            let Some(config) = checked_provider_config(args.provider) else {
+                return ExitCode::from(2);
+            };
+            sweep_main(&args, (config, owner)).await
+        }
         Some(Command::Run) | None => {
+            let Some(config) = checked_provider_config(args.provider) else {
+                return ExitCode::from(2);
+            };
+            let config = (config, owner);
             // What external workers will connect with: refused now, not at every run.
             let forwarded_env = match forwarded_temporal_env() {
                 Ok(env) => env,
@@ -140,6 +143,13 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The provider's configuration, or `None` after logging why it is unusable.
+fn checked_provider_config(kind: ProviderKind) -> Option<ProviderConfig> {
+    provider_config(kind)
+        .inspect_err(|e| tracing::error!("{e:#}"))
+        .ok()
 }
 
 fn provider_config(kind: ProviderKind) -> anyhow::Result<ProviderConfig> {
@@ -258,10 +268,7 @@ async fn sweep_main(
     Ok(())
 }
 
-async fn delete_schedule_main(
-    args: &Args,
-    (_, owner): (ProviderConfig, Option<ComputeOwner>),
-) -> anyhow::Result<()> {
+async fn delete_schedule_main(args: &Args, owner: Option<ComputeOwner>) -> anyhow::Result<()> {
     let (client, _) = tea_runtime::connect().await?;
     let owner = owner_of(owner, &client, &args.task_queue);
     let id = schedule_id(&owner);

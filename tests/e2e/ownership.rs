@@ -464,3 +464,19 @@ async fn a_delete_that_stays_visible_longer_than_the_heartbeat_timeout_completes
         "an activity attempt timed out"
     );
 }
+
+#[tokio::test]
+async fn an_invalid_compute_owner_is_a_clear_startup_error() {
+    let dir = test_dir("own-bad-owner");
+    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+        .env("COMPUTE_OWNER", "prod owner")
+        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
+        .spawn();
+    let status = worker.wait(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(2), "{}", worker.output());
+    assert!(
+        worker.output().contains("COMPUTE_OWNER") && worker.output().contains("' '"),
+        "{}",
+        worker.output()
+    );
+}
