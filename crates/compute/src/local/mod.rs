@@ -16,7 +16,8 @@
 //!
 //! `owner` in `meta.json` is the ownership mark: [`LocalProvider::list_ours`] lists only
 //! directories with a generated name whose `meta.json` carries this provider's owner, create
-//! refuses to adopt (or replace) a unit marked by another owner, and delete refuses to stop one.
+//! refuses to adopt (or replace) a unit marked by another owner or by none, and delete refuses
+//! to stop one marked by another owner.
 //! Several workflow-workers of different deployments may share one state directory.
 //!
 //! A recorded process counts as alive when `/proc/<pid>/stat` exists, is not a zombie and its
@@ -512,7 +513,12 @@ impl ComputeProvider for LocalProvider {
         let log_path = dir.join(LOG_FILE);
         let mut how = "was not running".to_owned();
         if let Some(meta) = read_meta(&dir)? {
-            self.check_mark(id, &meta, "delete")?;
+            // Deleting by ID is explicit (the ID came from a create): refused only for a unit
+            // another owner marked. An unmarked one (written before marks existed) belongs to
+            // a run of this deployment's older version and is deleted when that run asks.
+            if meta.owner.is_some() {
+                self.check_mark(id, &meta, "delete")?;
+            }
             if is_alive(meta.pid, meta.start_time) {
                 signal_group(meta.pid, Signal::SIGTERM).map_err(|e| {
                     ProviderError::transient(format!(

@@ -351,7 +351,7 @@ async fn list_ours_keeps_only_generated_names_with_our_mark() {
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].name, b1);
 
-    // Neither adopts nor deletes the other's compute (or unmarked compute).
+    // Neither adopts nor deletes the other's compute; unmarked compute is never adopted.
     for (name, provider) in [(&b1, &p), (&a1, &other), (&unmarked, &p)] {
         let err = provider
             .create_or_adopt(&spec(name, &[]))
@@ -359,10 +359,14 @@ async fn list_ours_keeps_only_generated_names_with_our_mark() {
             .expect_err("not ours");
         assert_eq!(err.kind, ErrorKind::Permanent, "{}", err.message);
         assert!(err.message.contains("not ours"), "{}", err.message);
-        let err = provider.delete(name).await.expect_err("not ours");
-        assert_eq!(err.kind, ErrorKind::Permanent, "{}", err.message);
+        if name != &unmarked {
+            let err = provider.delete(name).await.expect_err("not ours");
+            assert_eq!(err.kind, ErrorKind::Permanent, "{}", err.message);
+        }
     }
     assert_eq!(p.running_pids().len(), 4);
+    // Deleting an unmarked unit by ID (its run's own Delete, from before marks) is allowed.
+    assert_eq!(p.delete(&unmarked).await.expect("delete"), Deleted::Removed);
 
     for name in [&a1, &a2, "ext-api"] {
         assert_eq!(p.delete(name).await.expect("delete"), Deleted::Removed);
