@@ -23,6 +23,10 @@
 //!   `pending_deployment` (PENDING_DEPLOY only), `in_progress_deployment` (PENDING_DEPLOY and
 //!   DEPLOYING) and `active_deployment` (ACTIVE); a failed deployment is only reachable by id.
 //! - `page`/`per_page` outside 1.. / 1-200 answer 400 instead of being clamped.
+//! - Asynchronous delete (`DeleteDelay`, off by default): the app's worker stops at once, but
+//!   the app stays readable and listed (unchanged), its name taken, until the delay is over;
+//!   a repeated `DELETE` meanwhile answers 200 again. The spec does not say what App Platform
+//!   shows during a teardown; it only says deletion shuts the deployments down.
 //!
 //! # Admin endpoints (no auth)
 //! - `GET /_fake/state` -> [`Snapshot`] as JSON.
