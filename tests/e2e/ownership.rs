@@ -242,59 +242,143 @@ async fn two_local_deployments_in_one_state_dir_never_touch_each_other_s_compute
     two_deployments_never_touch_each_other(&server, shared).await;
 }
 
+/// Two orphaned apps of owner `solo` (their runs terminated), the delete of the first one
+/// failing with 500 until the faults are cleared.
+struct Orphans {
+    dir: std::path::PathBuf,
+    server: DevServer,
+    fake: FakeDo,
+    queue: String,
+    worker: Proc,
+    stuck: String,
+    stuck_id: String,
+    other: String,
+}
+
+impl Orphans {
+    /// `sweep_interval` is the workflow-worker's `SWEEP_INTERVAL` (grace period 0).
+    async fn start(label: &str, sweep_interval: &str) -> Orphans {
+        let dir = test_dir(label);
+        let server = DevServer::start(&dir).await;
+        let fake = digitalocean::start_fake(&dir).await;
+        let queue = queue(label);
+        let mut orphans = Orphans {
+            worker: Self::worker_command(&dir, &server, &fake, &queue, "workflow-worker.log")
+                .env("SWEEP_INTERVAL", sweep_interval)
+                .env("SWEEP_GRACE_PERIOD", "0s")
+                .spawn(),
+            dir,
+            server,
+            fake,
+            queue,
+            stuck: String::new(),
+            stuck_id: String::new(),
+            other: String::new(),
+        };
+        let client = orphans.server.client().await;
+        let first = start_job(&client, &orphans.queue, &format!("{label}-1")).await;
+        let second = start_job(&client, &orphans.queue, &format!("{label}-2")).await;
+        orphans.stuck = compute_of(&first);
+        orphans.other = compute_of(&second);
+        let snapshot = orphans.fake.snapshot();
+        orphans.stuck_id = snapshot
+            .app_by_name(&orphans.stuck)
+            .expect("app")
+            .id
+            .clone();
+        orphans.fake.inject(Fault::AppServerError {
+            app_id: orphans.stuck_id.clone(),
+            count: 1_000,
+            status: 500,
+            op: Op::Delete,
+        });
+        terminate(&first).await;
+        terminate(&second).await;
+        orphans
+    }
+
+    fn worker_command(
+        dir: &Path,
+        server: &DevServer,
+        fake: &FakeDo,
+        queue: &str,
+        log: &str,
+    ) -> ProcBuilder {
+        digitalocean::workflow_worker(dir, server, fake, DO_TOKEN, queue, log)
+            .env("COMPUTE_OWNER", "solo")
+            .env("DIGITALOCEAN_MAX_ATTEMPTS", "2")
+    }
+
+    fn command(&self, log: &str) -> ProcBuilder {
+        Self::worker_command(&self.dir, &self.server, &self.fake, &self.queue, log)
+            .env("SWEEP_INTERVAL", "0")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_goes_on_past_a_unit_it_cannot_delete_and_reports_it() {
-    let dir = test_dir("own-sweep-fail");
-    let server = DevServer::start(&dir).await;
-    let fake = digitalocean::start_fake(&dir).await;
-    let q = queue("own-sweep-fail");
-    let worker = |log: &str| {
-        digitalocean::workflow_worker(&dir, &server, &fake, DO_TOKEN, &q, log)
-            .env("COMPUTE_OWNER", "solo")
-            .env("SWEEP_INTERVAL", "0")
-    };
-    let _worker = worker("workflow-worker.log").spawn();
-    let client = server.client().await;
-    let (first, second) = (
-        start_job(&client, &q, "own-sweep-fail-1").await,
-        start_job(&client, &q, "own-sweep-fail-2").await,
-    );
-    terminate(&first).await;
-    terminate(&second).await;
-    let (stuck, other) = (compute_of(&first), compute_of(&second));
-    let stuck_id = fake.snapshot().app_by_name(&stuck).expect("app").id.clone();
-    fake.inject(Fault::AppServerError {
-        app_id: stuck_id.clone(),
-        count: 1_000,
-        status: 500,
-        op: Op::Delete,
-    });
-
-    let (status, report) = sweep(worker("sweep-1.log").env("DIGITALOCEAN_MAX_ATTEMPTS", "2")).await;
+    let o = Orphans::start("own-sweep-fail", "0").await;
+    let (status, report) = sweep(o.command("sweep-1.log")).await;
     assert_eq!(
         status.code(),
         Some(1),
         "a failed delete fails the sweep: {report}"
     );
-    assert_eq!(deleted_names(&report), [other.as_str()], "{report}");
+    assert_eq!(deleted_names(&report), [o.other.as_str()], "{report}");
     let failed = report["failed"].as_array().expect("failed list");
     assert_eq!(failed.len(), 1, "{report}");
-    assert_eq!(failed[0]["name"], stuck.as_str(), "{report}");
-    assert_eq!(failed[0]["id"], stuck_id.as_str(), "{report}");
+    assert_eq!(failed[0]["name"], o.stuck.as_str(), "{report}");
+    assert_eq!(failed[0]["id"], o.stuck_id.as_str(), "{report}");
     assert!(
         failed[0]["error"].as_str().unwrap_or("").contains("500"),
         "{report}"
     );
-    let snapshot = fake.snapshot();
-    assert!(snapshot.app_by_name(&other).is_none(), "{snapshot:?}");
-    assert!(snapshot.app_by_name(&stuck).is_some(), "{snapshot:?}");
+    let snapshot = o.fake.snapshot();
+    assert!(snapshot.app_by_name(&o.other).is_none(), "{snapshot:?}");
+    assert!(snapshot.app_by_name(&o.stuck).is_some(), "{snapshot:?}");
 
     // Once the provider lets it, the next sweep removes it.
-    fake.clear_faults();
-    let (status, report) = sweep(worker("sweep-2.log")).await;
+    o.fake.clear_faults();
+    let (status, report) = sweep(o.command("sweep-2.log")).await;
     assert!(status.success(), "{report}");
-    assert_eq!(deleted_names(&report), [stuck], "{report}");
-    assert!(fake.snapshot().apps.is_empty());
+    assert_eq!(deleted_names(&report), [o.stuck.as_str()], "{report}");
+    assert!(o.fake.snapshot().apps.is_empty());
+}
+
+/// The same through the schedule: the sweep activity deletes what it can, logs the report and
+/// fails; a later scheduled sweep deletes the rest once the provider lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_sweep_goes_on_past_a_failing_delete_and_fails_after_reporting() {
+    let o = Orphans::start("own-sched-fail", "2s").await;
+    wait_for(
+        "a scheduled sweep to delete the other orphan and report the stuck one",
+        Duration::from_secs(90),
+        || {
+            let gone = o.fake.snapshot().app_by_name(&o.other).is_none();
+            let reported = o
+                .worker
+                .output()
+                .contains("sweep finished with failed deletes");
+            async move { (gone && reported).then_some(()) }
+        },
+    )
+    .await;
+    assert!(o.fake.snapshot().app_by_name(&o.stuck).is_some());
+    assert!(
+        o.worker.output().contains(&o.stuck_id),
+        "the report names it"
+    );
+
+    o.fake.clear_faults();
+    wait_for(
+        "a later scheduled sweep to delete the stuck orphan",
+        Duration::from_secs(90),
+        || {
+            let empty = o.fake.snapshot().apps.is_empty();
+            async move { empty.then_some(()) }
+        },
+    )
+    .await;
 }
 
 /// Requests the fake answered, by operation, since `before`.
