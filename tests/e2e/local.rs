@@ -717,7 +717,7 @@ async fn external_worker_connects_as_the_workflow_worker_configured_by_a_profile
         })
         .expect("the job was scheduled");
     let start_to_close = job.start_to_close_timeout.expect("job start-to-close");
-    let expected = tea_orchestrator::workflow::job_start_to_close(Duration::from_secs(2));
+    let expected = run::input("2s").job_start_to_close();
     assert_eq!(
         (start_to_close.seconds, start_to_close.nanos),
         (i64::try_from(expected.as_secs()).unwrap(), 0),

@@ -18,8 +18,8 @@ use crate::{
 
 /// Most dev server restarts in one chaos run.
 const MAX_SERVER_RESTARTS: u32 = 2;
-/// `Retry-After` of the long rate limit: longer than the runs' 2 s heartbeat timeout.
-const LONG_RETRY_AFTER_SECS: u64 = 5;
+/// How long a run with bad input may take to fail.
+const BAD_INPUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most external-worker kills per run (each costs a compute attempt; runs have three).
 const MAX_KILLS_PER_RUN: u32 = 1;
 
@@ -33,6 +33,11 @@ pub struct Counts {
     pub faults: u32,
     pub cancels: u32,
     pub terminates: u32,
+    /// Runs another client started with input the workflow cannot use (each must fail at
+    /// once and create no compute).
+    pub bad_inputs: u32,
+    /// Of those, runs that did not fail within [`BAD_INPUT_TIMEOUT`] or that created compute.
+    pub bad_inputs_mishandled: u32,
 }
 
 /// Counts per provider plus the dev server restarts.
@@ -48,6 +53,7 @@ pub struct AllCounts {
 pub struct Budget {
     pub cancels: u32,
     pub terminates: u32,
+    pub bad_inputs: u32,
 }
 
 impl Budget {
@@ -57,6 +63,7 @@ impl Budget {
         Budget {
             cancels: n,
             terminates: n,
+            bad_inputs: n,
         }
     }
 }
@@ -67,7 +74,7 @@ enum Event {
     RestartWorkflowWorker,
     RestartServer,
     RateLimit,
-    /// A 429 whose `Retry-After` is longer than the runs' heartbeat timeout.
+    /// A 429 whose Retry-After outlasts the runs' heartbeat timeout.
     LongRetryAfter,
     ServerError,
     DeploymentError,
@@ -75,6 +82,7 @@ enum Event {
     AsyncDelete,
     Cancel,
     Terminate,
+    BadInput,
 }
 
 impl Event {
@@ -90,6 +98,7 @@ impl Event {
             Event::AsyncDelete => 3,
             Event::Cancel => 6,
             Event::Terminate => 6,
+            Event::BadInput => 3,
         }
     }
 }
@@ -138,6 +147,9 @@ pub async fn chaos(
         }
         if lanes.iter().any(|l| l.kind == Kind::DigitalOcean) {
             choices.push(Event::AsyncDelete);
+        }
+        if budget.bad_inputs > 0 {
+            choices.push(Event::BadInput);
         }
         if budget.cancels > 0 {
             choices.push(Event::Cancel);
@@ -189,6 +201,54 @@ pub async fn chaos(
                     }
                 }
             }
+            Event::BadInput => {
+                let lane = &lanes[rng.random_range(0..lanes.len())];
+                let id = format!(
+                    "chaos-bad-input-{}-{}",
+                    lane.kind.short(),
+                    budget.bad_inputs
+                );
+                say!(
+                    "EVENT {}: another client starts run {id} with bad input",
+                    lane.kind
+                );
+                if client.is_none() {
+                    client = runs::connect(&address).await;
+                }
+                let Some(c) = &client else {
+                    say!("  cannot connect to the dev server; skipped");
+                    counts.failed_events += 1;
+                    continue;
+                };
+                let input = runs::bad_input(rng);
+                match runs::start_raw(c, &lane.queue, &id, input).await {
+                    Ok(run_id) => {
+                        budget.bad_inputs -= 1;
+                        bump(&mut counts, lane.kind, |c| c.bad_inputs += 1);
+                        let outcome =
+                            runs::wait_closed(&address, &id, Instant::now() + BAD_INPUT_TIMEOUT)
+                                .await;
+                        say!(
+                            "  {}: run {id} closed: {}",
+                            lane.kind,
+                            runs::describe(&outcome)
+                        );
+                        let mut run = runs::Run::new(id, run_id, lane.kind);
+                        let created = lane.live_units().iter().any(|u| run.owns(&u.name));
+                        if !matches!(outcome, runs::Outcome::Failed(_)) || created {
+                            say!("FINDING {}: bad input was not refused at once", lane.kind);
+                            bump(&mut counts, lane.kind, |c| c.bad_inputs_mishandled += 1);
+                        }
+                        run.outcome = Some(outcome);
+                        runs::lock(runs).push(run);
+                    }
+                    Err(e) => {
+                        say!("  failed: {e:#}");
+                        client = None;
+                        counts.failed_events += 1;
+                    }
+                }
+            }
             Event::RateLimit
             | Event::LongRetryAfter
             | Event::ServerError
@@ -211,7 +271,7 @@ pub async fn chaos(
                     },
                     Event::LongRetryAfter => Fault::RateLimit {
                         count: 1,
-                        retry_after_secs: LONG_RETRY_AFTER_SECS,
+                        retry_after_secs: runs::LONG_RETRY_AFTER_SECS,
                         op,
                     },
                     Event::AsyncDelete => Fault::DeleteDelay {

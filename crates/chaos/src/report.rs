@@ -95,6 +95,10 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.open_runs() == 0
             && self.left_running() == 0
+            && self
+                .kinds
+                .iter()
+                .all(|k| self.counts(*k).bad_inputs_mishandled == 0)
             && self.duplicates() == 0
             && self.foreign_deleted() == 0
             && self.swept.values().all(Result::is_ok)
@@ -213,11 +217,21 @@ impl Report {
                 Some(Cell::N(u64::from(self.counts.server_restarts))),
             ),
             (
-                "events: API faults (429/5xx/deploy)",
+                "events: API faults (429/5xx/deploy/long Retry-After)",
                 ev(|c| c.faults),
                 None,
             ),
             ("events: cancels", ev(|c| c.cancels), None),
+            (
+                "events: runs started with bad input",
+                ev(|c| c.bad_inputs),
+                None,
+            ),
+            (
+                "  not refused at once (must be 0)",
+                ev(|c| c.bad_inputs_mishandled),
+                None,
+            ),
             ("events: terminates", ev(|c| c.terminates), None),
             (
                 "workflow-worker exits by itself",

@@ -13,9 +13,9 @@ use tea_orchestrator::workflow::TriggerExternalWorkflow;
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCancelOptions,
-    WorkflowTerminateOptions,
+    WorkflowStartOptions, WorkflowTerminateOptions,
 };
-use temporalio_common::HasWorkflowDefinition;
+use temporalio_common::{HasWorkflowDefinition, data_converters::RawValue};
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{lanes::Kind, say};
@@ -149,6 +149,42 @@ pub async fn connect_retrying(address: &str, deadline: Instant) -> anyhow::Resul
     }
 }
 
+/// Retry-After of the long rate-limit fault: longer than the runs' heartbeat timeout.
+pub const LONG_RETRY_AFTER_SECS: u64 = 5;
+
+/// A raw workflow input another client might send that the workflow cannot use.
+pub fn bad_input(rng: &mut impl rand::Rng) -> RawValue {
+    let inputs = [
+        serde_json::json!({"registry": "r", "repository": "external"}),
+        serde_json::json!("external:latest"),
+        serde_json::json!({"registry": "r", "repository": "external", "tag": "latest",
+                           "job_duration": -5_000_000_000_i64}),
+    ];
+    let input = &inputs[rng.random_range(0..inputs.len())];
+    RawValue::new(vec![tea_contract::json_payload(input)])
+}
+
+/// Starts a run with a raw input, as any client may; returns its run ID.
+pub async fn start_raw(
+    client: &Client,
+    task_queue: &str,
+    id: &str,
+    input: RawValue,
+) -> anyhow::Result<String> {
+    let handle = client
+        .start_workflow(
+            TriggerExternalWorkflow::run,
+            input,
+            WorkflowStartOptions::new(task_queue, id).build(),
+        )
+        .await
+        .map_err(|e| anyhow!("could not start {id}: {e}"))?;
+    handle
+        .run_id()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("the server returned no run ID for {id}"))
+}
+
 /// Starts a run; returns its run ID.
 pub async fn start(
     client: &Client,
@@ -169,7 +205,7 @@ pub fn handle(client: &Client, id: &str) -> RunHandle {
 }
 
 /// Waits until run `id` closes, reconnecting after errors, at most until `deadline`.
-async fn wait_closed(address: &str, id: &str, deadline: Instant) -> Outcome {
+pub async fn wait_closed(address: &str, id: &str, deadline: Instant) -> Outcome {
     let mut last_error = String::new();
     loop {
         let now = Instant::now();

@@ -84,10 +84,12 @@ pub struct RunOutcome {
     pub attempts: u32,
 }
 
-/// Patch (2026-11): every wait has a deadline and cancellation is checked between attempts.
-/// Under it: no new compute is provisioned once the run is cancelled; the job's start-to-close
-/// follows its duration instead of the original's fixed hour; `WaitForAppBuild` is bounded by
-/// the provider's deploy timeout plus the worker start timeout.
+/// Patch (2026-11): strict input, every wait has a deadline, and cancellation is checked between
+/// attempts. Under it: the input is decoded and validated by today's rules (runs started before
+/// keep the first version's, so that replay decides as they did); no new compute is provisioned
+/// once the run is cancelled; the job's start-to-close follows its duration instead of the
+/// original's fixed hour; `WaitForAppBuild` is bounded by the provider's deploy timeout plus the
+/// worker start timeout.
 pub const BOUNDED_WAITS_PATCH: &str = "bounded-waits";
 
 /// Activity timeouts and retries of the original.
@@ -95,12 +97,6 @@ const START_TO_CLOSE: Duration = Duration::from_secs(3600);
 
 /// Slack on top of what a bounded wait needs, for scheduling and retries.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(300);
-
-/// The job's start-to-close under [`BOUNDED_WAITS_PATCH`]: its duration plus a tenth of it, at
-/// least [`DEADLINE_MARGIN`] (a heartbeat timeout notices a dead worker long before).
-pub fn job_start_to_close(job_duration: Duration) -> Duration {
-    job_duration + (job_duration / 10).max(DEADLINE_MARGIN)
-}
 
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::builder()
@@ -170,13 +166,18 @@ impl TriggerExternalWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: RawValue,
     ) -> WorkflowResult<RunOutcome> {
+        let bounded = ctx.patched(BOUNDED_WAITS_PATCH);
         // Decoded here, not by the SDK: bad input from any client fails the run at once
         // instead of failing workflow tasks forever (see `tea_contract::input`).
-        let input = match WorkflowInput::from_payloads(&input.payloads) {
+        let decoded = if bounded {
+            WorkflowInput::from_payloads(&input.payloads)
+        } else {
+            WorkflowInput::from_payloads_v1(&input.payloads)
+        };
+        let input = match decoded {
             Ok(input) => input,
             Err(message) => return Err(fail(ctx, message)),
         };
-        let bounded = ctx.patched(BOUNDED_WAITS_PATCH);
         enter(ctx, Phase::Waiting);
         if !pause(ctx, input.pause()).await {
             return Err(cancelled(ctx));
@@ -378,7 +379,7 @@ async fn use_compute(
     if bounded {
         // A job of many hours must not time out at the original's fixed hour.
         job_options.close_timeouts =
-            ActivityCloseTimeouts::StartToClose(job_start_to_close(input.job_duration()));
+            ActivityCloseTimeouts::StartToClose(input.job_start_to_close());
     }
     // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
     // workflow retries the job on fresh compute instead.

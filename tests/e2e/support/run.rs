@@ -58,11 +58,12 @@ async fn record_history(handle: &RunHandle) {
     };
     let id = handle.info().workflow_id.clone();
     let test = id.rsplit_once('-').map_or(id.as_str(), |(test, _)| test);
-    let json = handle
+    let mut json = handle
         .fetch_history(WorkflowFetchHistoryOptions::default())
         .to_json()
         .await
         .expect("fetch the run's history");
+    json.push(b'\n');
     let path = std::path::Path::new(&dir).join(format!("{test}.json"));
     std::fs::create_dir_all(&dir).expect("create the history directory");
     std::fs::write(&path, json).expect("write the history");

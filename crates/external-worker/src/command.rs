@@ -1,0 +1,609 @@
+//! Running the user's command on the compute: a child process in its own process group, its
+//! stdout and stderr streamed line by line to this worker's log (so the provider's log store
+//! has the whole output) and counted, a bounded tail of the output kept for heartbeats and the
+//! result, the job's own progress and JSON result read from files it writes, and a stop that
+//! reaches every process of the group.
+//!
+//! The channel a job reports through is language-neutral: the runner sets
+//! [`PROGRESS_FILE_ENV`] and [`RESULT_FILE_ENV`] to paths in a directory of the job's own. The
+//! job may (re)write the progress file at any time with `{"fraction": 0.4, "message": "..."}`
+//! (both optional) and write its result file once with any JSON value, at most
+//! [`Limits::result_bytes`].
+
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+    task::JoinHandle,
+    time::Instant,
+};
+
+/// Environment variable naming the file the job may write its progress to.
+pub const PROGRESS_FILE_ENV: &str = "TEA_PROGRESS_FILE";
+/// Environment variable naming the file the job may write its JSON result to.
+pub const RESULT_FILE_ENV: &str = "TEA_RESULT_FILE";
+
+/// The longest output line kept whole; longer lines are cut (and counted in full).
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// What to run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Program and arguments; no shell is involved.
+    pub argv: Vec<String>,
+    /// Variables added to the worker's environment (secrets included: never logged).
+    pub env: Vec<(String, String)>,
+    /// Working directory; the worker's own when `None`.
+    pub workdir: Option<PathBuf>,
+}
+
+/// Bounds on what the runner keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of output kept as the tail (the last whole lines within it).
+    pub tail_bytes: usize,
+    /// Largest result file accepted.
+    pub result_bytes: usize,
+    /// How long the job has between SIGTERM and SIGKILL when it is stopped.
+    pub kill_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            tail_bytes: 4 * 1024,
+            result_bytes: 64 * 1024,
+            kill_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Progress the job reported about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of output in the tail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLine {
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// Where the job is, for heartbeats.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub elapsed: Duration,
+    pub stdout_lines: u64,
+    pub stderr_lines: u64,
+    pub output_bytes: u64,
+    /// The last lines of output, at most [`Limits::tail_bytes`] in all.
+    pub tail: Vec<OutputLine>,
+    /// What the job last wrote to its progress file, if anything readable.
+    pub report: Option<JobReport>,
+}
+
+/// How the job's process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    fn of(status: ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(signal) => {
+                let name = Signal::try_from(signal)
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_else(|_| format!("signal {signal}"));
+                write!(f, "killed by {name}")?;
+                if signal == Signal::SIGKILL as i32 {
+                    f.write_str(" (often the kernel's out-of-memory killer)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How the job ended, with what it left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub exit: Exit,
+    pub snapshot: Snapshot,
+    /// The job's JSON result, when it wrote a valid one within the limit.
+    pub result: Option<serde_json::Value>,
+    /// Why a result file that exists was not taken (too large, not JSON).
+    pub result_error: Option<String>,
+}
+
+impl Finished {
+    /// The last lines the job wrote to stderr, for a failure's message.
+    pub fn stderr_tail(&self) -> Vec<&str> {
+        self.snapshot
+            .tail
+            .iter()
+            .filter(|l| l.stream == Stream::Stderr)
+            .map(|l| l.line.as_str())
+            .collect()
+    }
+}
+
+/// Why the command could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("no command was given")]
+    Empty,
+    #[error("program {program:?} was not found (not a path to a file, nor on PATH)")]
+    NotFound { program: String },
+    #[error("program {program:?} cannot be run: {source}")]
+    Other {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters and the tail, written by the stream readers.
+#[derive(Debug, Default)]
+struct Output {
+    stdout_lines: u64,
+    stderr_lines: u64,
+    bytes: u64,
+    tail: VecDeque<OutputLine>,
+    tail_bytes: usize,
+}
+
+impl Output {
+    fn push(&mut self, stream: Stream, line: String, raw_len: usize, limit: usize) {
+        match stream {
+            Stream::Stdout => self.stdout_lines += 1,
+            Stream::Stderr => self.stderr_lines += 1,
+        }
+        self.bytes += raw_len as u64;
+        self.tail_bytes += line.len();
+        self.tail.push_back(OutputLine { stream, line });
+        while self.tail_bytes > limit {
+            match self.tail.pop_front() {
+                Some(old) => self.tail_bytes -= old.line.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// A started command.
+pub struct RunningCommand {
+    child: Child,
+    pgid: Option<Pid>,
+    started: Instant,
+    output: Arc<Mutex<Output>>,
+    readers: Vec<JoinHandle<()>>,
+    files: JobFiles,
+    limits: Limits,
+}
+
+/// The job's own directory with its progress and result files; removed when dropped.
+struct JobFiles {
+    dir: PathBuf,
+}
+
+impl JobFiles {
+    fn create() -> std::io::Result<JobFiles> {
+        let dir = std::env::temp_dir().join(format!("tea-job-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(JobFiles { dir })
+    }
+    fn progress(&self) -> PathBuf {
+        self.dir.join("progress.json")
+    }
+    fn result(&self) -> PathBuf {
+        self.dir.join("result.json")
+    }
+}
+
+impl Drop for JobFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl RunningCommand {
+    /// Starts `spec` in a process group of its own; each output line goes to `log_line` (and
+    /// is counted and kept in the tail).
+    pub fn spawn(
+        spec: &CommandSpec,
+        limits: Limits,
+        log_line: impl Fn(Stream, &str) + Send + Sync + 'static,
+    ) -> Result<RunningCommand, SpawnError> {
+        let Some(program) = spec.argv.first() else {
+            return Err(SpawnError::Empty);
+        };
+        let files = JobFiles::create().map_err(|source| SpawnError::Other {
+            program: program.clone(),
+            source,
+        })?;
+        let mut command = Command::new(program);
+        command
+            .args(&spec.argv[1..])
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(PROGRESS_FILE_ENV, files.progress())
+            .env(RESULT_FILE_ENV, files.result())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &spec.workdir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => SpawnError::NotFound {
+                program: program.clone(),
+            },
+            _ => SpawnError::Other {
+                program: program.clone(),
+                source,
+            },
+        })?;
+        let pgid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
+        let output = Arc::new(Mutex::new(Output::default()));
+        let log_line = Arc::new(log_line);
+        let mut readers = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            readers.push(read_lines(
+                stdout,
+                Stream::Stdout,
+                Arc::clone(&output),
+                limits.tail_bytes,
+                Arc::clone(&log_line),
+            ));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            readers.push(read_lines(
+                stderr,
+                Stream::Stderr,
+                Arc::clone(&output),
+                limits.tail_bytes,
+                log_line,
+            ));
+        }
+        Ok(RunningCommand {
+            child,
+            pgid,
+            started: Instant::now(),
+            output,
+            readers,
+            files,
+            limits,
+        })
+    }
+
+    /// Where the job is now.
+    pub fn snapshot(&self) -> Snapshot {
+        let output = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        Snapshot {
+            elapsed: self.started.elapsed(),
+            stdout_lines: output.stdout_lines,
+            stderr_lines: output.stderr_lines,
+            output_bytes: output.bytes,
+            tail: output.tail.iter().cloned().collect(),
+            report: read_report(&self.files.progress()),
+        }
+    }
+
+    /// Waits for the job to end by itself.
+    pub async fn wait(&mut self) -> std::io::Result<Finished> {
+        let status = self.child.wait().await?;
+        Ok(self.finish(status).await)
+    }
+
+    /// Stops the job: SIGTERM to its whole process group, SIGKILL after the grace period;
+    /// returns once the job's process has exited and its output is read.
+    pub async fn stop(&mut self) -> std::io::Result<Finished> {
+        self.signal_group(Signal::SIGTERM);
+        let status = match tokio::time::timeout(self.limits.kill_grace, self.child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                tracing::warn!(grace = ?self.limits.kill_grace, "job ignored SIGTERM; SIGKILL");
+                self.signal_group(Signal::SIGKILL);
+                self.child.wait().await?
+            }
+        };
+        // Whatever else of the group is left (a child that ignored SIGTERM) goes too.
+        self.signal_group(Signal::SIGKILL);
+        Ok(self.finish(status).await)
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        if let Some(pgid) = self.pgid
+            && pgid.as_raw() > 1
+        {
+            let _ = nix::sys::signal::killpg(pgid, signal);
+        }
+    }
+
+    async fn finish(&mut self, status: ExitStatus) -> Finished {
+        // The readers end when every writer of the pipes is gone; a grandchild that keeps
+        // them open must not hold the job forever.
+        self.signal_group(Signal::SIGKILL);
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        let (result, result_error) = read_result(&self.files.result(), self.limits.result_bytes);
+        Finished {
+            exit: Exit::of(status),
+            snapshot: self.snapshot(),
+            result,
+            result_error,
+        }
+    }
+}
+
+fn read_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    which: Stream,
+    output: Arc<Mutex<Output>>,
+    tail_limit: usize,
+    log_line: Arc<impl Fn(Stream, &str) + Send + Sync + 'static>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match read_line_bounded(&mut reader, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(raw_len) => {
+                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        buf.pop();
+                    }
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    log_line(which, &line);
+                    output
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(which, line, raw_len, tail_limit);
+                }
+            }
+        }
+    })
+}
+
+/// Reads one line, keeping at most [`MAX_LINE_BYTES`] of it in `buf`; returns the line's
+/// full length in bytes (0 at the end of the stream).
+async fn read_line_bounded(
+    reader: &mut (impl AsyncBufReadExt + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len();
+        total += used;
+        reader.consume(used);
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+fn read_report(path: &Path) -> Option<JobReport> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() > 4096 {
+        return None;
+    }
+    let mut report: JobReport = serde_json::from_slice(&bytes).ok()?;
+    report.fraction = report
+        .fraction
+        .filter(|f| f.is_finite())
+        .map(|f| f.clamp(0.0, 1.0));
+    if let Some(message) = &mut report.message
+        && message.len() > 512
+    {
+        let mut end = 512;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    Some(report)
+}
+
+fn read_result(path: &Path, limit: usize) -> (Option<serde_json::Value>, Option<String>) {
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return (None, None);
+    };
+    if metadata.len() > limit as u64 {
+        return (
+            None,
+            Some(format!(
+                "the job's result file is {} bytes, more than the limit of {limit} bytes",
+                metadata.len()
+            )),
+        );
+    }
+    match std::fs::read(path).map(|bytes| serde_json::from_slice(&bytes)) {
+        Ok(Ok(value)) => (Some(value), None),
+        Ok(Err(e)) => (
+            None,
+            Some(format!("the job's result file is not JSON: {e}")),
+        ),
+        Err(e) => (
+            None,
+            Some(format!("the job's result file cannot be read: {e}")),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> CommandSpec {
+        CommandSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            ..Default::default()
+        }
+    }
+
+    fn quiet(_: Stream, _: &str) {}
+
+    #[tokio::test]
+    async fn exit_code_output_tail_and_counts() {
+        let spec = sh("echo one; echo two; echo oops >&2; exit 3");
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), quiet).unwrap();
+        let finished = job.wait().await.unwrap();
+        assert_eq!(finished.exit, Exit::Code(3));
+        assert_eq!(finished.snapshot.stdout_lines, 2);
+        assert_eq!(finished.snapshot.stderr_lines, 1);
+        assert_eq!(finished.stderr_tail(), ["oops"]);
+        assert_eq!(finished.snapshot.output_bytes, 13);
+        assert_eq!(finished.exit.to_string(), "exit code 3");
+    }
+
+    #[tokio::test]
+    async fn the_tail_is_bounded_and_keeps_the_last_lines() {
+        let spec = sh("i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done");
+        let limits = Limits {
+            tail_bytes: 100,
+            ..Limits::default()
+        };
+        let mut job = RunningCommand::spawn(&spec, limits, quiet).unwrap();
+        let finished = job.wait().await.unwrap();
+        assert_eq!(finished.snapshot.stdout_lines, 2000);
+        let tail = &finished.snapshot.tail;
+        assert_eq!(tail.last().unwrap().line, "line-1999");
+        assert!(tail.iter().map(|l| l.line.len()).sum::<usize>() <= 100);
+    }
+
+    #[tokio::test]
+    async fn progress_and_result_files_reach_the_runner() {
+        let spec = sh(
+            r#"echo '{"fraction":0.5,"message":"half"}' > "$TEA_PROGRESS_FILE"; echo '{"rows":42}' > "$TEA_RESULT_FILE""#,
+        );
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), quiet).unwrap();
+        let finished = job.wait().await.unwrap();
+        assert!(finished.exit.success());
+        let report = finished.snapshot.report.expect("progress");
+        assert_eq!(report.fraction, Some(0.5));
+        assert_eq!(report.message.as_deref(), Some("half"));
+        assert_eq!(finished.result, Some(serde_json::json!({"rows": 42})));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_result_is_refused_naming_the_limit() {
+        let spec = sh(r#"head -c 2000 /dev/zero | tr '\0' 'a' > "$TEA_RESULT_FILE""#);
+        let limits = Limits {
+            result_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut job = RunningCommand::spawn(&spec, limits, quiet).unwrap();
+        let finished = job.wait().await.unwrap();
+        assert_eq!(finished.result, None);
+        assert!(
+            finished
+                .result_error
+                .as_deref()
+                .unwrap()
+                .contains("limit of 1000"),
+            "{:?}",
+            finished.result_error
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named() {
+        let spec = CommandSpec {
+            argv: vec!["no-such-program-tea".into()],
+            ..Default::default()
+        };
+        let err = RunningCommand::spawn(&spec, Limits::default(), quiet)
+            .err()
+            .expect("spawn fails");
+        assert!(matches!(err, SpawnError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("no-such-program-tea"));
+    }
+
+    #[tokio::test]
+    async fn stop_kills_a_group_that_ignores_sigterm_after_the_grace_period() {
+        // The shell ignores SIGTERM, and so does its background child.
+        let spec = sh("trap '' TERM; sleep 600 & echo started; wait");
+        let limits = Limits {
+            kill_grace: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let mut job = RunningCommand::spawn(&spec, limits, quiet).unwrap();
+        let pgid = job.pgid.expect("pgid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while job.snapshot().stdout_lines == 0 {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = Instant::now();
+        let finished = job.stop().await.unwrap();
+        assert_eq!(finished.exit, Exit::Signal(Signal::SIGKILL as i32));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(finished.exit.to_string().contains("SIGKILL"));
+        // No process of the group is left.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while nix::sys::signal::killpg(pgid, None).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "a process of the job's group survived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
