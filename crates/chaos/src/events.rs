@@ -212,12 +212,7 @@ pub async fn chaos(
                     "EVENT {}: another client starts run {id} with bad input",
                     lane.kind
                 );
-                if client.is_none() {
-                    client = runs::connect(&address).await;
-                }
-                let Some(c) = &client else {
-                    say!("  cannot connect to the dev server; skipped");
-                    counts.failed_events += 1;
+                let Some(c) = connected(&mut client, &address, &mut counts).await else {
                     continue;
                 };
                 let input = runs::bad_input(rng);
@@ -307,12 +302,7 @@ pub async fn chaos(
                 };
                 let Some((id, kind)) = target else { continue };
                 say!("EVENT {kind}: {what:?} run {id}");
-                if client.is_none() {
-                    client = runs::connect(&address).await;
-                }
-                let Some(c) = &client else {
-                    say!("  cannot connect to the dev server; skipped");
-                    counts.failed_events += 1;
+                let Some(c) = connected(&mut client, &address, &mut counts).await else {
                     continue;
                 };
                 match runs::intervene(c, &id, what).await {
@@ -343,6 +333,23 @@ pub async fn chaos(
     // Leave the workflow-workers running for the runs' last steps and for nothing else.
     supervise(lanes, &mut counts);
     counts
+}
+
+/// The client, connecting first when there is none; `None` (counted as a failed event) when
+/// the dev server does not answer.
+async fn connected<'a>(
+    client: &'a mut Option<Client>,
+    address: &str,
+    counts: &mut AllCounts,
+) -> Option<&'a Client> {
+    if client.is_none() {
+        *client = runs::connect(address).await;
+    }
+    if client.is_none() {
+        say!("  cannot connect to the dev server; skipped");
+        counts.failed_events += 1;
+    }
+    client.as_ref()
 }
 
 fn any_open(runs: &Runs) -> bool {
