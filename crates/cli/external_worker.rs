@@ -9,6 +9,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use tea_contract::{DEFAULT_EXTERNAL_TASK_QUEUE, GoDuration};
 use tea_external_worker::{
+    command::Limits,
     deadman::{DeadManAction, DeadManConfig},
     worker::{ExternalWorkerConfig, run},
 };
@@ -41,6 +42,10 @@ struct Args {
     /// SIGTERM) on platforms that restart exited processes. Set by the provider.
     #[arg(long, env = "DEAD_MAN_ACTION", default_value = "exit")]
     dead_man_action: DeadManAction,
+    /// How long a user's command has between SIGTERM and SIGKILL when it is cancelled or the
+    /// worker shuts down.
+    #[arg(long, env = "JOB_KILL_GRACE", default_value = "10s")]
+    job_kill_grace: GoDuration,
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -83,6 +88,10 @@ async fn run_main(args: Args) -> anyhow::Result<()> {
             action: args.dead_man_action,
         },
         metrics,
+        job_limits: Limits {
+            kill_grace: args.job_kill_grace.as_duration(),
+            ..Limits::default()
+        },
     };
     run(&runtime, client, &config, tea_runtime::shutdown_signal()).await
 }

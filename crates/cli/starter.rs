@@ -101,6 +101,7 @@ async fn main() -> ExitCode {
         heartbeat_timeout: args.heartbeat_timeout,
         worker_start_timeout: args.worker_start_timeout,
         max_compute_attempts: args.max_compute_attempts,
+        ..Default::default()
     };
     if let Err(e) = input.validate() {
         eprintln!("starter: {e}");

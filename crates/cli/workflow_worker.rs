@@ -16,7 +16,7 @@ use tea_compute::{
 };
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
-    activities::{PollBackoff, forwarded_temporal_env},
+    activities::{PollBackoff, forwarded_temporal_env, job_secret_env},
     sweeper::{SweepOptions, failure_summary, remove_schedule, schedule_id, sweep_once},
     worker::{WorkflowWorkerConfig, run},
 };
@@ -55,6 +55,10 @@ struct Args {
     /// and counted as lost (default: the provider's, 15m for digitalocean, 1m for local).
     #[arg(long, env = "DEPLOY_TIMEOUT")]
     deploy_timeout: Option<GoDuration>,
+    /// Comma-separated names of variables of this process to give each unit of compute as
+    /// secrets, for the job (e.g. `DB_PASSWORD,S3_KEY`); never logged, never in history.
+    #[arg(long, env = "JOB_SECRET_ENV", default_value = "")]
+    job_secret_env: String,
     /// How long running activities may continue after SIGTERM.
     #[arg(long, env = "GRACEFUL_SHUTDOWN", default_value = "10s")]
     graceful_shutdown: GoDuration,
@@ -126,7 +130,13 @@ async fn main() -> ExitCode {
             };
             let config = (config, owner);
             // What external workers will connect with: refused now, not at every run.
-            let forwarded_env = match forwarded_temporal_env() {
+            let forwarded_env = forwarded_temporal_env().and_then(|mut env| {
+                env.extend(job_secret_env(&args.job_secret_env, |key| {
+                    std::env::var(key).ok()
+                })?);
+                Ok(env)
+            });
+            let forwarded_env = match forwarded_env {
                 Ok(env) => env,
                 Err(e) => {
                     tracing::error!("cannot start external workers with this configuration: {e}");

@@ -131,6 +131,7 @@ pub fn input(pause: Duration, job: Duration, heartbeat_timeout: Duration) -> Wor
         heartbeat_timeout: Some(GoDuration(heartbeat_timeout)),
         worker_start_timeout: Some(GoDuration::from_secs(120)),
         max_compute_attempts: None,
+        ..Default::default()
     }
 }
 

@@ -119,6 +119,7 @@ pub fn input(job_duration: GoDuration) -> WorkflowInput {
         heartbeat_timeout: Some(GoDuration::from_secs(2)),
         worker_start_timeout: Some(GoDuration::from_secs(30)),
         max_compute_attempts: Some(MAX_ATTEMPTS),
+        ..Default::default()
     }
 }
 

@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_COMPUTE_ATTEMPTS: u32 = 3;
 /// Upper bound on `max_compute_attempts` (the attempt is one digit of the compute name).
 pub const MAX_COMPUTE_ATTEMPTS_LIMIT: u32 = 9;
 
+/// How long a command may run when the input gives no `job_duration`.
+pub const DEFAULT_COMMAND_TIME_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// The longest job a run accepts. Longer jobs should checkpoint and run as several runs.
 pub const MAX_JOB_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest pause before provisioning and after the job.
@@ -72,10 +74,21 @@ pub struct WorkflowInput {
     /// ready (default [`DEFAULT_MAX_COMPUTE_ATTEMPTS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_compute_attempts: Option<u32>,
+    /// The job to run on the compute: program and arguments (no shell). Without it the run
+    /// does what the original does: `long-running-command` for `job_duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Variables for the job. NOT secret: they are in the workflow's history; secrets go
+    /// through the workflow-worker's `JOB_SECRET_ENV`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// The job's working directory on the compute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
 }
 
 /// Every field [`WorkflowInput`] has, as it is spelled on the wire.
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 11] = [
     "registry",
     "repository",
     "tag",
@@ -84,6 +97,9 @@ const FIELDS: [&str; 8] = [
     "heartbeat_timeout",
     "worker_start_timeout",
     "max_compute_attempts",
+    "command",
+    "env",
+    "workdir",
 ];
 
 impl WorkflowInput {
@@ -104,10 +120,19 @@ impl WorkflowInput {
             .0
     }
 
-    /// The job's start-to-close: its duration plus a tenth of it, at least five minutes (a
+    /// How long the job may take: `job_duration` (for a command, its time limit: default
+    /// [`DEFAULT_COMMAND_TIME_LIMIT`]).
+    pub fn job_time(&self) -> Duration {
+        match (&self.command, self.job_duration) {
+            (Some(_), None) => DEFAULT_COMMAND_TIME_LIMIT,
+            _ => self.job_duration(),
+        }
+    }
+
+    /// The job's start-to-close: its time plus a tenth of it, at least five minutes (a
     /// heartbeat timeout notices a dead worker long before).
     pub fn job_start_to_close(&self) -> Duration {
-        let job = self.job_duration();
+        let job = self.job_time();
         job + (job / 10).max(Duration::from_secs(300))
     }
 
@@ -260,6 +285,9 @@ impl WorkflowInput {
                 "max_compute_attempts" => {
                     input.max_compute_attempts = Some(count_field(field, &value)?)
                 }
+                "command" => input.command = Some(command_field(&value)?),
+                "env" => input.env = Some(env_field(&value)?),
+                "workdir" => input.workdir = Some(string_field(field, &value)?),
                 _ => unreachable!("every name in FIELDS is matched above"),
             }
         }
@@ -340,6 +368,53 @@ fn string_field(field: &str, value: &Value) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| format!("field `{field}` must be a string, got {}", describe(value)))
+}
+
+fn command_field(value: &Value) -> Result<Vec<String>, String> {
+    let expected = "field `command` must be a non-empty array of strings (program, then \
+                    arguments; no shell)";
+    let items = value
+        .as_array()
+        .ok_or_else(|| format!("{expected}, got {}", describe(value)))?;
+    let argv = items
+        .iter()
+        .map(|item| item.as_str().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| format!("{expected}, got an array with a non-string"))?;
+    match argv.first() {
+        Some(program) if !program.trim().is_empty() => Ok(argv),
+        _ => Err(format!("{expected}; the program is missing")),
+    }
+}
+
+fn env_field(value: &Value) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let object = value.as_object().ok_or_else(|| {
+        format!(
+            "field `env` must be an object of string values, got {}",
+            describe(value)
+        )
+    })?;
+    let mut env = std::collections::BTreeMap::new();
+    for (key, value) in object {
+        let valid_key = key
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            && key.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !valid_key {
+            return Err(format!(
+                "field `env`: {key:?} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)"
+            ));
+        }
+        let value = value.as_str().ok_or_else(|| {
+            format!(
+                "field `env`: {key} must be a string, got {}",
+                describe(value)
+            )
+        })?;
+        env.insert(key.clone(), value.to_owned());
+    }
+    Ok(env)
 }
 
 fn count_field(field: &str, value: &Value) -> Result<u32, String> {
@@ -428,6 +503,17 @@ mod tests {
         let json: Value = serde_json::from_slice(&input.to_payload().data).unwrap();
         assert_eq!(json["job_duration"], 500_000_000);
         assert!(json.get("pause").is_none());
+    }
+
+    #[test]
+    fn a_command_with_env_and_workdir_decodes() {
+        let input = decode(
+            r#"{"repository":"e","tag":"t","command":["python3","-c","print(1)"],"env":{"MODE":"fast"},"workdir":"/data"}"#,
+        )
+        .unwrap();
+        assert_eq!(input.command.as_deref().unwrap()[0], "python3");
+        assert_eq!(input.env.unwrap()["MODE"], "fast");
+        assert_eq!(input.workdir.as_deref(), Some("/data"));
     }
 
     #[test]

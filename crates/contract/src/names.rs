@@ -9,6 +9,9 @@ pub const WORKFLOW_TASK_QUEUE: &str = "taskQueueName";
 /// Activity type run by the external worker on the run's unique queue.
 pub const LONG_RUNNING_ACTIVITY: &str = "long-running-command";
 
+/// Activity type that runs the user's command on the external worker (see `CommandJob`).
+pub const RUN_COMMAND_ACTIVITY: &str = "run-command";
+
 /// Provisioning activity names (Go registers struct methods under their method names).
 pub const CREATE_ACTIVITY: &str = "Create";
 pub const WAIT_FOR_APP_BUILD_ACTIVITY: &str = "WaitForAppBuild";

@@ -16,6 +16,61 @@ pub struct JobProgress {
     pub remaining: GoDuration,
 }
 
+/// Argument of [`crate::RUN_COMMAND_ACTIVITY`]: the user's job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandJob {
+    /// Program and arguments (no shell).
+    pub command: Vec<String>,
+    /// Non-secret variables for the job (secrets are in the compute's own environment).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The activity's heartbeat timeout: the runner heartbeats at half of it.
+    pub heartbeat_timeout: GoDuration,
+}
+
+/// One line of the job's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutputLine {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+}
+
+/// Heartbeat details of [`crate::RUN_COMMAND_ACTIVITY`]: where the job is (bounded: the tail holds
+/// at most a few KiB).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandProgress {
+    pub elapsed: GoDuration,
+    pub stdout_lines: u64,
+    pub stderr_lines: u64,
+    pub output_bytes: u64,
+    /// The last lines of output.
+    pub tail: Vec<JobOutputLine>,
+    /// Fraction done (0 to 1), when the job reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// The job's own progress message, when it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Result of [`crate::RUN_COMMAND_ACTIVITY`] when the job exited 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub exit_code: i32,
+    pub duration: GoDuration,
+    pub stdout_lines: u64,
+    pub stderr_lines: u64,
+    pub output_bytes: u64,
+    /// The last lines of output (bounded).
+    pub output_tail: Vec<JobOutputLine>,
+    /// The JSON the job wrote to its result file (bounded), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
 /// Activities implemented by the external worker, as the workflow sees them.
 pub struct ExternalActivities;
 
@@ -28,6 +83,14 @@ impl ExternalActivities {
         duration: GoDuration,
         heartbeat_timeout: GoDuration,
     ) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Runs the user's command as a child process group and reports its output and progress
+    /// in heartbeats. A non-zero exit fails the activity non-retryably (the job failed, not
+    /// the compute).
+    #[activity(name = "run-command")]
+    pub fn run_command(job: CommandJob) -> Result<CommandResult, ActivityError> {
         unimplemented!()
     }
 }

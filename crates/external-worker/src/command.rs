@@ -35,7 +35,9 @@ pub const RESULT_FILE_ENV: &str = "TEA_RESULT_FILE";
 /// The longest output line kept whole; longer lines are cut (and counted in full).
 const MAX_LINE_BYTES: usize = 16 * 1024;
 
-/// What to run.
+/// What to run. The job inherits the worker's environment (so secrets given to the compute
+/// reach it) except the worker's own Temporal connection (`TEMPORAL_*`, `TEA_*`: the API key
+/// and client key are the worker's credentials, not the job's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommandSpec {
     /// Program and arguments; no shell is involved.
@@ -263,6 +265,12 @@ impl RunningCommand {
             source,
         })?;
         let mut command = Command::new(program);
+        for (key, _) in std::env::vars_os() {
+            let bytes = key.as_encoded_bytes();
+            if bytes.starts_with(b"TEMPORAL_") || bytes.starts_with(b"TEA_") {
+                command.env_remove(&key);
+            }
+        }
         command
             .args(&spec.argv[1..])
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -275,6 +283,15 @@ impl RunningCommand {
             .kill_on_drop(true);
         if let Some(dir) = &spec.workdir {
             command.current_dir(dir);
+        }
+        // SAFETY: the closure runs in the forked child before exec and only makes one
+        // async-signal-safe system call (prctl).
+        unsafe {
+            // If this worker dies without stopping the job (SIGKILL), the job's process gets
+            // SIGKILL too instead of running on for nobody.
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
         }
         let mut child = command.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => SpawnError::NotFound {
@@ -561,6 +578,19 @@ mod tests {
             "{:?}",
             finished.result_error
         );
+    }
+
+    #[tokio::test]
+    async fn the_workers_temporal_credentials_do_not_reach_the_job() {
+        // SAFETY: set before any thread of this test reads the environment concurrently.
+        unsafe { std::env::set_var("TEMPORAL_API_KEY", "worker-k3y") };
+        let spec = CommandSpec {
+            env: vec![("JOB_VAR".into(), "x".into())],
+            ..sh(r#"echo "key=${TEMPORAL_API_KEY:-none} job=$JOB_VAR""#)
+        };
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), quiet).unwrap();
+        let finished = job.wait().await.unwrap();
+        assert_eq!(finished.snapshot.tail[0].line, "key=none job=x");
     }
 
     #[tokio::test]

@@ -8,7 +8,12 @@ use std::{
     time::Duration,
 };
 
-use tea_contract::{GoDuration, JobProgress, decode_long_running_args};
+use tea_contract::{
+    CommandJob, CommandProgress, CommandResult, GoDuration, JobOutputLine, JobProgress,
+    decode_long_running_args,
+};
+
+use crate::command::{CommandSpec, Exit, Limits, RunningCommand, Snapshot, Stream};
 use tea_runtime::Metrics;
 use temporalio_common::data_converters::RawValue;
 use temporalio_macros::activities;
@@ -26,6 +31,8 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 pub struct JobTracker {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// Set once the worker shuts down: running commands stop at once.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for JobTracker {
@@ -33,11 +40,18 @@ impl Default for JobTracker {
         Self {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 }
 
 impl JobTracker {
+    /// Stops every running command now (SIGTERM to its group, SIGKILL after the grace), as the
+    /// worker shuts down: the compute is going away, and a job must not outlive its worker.
+    pub fn stop_jobs(&self) {
+        self.stopping.send_replace(true);
+    }
+
     /// How long no job has been running, or `None` while one runs.
     pub fn idle_for(&self) -> Option<Duration> {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
@@ -63,16 +77,28 @@ impl Drop for JobGuard {
     }
 }
 
-/// The activities this worker registers: only the long-running job.
+/// The activities this worker registers: the original's long-running job and the user's
+/// command.
 #[derive(Default)]
 pub struct JobActivities {
     tracker: Arc<JobTracker>,
     metrics: Metrics,
+    limits: Limits,
 }
 
 impl JobActivities {
     pub fn new(tracker: Arc<JobTracker>, metrics: Metrics) -> Self {
-        Self { tracker, metrics }
+        Self {
+            tracker,
+            metrics,
+            limits: Limits::default(),
+        }
+    }
+
+    /// With these bounds on the user's command (tail, result size, kill grace).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn record(&self, outcome: &'static str, elapsed: Duration) {
@@ -147,6 +173,175 @@ impl JobActivities {
         tracing::info!(duration = %duration, "long running command finished");
         self.record("completed", started.elapsed());
         Ok(())
+    }
+
+    /// Runs the user's command (see [`crate::command`]): output streamed to this worker's log,
+    /// progress in heartbeats, a non-zero exit a non-retryable failure naming the exit and the
+    /// last lines of stderr; cancelled, it stops the job's whole process group first.
+    #[activity(name = "run-command")]
+    pub async fn run_command(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        args: RawValue,
+    ) -> Result<CommandResult, ActivityError> {
+        let job: CommandJob = match args.payloads.as_slice() {
+            [payload] => serde_json::from_slice(&payload.data).map_err(|e| {
+                job_failure(
+                    "InvalidArgument",
+                    format!("invalid run-command argument: {e}"),
+                )
+            })?,
+            other => {
+                return Err(job_failure(
+                    "InvalidArgument",
+                    format!("run-command takes one argument, got {}", other.len()),
+                ));
+            }
+        };
+        if job.command.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(job_failure(
+                "InvalidArgument",
+                "run-command: the command is empty".into(),
+            ));
+        }
+        let _running = self.tracker.begin();
+        let started = Instant::now();
+        let result = self.run_user_command(&ctx, job).await;
+        let outcome = match &result {
+            Ok(_) => "completed",
+            Err(ActivityError::Cancelled { .. }) => "cancelled",
+            Err(_) => "failed",
+        };
+        self.record(outcome, started.elapsed());
+        result
+    }
+}
+
+impl JobActivities {
+    async fn run_user_command(
+        &self,
+        ctx: &ActivityContext,
+        job: CommandJob,
+    ) -> Result<CommandResult, ActivityError> {
+        let info = ctx.info();
+        let workflow_id = info.workflow_id.clone().unwrap_or_default();
+        let attempt = info.attempt;
+        let spec = CommandSpec {
+            argv: job.command.clone(),
+            env: job.env.clone().into_iter().collect(),
+            workdir: job.workdir.as_ref().map(Into::into),
+        };
+        tracing::info!(
+            %workflow_id,
+            attempt,
+            program = %job.command.first().map(String::as_str).unwrap_or(""),
+            args = job.command.len().saturating_sub(1),
+            env_keys = ?job.env.keys().collect::<Vec<_>>(),
+            "starting the job's command"
+        );
+        let log_workflow_id = workflow_id.clone();
+        let mut running = RunningCommand::spawn(&spec, self.limits, move |stream, line| {
+            tracing::info!(
+                target: "job_output",
+                workflow_id = %log_workflow_id,
+                attempt,
+                stream = ?stream,
+                "{line}"
+            );
+        })
+        .map_err(|e| job_failure("JobNotStarted", format!("the job could not start: {e}")))?;
+        let mut heartbeat = tokio::time::interval(heartbeat_interval(job.heartbeat_timeout));
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stopping = self.tracker.stopping.subscribe();
+        let finished = loop {
+            tokio::select! {
+                finished = running.wait() => break finished,
+                () = async {
+                    if stopping.wait_for(|stop| *stop).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    tracing::warn!(%workflow_id, "the worker is shutting down: stopping the job");
+                    let stopped = running.stop().await;
+                    tracing::info!(%workflow_id, exit = ?stopped.as_ref().map(|f| f.exit), "job stopped");
+                    // Retryable: the compute went away, not the job's fault.
+                    return Err(ActivityError::from(anyhow::anyhow!(
+                        "the external worker shut down (SIGTERM) and stopped the job"
+                    )));
+                }
+                _ = ctx.cancelled() => {
+                    tracing::info!(%workflow_id, "job cancelled: stopping its processes");
+                    let stopped = running.stop().await;
+                    tracing::info!(%workflow_id, exit = ?stopped.as_ref().map(|f| f.exit), "job stopped");
+                    return Err(ActivityError::cancelled());
+                }
+                _ = heartbeat.tick() => {
+                    ctx.record_heartbeat(progress_of(&running.snapshot())).await?;
+                }
+            }
+        }
+        .map_err(|e| ActivityError::from(anyhow::anyhow!("waiting for the job failed: {e}")))?;
+        tracing::info!(%workflow_id, exit = %finished.exit, lines = finished.snapshot.stdout_lines + finished.snapshot.stderr_lines, "job ended");
+        if let Some(error) = &finished.result_error {
+            return Err(job_failure("JobResultRefused", error.clone()));
+        }
+        match finished.exit {
+            Exit::Code(0) => Ok(CommandResult {
+                exit_code: 0,
+                duration: GoDuration(finished.snapshot.elapsed),
+                stdout_lines: finished.snapshot.stdout_lines,
+                stderr_lines: finished.snapshot.stderr_lines,
+                output_bytes: finished.snapshot.output_bytes,
+                output_tail: tail_of(&finished.snapshot),
+                result: finished.result,
+            }),
+            exit => {
+                let stderr = finished.stderr_tail();
+                let last = &stderr[stderr.len().saturating_sub(10)..];
+                let mut message = format!("the job failed: {exit}");
+                if !last.is_empty() {
+                    message.push_str(&format!("; last lines of stderr:\n{}", last.join("\n")));
+                }
+                Err(job_failure("JobFailed", message))
+            }
+        }
+    }
+}
+
+/// A failure of the job itself: non-retryable, since fresh compute cannot fix it.
+fn job_failure(kind: &str, message: String) -> ActivityError {
+    tracing::warn!(%message, "job failed");
+    ActivityError::application(
+        ApplicationFailure::builder(anyhow::anyhow!(message))
+            .type_name(kind.to_owned())
+            .non_retryable(true)
+            .build(),
+    )
+}
+
+fn tail_of(snapshot: &Snapshot) -> Vec<JobOutputLine> {
+    snapshot
+        .tail
+        .iter()
+        .map(|l| JobOutputLine {
+            stream: match l.stream {
+                Stream::Stdout => "stdout".into(),
+                Stream::Stderr => "stderr".into(),
+            },
+            line: l.line.clone(),
+        })
+        .collect()
+}
+
+fn progress_of(snapshot: &Snapshot) -> CommandProgress {
+    CommandProgress {
+        elapsed: GoDuration(snapshot.elapsed),
+        stdout_lines: snapshot.stdout_lines,
+        stderr_lines: snapshot.stderr_lines,
+        output_bytes: snapshot.output_bytes,
+        tail: tail_of(snapshot),
+        fraction: snapshot.report.as_ref().and_then(|r| r.fraction),
+        message: snapshot.report.as_ref().and_then(|r| r.message.clone()),
     }
 }
 

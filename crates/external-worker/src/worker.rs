@@ -15,6 +15,7 @@ use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::{
+    command::Limits,
     deadman::{self, DeadManAction, DeadManConfig},
     job::{JobActivities, JobTracker},
 };
@@ -30,6 +31,8 @@ pub struct ExternalWorkerConfig {
     pub dead_man: DeadManConfig,
     /// Where job metrics go.
     pub metrics: Metrics,
+    /// Bounds on a user's command (output tail, result size, kill grace).
+    pub job_limits: Limits,
 }
 
 /// Runs the worker until `shutdown` resolves (then drains gracefully) or the worker fails.
@@ -41,16 +44,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tracker = Arc::new(JobTracker::default());
     let options = WorkerOptions::new(config.task_queue.clone())
-        .register_activities(JobActivities::new(
-            Arc::clone(&tracker),
-            config.metrics.clone(),
-        ))
+        .register_activities(
+            JobActivities::new(Arc::clone(&tracker), config.metrics.clone())
+                .with_limits(config.job_limits),
+        )
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))
         .graceful_shutdown_period(config.graceful_shutdown)
         .build();
-    let watchdog = deadman::watch(config.dead_man.clone(), tracker, client.clone());
+    let watchdog = deadman::watch(
+        config.dead_man.clone(),
+        Arc::clone(&tracker),
+        client.clone(),
+    );
     let mut worker = Worker::new(runtime, client, options)
         .map_err(|e| anyhow!("could not create the external worker: {e}"))?;
     let shutdown_handle = worker.shutdown_handle();
@@ -63,6 +70,7 @@ pub async fn run(
         }
     };
     let action = config.dead_man.action;
+    let jobs = Arc::clone(&tracker);
     // Resolves once the process may end: at once after a shutdown signal or an `exit` of the
     // switch; after the shutdown signal (the compute's deletion) when the switch parks.
     let signal_task = tokio::spawn(async move {
@@ -70,6 +78,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down the external worker");
+                jobs.stop_jobs();
                 stop();
             }
             reason = watchdog => {

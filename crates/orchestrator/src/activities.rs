@@ -212,6 +212,53 @@ pub fn forwarded_temporal_env() -> Result<Vec<EnvVar>, String> {
     connection_env(profile)
 }
 
+/// The job secrets named by `JOB_SECRET_ENV` (comma-separated variable names of this
+/// process): each unit of compute gets them as secrets (App Platform `SECRET`; the local
+/// worker's environment), and the job inherits them. Fails, naming the variable, when one is
+/// unset or empty, not a valid name, or one the external worker itself uses.
+pub fn job_secret_env(
+    names: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<EnvVar>, String> {
+    let mut env: Vec<EnvVar> = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(format!(
+                "JOB_SECRET_ENV: {name:?} is not a valid variable name"
+            ));
+        }
+        let reserved = [
+            "TEMPORAL_",
+            "TEA_",
+            "OWNER_",
+            "DEAD_MAN_",
+            "EXTERNAL_TASK_QUEUE",
+        ];
+        if reserved.iter().any(|r| name.starts_with(r)) {
+            return Err(format!(
+                "JOB_SECRET_ENV: {name} is one of the external worker's own settings"
+            ));
+        }
+        if env.iter().any(|e| e.key == name) {
+            continue;
+        }
+        let value = lookup(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            format!("JOB_SECRET_ENV names {name}, but {name} is not set in this environment")
+        })?;
+        env.push(EnvVar {
+            key: name.to_owned(),
+            value,
+            secret: true,
+        });
+    }
+    Ok(env)
+}
+
 fn connection_env(profile: ClientConfigProfile) -> Result<Vec<EnvVar>, String> {
     let var = |key: &str, value: String, secret: bool| EnvVar {
         key: key.to_owned(),
@@ -655,6 +702,27 @@ mod tests {
             "secrets must not show in Debug"
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn job_secrets_are_forwarded_as_secrets_and_checked() {
+        let lookup = |key: &str| match key {
+            "DB_PASSWORD" => Some("hunter2".to_owned()),
+            "S3_KEY" => Some("s3cr3t".to_owned()),
+            _ => None,
+        };
+        let env = job_secret_env(" DB_PASSWORD, S3_KEY,,DB_PASSWORD ", lookup).unwrap();
+        assert_eq!(keys(&env), [("DB_PASSWORD", true), ("S3_KEY", true)]);
+        assert!(!format!("{env:?}").contains("hunter2"));
+        for (names, expected) in [
+            ("MISSING", "MISSING is not set"),
+            ("A-B", "not a valid variable name"),
+            ("TEMPORAL_API_KEY", "the external worker's own settings"),
+        ] {
+            let err = job_secret_env(names, lookup).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+        assert!(job_secret_env("", lookup).unwrap().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tea_compute::{ImageRef, naming};
-use tea_contract::{ExternalActivities, GoDuration, WorkflowInput};
+use tea_contract::{CommandJob, CommandResult, ExternalActivities, GoDuration, WorkflowInput};
 use temporalio_common::{
     ActivityCloseTimeouts, RetryPolicy, data_converters::RawValue, error::IncomingError,
 };
@@ -82,6 +82,9 @@ pub struct RunOutcome {
     pub deleted: bool,
     /// Compute attempts the run used (more than one when a worker died or never came up).
     pub attempts: u32,
+    /// What the user's command did (runs with a `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<CommandResult>,
 }
 
 /// Patch (2026-11): strict input, every wait has a deadline, and cancellation is checked between
@@ -91,6 +94,10 @@ pub struct RunOutcome {
 /// original's fixed hour; `WaitForAppBuild` is bounded by the provider's deploy timeout plus the
 /// worker start timeout.
 pub const BOUNDED_WAITS_PATCH: &str = "bounded-waits";
+
+/// Patch (2026-11): a run whose input has a `command` runs it with `run-command` instead of
+/// the original's `long-running-command`, and its result carries the job's.
+pub const RUN_COMMAND_PATCH: &str = "run-command";
 
 /// Activity timeouts and retries of the original.
 const START_TO_CLOSE: Duration = Duration::from_secs(3600);
@@ -139,6 +146,15 @@ pub struct TriggerExternalWorkflow {
     status: RunStatus,
 }
 
+/// Which patches this run executes under (fixed at its start).
+#[derive(Clone, Copy, Debug)]
+struct Versions {
+    /// [`BOUNDED_WAITS_PATCH`].
+    bounded: bool,
+    /// [`RUN_COMMAND_PATCH`].
+    commands: bool,
+}
+
 /// How one compute attempt ended.
 enum AttemptEnd {
     Completed(RunOutcome),
@@ -151,7 +167,8 @@ enum AttemptEnd {
 
 /// How the part between create and delete ended.
 enum BodyEnd {
-    Completed,
+    /// With the user's command's result, when the run had one.
+    Completed(Option<CommandResult>),
     Cancelled,
     Failed {
         message: String,
@@ -167,6 +184,10 @@ impl TriggerExternalWorkflow {
         input: RawValue,
     ) -> WorkflowResult<RunOutcome> {
         let bounded = ctx.patched(BOUNDED_WAITS_PATCH);
+        let versions = Versions {
+            bounded,
+            commands: bounded && ctx.patched(RUN_COMMAND_PATCH),
+        };
         // Decoded here, not by the SDK: bad input from any client fails the run at once
         // instead of failing workflow tasks forever (see `tea_contract::input`).
         let decoded = if bounded {
@@ -189,7 +210,7 @@ impl TriggerExternalWorkflow {
                 // Cancelled while the lost attempt was torn down: provision nothing more.
                 return Err(cancelled(ctx));
             }
-            match provision_and_run(ctx, &input, attempt, bounded).await {
+            match provision_and_run(ctx, &input, attempt, versions).await {
                 AttemptEnd::Completed(outcome) => {
                     if !pause(ctx, input.pause()).await {
                         return Err(cancelled(ctx));
@@ -231,7 +252,7 @@ async fn provision_and_run(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     attempt: u32,
-    bounded: bool,
+    versions: Versions,
 ) -> AttemptEnd {
     let heartbeat_timeout = input.heartbeat_timeout();
     let compute_name = naming::compute_name(ctx.run_id(), attempt);
@@ -300,7 +321,7 @@ async fn provision_and_run(
     let body = if ctx.cancellation_token().is_cancelled() {
         BodyEnd::Cancelled
     } else {
-        use_compute(ctx, input, &created, bounded).await
+        use_compute(ctx, input, &created, versions).await
     };
 
     enter(ctx, Phase::Deprovisioning);
@@ -323,7 +344,7 @@ async fn provision_and_run(
             Ok(_),
         ) => AttemptEnd::ComputeLost(message),
         (BodyEnd::Failed { message, .. }, Ok(_)) => AttemptEnd::Fatal(message),
-        (BodyEnd::Completed, Ok(_)) => AttemptEnd::Completed(RunOutcome {
+        (BodyEnd::Completed(job), Ok(_)) => AttemptEnd::Completed(RunOutcome {
             compute_name: created.handle.name.clone(),
             compute_id: created.handle.id.clone(),
             task_queue: created.task_queue.clone(),
@@ -331,6 +352,7 @@ async fn provision_and_run(
             job_duration: GoDuration(input.job_duration()),
             deleted: true,
             attempts: attempt,
+            job,
         }),
     }
 }
@@ -340,8 +362,9 @@ async fn use_compute(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     created: &CreatedCompute,
-    bounded: bool,
+    versions: Versions,
 ) -> BodyEnd {
+    let bounded = versions.bounded;
     let heartbeat_timeout = input.heartbeat_timeout();
     enter(ctx, Phase::Deploying);
     let mut wait_options = activity_options(heartbeat_timeout, false);
@@ -384,19 +407,40 @@ async fn use_compute(
     // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
     // workflow retries the job on fresh compute instead.
     job_options.retry_policy = Some(RetryPolicy::builder().maximum_attempts(1).build());
-    let job = ctx
-        .execute_activity(
-            ExternalActivities::long_running_command,
-            (
-                GoDuration(input.job_duration()),
-                GoDuration(heartbeat_timeout),
-            ),
-            job_options,
-        )
-        .await;
+    let job = match (&input.command, versions.commands) {
+        (Some(command), true) => {
+            // The compute is deleted only once the job's processes are gone.
+            job_options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
+            ctx.execute_activity(
+                ExternalActivities::run_command,
+                CommandJob {
+                    command: command.clone(),
+                    env: input.env.clone().unwrap_or_default(),
+                    workdir: input.workdir.clone(),
+                    heartbeat_timeout: GoDuration(heartbeat_timeout),
+                },
+                job_options,
+            )
+            .await
+            .map(Some)
+        }
+        _ => ctx
+            .execute_activity(
+                ExternalActivities::long_running_command,
+                (
+                    GoDuration(input.job_duration()),
+                    GoDuration(heartbeat_timeout),
+                ),
+                job_options,
+            )
+            .await
+            .map(|()| None),
+    };
     match job {
-        Ok(()) => BodyEnd::Completed,
+        Ok(result) => BodyEnd::Completed(result),
         Err(error) => {
+            // The job gave up (its command failed, or its arguments were refused): fresh
+            // compute would fail the same way.
             let job_gave_up = matches!(
                 error.cause(),
                 Some(IncomingError::Application(failure)) if failure.is_non_retryable()

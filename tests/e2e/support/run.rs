@@ -24,6 +24,7 @@ pub fn input(job: &str) -> WorkflowInput {
         heartbeat_timeout: Some(GoDuration::from_secs(5)),
         worker_start_timeout: Some(GoDuration::from_secs(60)),
         max_compute_attempts: None,
+        ..Default::default()
     }
 }
 

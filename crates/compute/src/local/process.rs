@@ -82,7 +82,7 @@ pub(crate) fn signal_group(pid: u32, sig: Signal) -> Result<(), Errno> {
 /// not `HOME` (a temporal.toml profile there could redirect the worker), not the parent's
 /// Temporal, DigitalOcean or workflow-worker settings, not its secrets.
 pub(crate) fn is_inherited(key: &OsStr) -> bool {
-    const NAMES: [&[u8]; 14] = [
+    const NAMES: [&[u8]; 15] = [
         b"PATH",
         b"LANG",
         b"TZ",
@@ -97,6 +97,7 @@ pub(crate) fn is_inherited(key: &OsStr) -> bool {
         b"GRACEFUL_SHUTDOWN",
         b"DEAD_MAN_CHECK_INTERVAL",
         b"DEAD_MAN_ACTION",
+        b"JOB_KILL_GRACE",
         b"SSL_CERT_FILE",
     ];
     let bytes = key.as_bytes();
