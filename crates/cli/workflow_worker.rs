@@ -10,16 +10,17 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use anyhow::anyhow;
 use clap::{Parser, Subcommand, ValueEnum};
 use tea_compute::{
-    ComputeProvider, EnvVar,
+    ComputeOwner, ComputeProvider, EnvVar,
     digitalocean::{DigitalOceanConfig, DigitalOceanProvider},
     local::{LocalConfig, LocalProvider},
 };
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
     activities::{PollBackoff, forwarded_temporal_env, job_secret_env},
-    sweeper::{SweepOptions, sweep_once},
+    sweeper::{SweepOptions, failure_summary, remove_schedule, schedule_id, sweep_once},
     worker::{WorkflowWorkerConfig, run},
 };
+use temporalio_client::Client;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ProviderKind {
@@ -61,7 +62,13 @@ struct Args {
     /// How long running activities may continue after SIGTERM.
     #[arg(long, env = "GRACEFUL_SHUTDOWN", default_value = "10s")]
     graceful_shutdown: GoDuration,
-    /// How often the scheduled sweep deletes compute no running run owns (0 = no schedule).
+    /// This deployment's identity, marked on all compute it creates; only compute with this
+    /// mark is listed, swept or deleted by name. Default: `<TEMPORAL_NAMESPACE>/<task queue>`.
+    /// Not a secret (stored in plain text with the compute).
+    #[arg(long, env = "COMPUTE_OWNER", global = true)]
+    compute_owner: Option<String>,
+    /// How often this owner's scheduled sweep deletes compute no running run owns. 0: this
+    /// worker does not manage the schedule (an existing one stays; see delete-sweep-schedule).
     #[arg(long, env = "SWEEP_INTERVAL", default_value = "5m", global = true)]
     sweep_interval: GoDuration,
     /// Compute younger than this is never swept.
@@ -81,8 +88,17 @@ struct Args {
 enum Command {
     /// Run the worker (the default).
     Run,
-    /// Sweep once: delete compute that no running run owns, print the report as JSON, exit.
+    /// Sweep once: delete this owner's compute that no running run owns, print the report as
+    /// JSON, exit (status 1 when any delete failed).
     Sweep,
+    /// Remove this owner's sweep schedule (the fleet's scheduled sweeps stop) and exit.
+    DeleteSweepSchedule,
+}
+
+/// The chosen provider's configuration, read and checked before connecting to Temporal.
+enum ProviderConfig {
+    DigitalOcean(DigitalOceanConfig),
+    Local(LocalConfig),
 }
 
 #[tokio::main]
@@ -91,16 +107,28 @@ async fn main() -> ExitCode {
     if let Err(code) = args.log.init("workflow-worker") {
         return code;
     }
-    let provider = match build_provider(args.provider) {
-        Ok(provider) => provider,
-        Err(e) => {
-            tracing::error!("{e:#}");
+    let owner = match args.compute_owner.as_deref().map(ComputeOwner::new) {
+        None => None,
+        Some(Ok(owner)) => Some(owner),
+        Some(Err(e)) => {
+            tracing::error!("{e}");
             return ExitCode::from(2);
         }
     };
     let outcome = match args.command {
-        Some(Command::Sweep) => sweep_main(&args, provider).await,
+        // Removing the schedule needs only Temporal, not the provider's settings.
+        Some(Command::DeleteSweepSchedule) => delete_schedule_main(&args, owner).await,
+        Some(Command::Sweep) => {
+            let Some(config) = checked_provider_config(args.provider) else {
+                return ExitCode::from(2);
+            };
+            sweep_main(&args, (config, owner)).await
+        }
         Some(Command::Run) | None => {
+            let Some(config) = checked_provider_config(args.provider) else {
+                return ExitCode::from(2);
+            };
+            let config = (config, owner);
             // What external workers will connect with: refused now, not at every run.
             let forwarded_env = forwarded_temporal_env().and_then(|mut env| {
                 env.extend(job_secret_env(&args.job_secret_env, |key| {
@@ -115,7 +143,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run_main(args, provider, forwarded_env).await
+            run_main(args, config, forwarded_env).await
         }
     };
     match outcome {
@@ -127,8 +155,15 @@ async fn main() -> ExitCode {
     }
 }
 
-fn build_provider(kind: ProviderKind) -> anyhow::Result<Arc<dyn ComputeProvider>> {
-    let provider: Arc<dyn ComputeProvider> = match kind {
+/// The provider's configuration, or `None` after logging why it is unusable.
+fn checked_provider_config(kind: ProviderKind) -> Option<ProviderConfig> {
+    provider_config(kind)
+        .inspect_err(|e| tracing::error!("{e:#}"))
+        .ok()
+}
+
+fn provider_config(kind: ProviderKind) -> anyhow::Result<ProviderConfig> {
+    Ok(match kind {
         ProviderKind::Digitalocean => {
             let config = DigitalOceanConfig::from_env()
                 .map_err(|e| anyhow!("digitalocean provider: {e}"))?;
@@ -138,10 +173,7 @@ fn build_provider(kind: ProviderKind) -> anyhow::Result<Arc<dyn ComputeProvider>
                 region = config.region.as_deref().unwrap_or("(nearest)"),
                 "compute provider: digitalocean"
             );
-            Arc::new(
-                DigitalOceanProvider::new(config)
-                    .map_err(|e| anyhow!("digitalocean provider: {e}"))?,
-            )
+            ProviderConfig::DigitalOcean(config)
         }
         ProviderKind::Local => {
             let config = LocalConfig::from_env().map_err(|e| anyhow!("local provider: {e}"))?;
@@ -150,15 +182,38 @@ fn build_provider(kind: ProviderKind) -> anyhow::Result<Arc<dyn ComputeProvider>
                 state_dir = %config.state_dir.display(),
                 "compute provider: local"
             );
-            Arc::new(LocalProvider::new(config).map_err(|e| anyhow!("local provider: {e}"))?)
+            ProviderConfig::Local(config)
         }
-    };
-    Ok(provider)
+    })
+}
+
+/// This deployment's owner: `COMPUTE_OWNER`, else derived from the client's namespace and the
+/// workflow task queue.
+fn owner_of(explicit: Option<ComputeOwner>, client: &Client, task_queue: &str) -> ComputeOwner {
+    let owner =
+        explicit.unwrap_or_else(|| ComputeOwner::derive(&client.options().namespace, task_queue));
+    tracing::info!(%owner, schedule = %schedule_id(&owner), "compute owner");
+    owner
+}
+
+fn build_provider(
+    config: ProviderConfig,
+    owner: ComputeOwner,
+) -> anyhow::Result<Arc<dyn ComputeProvider>> {
+    Ok(match config {
+        ProviderConfig::DigitalOcean(config) => Arc::new(
+            DigitalOceanProvider::new(config, owner)
+                .map_err(|e| anyhow!("digitalocean provider: {e}"))?,
+        ),
+        ProviderConfig::Local(config) => {
+            Arc::new(LocalProvider::new(config, owner).map_err(|e| anyhow!("local provider: {e}"))?)
+        }
+    })
 }
 
 async fn run_main(
     args: Args,
-    provider: Arc<dyn ComputeProvider>,
+    (provider, owner): (ProviderConfig, Option<ComputeOwner>),
     forwarded_env: Vec<EnvVar>,
 ) -> anyhow::Result<()> {
     if args.deploy_poll_initial.as_duration().is_zero()
@@ -177,6 +232,7 @@ async fn run_main(
         client,
         metrics,
     } = tea_runtime::start_worker_process(args.metrics_addr).await?;
+    let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
     let config = WorkflowWorkerConfig {
         task_queue: args.task_queue.clone(),
         poll: PollBackoff {
@@ -204,12 +260,32 @@ fn sweep_options(args: &Args) -> SweepOptions {
     SweepOptions {
         grace_period: args.sweep_grace_period,
         dry_run: args.sweep_dry_run,
+        owner: None,
     }
 }
 
-async fn sweep_main(args: &Args, provider: Arc<dyn ComputeProvider>) -> anyhow::Result<()> {
+async fn sweep_main(
+    args: &Args,
+    (provider, owner): (ProviderConfig, Option<ComputeOwner>),
+) -> anyhow::Result<()> {
     let (client, _) = tea_runtime::connect().await?;
-    let report = sweep_once(provider.as_ref(), &client, &sweep_options(args)).await?;
+    let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
+    let report = sweep_once(provider.as_ref(), &client, &sweep_options(args), None).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.failed.is_empty() {
+        anyhow::bail!("{}", failure_summary(&report));
+    }
+    Ok(())
+}
+
+async fn delete_schedule_main(args: &Args, owner: Option<ComputeOwner>) -> anyhow::Result<()> {
+    let (client, _) = tea_runtime::connect().await?;
+    let owner = owner_of(owner, &client, &args.task_queue);
+    let id = schedule_id(&owner);
+    if remove_schedule(&client, &owner).await? {
+        println!("deleted sweep schedule {id}");
+    } else {
+        println!("no sweep schedule {id}");
+    }
     Ok(())
 }

@@ -16,7 +16,38 @@ use crate::support::{
     test_dir, wait_for,
 };
 
-const DO_TOKEN: &str = "dop_v1_fake_token_for_tests";
+pub(crate) const DO_TOKEN: &str = "dop_v1_fake_token_for_tests";
+
+/// A fake DigitalOcean API whose apps run the real external-worker, logging under `dir/apps`.
+pub(crate) async fn start_fake(dir: &std::path::Path) -> FakeDo {
+    let mut config = FakeDoConfig::new(DO_TOKEN)
+        .with_worker_command(bin("external-worker"), Vec::<String>::new())
+        .with_step_delay(Duration::from_millis(100));
+    config.log_dir = Some(dir.join("apps"));
+    config.kill_grace = Duration::from_secs(5);
+    FakeDo::start(config).await.expect("fake DigitalOcean API")
+}
+
+/// The workflow-worker command using the digitalocean provider against `fake`, holding
+/// `token`, on `task_queue`, logging to `dir/log`.
+pub(crate) fn workflow_worker(
+    dir: &std::path::Path,
+    server: &DevServer,
+    fake: &FakeDo,
+    token: &str,
+    task_queue: &str,
+    log: &str,
+) -> ProcBuilder {
+    ProcBuilder::new(bin("workflow-worker"), dir.join(log))
+        .env("COMPUTE_PROVIDER", "digitalocean")
+        .env("DIGITALOCEAN_API_URL", fake.base_url())
+        .env("DIGITALOCEAN_ACCESS_TOKEN", token)
+        .env("TEMPORAL_ADDRESS", server.address())
+        .env("TEMPORAL_TLS", "false")
+        .env("WORKFLOW_TASK_QUEUE", task_queue)
+        .env("DEPLOY_POLL_INITIAL", "100ms")
+        .env("DEPLOY_POLL_MAX", "500ms")
+}
 
 /// A dev server, a fake DigitalOcean API whose apps run the real external-worker, and a
 /// workflow-worker process using the digitalocean provider, on a queue of this test's own.
@@ -44,25 +75,19 @@ impl Fixture {
     async fn start_with(test: &str, token: &str, extra_env: &[(&str, &str)]) -> Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
-        let mut config = FakeDoConfig::new(DO_TOKEN)
-            .with_worker_command(bin("external-worker"), Vec::<String>::new())
-            .with_step_delay(Duration::from_millis(100));
-        config.log_dir = Some(dir.join("apps"));
-        config.kill_grace = Duration::from_secs(5);
-        let fake = FakeDo::start(config).await.expect("fake DigitalOcean API");
+        let fake = start_fake(&dir).await;
         let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
         let api_key = format!("tak-{}", uuid::Uuid::new_v4().simple());
-        let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
-            .env("COMPUTE_PROVIDER", "digitalocean")
-            .env("DIGITALOCEAN_API_URL", fake.base_url())
-            .env("DIGITALOCEAN_ACCESS_TOKEN", token)
-            .env("TEMPORAL_ADDRESS", server.address())
-            .env("TEMPORAL_TLS", "false")
-            .env("TEMPORAL_API_KEY", &api_key)
-            .env("WORKFLOW_TASK_QUEUE", &task_queue)
-            .env("DEPLOY_POLL_INITIAL", "100ms")
-            .env("DEPLOY_POLL_MAX", "500ms")
-            .env("LOG_LEVEL", "debug");
+        let mut worker = workflow_worker(
+            &dir,
+            &server,
+            &fake,
+            token,
+            &task_queue,
+            "workflow-worker.log",
+        )
+        .env("TEMPORAL_API_KEY", &api_key)
+        .env("LOG_LEVEL", "debug");
         for (key, value) in extra_env {
             worker = worker.env(key, *value);
         }
@@ -444,7 +469,7 @@ async fn rejected_token_fails_the_run_at_once_with_a_clear_message() {
 }
 
 /// Every event of the run's history.
-async fn history(
+pub(crate) async fn history(
     handle: &RunHandle,
 ) -> Vec<temporalio_common::protos::temporal::api::history::v1::HistoryEvent> {
     handle
@@ -455,7 +480,7 @@ async fn history(
 }
 
 /// Activity attempts that timed out, from the history.
-fn activity_timeouts(
+pub(crate) fn activity_timeouts(
     events: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
 ) -> usize {
     events

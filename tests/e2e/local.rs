@@ -17,6 +17,28 @@ use crate::support::{
     test_dir, wait_for,
 };
 
+/// The workflow-worker command using the local provider with state in `dir/compute`, running
+/// `worker_bin` as each unit of compute, on `task_queue`, logging to `dir/log`.
+pub(crate) fn workflow_worker(
+    dir: &std::path::Path,
+    server: &DevServer,
+    task_queue: &str,
+    worker_bin: &std::path::Path,
+    log: &str,
+) -> ProcBuilder {
+    ProcBuilder::new(bin("workflow-worker"), dir.join(log))
+        .env("COMPUTE_PROVIDER", "local")
+        .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
+        .env("EXTERNAL_WORKER_BIN", worker_bin.display().to_string())
+        .env("LOCAL_KILL_GRACE", "5s")
+        .env("TEMPORAL_ADDRESS", server.address())
+        .env("WORKFLOW_TASK_QUEUE", task_queue)
+        .env("DEPLOY_POLL_INITIAL", "100ms")
+        .env("DEPLOY_POLL_MAX", "500ms")
+        // Inherited by the local external workers: a fast dead-man switch.
+        .env("DEAD_MAN_CHECK_INTERVAL", "200ms")
+}
+
 /// A dev server and a workflow-worker process using the local provider.
 pub(crate) struct Fixture {
     pub(crate) dir: PathBuf,
@@ -73,34 +95,13 @@ impl Fixture {
         task_queue: &str,
         worker_bin: &std::path::Path,
     ) -> Proc {
-        Self::workflow_worker(dir, server, task_queue, worker_bin, "workflow-worker.log").spawn()
-    }
-
-    /// The workflow-worker command with this fixture's local-provider settings.
-    fn workflow_worker(
-        dir: &std::path::Path,
-        server: &DevServer,
-        task_queue: &str,
-        worker_bin: &std::path::Path,
-        log: &str,
-    ) -> ProcBuilder {
-        ProcBuilder::new(bin("workflow-worker"), dir.join(log))
-            .env("COMPUTE_PROVIDER", "local")
-            .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
-            .env("EXTERNAL_WORKER_BIN", worker_bin.display().to_string())
-            .env("LOCAL_KILL_GRACE", "5s")
-            .env("TEMPORAL_ADDRESS", server.address())
-            .env("WORKFLOW_TASK_QUEUE", task_queue)
-            .env("DEPLOY_POLL_INITIAL", "100ms")
-            .env("DEPLOY_POLL_MAX", "500ms")
-            // Inherited by the local external workers: a fast dead-man switch.
-            .env("DEAD_MAN_CHECK_INTERVAL", "200ms")
+        workflow_worker(dir, server, task_queue, worker_bin, "workflow-worker.log").spawn()
     }
 
     /// Runs `workflow-worker sweep` once with a zero grace period; returns its JSON report.
     async fn sweep_once(&self, dry_run: bool) -> serde_json::Value {
         let log = format!("sweep-{}.log", uuid::Uuid::new_v4().simple());
-        let mut sweep = Self::workflow_worker(
+        let mut sweep = workflow_worker(
             &self.dir,
             &self.server,
             &self.task_queue,
@@ -399,7 +400,7 @@ async fn scheduled_sweeper_cleans_up_after_a_terminated_run() {
     let dir = test_dir("local-scheduled-sweep");
     let server = DevServer::start(&dir).await;
     let task_queue = format!("wf-sched-{}", uuid::Uuid::new_v4().simple());
-    let worker = Fixture::workflow_worker(
+    let worker = workflow_worker(
         &dir,
         &server,
         &task_queue,
@@ -536,7 +537,7 @@ async fn workflow_worker_serves_sdk_and_provisioning_metrics() {
     let server = DevServer::start(&dir).await;
     let task_queue = format!("wf-metrics-{}", uuid::Uuid::new_v4().simple());
     let port = tea_harness::temporal::free_port().expect("free port");
-    let worker = Fixture::workflow_worker(
+    let worker = workflow_worker(
         &dir,
         &server,
         &task_queue,

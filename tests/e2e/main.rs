@@ -8,4 +8,5 @@ mod deadman;
 mod digitalocean;
 mod job_args;
 mod local;
+mod ownership;
 mod support;

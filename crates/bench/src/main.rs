@@ -45,6 +45,9 @@ struct Args {
     /// Runs started at once in the scale section.
     #[arg(long, default_value_t = 200)]
     scale_runs: usize,
+    /// Apps of someone else's seeded into the fake account in the scale section.
+    #[arg(long, default_value_t = 1_000)]
+    foreign_apps: u32,
     /// Kills in the dead-worker section.
     #[arg(long, default_value_t = 3)]
     dead_worker_samples: usize,
@@ -122,7 +125,9 @@ async fn run(args: Args) -> anyhow::Result<Table> {
             match section {
                 Section::Worker => worker::run(&bins, &env, args.samples, &mut table).await,
                 Section::Cycle => cycle::run(&bins, &env, args.samples, &mut table).await,
-                Section::Scale => scale::run(&bins, &env, args.scale_runs, &mut table).await,
+                Section::Scale => {
+                    scale::run(&bins, &env, args.scale_runs, args.foreign_apps, &mut table).await
+                }
                 Section::DeadWorker => {
                     deadworker::run(&bins, &env, args.dead_worker_samples, &mut table).await
                 }

@@ -1,7 +1,8 @@
 //! Scale: many runs started at once through the fake DigitalOcean API, whose apps run the
 //! release external-worker as local processes; one release workflow-worker serves them all.
 //! Measures wall time, runs per second, the workflow-worker's CPU time and peak memory,
-//! provider API requests per run, and compute left running afterwards.
+//! provider API requests per run with `foreign_apps` apps of someone else's in the account
+//! (creating must not cost more with them), and compute left running afterwards.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -9,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use tea_fake_do::{FakeDo, FakeDoConfig};
+use tea_fake_do::{FakeDo, FakeDoConfig, SeedApps};
 use tea_harness::{Proc, ProcBuilder, pid_alive};
 use tea_starter::RunEnd;
 use tokio::task::JoinSet;
@@ -28,13 +29,20 @@ const JOB: Duration = Duration::from_secs(1);
 /// Longest the whole batch may take.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(900);
 
-pub async fn run(bins: &Bins, env: &Env, runs: usize, table: &mut Table) -> anyhow::Result<()> {
+pub async fn run(
+    bins: &Bins,
+    env: &Env,
+    runs: usize,
+    foreign_apps: u32,
+    table: &mut Table,
+) -> anyhow::Result<()> {
     let mut config = FakeDoConfig::new(TOKEN)
         .with_worker_command(&bins.external_worker, Vec::<String>::new())
         .with_step_delay(STEP_DELAY);
     config.kill_grace = Duration::from_secs(2);
     config.log_dir = Some(env.dir.join("apps"));
     let fake = FakeDo::start(config).await?;
+    fake.seed(&SeedApps::many(foreign_apps, "foreign"))?;
     let queue = env.queue("scale");
     let worker = ProcBuilder::new(&bins.workflow_worker, env.dir.join("workflow-worker.log"))
         .env("COMPUTE_PROVIDER", "digitalocean")
@@ -53,7 +61,7 @@ pub async fn run(bins: &Bins, env: &Env, runs: usize, table: &mut Table) -> anyh
             return Err(e);
         }
     };
-    let result = measure(env, &fake, &worker, &queue, runs, table).await;
+    let result = measure(env, &fake, &worker, &queue, (runs, foreign_apps), table).await;
     stop(&mut worker, Duration::from_secs(15)).await;
     fake.shutdown().await;
     result.with_context(|| format!("workflow-worker: {}", tail(&worker.output(), 40)))
@@ -69,7 +77,7 @@ async fn measure(
     fake: &FakeDo,
     worker: &Proc,
     queue: &str,
-    runs: usize,
+    (runs, foreign_apps): (usize, u32),
     table: &mut Table,
 ) -> anyhow::Result<()> {
     let pid = worker.pid().context("the workflow-worker is not running")?;
@@ -153,7 +161,8 @@ async fn measure(
     let total_requests: u64 = requests.values().sum();
     // Compute the fake still holds, and worker processes seen during the batch still alive.
     // Deleted apps' workers get SIGTERM and at most the fake's kill grace (2 s) to exit.
-    let left_apps = snap.apps.len();
+    let left_apps = snap.apps.iter().filter(|a| !a.seeded).count();
+    let foreign_left = snap.apps.iter().filter(|a| a.seeded).count();
     let _ = tea_harness::try_wait_for(
         "deleted apps' worker processes to exit",
         Duration::from_secs(5),
@@ -197,7 +206,7 @@ async fn measure(
     table.info(SECTION, "  workflow-worker peak RSS (VmHWM)", mib(peak_rss));
     table.info(
         SECTION,
-        "  provider API requests per run",
+        format!("  provider API requests per run ({foreign_apps} foreign apps in the account)"),
         format!(
             "{:.1} ({})",
             total_requests as f64 / runs.max(1) as f64,
@@ -212,6 +221,13 @@ async fn measure(
         SECTION,
         "  external-worker processes alive at once, peak (sampled)",
         format!("{peak_workers} (of {} started)", worker_pids.len()),
+    );
+    table.check(
+        SECTION,
+        "foreign apps deleted",
+        (foreign_apps as usize - foreign_left.min(foreign_apps as usize)).to_string(),
+        "0",
+        foreign_left == foreign_apps as usize,
     );
     table.check(
         SECTION,

@@ -78,6 +78,8 @@ enum Event {
     LongRetryAfter,
     ServerError,
     DeploymentError,
+    /// Asynchronous delete from now on, for a random 1-4 s.
+    AsyncDelete,
     Cancel,
     Terminate,
     BadInput,
@@ -93,6 +95,7 @@ impl Event {
             Event::LongRetryAfter => 4,
             Event::ServerError => 8,
             Event::DeploymentError => 3,
+            Event::AsyncDelete => 3,
             Event::Cancel => 6,
             Event::Terminate => 6,
             Event::BadInput => 3,
@@ -141,6 +144,9 @@ pub async fn chaos(
                 Event::ServerError,
                 Event::DeploymentError,
             ]);
+        }
+        if lanes.iter().any(|l| l.kind == Kind::DigitalOcean) {
+            choices.push(Event::AsyncDelete);
         }
         if budget.bad_inputs > 0 {
             choices.push(Event::BadInput);
@@ -206,12 +212,7 @@ pub async fn chaos(
                     "EVENT {}: another client starts run {id} with bad input",
                     lane.kind
                 );
-                if client.is_none() {
-                    client = runs::connect(&address).await;
-                }
-                let Some(c) = &client else {
-                    say!("  cannot connect to the dev server; skipped");
-                    counts.failed_events += 1;
+                let Some(c) = connected(&mut client, &address, &mut counts).await else {
                     continue;
                 };
                 let input = runs::bad_input(rng);
@@ -246,7 +247,8 @@ pub async fn chaos(
             Event::RateLimit
             | Event::LongRetryAfter
             | Event::ServerError
-            | Event::DeploymentError => {
+            | Event::DeploymentError
+            | Event::AsyncDelete => {
                 let ops = [
                     Op::Any,
                     Op::Create,
@@ -266,6 +268,9 @@ pub async fn chaos(
                         count: 1,
                         retry_after_secs: runs::LONG_RETRY_AFTER_SECS,
                         op,
+                    },
+                    Event::AsyncDelete => Fault::DeleteDelay {
+                        delay_ms: rng.random_range(1000..=4000),
                     },
                     Event::ServerError => Fault::ServerError {
                         count: 2,
@@ -297,12 +302,7 @@ pub async fn chaos(
                 };
                 let Some((id, kind)) = target else { continue };
                 say!("EVENT {kind}: {what:?} run {id}");
-                if client.is_none() {
-                    client = runs::connect(&address).await;
-                }
-                let Some(c) = &client else {
-                    say!("  cannot connect to the dev server; skipped");
-                    counts.failed_events += 1;
+                let Some(c) = connected(&mut client, &address, &mut counts).await else {
                     continue;
                 };
                 match runs::intervene(c, &id, what).await {
@@ -333,6 +333,23 @@ pub async fn chaos(
     // Leave the workflow-workers running for the runs' last steps and for nothing else.
     supervise(lanes, &mut counts);
     counts
+}
+
+/// The client, connecting first when there is none; `None` (counted as a failed event) when
+/// the dev server does not answer.
+async fn connected<'a>(
+    client: &'a mut Option<Client>,
+    address: &str,
+    counts: &mut AllCounts,
+) -> Option<&'a Client> {
+    if client.is_none() {
+        *client = runs::connect(address).await;
+    }
+    if client.is_none() {
+        say!("  cannot connect to the dev server; skipped");
+        counts.failed_events += 1;
+    }
+    client.as_ref()
 }
 
 fn any_open(runs: &Runs) -> bool {

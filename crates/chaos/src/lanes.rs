@@ -1,9 +1,13 @@
 //! One lane per compute provider: a workflow-worker process on its own task queue (restartable
 //! with the same environment), for DigitalOcean the in-process fake API and an observer that
 //! records every app it sees, the live units of compute, and the final sweep.
+//!
+//! Each lane's account (fake DigitalOcean API, local state directory) also holds compute that
+//! is not the lane's: seeded foreign apps and lookalikes (`ext-api`, our name shape without our
+//! mark or with another owner's). They must all survive the chaos and the sweep.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -12,7 +16,8 @@ use std::{
 
 use anyhow::{Context, anyhow};
 use nix::{sys::signal::kill, unistd::Pid};
-use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Signal};
+use tea_compute::naming::compute_name;
+use tea_fake_do::{FakeDo, FakeDoConfig, Fault, SeedApps, Signal};
 use tea_harness::{Proc, ProcBuilder, pid_alive};
 use tokio::task::JoinHandle;
 
@@ -85,6 +90,8 @@ pub struct Lane {
     worker_starts: u32,
     sweeps: u32,
     pub fake: Option<Fake>,
+    /// Names of the compute in this lane's account that is not the lane's (seeded).
+    pub foreign: BTreeSet<String>,
 }
 
 impl Lane {
@@ -95,6 +102,7 @@ impl Lane {
         local_state_dir: &Path,
         bins: &Bins,
         address: &str,
+        foreign_apps: u32,
     ) -> anyhow::Result<Lane> {
         let lane_dir = dir.join(kind.to_string());
         std::fs::create_dir_all(&lane_dir)
@@ -106,6 +114,7 @@ impl Lane {
             ("DEPLOY_POLL_INITIAL".into(), "200ms".into()),
             ("DEPLOY_POLL_MAX".into(), "1s".into()),
             ("SWEEP_INTERVAL".into(), "0".into()),
+            ("COMPUTE_OWNER".into(), owner(kind)),
             // Inherited by the local external workers: a fast dead-man switch.
             ("DEAD_MAN_CHECK_INTERVAL".into(), "1s".into()),
             (
@@ -113,8 +122,10 @@ impl Lane {
                 path_str(&bins.external_worker),
             ),
         ];
+        let foreign;
         let fake = match kind {
             Kind::Local => {
+                foreign = seed_local(local_state_dir)?;
                 env.push(("COMPUTE_PROVIDER".into(), "local".into()));
                 env.push(("LOCAL_KILL_GRACE".into(), "3s".into()));
                 env.push(("LOCAL_STATE_DIR".into(), path_str(local_state_dir)));
@@ -128,6 +139,7 @@ impl Lane {
                 config.log_dir = Some(log_dir.clone());
                 let api = Arc::new(FakeDo::start(config).await?);
                 say!("digitalocean: fake API on {}", api.base_url());
+                foreign = seed_do(&api, foreign_apps)?;
                 env.push(("COMPUTE_PROVIDER".into(), "digitalocean".into()));
                 env.push(("DIGITALOCEAN_API_URL".into(), api.base_url()));
                 env.push(("DIGITALOCEAN_ACCESS_TOKEN".into(), DO_TOKEN.into()));
@@ -152,6 +164,7 @@ impl Lane {
             worker_starts: 0,
             sweeps: 0,
             fake,
+            foreign,
         };
         lane.spawn_worker()?;
         Ok(lane)
@@ -213,8 +226,21 @@ impl Lane {
         }
     }
 
-    /// The units of compute that exist now.
+    /// The units of the lane's compute that exist now (foreign compute left out).
     pub fn live_units(&self) -> Vec<Unit> {
+        let mut units = self.all_units();
+        units.retain(|u| !self.foreign.contains(&u.name));
+        units
+    }
+
+    /// How many of the seeded foreign units no longer exist (must be 0).
+    pub fn foreign_deleted(&self) -> usize {
+        let names: BTreeSet<String> = self.all_units().into_iter().map(|u| u.name).collect();
+        self.foreign.iter().filter(|n| !names.contains(*n)).count()
+    }
+
+    /// Every unit of compute in the lane's account now, foreign ones included.
+    fn all_units(&self) -> Vec<Unit> {
         match &self.fake {
             Some(fake) => fake
                 .api
@@ -327,6 +353,62 @@ impl Lane {
             }
         }
     }
+}
+
+/// The lane's owner (`COMPUTE_OWNER`).
+fn owner(kind: Kind) -> String {
+    format!("chaos-{}", kind.short())
+}
+
+/// Seeds the fake account with apps that are not the lane's: lookalikes and `count` foreign
+/// apps. Returns their names.
+fn seed_do(api: &FakeDo, count: u32) -> anyhow::Result<BTreeSet<String>> {
+    let ours = owner(Kind::DigitalOcean);
+    let other = compute_name("chaos-someone-elses-run", 1);
+    let unmarked = compute_name("chaos-unmarked-run", 1);
+    let seeds = [
+        SeedApps::one("ext-api", &[]),
+        SeedApps::one("ext-api-ours", &[("TEA_COMPUTE_OWNER", ours.as_str())]),
+        SeedApps::one(other, &[("TEA_COMPUTE_OWNER", "someone-else")]),
+        SeedApps::one(unmarked, &[]),
+        SeedApps::many(count, "foreign"),
+    ];
+    for seed in &seeds {
+        api.seed(seed)?;
+    }
+    let names: BTreeSet<String> = api.snapshot().apps.into_iter().map(|a| a.name).collect();
+    say!(
+        "digitalocean: seeded {} apps that are not ours (lookalikes and foreign apps)",
+        names.len()
+    );
+    Ok(names)
+}
+
+/// Seeds the local state directory with units that are not the lane's: `ext-api` and our name
+/// shape marked by someone else or by no one. Returns their names.
+fn seed_local(state_dir: &Path) -> anyhow::Result<BTreeSet<String>> {
+    let seeds = [
+        ("ext-api".to_owned(), None),
+        (
+            compute_name("chaos-someone-elses-run", 1),
+            Some("someone-else"),
+        ),
+        (compute_name("chaos-unmarked-run", 1), None),
+    ];
+    let mut names = BTreeSet::new();
+    for (name, mark) in seeds {
+        let dir = state_dir.join(&name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let meta = serde_json::json!({
+            "name": name, "pid": 1, "start_time": u64::MAX,
+            "created_at": "2020-01-01T00:00:00Z", "worker_bin": "/bin/false", "owner": mark,
+        });
+        std::fs::write(dir.join("meta.json"), meta.to_string())
+            .with_context(|| format!("writing {}/meta.json", dir.display()))?;
+        names.insert(name);
+    }
+    say!("local: seeded {} units that are not ours", names.len());
+    Ok(names)
 }
 
 /// Records every app of the fake it sees, until aborted.

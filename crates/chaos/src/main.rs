@@ -6,8 +6,11 @@
 //! DigitalOcean API in process (its apps run the real `external-worker`), and `--runs` runs
 //! split across the providers. While runs are open, every 0.5-2 s (seeded) it does one of:
 //! SIGKILL a live external worker, SIGKILL the workflow-worker and restart it, restart the
-//! Temporal dev server (at most twice), inject 429 / 503 / failed-deployment faults into the
-//! fake, cancel a run, terminate a run. When every run is closed it runs `workflow-worker sweep`
+//! Temporal dev server (at most twice), inject 429 (short or longer than the runs' heartbeat
+//! timeout) / 503 / failed-deployment faults into the fake, turn on asynchronous delete (a
+//! deleted app stays visible for 1-4 s), cancel a run, terminate a run. Each account also holds
+//! compute that is not ours (`ext-api`, lookalikes, `--foreign-apps` foreign apps): none of it
+//! may be deleted. When every run is closed it runs `workflow-worker sweep`
 //! once per provider (grace period 0: terminated runs leave compute only the sweep removes),
 //! then counts compute created, swept, left running and duplicated.
 //!
@@ -20,12 +23,14 @@
 //! Options: `--runs N` (default 12, split across providers), `--provider local|digitalocean|both`
 //! (default both), `--seed S` (default random; printed, rerun with it to get the same event
 //! choices), `--job-duration` (default 8s), `--timeout` (whole chaos run, default 10m),
-//! `--keep-dir` (keep logs and state; they are also kept when the exit status is 1).
+//! `--keep-dir` (keep logs and state; they are also kept when the exit status is 1),
+//! `--foreign-apps N` (foreign apps in the fake account, default 100).
 //! `TEA_BIN_DIR` names the directory holding `workflow-worker` and `external-worker` (default:
 //! next to `chaos`); `TEMPORAL_CLI` the Temporal CLI (default `temporal` on `PATH`).
 //!
-//! Exit status 0 only when every run reached a closed state, compute left running is 0 and
-//! duplicate compute is 0; otherwise 1 (130 on Ctrl-C). The table is printed either way.
+//! Exit status 0 only when every run reached a closed state, compute left running is 0,
+//! duplicate compute is 0 and no foreign compute was deleted; otherwise 1 (130 on Ctrl-C).
+//! The table is printed either way.
 
 mod bins;
 mod events;
@@ -98,6 +103,9 @@ struct Args {
     /// Keep the directory with logs and state (it is kept anyway when the exit status is 1).
     #[arg(long)]
     keep_dir: bool,
+    /// Foreign apps seeded into the fake DigitalOcean account (besides the lookalikes).
+    #[arg(long, default_value_t = 100)]
+    foreign_apps: u32,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +169,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let mut lanes = Vec::new();
     for kind in &kinds {
-        lanes.push(Lane::start(*kind, &dir, &local_state_dir, &bins, &address).await?);
+        lanes.push(
+            Lane::start(
+                *kind,
+                &dir,
+                &local_state_dir,
+                &bins,
+                &address,
+                args.foreign_apps,
+            )
+            .await?,
+        );
     }
 
     let runs = Arc::new(Mutex::new(Vec::new()));
@@ -219,7 +237,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "exit status {}: {}",
         u8::from(!ok),
         if ok {
-            "every run closed, no compute left running, no duplicate compute"
+            "every run closed, no compute left running, no duplicate compute, no foreign compute \
+             deleted"
         } else {
             "see the table above"
         }

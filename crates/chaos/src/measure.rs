@@ -45,6 +45,8 @@ pub struct Measure {
     /// duplicates among them cannot be ruled out).
     pub unobserved: u64,
     pub left_names: Vec<String>,
+    /// Seeded foreign or lookalike compute that was deleted (must be 0).
+    pub foreign_deleted: usize,
 }
 
 impl Measure {
@@ -164,6 +166,7 @@ impl Lane {
                 .filter(|p| !unit_names.contains(p.queue.as_str()))
                 .count(),
             left_names: units.iter().map(|u| u.name.clone()).collect(),
+            foreign_deleted: self.foreign_deleted(),
             ..Measure::default()
         };
         match &self.fake {
@@ -171,8 +174,10 @@ impl Lane {
                 let logs_dir = local_state_dir.join("logs");
                 let mut names: BTreeSet<String> = BTreeSet::new();
                 let mut starts = 0u64;
-                let live: BTreeMap<String, PathBuf> =
-                    local_dirs(local_state_dir).into_iter().collect();
+                let live: BTreeMap<String, PathBuf> = local_dirs(local_state_dir)
+                    .into_iter()
+                    .filter(|(name, _)| !self.foreign.contains(name))
+                    .collect();
                 for (name, dir) in &live {
                     names.insert(name.clone());
                     let text = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
@@ -204,6 +209,9 @@ impl Lane {
                 let snapshot = fake.api.snapshot();
                 let mut ids_by_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
                 let mut add = |id: &str, name: &str| {
+                    if self.foreign.contains(name) {
+                        return;
+                    }
                     ids_by_name
                         .entry(name.to_owned())
                         .or_default()

@@ -83,6 +83,13 @@ impl Report {
         self.measures.values().map(|m| m.duplicates as u64).sum()
     }
 
+    fn foreign_deleted(&self) -> u64 {
+        self.measures
+            .values()
+            .map(|m| m.foreign_deleted as u64)
+            .sum()
+    }
+
     /// Exit status 0: every run closed, nothing left running, nothing duplicated, and every
     /// sweep and measurement happened.
     pub fn ok(&self) -> bool {
@@ -93,6 +100,7 @@ impl Report {
                 .iter()
                 .all(|k| self.counts(*k).bad_inputs_mishandled == 0)
             && self.duplicates() == 0
+            && self.foreign_deleted() == 0
             && self.swept.values().all(Result::is_ok)
             && self.kinds.iter().all(|k| self.measures.contains_key(k))
     }
@@ -186,6 +194,11 @@ impl Report {
             (
                 "duplicate compute (must be 0)",
                 per(&|k| measure(k, &|m| Some(m.duplicates as u64))),
+                None,
+            ),
+            (
+                "foreign compute deleted (must be 0)",
+                per(&|k| measure(k, &|m| Some(m.foreign_deleted as u64))),
                 None,
             ),
             (
@@ -284,6 +297,10 @@ impl Report {
             "duplicate compute: a compute name that got a second unit after its first was \
              deleted (local: log markers; DO: app IDs per name). A worker restarted in place \
              under its name is not a duplicate."
+        );
+        println!(
+            "foreign compute: seeded units that are not the lane's (ext-api, our name shape \
+             without our owner mark or with another's, foreign apps); none may be deleted."
         );
         if self.counts.failed_events > 0 {
             println!(

@@ -2,12 +2,15 @@
 //!
 //! A [`ComputeProvider`] creates (or adopts) one unit of compute per run, reports whether it
 //! is up, deletes it and lists what it manages. Implementations: [`digitalocean`] (App
-//! Platform) and [`local`] (one local process per run). The workflow's activities drive these calls;
+//! Platform) and [`local`] (one local process per run). Each provider is built with a
+//! [`ComputeOwner`] and only ever lists or sweeps compute carrying that mark (see [`owner`]). The workflow's activities drive these calls;
 //! nothing here knows about Temporal.
 
 pub mod digitalocean;
 pub mod local;
 pub mod naming;
+pub mod owner;
 mod provider;
 
+pub use owner::ComputeOwner;
 pub use provider::*;

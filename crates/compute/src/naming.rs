@@ -31,6 +31,29 @@ pub fn compute_name(run_id: &str, attempt: u32) -> String {
     format!("{COMPUTE_NAME_PREFIX}{digits}{suffix}")
 }
 
+/// Whether `name` has exactly the shape [`compute_name`] generates: the prefix, as many
+/// lowercase hexadecimal digits as fit, `-`, and an attempt number >= 1 without leading zeros
+/// (`ext-` + 26 hex digits + `-1` for attempts 1-9). A name that merely starts with the prefix
+/// (`ext-api`, `ext-foo-1`) is not one of ours.
+pub fn is_generated_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(COMPUTE_NAME_PREFIX) else {
+        return false;
+    };
+    let Some((digits, attempt)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    let attempt_ok = !attempt.is_empty()
+        && !attempt.starts_with('0')
+        && attempt.len() <= 9
+        && attempt.bytes().all(|b| b.is_ascii_digit());
+    attempt_ok
+        && name.len() == MAX_NAME_LEN
+        && digits.len() == MAX_NAME_LEN - COMPUTE_NAME_PREFIX.len() - 1 - attempt.len()
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Whether `name` is acceptable as a DigitalOcean app or component name.
 pub fn is_valid_do_name(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -63,6 +86,31 @@ mod tests {
         let a = compute_name("5f1f6a6e-0000-4000-8000-000000000001", 1);
         let b = compute_name("5f1f6a6e-0000-4000-8000-000000000002", 1);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn generated_names_are_recognised_exactly() {
+        let run = "0196f3a2-7c1e-7d3a-9b1f-2a3b4c5d6e7f";
+        for attempt in [1, 2, 9, 10, 12] {
+            let name = compute_name(run, attempt);
+            assert!(is_generated_name(&name), "{name}");
+        }
+        let ours = compute_name(run, 1);
+        let lookalikes = [
+            "ext-api".to_owned(),
+            "ext-foo-1".to_owned(),
+            ours.replace("ext-", "exp-"),
+            ours.to_uppercase(),
+            format!("{}-0", &ours[..ours.len() - 2]),
+            format!("{ours}0"),
+            format!("{}-01", &ours[..ours.len() - 3]),
+            ours[..ours.len() - 1].to_owned(),
+            format!("ext-{}-1", "g".repeat(26)),
+            format!("ext-{}-1", "a".repeat(25)),
+        ];
+        for bad in &lookalikes {
+            assert!(!is_generated_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::ComputeOwner;
+
 /// The container image an external worker runs from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRef {
@@ -137,14 +139,37 @@ impl ProviderError {
     }
 }
 
-/// Somewhere external workers can run. One instance serves every run of a worker process.
+/// Somewhere external workers can run. One instance serves every run of a worker process,
+/// on behalf of one deployment: its [`ComputeOwner`], given when the provider is built.
+///
+/// # Guarantees
+/// - Every unit of compute [`create_or_adopt`](Self::create_or_adopt) creates carries this
+///   provider's owner mark, stored with the compute where [`list_ours`](Self::list_ours) reads it.
+/// - [`create_or_adopt`](Self::create_or_adopt) adopts an existing unit of the same name only
+///   when it carries this owner's mark; one with another mark, or none, is a permanent error
+///   and is left untouched.
+/// - [`list_ours`](Self::list_ours) returns only compute whose name is exactly a generated name
+///   ([`crate::naming::is_generated_name`]) **and** whose mark equals this provider's owner.
+///   Foreign compute (`ext-api`, an app named like ours but unmarked or marked by another
+///   owner) is never returned, so nothing built on `list_ours` (the sweeper, delete-by-name,
+///   metrics) ever deletes or counts it.
+///
+/// # Assumptions
+/// - [`delete`](Self::delete) is only given IDs that this provider's `create_or_adopt` or
+///   `list_ours` returned (the DigitalOcean provider does not re-read the mark before deleting;
+///   the local provider does, and refuses a unit marked by another owner).
+/// - Every workflow-worker of one deployment (one workflow task queue) uses the same owner.
 #[async_trait]
 pub trait ComputeProvider: Send + Sync + 'static {
     /// Short provider name for logs (`digitalocean`, `local`).
     fn kind(&self) -> &'static str;
 
-    /// Create the compute, or adopt an existing one with the same name. Must be idempotent:
-    /// calling it twice with the same spec leaves exactly one unit of compute.
+    /// The deployment this provider works for; its mark is on everything it creates.
+    fn owner(&self) -> &ComputeOwner;
+
+    /// Create the compute, or adopt an existing one with the same name and this owner's mark.
+    /// Must be idempotent: calling it twice with the same spec leaves exactly one unit of
+    /// compute. A unit of the same name with another (or no) mark is a permanent error.
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError>;
 
     /// One observation of the deployment's progress (callers poll with backoff).
@@ -153,7 +178,8 @@ pub trait ComputeProvider: Send + Sync + 'static {
     /// Delete by provider ID and confirm it is gone. Deleting something already gone succeeds.
     async fn delete(&self, id: &str) -> Result<Deleted, ProviderError>;
 
-    /// Every unit of compute this provider manages whose name starts with `prefix`.
+    /// Every unit of compute this provider owns whose name starts with `prefix`: generated
+    /// names only, marked with this provider's owner (see the trait's guarantees).
     async fn list_ours(&self, prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError>;
 
     /// Cumulative API request counts by (operation, status), for metrics; status 0 counts

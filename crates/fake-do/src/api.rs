@@ -52,6 +52,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/_fake/faults",
             get(admin_faults).post(admin_inject).delete(admin_clear),
         )
+        .route("/_fake/apps", post(admin_seed))
         .route("/_fake/apps/{id}/signal", post(admin_signal))
         .nest("/v2", v2)
         .fallback(root_fallback)
@@ -114,7 +115,7 @@ async fn v2_middleware(
         let mut st = shared.lock();
         let rate = st.count_rate(now);
         let fault = if ok_auth {
-            st.faults.take_request_fault(op)
+            st.faults.take_request_fault(op, &path)
         } else {
             None
         };
@@ -283,6 +284,8 @@ async fn create_app(
             restarts: 0,
             exits: vec![],
             log_file,
+            deleting_until: None,
+            seeded: false,
         };
         let app = record.to_app();
         st.apps.push(record);
@@ -369,13 +372,20 @@ async fn delete_app(
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Response {
+    let delay = shared.delete_delay();
     let task = {
         let mut st = shared.lock();
         let Some(pos) = st.apps.iter().position(|a| a.id == id) else {
             return not_found(&rid);
         };
-        st.apps.remove(pos);
-        st.deleted_app_ids.push(id.clone());
+        if delay.is_zero() {
+            st.apps.remove(pos);
+            st.deleted_app_ids.push(id.clone());
+        } else if st.apps[pos].deleting_until.is_none() {
+            // Accepted; it stays visible until the background teardown is over (a repeated
+            // DELETE meanwhile is accepted again).
+            st.apps[pos].deleting_until = Some(std::time::Instant::now() + delay);
+        }
         st.tasks.remove(&id)
     };
     if let Some(task) = task {
@@ -460,6 +470,7 @@ fn faults_body(shared: &Shared) -> Value {
     json!({
         "pending_faults": shared.lock().faults.pending(),
         "step_delay_ms": shared.step_delay().as_millis() as u64,
+        "delete_delay_ms": shared.delete_delay().as_millis() as u64,
     })
 }
 
@@ -509,5 +520,18 @@ async fn admin_signal(
         json_ok(&json!({"signaled": true, "signal": full}))
     } else {
         error_response(404, "no running worker for that app", None)
+    }
+}
+
+/// `POST /_fake/apps`: seed apps that were not created through the API (see
+/// [`crate::SeedApps`]) -> `{"ids": [...]}`.
+async fn admin_seed(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let seed: crate::SeedApps = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error_response(400, format!("invalid seed: {e}"), None),
+    };
+    match crate::seed_apps(&shared, &seed) {
+        Ok(ids) => json_ok(&json!({ "ids": ids })),
+        Err(msg) => error_response(400, msg, None),
     }
 }

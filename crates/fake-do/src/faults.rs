@@ -86,6 +86,18 @@ pub enum Fault {
         #[serde(default)]
         op: Op,
     },
+    /// The next `count` matching `/v2` requests that name app `app_id` in their path answer
+    /// `status` (a 5xx, default 500); other apps' requests are served. For "the delete of this
+    /// one unit keeps failing" scenarios.
+    #[serde(alias = "app_server_error")]
+    AppServerError {
+        app_id: String,
+        count: u32,
+        #[serde(default = "default_status")]
+        status: u16,
+        #[serde(default)]
+        op: Op,
+    },
     /// The next `count` valid creates store the app (and start its deployment) but answer 500.
     #[serde(alias = "create_stores_then_500")]
     CreateStoresThen500 { count: u32 },
@@ -96,13 +108,20 @@ pub enum Fault {
     /// Changes the delay between deployment phases from now on (not a counted fault).
     #[serde(alias = "deploy_delay")]
     DeployDelay { step_delay_ms: u64 },
+    /// Asynchronous delete from now on (not a counted fault): after a `DELETE` is accepted the
+    /// app stays visible to get and list for `delay_ms` before it reads as 404, as App Platform
+    /// tears apps down in the background. Its worker is stopped at once. 0: immediate.
+    #[serde(alias = "delete_delay")]
+    DeleteDelay { delay_ms: u64 },
 }
 
 impl Fault {
     /// Checks the fault's parameters; returns a message for the admin endpoint on failure.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            Fault::ServerError { status, .. } if !(500..=599).contains(status) => {
+            Fault::ServerError { status, .. } | Fault::AppServerError { status, .. }
+                if !(500..=599).contains(status) =>
+            {
                 Err(format!("ServerError status must be 500-599, got {status}"))
             }
             _ => Ok(()),
@@ -113,9 +132,10 @@ impl Fault {
         match self {
             Fault::RateLimit { count, .. }
             | Fault::ServerError { count, .. }
+            | Fault::AppServerError { count, .. }
             | Fault::CreateStoresThen500 { count }
             | Fault::DeploymentError { count } => Some(count),
-            Fault::DeployDelay { .. } => None,
+            Fault::DeployDelay { .. } | Fault::DeleteDelay { .. } => None,
         }
     }
 }
@@ -134,7 +154,7 @@ pub(crate) struct FaultQueue {
 }
 
 impl FaultQueue {
-    /// Arms a counted fault (ignored if its count is 0 or it is a `DeployDelay`).
+    /// Arms a counted fault (ignored if its count is 0 or it is not a counted fault).
     pub fn push(&mut self, mut fault: Fault) {
         if let Some(count) = fault.remaining_mut()
             && *count > 0
@@ -164,9 +184,19 @@ impl FaultQueue {
         out
     }
 
-    /// A rate-limit or server-error fault for a `/v2` request to `op`, if one is armed.
-    pub fn take_request_fault(&mut self, op: Op) -> Option<RequestFault> {
+    /// A rate-limit or server-error fault for a `/v2` request to `op` on `path`, if one is
+    /// armed.
+    pub fn take_request_fault(&mut self, op: Op, path: &str) -> Option<RequestFault> {
+        let names_app = |id: &str| path.split('/').any(|seg| seg == id);
         self.take(|f| match *f {
+            Fault::AppServerError {
+                ref app_id,
+                status,
+                op: scope,
+                ..
+            } if scope.matches(op) && names_app(app_id) => {
+                Some(RequestFault::ServerError { status })
+            }
             Fault::RateLimit {
                 retry_after_secs,
                 op: scope,
@@ -202,15 +232,15 @@ mod tests {
             retry_after_secs: 3,
             op: Op::Create,
         });
-        assert_eq!(q.take_request_fault(Op::Get), None);
+        assert_eq!(q.take_request_fault(Op::Get, "/v2/apps/a"), None);
         assert_eq!(
-            q.take_request_fault(Op::Create),
+            q.take_request_fault(Op::Create, "/v2/apps"),
             Some(RequestFault::RateLimit {
                 retry_after_secs: 3
             })
         );
-        assert!(q.take_request_fault(Op::Create).is_some());
-        assert_eq!(q.take_request_fault(Op::Create), None);
+        assert!(q.take_request_fault(Op::Create, "/v2/apps").is_some());
+        assert_eq!(q.take_request_fault(Op::Create, "/v2/apps"), None);
         assert!(q.pending().is_empty());
     }
 
@@ -245,5 +275,26 @@ mod tests {
             .check()
             .is_err()
         );
+        let f: Fault = serde_json::from_str(r#"{"kind":"DeleteDelay","delay_ms":7000}"#).unwrap();
+        assert_eq!(f, Fault::DeleteDelay { delay_ms: 7000 });
+    }
+
+    #[test]
+    fn app_scoped_faults_hit_only_that_app() {
+        let mut q = FaultQueue::default();
+        q.push(Fault::AppServerError {
+            app_id: "a1".into(),
+            count: 2,
+            status: 503,
+            op: Op::Delete,
+        });
+        assert_eq!(q.take_request_fault(Op::Delete, "/v2/apps/a2"), None);
+        assert_eq!(q.take_request_fault(Op::Get, "/v2/apps/a1"), None);
+        assert_eq!(
+            q.take_request_fault(Op::Delete, "/v2/apps/a1"),
+            Some(RequestFault::ServerError { status: 503 })
+        );
+        assert!(q.take_request_fault(Op::Delete, "/v2/apps/a1").is_some());
+        assert!(q.pending().is_empty());
     }
 }

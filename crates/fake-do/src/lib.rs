@@ -23,6 +23,10 @@
 //!   `pending_deployment` (PENDING_DEPLOY only), `in_progress_deployment` (PENDING_DEPLOY and
 //!   DEPLOYING) and `active_deployment` (ACTIVE); a failed deployment is only reachable by id.
 //! - `page`/`per_page` outside 1.. / 1-200 answer 400 instead of being clamped.
+//! - Asynchronous delete (`DeleteDelay`, off by default): the app's worker stops at once, but
+//!   the app stays readable and listed (unchanged), its name taken, until the delay is over;
+//!   a repeated `DELETE` meanwhile answers 200 again. The spec does not say what App Platform
+//!   shows during a teardown; it only says deletion shuts the deployments down.
 //!
 //! # Admin endpoints (no auth)
 //! - `GET /_fake/state` -> [`Snapshot`] as JSON.
@@ -32,9 +36,20 @@
 //!   `{"kind":"DeploymentError","count":1}`, `{"kind":"DeployDelay","step_delay_ms":200}`
 //!   -> `{"pending_faults":[...],"step_delay_ms":N}`. `op` is one of `any` (default), `create`,
 //!   `get`, `list`, `delete`, `get_deployment`, `propose`.
+//!   `{"kind":"DeleteDelay","delay_ms":7000}` (asynchronous delete: a deleted app stays
+//!   visible for 7 s), `{"kind":"AppServerError","app_id":"...","count":9,"op":"delete"}`
+//!   -> `{"pending_faults":[...],"step_delay_ms":N,"delete_delay_ms":N}`. A 429 with a long
+//!   `Retry-After` is `RateLimit` with a large `retry_after_secs`.
 //! - `GET /_fake/faults` -> same body; `DELETE /_fake/faults` disarms all counted faults.
+//! - `POST /_fake/apps` seeds apps that were not created through the API (someone else's apps
+//!   in the same account): `{"name":"ext-api","envs":{"TEA_COMPUTE_OWNER":"other"}}` or
+//!   `{"count":1000,"name_prefix":"foreign"}` -> `{"ids":[...]}` (see [`SeedApps`]). Seeded
+//!   apps are ACTIVE, run no worker, and are listed, read and deleted like any other.
 //! - `POST /_fake/apps/{id}/signal?signal=KILL` (or TERM, INT, ...) signals the app's worker
 //!   process group -> `{"signaled":true,"signal":"SIGKILL"}`, 404 if no worker runs.
+//!
+//! A worker process that exits by itself is restarted after `restart_delay` (App Platform
+//! restarts a crashed component); [`AppSnapshot::restarts`] counts the restarts.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -94,6 +109,9 @@ pub struct FakeDoConfig {
     pub kill_grace: Duration,
     /// Delay before restarting a worker that exited by itself; default 1 s.
     pub restart_delay: Duration,
+    /// How long a deleted app stays visible before it reads as 404 (asynchronous delete);
+    /// default 0 (gone when the `DELETE` is answered). Also set by the `DeleteDelay` fault.
+    pub delete_delay: Duration,
 }
 
 impl std::fmt::Debug for FakeDoConfig {
@@ -106,6 +124,7 @@ impl std::fmt::Debug for FakeDoConfig {
             .field("log_dir", &self.log_dir)
             .field("kill_grace", &self.kill_grace)
             .field("restart_delay", &self.restart_delay)
+            .field("delete_delay", &self.delete_delay)
             .finish()
     }
 }
@@ -121,6 +140,7 @@ impl FakeDoConfig {
             log_dir: None,
             kill_grace: Duration::from_secs(5),
             restart_delay: Duration::from_secs(1),
+            delete_delay: Duration::ZERO,
         }
     }
 
@@ -155,11 +175,122 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
         Fault::DeployDelay { step_delay_ms } => {
             shared.set_step_delay(Duration::from_millis(step_delay_ms));
         }
+        Fault::DeleteDelay { delay_ms } => {
+            shared.set_delete_delay(Duration::from_millis(delay_ms));
+        }
         other => shared.lock().faults.push(other),
     }
 }
 
+/// Apps to seed into the account without going through the API: either one app (`name`,
+/// with app-level `GENERAL` `envs`) or `count` apps named `<name_prefix>-<i>` (no envs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeedApps {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub envs: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub count: Option<u32>,
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+}
+
+impl SeedApps {
+    /// One app named `name` with app-level env `envs`.
+    pub fn one(name: impl Into<String>, envs: &[(&str, &str)]) -> Self {
+        SeedApps {
+            name: Some(name.into()),
+            envs: envs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// `count` apps named `<prefix>-<i>`.
+    pub fn many(count: u32, prefix: impl Into<String>) -> Self {
+        SeedApps {
+            count: Some(count),
+            name_prefix: Some(prefix.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Stores the apps `seed` describes (ACTIVE, no worker); their ids, or why not.
+pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>, String> {
+    let names: Vec<String> = match (&seed.name, seed.count) {
+        (Some(name), None) => vec![name.clone()],
+        (None, Some(count)) => {
+            let prefix = seed.name_prefix.as_deref().unwrap_or("foreign");
+            (0..count).map(|i| format!("{prefix}-{i}")).collect()
+        }
+        _ => return Err("give either `name` or `count` (with `name_prefix`)".into()),
+    };
+    let envs: Vec<serde_json::Value> = seed
+        .envs
+        .iter()
+        .map(|(k, v)| {
+            serde_json::json!({"key": k, "value": v, "scope": "RUN_TIME", "type": "GENERAL"})
+        })
+        .collect();
+    let mut st = shared.lock();
+    let mut ids = Vec::with_capacity(names.len());
+    for name in names {
+        let spec = serde_json::json!({
+            "name": name,
+            "envs": envs,
+            "workers": [{
+                "name": "worker",
+                "instance_count": 1,
+                "instance_size_slug": "apps-s-1vcpu-0.5gb",
+                "image": {"registry_type": "DOCR", "repository": "someone-elses", "tag": "v1"}
+            }]
+        });
+        let valid = validate::validate_spec(&spec)
+            .map_err(|e| format!("seeded app {name:?} is not a valid app: {e}"))?;
+        if st.apps.iter().any(|a| a.name == valid.name) {
+            return Err(format!("app name {:?} is already in use", valid.name));
+        }
+        let now = chrono::Utc::now();
+        let id = uuid::Uuid::new_v4().to_string();
+        st.apps.push(state::AppRecord {
+            id: id.clone(),
+            name: valid.name.clone(),
+            spec,
+            project_id: state::DEFAULT_PROJECT_ID.to_string(),
+            region: "ams".into(),
+            created_at: now,
+            deployment: state::DeploymentRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                phase: Phase::Active,
+                created_at: now,
+                updated_at: now,
+                fail: false,
+            },
+            first_worker: None,
+            run_env: Vec::new(),
+            deprecated_slugs: Vec::new(),
+            worker_pid: None,
+            restarts: 0,
+            exits: Vec::new(),
+            log_file: None,
+            deleting_until: None,
+            seeded: true,
+        });
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 impl FakeDo {
+    /// Seeds apps that were not created through the API (see [`SeedApps`]); returns their ids.
+    pub fn seed(&self, seed: &SeedApps) -> anyhow::Result<Vec<String>> {
+        seed_apps(&self.shared, seed).map_err(|e| anyhow::anyhow!(e))
+    }
+
     /// Binds the listener and starts serving (must be called inside a tokio runtime).
     pub async fn start(cfg: FakeDoConfig) -> anyhow::Result<FakeDo> {
         anyhow::ensure!(!cfg.token.is_empty(), "the fake-do token must not be empty");

@@ -40,6 +40,9 @@ struct Args {
     /// Delay before restarting a worker that exited by itself.
     #[arg(long, env = "FAKE_DO_RESTART_DELAY", default_value = "1s", value_parser = parse_delay)]
     restart_delay: Duration,
+    /// How long a deleted app stays visible before it reads as 404 (asynchronous delete).
+    #[arg(long, env = "FAKE_DO_DELETE_DELAY", default_value = "0", value_parser = parse_delay)]
+    delete_delay: Duration,
 }
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.log_dir = args.log_dir;
     cfg.kill_grace = args.kill_grace;
     cfg.restart_delay = args.restart_delay;
+    cfg.delete_delay = args.delete_delay;
     cfg.worker_command = args.worker_command.map(|program| {
         let mut worker_args = args.worker_args;
         worker_args.extend(args.trailing_worker_args);

@@ -62,6 +62,13 @@ pub struct AppSnapshot {
     pub deprecated_slugs: Vec<String>,
     /// Where the worker's stdout/stderr go, if a log directory is configured.
     pub log_file: Option<PathBuf>,
+    /// A `DELETE` was accepted and the app is being torn down (still visible; see the
+    /// `DeleteDelay` fault).
+    #[serde(default)]
+    pub deleting: bool,
+    /// Seeded ([`crate::FakeDo::seed`]) rather than created through the API.
+    #[serde(default)]
+    pub seeded: bool,
 }
 
 /// Everything tests can observe (also served as `GET /_fake/state`).
@@ -84,6 +91,9 @@ pub struct Snapshot {
     pub pending_faults: Vec<Fault>,
     /// Current delay between deployment phases.
     pub step_delay_ms: u64,
+    /// How long a deleted app stays visible (asynchronous delete); 0: immediate.
+    #[serde(default)]
+    pub delete_delay_ms: u64,
 }
 
 impl Snapshot {
@@ -134,6 +144,9 @@ pub(crate) struct AppRecord {
     pub restarts: u32,
     pub exits: Vec<WorkerExit>,
     pub log_file: Option<PathBuf>,
+    /// Set once a `DELETE` is accepted under a delete delay: when the app disappears.
+    pub deleting_until: Option<std::time::Instant>,
+    pub seeded: bool,
 }
 
 pub(crate) fn failure_reason() -> StepReason {
@@ -205,6 +218,8 @@ impl AppRecord {
             exits: self.exits.clone(),
             deprecated_slugs: self.deprecated_slugs.clone(),
             log_file: self.log_file.clone(),
+            deleting: self.deleting_until.is_some(),
+            seeded: self.seeded,
         }
     }
 }
@@ -239,6 +254,23 @@ impl State {
         self.apps.iter_mut().find(|a| a.id == id)
     }
 
+    /// Removes the apps whose asynchronous delete is over.
+    fn purge_deleted(&mut self) {
+        let now = std::time::Instant::now();
+        if !self
+            .apps
+            .iter()
+            .any(|a| a.deleting_until.is_some_and(|t| t <= now))
+        {
+            return;
+        }
+        let (gone, kept): (Vec<AppRecord>, Vec<AppRecord>) = std::mem::take(&mut self.apps)
+            .into_iter()
+            .partition(|a| a.deleting_until.is_some_and(|t| t <= now));
+        self.apps = kept;
+        self.deleted_app_ids.extend(gone.into_iter().map(|a| a.id));
+    }
+
     /// Counts one request in the rolling hour; returns (remaining, reset epoch seconds).
     pub fn count_rate(&mut self, now: i64) -> (u64, i64) {
         while self.rate_window.front().is_some_and(|t| *t <= now - 3600) {
@@ -256,6 +288,7 @@ pub(crate) struct Shared {
     pub cfg: FakeDoConfig,
     pub state: Mutex<State>,
     pub step_delay: Mutex<Duration>,
+    pub delete_delay: Mutex<Duration>,
     /// `http://host:port` the server is reachable at.
     pub base_url: String,
 }
@@ -263,17 +296,31 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(cfg: FakeDoConfig, base_url: String) -> Arc<Self> {
         let step_delay = cfg.step_delay;
+        let delete_delay = cfg.delete_delay;
         Arc::new(Shared {
             cfg,
             state: Mutex::new(State::default()),
             step_delay: Mutex::new(step_delay),
+            delete_delay: Mutex::new(delete_delay),
             base_url,
         })
     }
 
     /// Locks the state; a poisoned lock is recovered (state stays usable after a panic).
+    /// Apps whose asynchronous delete is over are removed first, so every reader (handlers,
+    /// snapshots) sees the same moment of disappearance.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.purge_deleted();
+        state
+    }
+
+    pub fn delete_delay(&self) -> Duration {
+        *self.delete_delay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_delete_delay(&self, d: Duration) {
+        *self.delete_delay.lock().unwrap_or_else(|e| e.into_inner()) = d;
     }
 
     pub fn step_delay(&self) -> Duration {
@@ -286,6 +333,7 @@ impl Shared {
 
     pub fn snapshot(&self) -> Snapshot {
         let step_delay_ms = self.step_delay().as_millis() as u64;
+        let delete_delay_ms = self.delete_delay().as_millis() as u64;
         let st = self.lock();
         Snapshot {
             total_created: st.total_created,
@@ -295,6 +343,7 @@ impl Shared {
             requests: st.requests.clone(),
             pending_faults: st.faults.pending(),
             step_delay_ms,
+            delete_delay_ms,
         }
     }
 }

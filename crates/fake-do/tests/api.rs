@@ -527,3 +527,85 @@ async fn propose_validates_without_storing() {
         .await;
     assert_eq!(v["app_name_available"], false);
 }
+
+#[tokio::test]
+async fn delete_delay_keeps_a_deleted_app_visible_then_404() {
+    let fake = start().await;
+    let api = Api::new(&fake);
+    fake.inject(Fault::DeleteDelay { delay_ms: 400 });
+    let (_, _, v) = api
+        .call(Method::POST, "/v2/apps", Some(&create_body("slow-delete")))
+        .await;
+    let id = v["app"]["id"].as_str().unwrap().to_string();
+    let path = format!("/v2/apps/{id}");
+    let (s, _, _) = api.call(Method::DELETE, &path, None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Still there for get, list and a repeated delete; the name is still taken.
+    let (s, _, _) = api.call(Method::GET, &path, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, _, list) = api.call(Method::GET, "/v2/apps", None).await;
+    assert_eq!(list["meta"]["total"], 1);
+    let (s, _, _) = api.call(Method::DELETE, &path, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = api
+        .call(Method::POST, "/v2/apps", Some(&create_body("slow-delete")))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let snap = fake.snapshot();
+    assert!(snap.apps[0].deleting, "{snap:?}");
+    assert_eq!(snap.delete_delay_ms, 400);
+    assert!(snap.deleted_app_ids.is_empty());
+    // Then gone.
+    eventually(Duration::from_secs(5), || async {
+        (api.call(Method::GET, &path, None).await.0 == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    let snap = fake.snapshot();
+    assert!(snap.apps.is_empty());
+    assert_eq!(snap.deleted_app_ids, [id]);
+}
+
+#[tokio::test]
+async fn seeded_apps_are_listed_and_deletable_like_any_other() {
+    let fake = start().await;
+    let api = Api::new(&fake);
+    let ids = fake
+        .seed(&tea_fake_do::SeedApps::one(
+            "ext-api",
+            &[("TEA_COMPUTE_OWNER", "someone-else")],
+        ))
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/_fake/apps", fake.base_url()))
+        .json(&json!({"count": 250, "name_prefix": "foreign"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["ids"].as_array().unwrap().len(), 250);
+    let (_, _, list) = api.call(Method::GET, "/v2/apps?per_page=200", None).await;
+    assert_eq!(list["meta"]["total"], 251);
+    let first = &list["apps"][0];
+    assert_eq!(first["spec"]["name"], "ext-api");
+    assert_eq!(
+        first["spec"]["envs"],
+        json!([{"key": "TEA_COMPUTE_OWNER", "value": "someone-else", "scope": "RUN_TIME", "type": "GENERAL"}])
+    );
+    assert_eq!(first["active_deployment"]["phase"], "ACTIVE");
+    // Seeds are not creates, and a duplicate name is refused.
+    let snap = fake.snapshot();
+    assert_eq!(snap.total_created, 0);
+    assert!(snap.apps.iter().all(|a| a.seeded));
+    assert!(
+        fake.seed(&tea_fake_do::SeedApps::one("ext-api", &[]))
+            .is_err()
+    );
+    let (s, _, _) = api
+        .call(Method::DELETE, &format!("/v2/apps/{}", ids[0]), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(fake.snapshot().apps.len(), 250);
+}

@@ -25,7 +25,8 @@ pub struct WorkflowWorkerConfig {
     pub poll: PollBackoff,
     /// How long running activities may go on after shutdown starts.
     pub graceful_shutdown: Duration,
-    /// How often the sweep schedule runs (`None`: no schedule, and an existing one is removed).
+    /// How often the owner's sweep schedule runs. `Some`: this worker creates or updates the
+    /// schedule. `None`: this worker does not manage it (an existing one is left in place).
     pub sweep_interval: Option<Duration>,
     /// What each scheduled sweep does.
     pub sweep: SweepOptions,
@@ -57,12 +58,21 @@ pub async fn run(
     let sampler = metrics
         .enabled()
         .then(|| tokio::spawn(sample_provider(Arc::clone(&provider), metrics.clone())));
+    let owner = provider.owner().clone();
+    let schedule = sweeper::schedule_id(&owner);
     match config.sweep_interval {
         Some(interval) => {
-            sweeper::ensure_schedule(&client, &config.task_queue, interval, config.sweep.clone())
-                .await?;
+            sweeper::ensure_schedule(
+                &client,
+                &config.task_queue,
+                &owner,
+                interval,
+                config.sweep.clone(),
+            )
+            .await?;
             tracing::info!(
-                schedule = sweeper::SWEEP_SCHEDULE_ID,
+                %schedule,
+                %owner,
                 every = ?interval,
                 grace_period = %config.sweep.grace_period,
                 dry_run = config.sweep.dry_run,
@@ -70,9 +80,11 @@ pub async fn run(
             );
         }
         None => {
-            sweeper::remove_schedule(&client).await?;
-            tracing::warn!(
-                "compute sweeper disabled: compute of terminated runs is not cleaned up"
+            tracing::info!(
+                %schedule,
+                %owner,
+                "this worker does not manage the sweep schedule (SWEEP_INTERVAL=0); an existing \
+                 one stays in place (remove it with `workflow-worker delete-sweep-schedule`)"
             );
         }
     }
@@ -133,7 +145,7 @@ async fn sample_provider(provider: Arc<dyn ComputeProvider>, metrics: Metrics) {
         {
             Ok(units) => metrics.set(
                 "tea_compute_units",
-                "Units of compute with our name prefix up now",
+                "Units of this deployment's compute (generated name, our owner mark) up now",
                 &[("provider", kind.clone())],
                 units.len() as u64,
             ),

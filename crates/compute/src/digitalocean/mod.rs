@@ -1,9 +1,14 @@
 //! DigitalOcean App Platform provider: one app with one worker component per run.
 //!
-//! - [`DigitalOceanProvider::create_or_adopt`] looks the app up by name first and adopts it;
-//!   otherwise it creates it (`POST /v2/apps`). When the create fails in a way that may have
-//!   created the app anyway (5xx, timeout, connection error, name conflict), it looks again
-//!   and adopts what it finds, so a unit of compute is never duplicated.
+//! - [`DigitalOceanProvider::create_or_adopt`] creates the app (`POST /v2/apps`) at once: one
+//!   request however many apps the account holds. Only when the create fails in a way that may
+//!   have created the app anyway (5xx, timeout, connection error, name conflict) does it look
+//!   the name up (listing the account) and adopt what it finds, so a unit of compute is never
+//!   duplicated. It adopts only an app carrying this provider's owner mark; an app of that
+//!   name marked by someone else (or not at all) is a permanent error and is left alone.
+//! - Every app carries the owner mark as the app-level `GENERAL` variable
+//!   [`crate::owner::OWNER_ENV`]; [`DigitalOceanProvider::list_ours`] keeps only apps with a
+//!   generated name and exactly this mark.
 //! - [`DigitalOceanProvider::readiness`] maps the deployment phase (`ACTIVE` ready;
 //!   `ERROR`/`CANCELED`/`SUPERSEDED` failed; anything else pending).
 //! - [`DigitalOceanProvider::delete`] deletes and then polls until the app reads as 404.
@@ -37,10 +42,11 @@ use self::model::{
     App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request,
     is_valid_env_key, readiness_of,
 };
-use crate::naming::is_valid_do_name;
+use crate::naming::{is_generated_name, is_valid_do_name};
+use crate::owner::OWNER_ENV;
 use crate::{
-    ComputeHandle, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind, ProviderError,
-    Readiness,
+    ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
+    ProviderError, Readiness,
 };
 
 /// Apps requested per list page (the API maximum).
@@ -52,6 +58,7 @@ const MAX_PAGES: usize = 10_000;
 /// serves every run.
 pub struct DigitalOceanProvider {
     cfg: DigitalOceanConfig,
+    owner: ComputeOwner,
     api: ApiClient,
 }
 
@@ -59,20 +66,22 @@ impl std::fmt::Debug for DigitalOceanProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DigitalOceanProvider")
             .field("cfg", &self.cfg)
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }
 
 impl DigitalOceanProvider {
-    /// Validates `cfg` and builds the shared HTTP client.
-    pub fn new(cfg: DigitalOceanConfig) -> Result<Self, ProviderError> {
+    /// Validates `cfg` and builds the shared HTTP client; everything it creates is marked
+    /// with `owner`, and only apps with that mark are listed or adopted.
+    pub fn new(cfg: DigitalOceanConfig, owner: ComputeOwner) -> Result<Self, ProviderError> {
         let api = ApiClient::new(&cfg)?;
-        Ok(Self { cfg, api })
+        Ok(Self { cfg, owner, api })
     }
 
-    /// Shorthand for `DigitalOceanProvider::new(DigitalOceanConfig::from_env()?)`.
-    pub fn from_env() -> Result<Self, ProviderError> {
-        Self::new(DigitalOceanConfig::from_env()?)
+    /// Shorthand for `DigitalOceanProvider::new(DigitalOceanConfig::from_env()?, owner)`.
+    pub fn from_env(owner: ComputeOwner) -> Result<Self, ProviderError> {
+        Self::new(DigitalOceanConfig::from_env()?, owner)
     }
 
     pub fn config(&self) -> &DigitalOceanConfig {
@@ -165,6 +174,18 @@ impl DigitalOceanProvider {
     }
 
     fn adopt(&self, spec: &ComputeSpec, app: &App) -> Result<ComputeHandle, ProviderError> {
+        if !self.owner.marks(app.owner_mark()) {
+            return Err(ProviderError::permanent(format!(
+                "DigitalOcean app {:?} (id {}) exists but is not ours: its owner mark {OWNER_ENV} \
+                 is {}, this deployment is {:?}; it is neither adopted nor deleted (set \
+                 COMPUTE_OWNER to tell deployments apart, or remove that app by hand)",
+                spec.name,
+                app.id.as_deref().unwrap_or("?"),
+                app.owner_mark()
+                    .map_or_else(|| "absent".to_owned(), |m| format!("{m:?}")),
+                self.owner.as_str()
+            )));
+        }
         let id = app.id.clone().ok_or_else(|| {
             ProviderError::transient(format!(
                 "DigitalOcean app {:?} was listed without an id",
@@ -233,6 +254,12 @@ impl DigitalOceanProvider {
                     spec.name, var.key
                 )));
             }
+            if var.key == OWNER_ENV {
+                return Err(ProviderError::permanent(format!(
+                    "compute {:?}: environment variable {OWNER_ENV} is reserved for the owner mark",
+                    spec.name
+                )));
+            }
             if !keys.insert(var.key.as_str()) {
                 return Err(ProviderError::permanent(format!(
                     "compute {:?}: environment variable {:?} is set twice",
@@ -269,6 +296,10 @@ impl ComputeProvider for DigitalOceanProvider {
         "digitalocean"
     }
 
+    fn owner(&self) -> &ComputeOwner {
+        &self.owner
+    }
+
     /// App Platform pulls the image and rolls out the deployment: minutes, not seconds.
     fn default_deploy_timeout(&self) -> Duration {
         Duration::from_secs(15 * 60)
@@ -281,11 +312,10 @@ impl ComputeProvider for DigitalOceanProvider {
 
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
         Self::check_spec(spec)?;
-        if let Some(app) = self.find_by_name(&spec.name).await? {
-            return self.adopt(spec, &app);
-        }
-
+        // No lookup first: a lookup lists the whole account. The name is unique per account,
+        // so a create of an existing name fails (409) and the lookup happens only then.
         let settings = WorkerSettings {
+            owner: self.owner.as_str(),
             component_name: &self.cfg.component_name,
             instance_size_slug: &self.cfg.instance_size_slug,
             region: self.cfg.region.as_deref(),
@@ -302,6 +332,7 @@ impl ComputeProvider for DigitalOceanProvider {
             .collect();
         tracing::info!(
             name = %spec.name,
+            owner = %self.owner,
             repository = %spec.image.repository,
             tag = %spec.image.tag,
             slug = %self.cfg.instance_size_slug,
@@ -466,7 +497,10 @@ impl ComputeProvider for DigitalOceanProvider {
             .filter_map(|app| {
                 let name = app.name()?.to_string();
                 let id = app.id.clone()?;
-                name.starts_with(prefix).then(|| ComputeSummary {
+                let ours = name.starts_with(prefix)
+                    && is_generated_name(&name)
+                    && self.owner.marks(app.owner_mark());
+                ours.then(|| ComputeSummary {
                     id,
                     name,
                     created_at: app

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::owner::OWNER_ENV;
 use crate::{ComputeSpec, Readiness};
 
 // ----- request -----
@@ -21,6 +22,9 @@ pub(crate) struct AppSpecRequest<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<&'a str>,
+    /// App-level variables: the ownership mark ([`crate::owner::OWNER_ENV`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub envs: Vec<EnvRequest<'a>>,
     pub workers: Vec<WorkerSpecRequest<'a>>,
 }
 
@@ -63,12 +67,15 @@ impl std::fmt::Debug for EnvRequest<'_> {
 
 /// Settings from the provider config that shape the create body.
 pub(crate) struct WorkerSettings<'a> {
+    /// The owner mark, stored as the app-level `GENERAL` variable [`OWNER_ENV`].
+    pub owner: &'a str,
     pub component_name: &'a str,
     pub instance_size_slug: &'a str,
     pub region: Option<&'a str>,
 }
 
-/// The create body for `spec`: one DOCR-image worker, every variable `RUN_TIME`.
+/// The create body for `spec`: one DOCR-image worker, every variable `RUN_TIME`, and the
+/// owner mark as an app-level `GENERAL` variable (returned as sent by get and list).
 pub(crate) fn create_request<'a>(
     spec: &'a ComputeSpec,
     settings: &WorkerSettings<'a>,
@@ -87,6 +94,12 @@ pub(crate) fn create_request<'a>(
         spec: AppSpecRequest {
             name: &spec.name,
             region: settings.region,
+            envs: vec![EnvRequest {
+                key: OWNER_ENV,
+                value: settings.owner,
+                scope: "RUN_TIME",
+                kind: "GENERAL",
+            }],
             workers: vec![WorkerSpecRequest {
                 name: settings.component_name,
                 instance_count: 1,
@@ -153,6 +166,22 @@ impl App {
         self.spec.as_ref().and_then(|s| s.name.as_deref())
     }
 
+    /// The owner mark: the value of the app-level `GENERAL` variable [`OWNER_ENV`], if any.
+    /// A `SECRET` one does not count (its value is returned encrypted).
+    pub fn owner_mark(&self) -> Option<&str> {
+        self.spec
+            .as_ref()?
+            .envs
+            .iter()
+            .find(|e| e.key.as_deref() == Some(OWNER_ENV))
+            .filter(|e| {
+                e.kind
+                    .as_deref()
+                    .is_none_or(|k| k.eq_ignore_ascii_case("GENERAL"))
+            })
+            .and_then(|e| e.value.as_deref())
+    }
+
     /// The deployment to watch: pending, else in progress, else active.
     pub fn current_deployment(&self) -> Option<&Deployment> {
         [
@@ -169,6 +198,17 @@ impl App {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub(crate) struct AppSpec {
     pub name: Option<String>,
+    /// App-level variables (where the owner mark lives).
+    #[serde(default)]
+    pub envs: Vec<AppEnv>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct AppEnv {
+    pub key: Option<String>,
+    pub value: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -326,6 +366,7 @@ mod tests {
     fn create_body_matches_the_reference() {
         let spec = spec();
         let settings = WorkerSettings {
+            owner: "default/taskQueueName",
             component_name: "external-worker",
             instance_size_slug: "apps-s-1vcpu-0.5gb",
             region: Some("ams"),
@@ -336,6 +377,7 @@ mod tests {
             json!({"spec": {
                 "name": "ext-abc-1",
                 "region": "ams",
+                "envs": [{"key": "TEA_COMPUTE_OWNER", "value": "default/taskQueueName", "scope": "RUN_TIME", "type": "GENERAL"}],
                 "workers": [{
                     "name": "external-worker",
                     "instance_count": 1,
@@ -437,6 +479,17 @@ mod tests {
         .unwrap();
         assert_eq!(app.current_deployment().unwrap().id.as_deref(), Some("inp"));
         assert_eq!(app.name(), Some("n"));
+        assert_eq!(app.owner_mark(), None);
+        let marked: App = serde_json::from_value(json!({"spec": {"name": "n", "envs": [
+            {"key": "OTHER", "value": "x"},
+            {"key": "TEA_COMPUTE_OWNER", "value": "prod", "scope": "RUN_TIME", "type": "GENERAL"}
+        ], "workers": [{"envs": [{"key": "TEA_COMPUTE_OWNER", "value": "component"}]}]}}))
+        .unwrap();
+        assert_eq!(marked.owner_mark(), Some("prod"));
+        let secret: App = serde_json::from_value(json!({"spec": {"envs": [
+            {"key": "TEA_COMPUTE_OWNER", "value": "EV[1:abc]", "type": "SECRET"}]}}))
+        .unwrap();
+        assert_eq!(secret.owner_mark(), None);
         let app: App = serde_json::from_value(json!({"id": "a", "pending_deployment": {"id": "p"},
             "active_deployment": {"id": "act"}}))
         .unwrap();

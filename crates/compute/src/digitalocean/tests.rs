@@ -17,9 +17,15 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::naming::compute_name;
 use crate::{EnvVar, ImageRef};
 
 const TOKEN: &str = "dop_v1_test_token";
+const OWNER: &str = "test-ns/test-queue";
+
+fn owner() -> ComputeOwner {
+    ComputeOwner::new(OWNER).unwrap()
+}
 
 struct Fault {
     status: u16,
@@ -60,6 +66,19 @@ impl Mini {
     }
 
     fn add_app(&mut self, name: &str, phase: &str) -> (String, String) {
+        self.add_app_with_spec(json!({ "name": name }), phase)
+    }
+
+    /// An app named `name` whose owner mark is `mark` (`None`: unmarked).
+    fn add_marked(&mut self, name: &str, mark: Option<&str>) -> (String, String) {
+        let envs: Vec<Value> = mark
+            .map(|m| json!({"key": OWNER_ENV, "value": m, "scope": "RUN_TIME", "type": "GENERAL"}))
+            .into_iter()
+            .collect();
+        self.add_app_with_spec(json!({ "name": name, "envs": envs }), "ACTIVE")
+    }
+
+    fn add_app_with_spec(&mut self, spec: Value, phase: &str) -> (String, String) {
         self.next_id += 1;
         let id = format!("app-{}", self.next_id);
         let dep = format!("dep-{}", self.next_id);
@@ -68,7 +87,7 @@ impl Mini {
         self.deployments.insert(dep.clone(), deployment.clone());
         self.apps.push(json!({
             "id": id,
-            "spec": {"name": name},
+            "spec": spec,
             "created_at": "2026-01-01T12:00:00Z",
             "pending_deployment": deployment,
             "some_future_field": {"x": 1}
@@ -161,7 +180,7 @@ async fn create(State(st): State<Shared>, headers: HeaderMap, Json(body): Json<V
             &format!("an app with the name {name} already exists"),
         );
     }
-    s.add_app(name, "PENDING_BUILD");
+    s.add_app_with_spec(body["spec"].clone(), "PENDING_BUILD");
     let app = s.apps.last().cloned();
     finish(fault, Json(json!({ "app": app })).into_response())
 }
@@ -254,7 +273,7 @@ async fn start(page_size: usize) -> (Shared, DigitalOceanProvider) {
     cfg.max_backoff = Duration::from_millis(5);
     cfg.delete_confirm_timeout = Duration::from_secs(5);
     cfg.delete_poll_max_interval = Duration::from_millis(10);
-    (st, DigitalOceanProvider::new(cfg).unwrap())
+    (st, DigitalOceanProvider::new(cfg, owner()).unwrap())
 }
 
 fn spec(name: &str) -> ComputeSpec {
@@ -302,16 +321,77 @@ async fn create_sends_headers_and_body_then_second_call_adopts() {
         );
     }
 
+    // The first create listed nothing; the mark is an app-level GENERAL variable.
+    assert_eq!(p.request_stats().total_requests(), 1);
+    assert_eq!(
+        st.lock().unwrap().apps[0]["spec"]["envs"],
+        json!([{"key": "TEA_COMPUTE_OWNER", "value": OWNER, "scope": "RUN_TIME", "type": "GENERAL"}])
+    );
+
+    // The second create is refused (409) and only then is the name looked up, and adopted.
     let again = p.create_or_adopt(&spec("ext-one-1")).await.unwrap();
     assert!(again.adopted);
     assert_eq!(again.id, h.id);
     assert_eq!(again.deployment_id, h.deployment_id);
     let s = st.lock().unwrap();
     assert_eq!(s.apps.len(), 1);
-    assert_eq!(s.hits("create"), 1);
+    assert_eq!(s.hits("create"), 2);
     let stats = p.request_stats();
-    assert_eq!(stats.requests(Operation::Create), 1);
-    assert_eq!(stats.requests(Operation::List), 2);
+    assert_eq!(stats.requests(Operation::Create), 2);
+    assert_eq!(stats.requests(Operation::List), 1);
+}
+
+#[tokio::test]
+async fn create_costs_one_request_however_many_apps_the_account_holds() {
+    let (st, p) = start(200).await;
+    {
+        let mut s = st.lock().unwrap();
+        for i in 0..1000 {
+            s.add_marked(&format!("foreign-{i}"), Some("someone-else"));
+        }
+    }
+    let name = compute_name("run-o1", 1);
+    let h = p.create_or_adopt(&spec(&name)).await.unwrap();
+    assert!(!h.adopted);
+    let stats = p.request_stats();
+    assert_eq!(stats.total_requests(), 1, "{stats:?}");
+    assert_eq!(st.lock().unwrap().hits("list"), 0);
+}
+
+#[tokio::test]
+async fn an_app_with_our_name_but_not_our_mark_is_never_adopted() {
+    let (st, p) = start(200).await;
+    let other = compute_name("run-other", 1);
+    let unmarked = compute_name("run-unmarked", 1);
+    {
+        let mut s = st.lock().unwrap();
+        s.add_marked(&other, Some("another/deployment"));
+        s.add_marked(&unmarked, None);
+    }
+    for (name, says) in [(&other, "\"another/deployment\""), (&unmarked, "absent")] {
+        let err = p.create_or_adopt(&spec(name)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent, "{}", err.message);
+        assert!(err.message.contains("not ours"), "{}", err.message);
+        assert!(err.message.contains(says), "{}", err.message);
+    }
+    let s = st.lock().unwrap();
+    assert_eq!(s.apps.len(), 2);
+    assert_eq!(s.hits("delete"), 0);
+}
+
+#[tokio::test]
+async fn the_owner_mark_variable_is_reserved() {
+    let (st, p) = start(200).await;
+    let mut bad = spec("ext-ok-1");
+    bad.env.push(EnvVar {
+        key: OWNER_ENV.into(),
+        value: "forged".into(),
+        secret: false,
+    });
+    let err = p.create_or_adopt(&bad).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("reserved"), "{}", err.message);
+    assert!(st.lock().unwrap().hits.is_empty());
 }
 
 #[tokio::test]
@@ -407,7 +487,7 @@ async fn unauthorized_is_permanent_without_retry() {
     st.lock()
         .unwrap()
         .faults
-        .insert("list", VecDeque::from([Fault::status(401)]));
+        .insert("create", VecDeque::from([Fault::status(401)]));
     let err = p.create_or_adopt(&spec("ext-three-1")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(
@@ -419,8 +499,8 @@ async fn unauthorized_is_permanent_without_retry() {
     assert!(err.message.contains("req-401"), "{}", err.message);
     assert!(!err.message.contains(TOKEN));
     let s = st.lock().unwrap();
-    assert_eq!(s.hits("list"), 1);
-    assert_eq!(s.hits("create"), 0);
+    assert_eq!(s.hits("create"), 1);
+    assert_eq!(s.hits("list"), 0);
 }
 
 #[tokio::test]
@@ -448,7 +528,7 @@ async fn create_failing_once_without_retries_is_adopted_by_lookup() {
     p = {
         let mut cfg = p.config().clone();
         cfg.max_attempts = 1;
-        DigitalOceanProvider::new(cfg).unwrap()
+        DigitalOceanProvider::new(cfg, owner()).unwrap()
     };
     st.lock().unwrap().faults.insert(
         "create",
@@ -523,7 +603,7 @@ async fn delete_not_confirmed_by_the_deadline_is_transient() {
     let p = {
         let mut cfg = p.config().clone();
         cfg.delete_confirm_timeout = Duration::from_millis(50);
-        DigitalOceanProvider::new(cfg).unwrap()
+        DigitalOceanProvider::new(cfg, owner()).unwrap()
     };
     let (id, _) = {
         let mut s = st.lock().unwrap();
@@ -536,13 +616,23 @@ async fn delete_not_confirmed_by_the_deadline_is_transient() {
 }
 
 #[tokio::test]
-async fn list_ours_follows_pages_and_filters_by_prefix() {
+async fn list_ours_follows_pages_and_keeps_only_generated_names_with_our_mark() {
     let (st, p) = start(2).await;
+    let ours: Vec<String> = (1..=3)
+        .map(|i| compute_name(&format!("run-{i}"), 1))
+        .collect();
+    let foreign = compute_name("run-foreign", 1);
+    let unmarked = compute_name("run-unmarked", 2);
     {
         let mut s = st.lock().unwrap();
-        for name in ["ext-a-1", "other-app", "ext-b-1", "ext-c-1", "ext-d-1"] {
-            s.add_app(name, "ACTIVE");
+        s.add_marked("ext-api", Some(OWNER));
+        s.add_marked("other-app", Some(OWNER));
+        s.add_marked("ext-a-1", Some(OWNER));
+        for name in &ours {
+            s.add_marked(name, Some(OWNER));
         }
+        s.add_marked(&foreign, Some("another/deployment"));
+        s.add_marked(&unmarked, None);
     }
     let mut names: Vec<String> = p
         .list_ours("ext-")
@@ -552,9 +642,14 @@ async fn list_ours_follows_pages_and_filters_by_prefix() {
         .map(|c| c.name)
         .collect();
     names.sort();
-    assert_eq!(names, ["ext-a-1", "ext-b-1", "ext-c-1", "ext-d-1"]);
+    let mut expected = ours.clone();
+    expected.sort();
+    assert_eq!(names, expected);
+    // Delete-by-name looks a single name up through the same filter.
+    assert_eq!(p.list_ours(&ours[0]).await.unwrap().len(), 1);
+    assert!(p.list_ours(&foreign).await.unwrap().is_empty());
     let s = st.lock().unwrap();
-    assert_eq!(s.hits("list"), 3);
+    assert_eq!(s.hits("list"), 4 * 3);
     for (op, _, q) in &s.hits {
         assert_eq!(*op, "list");
         assert_eq!(q.get("per_page").map(String::as_str), Some("200"));
@@ -626,7 +721,7 @@ async fn connection_errors_are_retried_then_transient() {
     cfg.base_backoff = Duration::from_millis(1);
     cfg.max_backoff = Duration::from_millis(2);
     cfg.max_attempts = 3;
-    let p = DigitalOceanProvider::new(cfg).unwrap();
+    let p = DigitalOceanProvider::new(cfg, owner()).unwrap();
     let err = p.delete("app-1").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     let stats = p.request_stats();

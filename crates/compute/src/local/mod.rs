@@ -7,12 +7,18 @@
 //! process started:
 //!
 //! ```text
-//! <state_dir>/<name>/meta.json     name, pid, /proc start time, created_at, worker_bin
+//! <state_dir>/<name>/meta.json     name, pid, /proc start time, created_at, worker_bin, owner
 //! <state_dir>/<name>/worker.log    stdout + stderr of the worker (appended)
 //! <state_dir>/<name>/exit_status   exit status, when the worker exited while we owned it
 //! <state_dir>/.locks/<name>.lock   flock serialising processes working on one name
 //! <state_dir>/logs/<name>.log      the worker's log, kept after delete
 //! ```
+//!
+//! `owner` in `meta.json` is the ownership mark: [`LocalProvider::list_ours`] lists only
+//! directories with a generated name whose `meta.json` carries this provider's owner, create
+//! refuses to adopt (or replace) a unit marked by another owner or by none, and delete refuses
+//! to stop one marked by another owner.
+//! Several workflow-workers of different deployments may share one state directory.
 //!
 //! A recorded process counts as alive when `/proc/<pid>/stat` exists, is not a zombie and its
 //! start time matches the recorded one (so a reused pid is never mistaken for our worker).
@@ -37,8 +43,9 @@ use nix::sys::signal::Signal;
 pub use state::Meta;
 
 use crate::{
-    ComputeHandle, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ProviderError, Readiness,
-    naming::is_valid_do_name,
+    ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
+    ProviderError, Readiness,
+    naming::{is_generated_name, is_valid_do_name},
 };
 use process::{is_alive, is_being_reaped, read_stat, reap_in_background, signal_group};
 use state::{
@@ -185,14 +192,16 @@ fn find_worker_bin(current_exe: Option<&Path>, path: Option<OsString>) -> Option
 /// Runs external workers as local processes; see the [module documentation](self).
 pub struct LocalProvider {
     cfg: LocalConfig,
+    owner: ComputeOwner,
     locks: NameLocks,
     /// Replaces the current environment as the base of the workers' environment (tests).
     parent_env: Option<Vec<(OsString, OsString)>>,
 }
 
 impl LocalProvider {
-    /// A provider over `cfg`, creating the state directory if needed.
-    pub fn new(cfg: LocalConfig) -> Result<Self, ProviderError> {
+    /// A provider over `cfg`, creating the state directory if needed. Everything it starts is
+    /// marked with `owner`; only units with that mark are listed, adopted or deleted.
+    pub fn new(cfg: LocalConfig, owner: ComputeOwner) -> Result<Self, ProviderError> {
         fs::create_dir_all(&cfg.state_dir).map_err(|e| {
             ProviderError::permanent(format!(
                 "local provider: cannot create state directory {}: {e}",
@@ -201,6 +210,7 @@ impl LocalProvider {
         })?;
         Ok(Self {
             cfg,
+            owner,
             locks: NameLocks::default(),
             parent_env: None,
         })
@@ -272,6 +282,23 @@ impl LocalProvider {
         }
     }
 
+    /// A permanent error when `meta` is not marked with this provider's owner.
+    fn check_mark(&self, name: &str, meta: &Meta, doing: &str) -> Result<(), ProviderError> {
+        if self.owner.marks(meta.owner.as_deref()) {
+            return Ok(());
+        }
+        Err(ProviderError::permanent(format!(
+            "local provider: compute {name} exists but is not ours: its owner mark is {}, this \
+             deployment is {:?}; refusing to {doing} it (set COMPUTE_OWNER to tell deployments \
+             apart, or remove {} by hand)",
+            meta.owner
+                .as_deref()
+                .map_or_else(|| "absent".to_owned(), |m| format!("{m:?}")),
+            self.owner.as_str(),
+            self.compute_dir(name).display()
+        )))
+    }
+
     /// Start a worker for `spec` in `dir` (the name lock is held by the caller).
     fn spawn(
         &self,
@@ -335,6 +362,7 @@ impl LocalProvider {
             created_at: previous.map_or_else(|| now.clone(), |m| m.created_at.clone()),
             started_at: Some(now.clone()),
             worker_bin: self.cfg.worker_bin.clone(),
+            owner: Some(self.owner.as_str().to_owned()),
         });
         let written = match &recorded {
             Some(meta) => write_meta(dir, meta),
@@ -406,6 +434,10 @@ impl ComputeProvider for LocalProvider {
         "local"
     }
 
+    fn owner(&self) -> &ComputeOwner {
+        &self.owner
+    }
+
     /// A local process is running as soon as it is spawned.
     fn default_deploy_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(60)
@@ -416,6 +448,7 @@ impl ComputeProvider for LocalProvider {
         let _guard = self.locks.lock(&self.cfg.state_dir, &spec.name).await?;
         let previous = read_meta(&dir)?;
         if let Some(meta) = &previous {
+            self.check_mark(&spec.name, meta, "adopt or replace")?;
             if is_alive(meta.pid, meta.start_time) {
                 tracing::info!(
                     name = %spec.name,
@@ -480,6 +513,12 @@ impl ComputeProvider for LocalProvider {
         let log_path = dir.join(LOG_FILE);
         let mut how = "was not running".to_owned();
         if let Some(meta) = read_meta(&dir)? {
+            // Deleting by ID is explicit (the ID came from a create): refused only for a unit
+            // another owner marked. An unmarked one (written before marks existed) belongs to
+            // a run of this deployment's older version and is deleted when that run asks.
+            if meta.owner.is_some() {
+                self.check_mark(id, &meta, "delete")?;
+            }
             if is_alive(meta.pid, meta.start_time) {
                 signal_group(meta.pid, Signal::SIGTERM).map_err(|e| {
                     ProviderError::transient(format!(
@@ -533,16 +572,16 @@ impl ComputeProvider for LocalProvider {
         Ok(self
             .compute_names(prefix)
             .into_iter()
-            .map(|name| {
-                let created_at = read_meta(&self.compute_dir(&name))
-                    .ok()
-                    .flatten()
-                    .map(|m| m.created_at);
-                ComputeSummary {
-                    id: name.clone(),
-                    name,
-                    created_at,
-                }
+            .filter(|name| is_generated_name(name))
+            .filter_map(|name| {
+                let meta = read_meta(&self.compute_dir(&name)).ok().flatten()?;
+                self.owner
+                    .marks(meta.owner.as_deref())
+                    .then(|| ComputeSummary {
+                        id: name.clone(),
+                        name,
+                        created_at: Some(meta.created_at),
+                    })
             })
             .collect())
     }

@@ -42,6 +42,10 @@ pub struct Meta {
     pub started_at: Option<String>,
     /// The binary that was started.
     pub worker_bin: PathBuf,
+    /// The owner mark: the deployment that created this unit ([`crate::ComputeOwner`]).
+    /// Absent in state written before marks existed: such a unit is nobody's.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// What the reaper thread records when a worker it owned exits.

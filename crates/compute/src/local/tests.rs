@@ -16,7 +16,14 @@ use super::{
     process::{is_alive, read_stat, signal_group},
     state::read_meta,
 };
-use crate::{ComputeProvider, ComputeSpec, Deleted, EnvVar, ErrorKind, ImageRef, Readiness};
+use crate::naming::compute_name;
+use crate::{
+    ComputeOwner, ComputeProvider, ComputeSpec, Deleted, EnvVar, ErrorKind, ImageRef, Readiness,
+};
+
+fn owner(name: &str) -> ComputeOwner {
+    ComputeOwner::new(name).expect("owner")
+}
 
 const SLEEPER: &str = "#!/bin/sh\necho \"queue=$EXTERNAL_TASK_QUEUE\"\nexec sleep 1000\n";
 const TERM_IGNORER: &str = "#!/bin/sh\ntrap '' TERM\necho ready\nexec sleep 1000\n";
@@ -58,7 +65,15 @@ impl TestDir {
     }
 
     fn provider(&self, script: &Path) -> LocalProvider {
-        LocalProvider::new(LocalConfig::new(self.state_dir(), script)).expect("provider")
+        self.provider_of(script, "test/owner")
+    }
+
+    fn provider_of(&self, script: &Path, owner_name: &str) -> LocalProvider {
+        LocalProvider::new(
+            LocalConfig::new(self.state_dir(), script),
+            owner(owner_name),
+        )
+        .expect("provider")
     }
 }
 
@@ -235,7 +250,7 @@ async fn delete_escalates_to_sigkill_when_term_is_ignored() {
     let grace = Duration::from_millis(300);
     let mut cfg = LocalConfig::new(t.state_dir(), t.script("stubborn", TERM_IGNORER));
     cfg.kill_grace = grace;
-    let p = LocalProvider::new(cfg).expect("provider");
+    let p = LocalProvider::new(cfg, owner("test/owner")).expect("provider");
     let h = p
         .create_or_adopt(&spec("ext-stubborn-1", &[]))
         .await
@@ -294,28 +309,69 @@ async fn crashed_worker_reports_failed_and_is_restarted_on_create() {
 }
 
 #[tokio::test]
-async fn list_ours_filters_by_prefix() {
+async fn list_ours_keeps_only_generated_names_with_our_mark() {
     let t = TestDir::new("list");
-    let p = t.provider(&t.script("worker", SLEEPER));
-    for name in ["ext-a-1", "ext-b-1", "other-1"] {
+    let script = t.script("worker", SLEEPER);
+    let p = t.provider_of(&script, "deploy/a");
+    let other = t.provider_of(&script, "deploy/b");
+    let (a1, a2, b1) = (
+        compute_name("run-a1", 1),
+        compute_name("run-a2", 1),
+        compute_name("run-b1", 1),
+    );
+    for name in [&a1, &a2, "ext-api"] {
         p.create_or_adopt(&spec(name, &[])).await.expect("create");
     }
+    other
+        .create_or_adopt(&spec(&b1, &[]))
+        .await
+        .expect("create");
     fs::create_dir_all(t.state_dir().join("logs")).expect("logs dir");
+    // A lookalike without meta.json, and one whose meta.json carries no mark.
+    let unmarked = compute_name("run-unmarked", 1);
+    fs::create_dir_all(t.state_dir().join(compute_name("run-bare", 1))).expect("bare dir");
+    fs::create_dir_all(t.state_dir().join(&unmarked)).expect("unmarked dir");
+    let mut legacy = read_meta(&p.compute_dir(&a1)).expect("meta").expect("meta");
+    legacy.owner = None;
+    legacy.pid = std::process::id();
+    super::state::write_meta(&t.state_dir().join(&unmarked), &legacy).expect("write");
 
     let ours = p.list_ours("ext-").await.expect("list");
-    let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["ext-a-1", "ext-b-1"]);
+    let mut names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    let mut expected = vec![a1.as_str(), a2.as_str()];
+    expected.sort();
+    assert_eq!(names, expected);
     assert!(
         ours.iter()
             .all(|s| s.id == s.name && s.created_at.is_some())
     );
-    let all = p.list_ours("").await.expect("list all");
-    assert_eq!(all.len(), 3, "{all:?}");
-    assert!(p.list_ours("nothing-").await.expect("list").is_empty());
+    assert_eq!(p.list_ours("").await.expect("list all").len(), 2);
+    let theirs = other.list_ours("").await.expect("list");
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].name, b1);
 
-    for name in ["ext-a-1", "ext-b-1", "other-1"] {
+    // Neither adopts nor deletes the other's compute; unmarked compute is never adopted.
+    for (name, provider) in [(&b1, &p), (&a1, &other), (&unmarked, &p)] {
+        let err = provider
+            .create_or_adopt(&spec(name, &[]))
+            .await
+            .expect_err("not ours");
+        assert_eq!(err.kind, ErrorKind::Permanent, "{}", err.message);
+        assert!(err.message.contains("not ours"), "{}", err.message);
+        if name != &unmarked {
+            let err = provider.delete(name).await.expect_err("not ours");
+            assert_eq!(err.kind, ErrorKind::Permanent, "{}", err.message);
+        }
+    }
+    assert_eq!(p.running_pids().len(), 4);
+    // Deleting an unmarked unit by ID (its run's own Delete, from before marks) is allowed.
+    assert_eq!(p.delete(&unmarked).await.expect("delete"), Deleted::Removed);
+
+    for name in [&a1, &a2, "ext-api"] {
         assert_eq!(p.delete(name).await.expect("delete"), Deleted::Removed);
     }
+    assert_eq!(other.delete(&b1).await.expect("delete"), Deleted::Removed);
     assert!(p.list_ours("").await.expect("list").is_empty());
     assert!(p.running_pids().is_empty());
 }
