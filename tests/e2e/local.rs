@@ -58,7 +58,7 @@ impl Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
         let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
-        let mut worker = Self::workflow_worker(
+        let mut worker = workflow_worker(
             &dir,
             &server,
             &task_queue,
