@@ -602,3 +602,86 @@ async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() 
     assert_eq!(snapshot.total_created, 1, "no compute after the cancel");
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
 }
+
+/// Problem 8: App Platform restarts a worker process that exits. Once the run that owns an
+/// app is terminated, its worker's dead-man switch parks (stops polling, stays up, idle)
+/// instead of exiting into a crash loop, and the sweeper deletes the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_run_s_app_worker_parks_instead_of_crash_looping() {
+    let dir = test_dir("do-park");
+    let server = DevServer::start(&dir).await;
+    let mut config = FakeDoConfig::new(DO_TOKEN)
+        .with_worker_command(
+            bin("external-worker"),
+            ["--dead-man-check-interval", "200ms"],
+        )
+        .with_step_delay(Duration::from_millis(100));
+    config.log_dir = Some(dir.join("apps"));
+    config.kill_grace = Duration::from_secs(5);
+    let fake = FakeDo::start(config).await.expect("fake DigitalOcean API");
+    let task_queue = format!("wf-do-park-{}", uuid::Uuid::new_v4().simple());
+    let worker = workflow_worker(
+        &dir,
+        &server,
+        &fake,
+        DO_TOKEN,
+        &task_queue,
+        "workflow-worker.log",
+    )
+    .env("SWEEP_INTERVAL", "0")
+    .spawn();
+    let handle = run::start(&server.client().await, &task_queue, "do-park", "10m").await;
+    wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
+    let app = fake.snapshot().apps.first().expect("the run's app").clone();
+    let pid = app.worker_pid.expect("the app's worker runs");
+    handle
+        .terminate(
+            temporalio_client::WorkflowTerminateOptions::builder()
+                .reason("test")
+                .build(),
+        )
+        .await
+        .expect("terminate");
+    let log = app.log_file.clone().expect("the app's log file");
+    wait_for("the worker to park", RUN_TIMEOUT, || async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("parked")
+            .then_some(())
+    })
+    .await;
+    // An observation window, not synchronisation: many checks of the switch and the fake's
+    // restart delay go by, and the worker is still the same idle process, never restarted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = fake.snapshot();
+    let parked = now.app(&app.id).expect("the app still exists until swept");
+    assert_eq!(
+        parked.restarts, 0,
+        "the worker was restarted: {:?}",
+        parked.exits
+    );
+    assert!(
+        parked.exits.is_empty(),
+        "the worker exited: {:?}",
+        parked.exits
+    );
+    assert_eq!(parked.worker_pid, Some(pid));
+    assert!(pid_alive(pid));
+
+    let mut sweep = workflow_worker(&dir, &server, &fake, DO_TOKEN, &task_queue, "sweep.log")
+        .env("SWEEP_GRACE_PERIOD", "0")
+        .env("LOG_LEVEL", "error")
+        .arg("sweep")
+        .spawn();
+    let status = sweep.wait(RUN_TIMEOUT).await;
+    assert!(status.success(), "sweep: {}", sweep.output());
+    assert!(
+        fake.snapshot().apps.is_empty(),
+        "the sweeper left the parked app"
+    );
+    wait_for("the parked worker to stop", RUN_TIMEOUT, || async {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
+    drop(worker);
+}
