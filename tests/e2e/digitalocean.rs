@@ -685,3 +685,58 @@ async fn a_terminated_run_s_app_worker_parks_instead_of_crash_looping() {
     .await;
     drop(worker);
 }
+
+/// The user's command through App Platform: it runs on the app's worker, completes with its
+/// output, and a job secret travels as a SECRET app variable, absent from history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_runs_on_the_app_and_its_secret_travels_as_a_secret() {
+    const SECRET: &str = "do-job-s3cr3t";
+    let fx = Fixture::start_with(
+        "do-command",
+        DO_TOKEN,
+        &[
+            ("JOB_SECRET_ENV", "JOB_API_TOKEN"),
+            ("JOB_API_TOKEN", SECRET),
+        ],
+    )
+    .await;
+    let input = tea_contract::WorkflowInput {
+        command: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            r#"[ "$JOB_API_TOKEN" = "do-job-s3cr3t" ] && echo "token ok, mode $MODE""#.into(),
+        ]),
+        env: Some([("MODE".to_owned(), "fast".to_owned())].into()),
+        job_duration: None,
+        ..run::input("1s")
+    };
+    let id = format!("do-command-{}", uuid::Uuid::new_v4().simple());
+    let handle = tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
+        .await
+        .expect("start");
+    let end = fx.finish(&handle).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    let job = outcome.job.as_ref().expect("the job's result");
+    assert_eq!(job.output_tail[0].line, "token ok, mode fast");
+    let bodies = fx.fake.raw_create_bodies();
+    let envs = bodies[0]["spec"]["workers"][0]["envs"]
+        .as_array()
+        .expect("envs")
+        .clone();
+    let secret = envs
+        .iter()
+        .find(|e| e["key"] == "JOB_API_TOKEN")
+        .expect("the job secret is an app variable");
+    assert_eq!(secret["type"], "SECRET");
+    assert!(
+        !format!("{:?}", history(&handle).await).contains(SECRET),
+        "the secret is in history"
+    );
+    assert!(
+        !fx.worker.output().contains(SECRET),
+        "the secret is in the log"
+    );
+    assert!(fx.fake.snapshot().apps.is_empty(), "app left");
+}
