@@ -269,6 +269,28 @@ async fn a_flood_of_output_stays_bounded_and_completes() {
         &sh("head -c 30000000 /dev/zero | tr '\\0' 'x' | fold -w 100"),
     )
     .await;
+    // The external worker's resident memory, sampled while the job floods it.
+    let state_dir = fx.dir.join("compute");
+    let sampler = tokio::spawn(async move {
+        let mut peak_kib = 0u64;
+        loop {
+            for (_, dir) in tea_compute::local::compute_dirs(&state_dir) {
+                let rss = tea_compute::local::recorded_pid(&dir)
+                    .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                    .and_then(|status| {
+                        status
+                            .lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    });
+                peak_kib = peak_kib.max(rss.unwrap_or(0));
+            }
+            if peak_kib > 0 && tea_compute::local::compute_dirs(&state_dir).is_empty() {
+                return peak_kib;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
     let end = tokio::time::timeout(
         RUN_TIMEOUT + Duration::from_secs(60),
         tea_starter::wait(&handle),
@@ -276,6 +298,16 @@ async fn a_flood_of_output_stays_bounded_and_completes() {
     .await
     .expect("the flood run ended")
     .expect("wait");
+    let peak_kib = tokio::time::timeout(Duration::from_secs(30), sampler)
+        .await
+        .expect("the sampler saw the compute go")
+        .expect("sampler");
+    println!(
+        "external worker peak RSS during a 30 MB flood: {} MiB",
+        peak_kib / 1024
+    );
+    // Flat: far below the 30 MB the job wrote (a debug build idles at about 15-25 MiB).
+    assert!(peak_kib < 48 * 1024, "peak RSS {} MiB", peak_kib / 1024);
     let RunEnd::Completed(outcome) = &end else {
         panic!("run ended {end}; worker: {}", fx.worker.output());
     };
