@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Container images of the workers. Build from the repository root (README.md, "Container image"):
 #
 #   docker build --platform linux/amd64 -t registry.digitalocean.com/<registry>/external:latest .
