@@ -279,6 +279,8 @@ if [[ ${SEED_CARGO_CACHE:-1} == 1 ]]; then
     else
         fail "no docker CLI here builds with BuildKit: install the buildx plugin (Debian: docker-buildx, from trixie on)"
     fi
+    grep -qF -- '--mount=type=cache,target=/usr/local/cargo/registry,sharing=locked' Dockerfile ||
+        fail "the Dockerfile no longer caches /usr/local/cargo/registry as this script seeds it"
     host_registry="${CARGO_HOME:-${HOME}/.cargo}/registry"
     log "cargo registry: cargo fetch --locked on this machine, into ${host_registry}"
     cargo fetch --locked --quiet --target "$RUST_TRIPLE" ||
@@ -287,9 +289,12 @@ if [[ ${SEED_CARGO_CACHE:-1} == 1 ]]; then
     trap 'rm -rf "$seed"' EXIT
     cat >"${seed}/Dockerfile" <<EOF
 FROM ${BUILDER_IMAGE} AS seed
+# A new value each time, so this step always runs: BuildKit may have dropped the cache mount
+# while keeping this step's cached result.
+ARG SEED_RUN
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \\
     --mount=type=bind,target=/seed \\
-    cp -a -u /seed/index /seed/cache /usr/local/cargo/registry/ \\
+    echo "seed \${SEED_RUN}" && cp -a -u /seed/index /seed/cache /usr/local/cargo/registry/ \\
     && echo "\$(ls /usr/local/cargo/registry/cache/*/ | wc -l) crates, \$(du -sh /usr/local/cargo/registry | cut -f1)" >/seeded
 FROM scratch
 COPY --from=seed /seeded /
@@ -298,7 +303,7 @@ EOF
     # The context is a tar on stdin (the Dockerfile, index/ and cache/); the result is exported
     # to a directory (one small file), so no image is left behind.
     tar -cf - -C "$seed" Dockerfile -C "$host_registry" index cache |
-        DOCKER_BUILDKIT=1 "$docker_bk" build --quiet --network none \
+        DOCKER_BUILDKIT=1 "$docker_bk" build --quiet --network none --build-arg "SEED_RUN=$(date +%s%N)" \
             --output "type=local,dest=${seed}/out" - >/dev/null ||
         fail "seeding the cargo registry cache mount failed"
     log "cargo registry: the build's cache mount holds $(cat "${seed}/out/seeded") ($((SECONDS - started))s)"
