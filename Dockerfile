@@ -1,14 +1,15 @@
-# syntax=docker/dockerfile:1
-#
 # Container images of the workers. Build from the repository root (README.md, "Container image"):
 #
 #   docker build --platform linux/amd64 -t registry.digitalocean.com/<registry>/external:latest .
 #   docker build --platform linux/amd64 --target workflow-worker -t <image> .
 #
 # The default (last) target is the external worker, the image each run deploys on DigitalOcean
-# App Platform. `.ci/packaging` lints this file with hadolint and runs the builder's exact cargo
-# command on a copy of the build context, then checks with ldd that the binary needs only what
-# the runtime image has.
+# App Platform. It needs BuildKit (cache mounts) and no `# syntax=` line: BuildKit's built-in
+# frontend runs it, so no frontend image is pulled. Where no registry is reachable,
+# `scripts/docker-base-images.sh` makes local stand-ins for the two base images (README.md,
+# "Building offline"). `.ci/packaging` lints this file with hadolint, builds both targets with
+# `--network none`, runs them as 65532, and checks with ldd that the binaries need only what the
+# runtime image has.
 
 # --- builder: the toolchain is pinned; bookworm matches the runtime image's glibc (2.36).
 FROM rust:1.95-bookworm AS builder
