@@ -9,4 +9,6 @@ mod digitalocean;
 mod job_args;
 mod local;
 mod ownership;
-mod support;
+
+/// The test support library, under the name the tests use.
+use tea_e2e as support;

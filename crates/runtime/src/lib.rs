@@ -4,6 +4,7 @@
 //! Kept in one place so every binary reads LOG_LEVEL, RUST_LOG and the TEMPORAL_* variables the
 //! same way, and none of them ever prints a credential.
 
+pub mod cli;
 mod logging;
 pub mod metrics;
 mod temporal;

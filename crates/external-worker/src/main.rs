@@ -1,8 +1,6 @@
 //! `external-worker`: polls the run's unique task queue and runs `long-running-command`.
 
-#[path = "logging_args.rs"]
-mod logging_args;
-use logging_args::LogArgs;
+use tea_runtime::cli::LogArgs;
 
 use std::{process::ExitCode, time::Duration};
 

@@ -1,7 +1,7 @@
 //! The logging flags every binary takes, defined once.
 
+use crate::LogFormat;
 use clap::Args;
-use tea_runtime::LogFormat;
 
 /// `--log-level` / LOG_LEVEL and `--log-format` / LOG_FORMAT (RUST_LOG wins over the level).
 #[derive(Debug, Args)]
@@ -18,7 +18,7 @@ impl LogArgs {
     /// Installs the logger; on bad settings prints one line naming `program` and returns the
     /// exit status for bad input (2).
     pub fn init(&self, program: &str) -> Result<(), std::process::ExitCode> {
-        tea_runtime::init_logging(Some(&self.log_level), self.log_format).map_err(|e| {
+        crate::init_logging(Some(&self.log_level), self.log_format).map_err(|e| {
             eprintln!("{program}: {e:#}");
             std::process::ExitCode::from(2)
         })

@@ -5,9 +5,7 @@
 //! Exit status: 0 completed, 1 the job or the run failed, 2 bad input, 3 cancelled or
 //! terminated, 130 stopped waiting on Ctrl-C (the run goes on).
 
-#[path = "logging_args.rs"]
-mod logging_args;
-use logging_args::LogArgs;
+use tea_runtime::cli::LogArgs;
 
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 

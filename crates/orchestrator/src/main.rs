@@ -1,9 +1,7 @@
 //! `workflow-worker`: hosts `TriggerExternalWorkflow` and its provisioning activities on
 //! `taskQueueName`, over the compute provider chosen by `--provider` / COMPUTE_PROVIDER.
 
-#[path = "logging_args.rs"]
-mod logging_args;
-use logging_args::LogArgs;
+use tea_runtime::cli::LogArgs;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 

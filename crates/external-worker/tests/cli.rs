@@ -1,0 +1,17 @@
+//! The `external-worker` binary as a user meets it first: `--help` works and says what it is. (Being an
+//! integration test of this package, it also makes `cargo test --workspace` build the binary
+//! that the end-to-end tests in `tests/` run.)
+
+use std::process::Command;
+
+#[test]
+fn help_describes_the_binary() {
+    let output = Command::new(env!("CARGO_BIN_EXE_external-worker"))
+        .arg("--help")
+        .output()
+        .expect("run external-worker --help");
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("Activity-only Temporal worker"), "{help}");
+    assert!(help.contains("Usage: external-worker"), "{help}");
+}
