@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tea_contract::Phase;
 use tea_contract::{JobProgress, LONG_RUNNING_ACTIVITY};
 use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op};
-use tea_orchestrator::workflow::{Phase, TriggerExternalWorkflow};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
@@ -132,7 +132,7 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
 
     // While the job runs: one app, its worker process up, heartbeats with progress recorded.
     let client = fx.server.client().await;
-    let handle = client.get_workflow_handle::<TriggerExternalWorkflow>(&workflow_id);
+    let handle = tea_starter::handle(&client, &workflow_id);
     let heartbeat = wait_for(
         "a heartbeat with progress from the external worker",
         RUN_TIMEOUT,

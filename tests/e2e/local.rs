@@ -4,7 +4,6 @@
 use std::{path::PathBuf, time::Duration};
 
 use tea_compute::local;
-use tea_orchestrator::workflow::TriggerExternalWorkflow;
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
     WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowTerminateOptions,
@@ -456,8 +455,7 @@ async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
         .arg(&workflow_id)
         .spawn();
     let client = fx.server.client().await;
-    let handle = client
-        .get_workflow_handle::<tea_orchestrator::workflow::TriggerExternalWorkflow>(&workflow_id);
+    let handle = tea_starter::handle(&client, &workflow_id);
     wait_for("the job to heartbeat", RUN_TIMEOUT, || async {
         pending_job(&handle).await?.last_heartbeat_time.map(|_| ())
     })
@@ -630,7 +628,7 @@ async fn bad_input_from_the_temporal_cli_fails_the_run_at_once_without_compute()
             "temporal workflow start failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let handle: RunHandle = client.get_workflow_handle::<<TriggerExternalWorkflow as temporalio_common::HasWorkflowDefinition>::Run>(&workflow_id);
+        let handle: RunHandle = tea_starter::handle(&client, &workflow_id);
         let started = std::time::Instant::now();
         let end = tokio::time::timeout(Duration::from_secs(30), tea_starter::wait(&handle))
             .await

@@ -9,8 +9,10 @@ pub mod duration;
 pub mod input;
 mod names;
 mod payloads;
+pub mod status;
 
 pub use duration::GoDuration;
 pub use input::*;
 pub use names::*;
 pub use payloads::*;
+pub use status::*;

@@ -61,13 +61,7 @@ pub struct WaitForComputeInput {
     pub worker_start_timeout: GoDuration,
 }
 
-/// Heartbeat details of `WaitForAppBuild`: where the deployment is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WaitProgress {
-    pub phase: String,
-    pub detail: Option<String>,
-    pub worker_polling: bool,
-}
+pub use tea_contract::WaitProgress;
 
 /// Input of `Delete`: by ID when known, else by name (a create that failed may have stored it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

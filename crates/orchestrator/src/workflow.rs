@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tea_compute::{ImageRef, naming};
 use tea_contract::{CommandJob, CommandResult, ExternalActivities, GoDuration, WorkflowInput};
 use temporalio_common::{
@@ -33,59 +32,8 @@ use crate::activities::{
     WaitForComputeInput,
 };
 
-/// Where a run is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    #[default]
-    Waiting,
-    Provisioning,
-    Deploying,
-    Running,
-    Deprovisioning,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-/// When a run entered a phase.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PhaseEntry {
-    pub phase: Phase,
-    pub attempt: u32,
-    /// RFC 3339 workflow time.
-    pub at: String,
-}
-
-/// Answer of the `status` query.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunStatus {
-    pub phase: Phase,
-    /// Every phase the run entered, in order, with its time.
-    pub phase_history: Vec<PhaseEntry>,
-    pub attempt: u32,
-    pub compute_name: Option<String>,
-    pub compute_id: Option<String>,
-    pub task_queue: Option<String>,
-    pub provider: Option<String>,
-    pub error: Option<String>,
-}
-
-/// Result of a completed run: what ran where, and that it was deleted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunOutcome {
-    pub compute_name: String,
-    pub compute_id: String,
-    pub task_queue: String,
-    pub provider: String,
-    pub job_duration: GoDuration,
-    pub deleted: bool,
-    /// Compute attempts the run used (more than one when a worker died or never came up).
-    pub attempts: u32,
-    /// What the user's command did (runs with a `command`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<CommandResult>,
-}
+// What clients see of a run lives in the contract, so that a client needs no workflow code.
+pub use tea_contract::{Phase, PhaseEntry, RunOutcome, RunStatus};
 
 /// Patch (2026-11): strict input, every wait has a deadline, and cancellation is checked between
 /// attempts. Under it: the input is decoded and validated by today's rules (runs started before
@@ -240,8 +188,8 @@ impl TriggerExternalWorkflow {
         ))
     }
 
-    /// Where the run is: phase, compute, queue, attempt.
-    #[query]
+    /// Where the run is: phase, compute, queue, attempt (clients: `tea_contract::StatusQuery`).
+    #[query(name = "status")]
     pub fn status(&self, _ctx: &WorkflowContextView) -> RunStatus {
         self.status.clone()
     }

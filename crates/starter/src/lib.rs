@@ -10,16 +10,19 @@ use std::fmt;
 
 use anyhow::{Context, anyhow};
 use tea_contract::WorkflowInput;
-use tea_orchestrator::workflow::{RunOutcome, TriggerExternalWorkflow};
+use tea_contract::{RunOutcome, TriggerExternalWorkflowClient};
 use temporalio_client::{
     Client, WorkflowGetResultOptions, WorkflowHandle, WorkflowStartOptions,
     errors::WorkflowGetResultError,
 };
-use temporalio_common::HasWorkflowDefinition;
 
 /// A started run.
-pub type RunHandle =
-    WorkflowHandle<Client, <TriggerExternalWorkflow as HasWorkflowDefinition>::Run>;
+pub type RunHandle = WorkflowHandle<Client, TriggerExternalWorkflowClient>;
+
+/// A handle on the latest run of workflow `workflow_id`.
+pub fn handle(client: &Client, workflow_id: &str) -> RunHandle {
+    client.get_workflow_handle::<TriggerExternalWorkflowClient>(workflow_id)
+}
 
 /// How a run ended.
 #[derive(Debug)]
@@ -69,7 +72,7 @@ pub async fn start(
     input.validate().map_err(|e| anyhow!(e))?;
     client
         .start_workflow(
-            TriggerExternalWorkflow::run,
+            TriggerExternalWorkflowClient,
             input.to_raw(),
             WorkflowStartOptions::new(task_queue, workflow_id).build(),
         )
@@ -92,11 +95,10 @@ pub async fn wait(handle: &RunHandle) -> anyhow::Result<RunEnd> {
 /// The result of run `workflow_id` when it completed; `None` while it runs or when it ended
 /// otherwise.
 pub async fn outcome(client: &Client, workflow_id: &str) -> anyhow::Result<Option<RunOutcome>> {
-    let handle = client
-        .get_workflow_handle::<<TriggerExternalWorkflow as HasWorkflowDefinition>::Run>(
-            workflow_id,
-        );
-    match handle.get_result(WorkflowGetResultOptions::default()).await {
+    match handle(client, workflow_id)
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+    {
         Ok(outcome) => Ok(Some(outcome)),
         Err(WorkflowGetResultError::Failed(_))
         | Err(WorkflowGetResultError::Cancelled { .. })

@@ -6,10 +6,7 @@ use tea_contract::{
     CommandProgress, JobProgress, LONG_RUNNING_ACTIVITY, RUN_COMMAND_ACTIVITY,
     WAIT_FOR_APP_BUILD_ACTIVITY,
 };
-use tea_orchestrator::{
-    activities::WaitProgress,
-    workflow::{RunStatus, TriggerExternalWorkflow},
-};
+use tea_contract::{RunStatus, StatusQuery, WaitProgress};
 use temporalio_client::{Client, WorkflowDescribeOptions, WorkflowHandle, WorkflowQueryOptions};
 use temporalio_common::{
     HasWorkflowDefinition, protos::temporal::api::workflow::v1::PendingActivityInfo,
@@ -79,7 +76,7 @@ fn phase_name(status: &RunStatus) -> String {
 
 /// Asks Temporal about the latest run of `workflow_id`.
 pub async fn report(client: &Client, workflow_id: &str) -> anyhow::Result<RunReport> {
-    let handle = client.get_workflow_handle::<TriggerExternalWorkflow>(workflow_id);
+    let handle = crate::handle(client, workflow_id);
     let description = handle
         .describe(WorkflowDescribeOptions::default())
         .await
@@ -131,11 +128,7 @@ pub async fn report(client: &Client, workflow_id: &str) -> anyhow::Result<RunRep
         }
     }
     report.status = handle
-        .query(
-            TriggerExternalWorkflow::status,
-            (),
-            WorkflowQueryOptions::default(),
-        )
+        .query(StatusQuery, (), WorkflowQueryOptions::default())
         .await
         .ok();
     Ok(report)

@@ -8,14 +8,13 @@ use std::{
 };
 
 use anyhow::anyhow;
-use tea_contract::{GoDuration, WorkflowInput};
-use tea_orchestrator::workflow::TriggerExternalWorkflow;
+use tea_contract::{GoDuration, TriggerExternalWorkflowClient, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCancelOptions,
     WorkflowStartOptions, WorkflowTerminateOptions,
 };
-use temporalio_common::{HasWorkflowDefinition, data_converters::RawValue};
+use temporalio_common::data_converters::RawValue;
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{lanes::Kind, say};
@@ -174,7 +173,7 @@ pub async fn start_raw(
 ) -> anyhow::Result<String> {
     let handle = client
         .start_workflow(
-            TriggerExternalWorkflow::run,
+            TriggerExternalWorkflowClient,
             input,
             WorkflowStartOptions::new(task_queue, id).build(),
         )
@@ -202,7 +201,7 @@ pub async fn start(
 
 /// A handle on the latest run of workflow `id`.
 pub fn handle(client: &Client, id: &str) -> RunHandle {
-    client.get_workflow_handle::<<TriggerExternalWorkflow as HasWorkflowDefinition>::Run>(id)
+    tea_starter::handle(client, id)
 }
 
 /// Waits until run `id` closes, reconnecting after errors, at most until `deadline`.

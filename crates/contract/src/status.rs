@@ -1,0 +1,106 @@
+//! What clients see of a run: its result, the answer of its `status` query, the deployment's
+//! progress, and the client-side definitions to start a run and query it. A client (the
+//! starter, another service) needs only these, not the workflow's code.
+
+use serde::{Deserialize, Serialize};
+use temporalio_common::{
+    HasWorkflowDefinition, QueryDefinition, WorkflowDefinition, data_converters::RawValue,
+};
+
+use crate::{CommandResult, GoDuration, WORKFLOW_TYPE};
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Waiting,
+    Provisioning,
+    Deploying,
+    Running,
+    Deprovisioning,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// When a run entered a phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseEntry {
+    pub phase: Phase,
+    pub attempt: u32,
+    /// RFC 3339 workflow time.
+    pub at: String,
+}
+
+/// Answer of the `status` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub phase: Phase,
+    /// Every phase the run entered, in order, with its time.
+    pub phase_history: Vec<PhaseEntry>,
+    pub attempt: u32,
+    pub compute_name: Option<String>,
+    pub compute_id: Option<String>,
+    pub task_queue: Option<String>,
+    pub provider: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Result of a completed run: what ran where, and that it was deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub compute_name: String,
+    pub compute_id: String,
+    pub task_queue: String,
+    pub provider: String,
+    pub job_duration: GoDuration,
+    pub deleted: bool,
+    /// Compute attempts the run used (more than one when a worker died or never came up).
+    pub attempts: u32,
+    /// What the user's command did (runs with a `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<CommandResult>,
+}
+
+/// Heartbeat details of `WaitForAppBuild`: where the deployment is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitProgress {
+    pub phase: String,
+    pub detail: Option<String>,
+    pub worker_polling: bool,
+}
+
+/// `TriggerExternalWorkflow` as a client starts it: a raw input (the workflow decodes it
+/// itself, see [`crate::input`]; build it with [`crate::WorkflowInput::to_raw`]) and a
+/// [`RunOutcome`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TriggerExternalWorkflowClient;
+
+impl WorkflowDefinition for TriggerExternalWorkflowClient {
+    type Input = RawValue;
+    type Output = RunOutcome;
+    fn name(&self) -> &str {
+        WORKFLOW_TYPE
+    }
+}
+
+impl HasWorkflowDefinition for TriggerExternalWorkflowClient {
+    type Run = Self;
+}
+
+/// The workflow's `status` query: where the run is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatusQuery;
+
+/// Name of the `status` query.
+pub const STATUS_QUERY: &str = "status";
+
+impl QueryDefinition for StatusQuery {
+    type Workflow = TriggerExternalWorkflowClient;
+    type Input = ();
+    type Output = RunStatus;
+    fn name(&self) -> &str {
+        STATUS_QUERY
+    }
+}
