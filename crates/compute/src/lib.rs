@@ -6,6 +6,8 @@
 //! [`ComputeOwner`] and only ever lists or sweeps compute carrying that mark (see [`owner`]). The workflow's activities drive these calls;
 //! nothing here knows about Temporal.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod digitalocean;
 pub mod local;
 pub mod naming;

@@ -728,3 +728,70 @@ async fn connection_errors_are_retried_then_transient() {
     assert_eq!(stats.requests(Operation::Delete), 3);
     assert_eq!(stats.operations[&Operation::Delete].transport_errors, 3);
 }
+
+/// The provider contract (`crate::conformance`) against the fake App Platform API
+/// (`tea-fake-do`), whose apps run a real process.
+mod conformance {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use tea_fake_do::{FakeDo, FakeDoConfig, Fault, SeedApps};
+
+    use super::*;
+    use crate::{ComputeHandle, conformance::Subject};
+
+    struct AppPlatform {
+        fake: FakeDo,
+        provider: Arc<DigitalOceanProvider>,
+    }
+
+    #[async_trait]
+    impl Subject for AppPlatform {
+        fn provider(&self) -> Arc<dyn ComputeProvider> {
+            self.provider.clone()
+        }
+        fn spec(&self, name: &str) -> ComputeSpec {
+            spec(name)
+        }
+        async fn failing_spec(&self, name: &str) -> ComputeSpec {
+            self.fake.inject(Fault::DeploymentError { count: 1 });
+            spec(name)
+        }
+        async fn kill(&self, handle: &ComputeHandle) {
+            // The app deleted behind our back (another client, the console).
+            let response = reqwest::Client::new()
+                .delete(format!("{}/v2/apps/{}", self.fake.base_url(), handle.id))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("delete the app out of band");
+            assert!(response.status().is_success(), "{response:?}");
+        }
+        async fn add_foreign(&self, name: &str) {
+            self.fake
+                .seed(&SeedApps::one(
+                    name,
+                    &[("TEA_COMPUTE_OWNER", "someone/else")],
+                ))
+                .expect("another owner's app");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_digitalocean_provider_keeps_the_provider_contract() {
+        let config = FakeDoConfig::new(TOKEN)
+            .with_worker_command("/bin/sh", ["-c", "exec sleep 1000"])
+            .with_step_delay(Duration::from_millis(20));
+        let fake = FakeDo::start(config).await.expect("fake App Platform API");
+        let mut cfg = DigitalOceanConfig::new(AccessToken::new(TOKEN));
+        cfg.api_url = fake.base_url();
+        cfg.base_backoff = Duration::from_millis(1);
+        cfg.max_backoff = Duration::from_millis(5);
+        cfg.delete_poll_max_interval = Duration::from_millis(10);
+        let provider = Arc::new(DigitalOceanProvider::new(cfg, owner()).expect("provider"));
+        let subject = AppPlatform { fake, provider };
+        crate::conformance::run(&subject)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -560,3 +560,60 @@ fn config_from_env_resolves_paths_and_durations() {
     .expect_err("bad duration");
     assert!(err.message.contains("LOCAL_KILL_GRACE"), "{}", err.message);
 }
+
+/// The provider contract (`crate::conformance`) against the local provider.
+mod conformance {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{ComputeHandle, conformance::Subject};
+
+    const WORKER: &str =
+        "#!/bin/sh\nif [ -n \"$FAIL_AT_START\" ]; then echo failing; exit 3; fi\nexec sleep 1000\n";
+
+    struct Local {
+        /// Kept for its drop: kills what the suite left and removes the state directory.
+        _dir: TestDir,
+        provider: Arc<LocalProvider>,
+        foreign: LocalProvider,
+    }
+
+    #[async_trait]
+    impl Subject for Local {
+        fn provider(&self) -> Arc<dyn ComputeProvider> {
+            self.provider.clone()
+        }
+        fn spec(&self, name: &str) -> ComputeSpec {
+            spec(name, &[])
+        }
+        async fn failing_spec(&self, name: &str) -> ComputeSpec {
+            spec(name, &[("FAIL_AT_START", "1", false)])
+        }
+        async fn kill(&self, handle: &ComputeHandle) {
+            let pid = pid_of(handle);
+            let _ = signal_group(pid, Signal::SIGKILL);
+        }
+        async fn add_foreign(&self, name: &str) {
+            self.foreign
+                .create_or_adopt(&spec(name, &[]))
+                .await
+                .expect("another owner's unit");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_local_provider_keeps_the_provider_contract() {
+        let dir = TestDir::new("conformance");
+        let script = dir.script("worker", WORKER);
+        let subject = Local {
+            provider: Arc::new(dir.provider(&script)),
+            foreign: dir.provider_of(&script, "someone/else"),
+            _dir: dir,
+        };
+        crate::conformance::run(&subject)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
