@@ -13,6 +13,7 @@ pub mod local;
 pub mod naming;
 pub mod owner;
 mod provider;
+pub mod registry;
 
 pub use owner::ComputeOwner;
 pub use provider::*;

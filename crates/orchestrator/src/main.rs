@@ -5,12 +5,10 @@ use tea_runtime::cli::LogArgs;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
-use anyhow::anyhow;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tea_compute::{
     ComputeOwner, ComputeProvider, EnvVar,
-    digitalocean::{DigitalOceanConfig, DigitalOceanProvider},
-    local::{LocalConfig, LocalProvider},
+    registry::{ProviderConfig, ProviderKind},
 };
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
@@ -19,14 +17,6 @@ use tea_orchestrator::{
     worker::{WorkflowWorkerConfig, run},
 };
 use temporalio_client::Client;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ProviderKind {
-    /// A local process per run (the embedded default).
-    Local,
-    /// A DigitalOcean App Platform app per run (needs DIGITALOCEAN_ACCESS_TOKEN).
-    Digitalocean,
-}
 
 /// Workflow worker for the external-activity pattern. Connects with the standard Temporal client
 /// environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*,
@@ -37,8 +27,9 @@ enum ProviderKind {
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Where external workers run.
-    #[arg(long, env = "COMPUTE_PROVIDER", value_enum, default_value = "local")]
+    /// Where external workers run: `local` (a process per run) or `digitalocean` (an App
+    /// Platform app per run).
+    #[arg(long, env = "COMPUTE_PROVIDER", default_value = "local")]
     provider: ProviderKind,
     /// Task queue for workflows and provisioning activities.
     #[arg(long, env = "WORKFLOW_TASK_QUEUE", default_value = WORKFLOW_TASK_QUEUE)]
@@ -91,12 +82,6 @@ enum Command {
     Sweep,
     /// Remove this owner's sweep schedule (the fleet's scheduled sweeps stop) and exit.
     DeleteSweepSchedule,
-}
-
-/// The chosen provider's configuration, read and checked before connecting to Temporal.
-enum ProviderConfig {
-    DigitalOcean(DigitalOceanConfig),
-    Local(LocalConfig),
 }
 
 #[tokio::main]
@@ -161,28 +146,9 @@ fn checked_provider_config(kind: ProviderKind) -> Option<ProviderConfig> {
 }
 
 fn provider_config(kind: ProviderKind) -> anyhow::Result<ProviderConfig> {
-    Ok(match kind {
-        ProviderKind::Digitalocean => {
-            let config = DigitalOceanConfig::from_env()
-                .map_err(|e| anyhow!("digitalocean provider: {e}"))?;
-            tracing::info!(
-                api_url = %config.api_url,
-                instance_size = %config.instance_size_slug,
-                region = config.region.as_deref().unwrap_or("(nearest)"),
-                "compute provider: digitalocean"
-            );
-            ProviderConfig::DigitalOcean(config)
-        }
-        ProviderKind::Local => {
-            let config = LocalConfig::from_env().map_err(|e| anyhow!("local provider: {e}"))?;
-            tracing::info!(
-                worker_bin = %config.worker_bin.display(),
-                state_dir = %config.state_dir.display(),
-                "compute provider: local"
-            );
-            ProviderConfig::Local(config)
-        }
-    })
+    let config = ProviderConfig::from_env(kind)?;
+    tracing::info!(provider = %kind, "compute provider: {}", config.describe());
+    Ok(config)
 }
 
 /// This deployment's owner: `COMPUTE_OWNER`, else derived from the client's namespace and the
@@ -198,15 +164,7 @@ fn build_provider(
     config: ProviderConfig,
     owner: ComputeOwner,
 ) -> anyhow::Result<Arc<dyn ComputeProvider>> {
-    Ok(match config {
-        ProviderConfig::DigitalOcean(config) => Arc::new(
-            DigitalOceanProvider::new(config, owner)
-                .map_err(|e| anyhow!("digitalocean provider: {e}"))?,
-        ),
-        ProviderConfig::Local(config) => {
-            Arc::new(LocalProvider::new(config, owner).map_err(|e| anyhow!("local provider: {e}"))?)
-        }
-    })
+    Ok(config.build(owner)?)
 }
 
 async fn run_main(

@@ -1,0 +1,135 @@
+//! The one place that knows every provider: its name, how its configuration is read from the
+//! environment, and how it is built. The workflow-worker's command line asks it; adding a
+//! provider means one arm in each match here (see README, "Adding a compute provider").
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use crate::{
+    ComputeOwner, ComputeProvider, ProviderError,
+    digitalocean::{DigitalOceanConfig, DigitalOceanProvider},
+    local::{LocalConfig, LocalProvider},
+};
+
+/// The providers, by the name `COMPUTE_PROVIDER` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// A local process per run (the embedded default).
+    Local,
+    /// A DigitalOcean App Platform app per run (needs DIGITALOCEAN_ACCESS_TOKEN).
+    DigitalOcean,
+}
+
+impl ProviderKind {
+    /// Every provider, in the order `--help` lists them.
+    pub const ALL: [ProviderKind; 2] = [ProviderKind::Local, ProviderKind::DigitalOcean];
+
+    /// The name `COMPUTE_PROVIDER` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::DigitalOcean => "digitalocean",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        ProviderKind::ALL
+            .into_iter()
+            .find(|k| k.name() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<_> = ProviderKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown compute provider {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// A provider's configuration, read and checked (before any connection is made).
+#[derive(Clone, Debug)]
+pub enum ProviderConfig {
+    Local(LocalConfig),
+    DigitalOcean(DigitalOceanConfig),
+}
+
+impl ProviderConfig {
+    /// Reads `kind`'s settings from the environment; the error names the provider and the
+    /// setting.
+    pub fn from_env(kind: ProviderKind) -> Result<ProviderConfig, ProviderError> {
+        let named = |e: ProviderError| ProviderError {
+            kind: e.kind,
+            message: format!("{kind} provider: {}", e.message),
+        };
+        Ok(match kind {
+            ProviderKind::Local => ProviderConfig::Local(LocalConfig::from_env().map_err(named)?),
+            ProviderKind::DigitalOcean => {
+                ProviderConfig::DigitalOcean(DigitalOceanConfig::from_env().map_err(named)?)
+            }
+        })
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            ProviderConfig::Local(_) => ProviderKind::Local,
+            ProviderConfig::DigitalOcean(_) => ProviderKind::DigitalOcean,
+        }
+    }
+
+    /// Where this provider puts compute, for the startup log (never a secret).
+    pub fn describe(&self) -> String {
+        match self {
+            ProviderConfig::Local(c) => format!(
+                "worker_bin={} state_dir={}",
+                c.worker_bin.display(),
+                c.state_dir.display()
+            ),
+            ProviderConfig::DigitalOcean(c) => format!(
+                "api_url={} instance_size={} region={}",
+                c.api_url,
+                c.instance_size_slug,
+                c.region.as_deref().unwrap_or("(nearest)")
+            ),
+        }
+    }
+
+    /// Builds the provider, owned by `owner`.
+    pub fn build(self, owner: ComputeOwner) -> Result<Arc<dyn ComputeProvider>, ProviderError> {
+        let kind = self.kind();
+        let named = |e: ProviderError| ProviderError {
+            kind: e.kind,
+            message: format!("{kind} provider: {}", e.message),
+        };
+        Ok(match self {
+            ProviderConfig::Local(c) => Arc::new(LocalProvider::new(c, owner).map_err(named)?),
+            ProviderConfig::DigitalOcean(c) => {
+                Arc::new(DigitalOceanProvider::new(c, owner).map_err(named)?)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_listed() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.name().parse::<ProviderKind>(), Ok(kind));
+        }
+        assert_eq!(" DigitalOcean ".parse(), Ok(ProviderKind::DigitalOcean));
+        let err = "k8s".parse::<ProviderKind>().unwrap_err();
+        assert!(err.contains("local, digitalocean"), "{err}");
+    }
+}
