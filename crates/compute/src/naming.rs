@@ -54,8 +54,10 @@ pub fn is_generated_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Whether `name` is acceptable as a DigitalOcean app or component name.
-pub fn is_valid_do_name(name: &str) -> bool {
+/// Whether `name` follows the portable name rule every provider accepts: 2-32 characters
+/// matching `^[a-z][a-z0-9-]{0,30}[a-z0-9]$` (DigitalOcean's app and component name rule, the
+/// strictest of our providers'; valid as a directory name, a DNS label and a container name).
+pub fn is_portable_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (2..=MAX_NAME_LEN).contains(&bytes.len())
         && bytes[0].is_ascii_lowercase()
@@ -74,11 +76,11 @@ mod tests {
         let run = "0196F3A2-7c1e-7d3a-9b1f-2a3b4c5d6e7f";
         let a = compute_name(run, 1);
         assert_eq!(a, compute_name(run, 1));
-        assert!(is_valid_do_name(&a), "{a}");
+        assert!(is_portable_name(&a), "{a}");
         assert_eq!(a.len(), MAX_NAME_LEN);
         assert!(a.starts_with(COMPUTE_NAME_PREFIX));
         assert_ne!(a, compute_name(run, 2));
-        assert!(is_valid_do_name(&compute_name(run, 12)));
+        assert!(is_portable_name(&compute_name(run, 12)));
     }
 
     #[test]
@@ -116,10 +118,10 @@ mod tests {
     #[test]
     fn validator_follows_the_do_regex() {
         for ok in ["ab", "external-worker", "a1", "ext-123-1"] {
-            assert!(is_valid_do_name(ok), "{ok}");
+            assert!(is_portable_name(ok), "{ok}");
         }
         for bad in ["a", "1abc", "abc-", "Abc", "ab_c", &"a".repeat(33)] {
-            assert!(!is_valid_do_name(bad), "{bad}");
+            assert!(!is_portable_name(bad), "{bad}");
         }
     }
 }

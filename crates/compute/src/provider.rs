@@ -58,8 +58,11 @@ pub struct ComputeHandle {
     pub id: String,
     /// The compute name (also the unique task queue).
     pub name: String,
-    /// The deployment the create call started, when the provider has deployments.
-    pub deployment_id: Option<String>,
+    /// Which rollout of the unit the create call started, in the provider's own terms (a
+    /// DigitalOcean deployment ID, a local worker's pid), when it has one. Histories from
+    /// before the rename call it `deployment_id`.
+    #[serde(alias = "deployment_id")]
+    pub revision: Option<String>,
     /// True when an existing compute of this name was adopted instead of created.
     pub adopted: bool,
 }

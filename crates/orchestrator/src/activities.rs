@@ -347,7 +347,7 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: CreateComputeInput,
     ) -> Result<CreatedCompute, ActivityError> {
-        if !naming::is_valid_do_name(&input.compute_name) {
+        if !naming::is_portable_name(&input.compute_name) {
             return Err(non_retryable(format!(
                 "invalid compute name {:?}: must match ^[a-z][a-z0-9-]{{0,30}}[a-z0-9]$",
                 input.compute_name
@@ -374,7 +374,7 @@ impl ProvisioningActivities {
             compute = %handle.name,
             id = %handle.id,
             adopted = handle.adopted,
-            deployment = handle.deployment_id.as_deref().unwrap_or(""),
+            revision = handle.revision.as_deref().unwrap_or(""),
             "compute created"
         );
         Ok(CreatedCompute {
@@ -449,7 +449,7 @@ impl ProvisioningActivities {
                 Readiness::Failed { phase, reason } => {
                     return Err(non_retryable(format!(
                         "deployment {} of compute {} ended in {phase}: {reason}",
-                        input.handle.deployment_id.as_deref().unwrap_or("?"),
+                        input.handle.revision.as_deref().unwrap_or("?"),
                         input.handle.name
                     )));
                 }

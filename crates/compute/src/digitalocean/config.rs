@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::ProviderError;
-use crate::naming::is_valid_do_name;
+use crate::naming::is_portable_name;
 
 /// Default API base URL.
 pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
@@ -199,7 +199,7 @@ impl DigitalOceanConfig {
                 tracing::warn!(%region, "region is not in the list of known App Platform regions");
             }
         }
-        if !is_valid_do_name(&self.component_name) {
+        if !is_portable_name(&self.component_name) {
             return Err(ProviderError::permanent(format!(
                 "component name {:?} must be 2-32 characters matching ^[a-z][a-z0-9-]{{0,30}}[a-z0-9]$",
                 self.component_name

@@ -42,7 +42,7 @@ use self::model::{
     App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request,
     is_valid_env_key, readiness_of,
 };
-use crate::naming::{is_generated_name, is_valid_do_name};
+use crate::naming::{is_generated_name, is_portable_name};
 use crate::owner::OWNER_ENV;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
@@ -202,7 +202,7 @@ impl DigitalOceanProvider {
         Ok(ComputeHandle {
             id,
             name: spec.name.clone(),
-            deployment_id,
+            revision: deployment_id,
             adopted: true,
         })
     }
@@ -233,7 +233,7 @@ impl DigitalOceanProvider {
     }
 
     fn check_spec(spec: &ComputeSpec) -> Result<(), ProviderError> {
-        if !is_valid_do_name(&spec.name) {
+        if !is_portable_name(&spec.name) {
             return Err(ProviderError::permanent(format!(
                 "compute name {:?} is not a valid DigitalOcean app name (2-32 characters matching \
                  ^[a-z][a-z0-9-]{{0,30}}[a-z0-9]$)",
@@ -386,13 +386,13 @@ impl ComputeProvider for DigitalOceanProvider {
         Ok(ComputeHandle {
             id,
             name: spec.name.clone(),
-            deployment_id,
+            revision: deployment_id,
             adopted: false,
         })
     }
 
     async fn readiness(&self, handle: &ComputeHandle) -> Result<Readiness, ProviderError> {
-        let deployment_id = match handle.deployment_id.as_deref().filter(|d| !d.is_empty()) {
+        let deployment_id = match handle.revision.as_deref().filter(|d| !d.is_empty()) {
             Some(d) => d.to_string(),
             None => {
                 let app = self.get_app(&handle.id).await?;

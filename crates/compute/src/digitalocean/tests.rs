@@ -304,7 +304,7 @@ async fn create_sends_headers_and_body_then_second_call_adopts() {
     let (st, p) = start(200).await;
     let h = p.create_or_adopt(&spec("ext-one-1")).await.unwrap();
     assert!(!h.adopted);
-    assert_eq!(h.deployment_id.as_deref(), Some("dep-1"));
+    assert_eq!(h.revision.as_deref(), Some("dep-1"));
     assert_eq!(h.id, "app-1");
 
     {
@@ -332,7 +332,7 @@ async fn create_sends_headers_and_body_then_second_call_adopts() {
     let again = p.create_or_adopt(&spec("ext-one-1")).await.unwrap();
     assert!(again.adopted);
     assert_eq!(again.id, h.id);
-    assert_eq!(again.deployment_id, h.deployment_id);
+    assert_eq!(again.revision, h.revision);
     let s = st.lock().unwrap();
     assert_eq!(s.apps.len(), 1);
     assert_eq!(s.hits("create"), 2);
@@ -452,7 +452,7 @@ async fn retry_on_500_then_success() {
     let handle = ComputeHandle {
         id,
         name: "ext-two-1".into(),
-        deployment_id: Some(dep),
+        revision: Some(dep),
         adopted: false,
     };
     let r = p.readiness(&handle).await.unwrap();
@@ -516,7 +516,7 @@ async fn create_answered_500_after_storing_is_adopted() {
     );
     let h = p.create_or_adopt(&spec("ext-four-1")).await.unwrap();
     assert!(h.adopted);
-    assert_eq!(h.deployment_id.as_deref(), Some("dep-1"));
+    assert_eq!(h.revision.as_deref(), Some("dep-1"));
     let s = st.lock().unwrap();
     assert_eq!(s.apps.len(), 1);
     assert_eq!(s.apps[0]["id"], h.id.as_str());
@@ -663,7 +663,7 @@ async fn readiness_maps_phases_and_missing_apps() {
     let mut handle = ComputeHandle {
         id: id.clone(),
         name: "ext-nine-1".into(),
-        deployment_id: None,
+        revision: None,
         adopted: true,
     };
     // Without a deployment id the app's pending deployment is used.
@@ -672,7 +672,7 @@ async fn readiness_maps_phases_and_missing_apps() {
         Readiness::Pending { phase, .. } if phase == "BUILDING"
     ));
 
-    handle.deployment_id = Some(dep.clone());
+    handle.revision = Some(dep.clone());
     st.lock().unwrap().deployments.insert(
         dep.clone(),
         json!({"id": dep, "phase": "ERROR", "progress": {"error_steps": 1, "total_steps": 6,
@@ -700,7 +700,7 @@ async fn readiness_maps_phases_and_missing_apps() {
     let gone = ComputeHandle {
         id: "missing".into(),
         name: "ext-x-1".into(),
-        deployment_id: None,
+        revision: None,
         adopted: false,
     };
     assert_eq!(

@@ -45,7 +45,7 @@ pub use state::Meta;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
     ProviderError, Readiness,
-    naming::{is_generated_name, is_valid_do_name},
+    naming::{is_generated_name, is_portable_name},
 };
 use process::{is_alive, is_being_reaped, read_stat, reap_in_background, signal_group};
 use state::{
@@ -265,14 +265,14 @@ impl LocalProvider {
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n != LOGS_DIR && n.starts_with(prefix) && is_valid_do_name(n))
+            .filter(|n| n != LOGS_DIR && n.starts_with(prefix) && is_portable_name(n))
             .collect();
         names.sort();
         names
     }
 
     fn checked_dir(&self, name: &str) -> Result<PathBuf, ProviderError> {
-        if is_valid_do_name(name) {
+        if is_portable_name(name) {
             Ok(self.compute_dir(name))
         } else {
             Err(ProviderError::permanent(format!(
@@ -400,7 +400,7 @@ impl LocalProvider {
         Ok(ComputeHandle {
             id: name.to_owned(),
             name: name.to_owned(),
-            deployment_id: Some(pid.to_string()),
+            revision: Some(pid.to_string()),
             adopted: false,
         })
     }
@@ -459,7 +459,7 @@ impl ComputeProvider for LocalProvider {
                 return Ok(ComputeHandle {
                     id: spec.name.clone(),
                     name: spec.name.clone(),
-                    deployment_id: Some(meta.pid.to_string()),
+                    revision: Some(meta.pid.to_string()),
                     adopted: true,
                 });
             }

@@ -113,10 +113,10 @@ fn spec(name: &str, env: &[(&str, &str, bool)]) -> ComputeSpec {
 
 fn pid_of(handle: &crate::ComputeHandle) -> u32 {
     handle
-        .deployment_id
+        .revision
         .as_deref()
         .and_then(|d| d.parse().ok())
-        .expect("deployment_id is the pid")
+        .expect("the revision is the pid")
 }
 
 /// Poll `path` until it contains `needle`; panics with the file's content at the deadline.
