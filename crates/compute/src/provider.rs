@@ -157,6 +157,31 @@ impl ProviderError {
 ///   owner) is never returned, so nothing built on `list_ours` (the sweeper, delete-by-name,
 ///   metrics) ever deletes or counts it.
 ///
+/// - Concurrent [`create_or_adopt`](Self::create_or_adopt) calls for one name leave one unit:
+///   the platform's name uniqueness (App Platform answers 409) or an exclusive create (the
+///   local state directory) decides, and the loser adopts.
+/// - Read-your-writes: once `create_or_adopt` returned, [`list_ours`](Self::list_ours) and
+///   [`readiness`](Self::readiness) see the unit; once [`delete`](Self::delete) returned, the
+///   unit is gone (a delete the platform finishes asynchronously is waited for, bounded).
+/// - [`ComputeSummary::created_at`] is given whenever the platform knows it. The sweeper
+///   treats a missing one as old (sweepable after its other checks): better swept than leaked.
+/// - [`Readiness::Failed`] means waiting will not help (the rollout failed, the process died):
+///   the workflow tears the unit down and provisions fresh compute. A `NotFound` error from
+///   `readiness` means the unit vanished (deleted out of band): the same.
+///
+/// # Errors
+/// [`ErrorKind::Transient`] is retried by the activity's retry policy (rate limits, 5xx,
+/// timeouts, connection errors; each call's own retries are bounded); `Permanent` fails the
+/// step at once (bad credentials, an invalid spec, a foreign unit with our name); `NotFound`
+/// is for a unit that does not exist. Messages are fit for operators and never hold a secret.
+///
+/// # Time budget
+/// Every call returns within minutes at most (the activities heartbeat while they wait, so a
+/// long call does not time out): `create_or_adopt` and `delete` within their bounded retries
+/// plus, for `delete`, the confirmation wait; `readiness` is one observation (callers poll,
+/// bounded by the deploy timeout); `list_ours` pages through the account (its cost grows with
+/// the number of units, so the run's own steps never call it but for delete-by-name).
+///
 /// # Assumptions
 /// - [`delete`](Self::delete) is only given IDs that this provider's `create_or_adopt` or
 ///   `list_ours` returned (the DigitalOcean provider does not re-read the mark before deleting;
