@@ -70,6 +70,29 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what} failed: {e}")
 }
 
+async fn create(
+    provider: &dyn ComputeProvider,
+    spec: &ComputeSpec,
+) -> Result<ComputeHandle, String> {
+    provider
+        .create_or_adopt(spec)
+        .await
+        .map_err(|e| err("create", e))
+}
+
+/// Deletes the unit a check made, then gives the check's result.
+async fn cleanup(
+    provider: &dyn ComputeProvider,
+    handle: &ComputeHandle,
+    result: Result<(), String>,
+) -> Result<(), String> {
+    provider
+        .delete(&handle.id)
+        .await
+        .map_err(|e| err("delete", e))?;
+    result
+}
+
 /// Polls readiness until `done` accepts it; errors (as text) are offered to `done` too.
 async fn readiness_until(
     provider: &dyn ComputeProvider,
@@ -113,10 +136,7 @@ async fn create_twice_gives_one_unit(subject: &dyn Subject) -> Result<(), String
     let provider = subject.provider();
     let name = fresh_name();
     let spec = subject.spec(&name);
-    let first = provider
-        .create_or_adopt(&spec)
-        .await
-        .map_err(|e| err("create", e))?;
+    let first = create(provider.as_ref(), &spec).await?;
     let second = provider
         .create_or_adopt(&spec)
         .await
@@ -176,10 +196,7 @@ async fn list_returns_only_ours(subject: &dyn Subject) -> Result<(), String> {
     let foreign_lookalike = fresh_name();
     subject.add_foreign(&foreign_lookalike).await;
     subject.add_foreign("ext-api").await;
-    let handle = provider
-        .create_or_adopt(&subject.spec(&ours))
-        .await
-        .map_err(|e| err("create", e))?;
+    let handle = create(provider.as_ref(), &subject.spec(&ours)).await?;
     let units = provider.list_ours("").await.map_err(|e| err("list", e))?;
     let result = (|| {
         let unit = units
@@ -202,39 +219,25 @@ async fn list_returns_only_ours(subject: &dyn Subject) -> Result<(), String> {
         }
         Ok(())
     })();
-    provider
-        .delete(&handle.id)
-        .await
-        .map_err(|e| err("delete", e))?;
-    result
+    cleanup(provider.as_ref(), &handle, result).await
 }
 
 async fn failed_deployment_is_reported(subject: &dyn Subject) -> Result<(), String> {
     let provider = subject.provider();
     let name = fresh_name();
     let spec = subject.failing_spec(&name).await;
-    let handle = provider
-        .create_or_adopt(&spec)
-        .await
-        .map_err(|e| err("create", e))?;
+    let handle = create(provider.as_ref(), &spec).await?;
     let result = readiness_until(provider.as_ref(), &handle, "Failed", |r| {
         matches!(r, Ok(Readiness::Failed { .. }))
     })
     .await;
-    provider
-        .delete(&handle.id)
-        .await
-        .map_err(|e| err("delete", e))?;
-    result
+    cleanup(provider.as_ref(), &handle, result).await
 }
 
 async fn dead_unit_is_reported(subject: &dyn Subject) -> Result<(), String> {
     let provider = subject.provider();
     let name = fresh_name();
-    let handle = provider
-        .create_or_adopt(&subject.spec(&name))
-        .await
-        .map_err(|e| err("create", e))?;
+    let handle = create(provider.as_ref(), &subject.spec(&name)).await?;
     readiness_until(provider.as_ref(), &handle, "Ready", |r| {
         matches!(r, Ok(Readiness::Ready { .. }))
     })
@@ -245,9 +248,5 @@ async fn dead_unit_is_reported(subject: &dyn Subject) -> Result<(), String> {
             || matches!(r, Err(e) if e.kind == ErrorKind::NotFound)
     })
     .await;
-    provider
-        .delete(&handle.id)
-        .await
-        .map_err(|e| err("delete", e))?;
-    result
+    cleanup(provider.as_ref(), &handle, result).await
 }
