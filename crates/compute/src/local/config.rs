@@ -1,0 +1,136 @@
+//! The local provider's settings and how they are read from the environment (`LOCAL_*`,
+//! `EXTERNAL_WORKER_BIN`), including where the `external-worker` binary is found.
+
+use std::{
+    ffi::OsString,
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::ProviderError;
+
+/// File name of the worker binary looked up next to the current executable and on `PATH`.
+pub const WORKER_BIN_NAME: &str = "external-worker";
+
+/// How long [`ComputeProvider::delete`] waits after SIGTERM before SIGKILL, by default.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Configuration of the local provider.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// Directory holding one subdirectory per unit of compute (created if missing).
+    pub state_dir: PathBuf,
+    /// The `external-worker` binary to start.
+    pub worker_bin: PathBuf,
+    /// How long delete waits after SIGTERM before SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl LocalConfig {
+    /// A configuration with the default kill grace ([`DEFAULT_KILL_GRACE`]).
+    pub fn new(state_dir: impl Into<PathBuf>, worker_bin: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            worker_bin: worker_bin.into(),
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
+    }
+
+    /// Configuration from the environment:
+    ///
+    /// - `LOCAL_STATE_DIR`, else `$XDG_STATE_HOME/temporal-external-activity/local`, else
+    ///   `$HOME/.local/state/temporal-external-activity/local`, else
+    ///   `/tmp/temporal-external-activity/local`;
+    /// - `EXTERNAL_WORKER_BIN` (must be an executable file), else `external-worker` next to the
+    ///   current executable, else `external-worker` on `PATH`;
+    /// - `LOCAL_KILL_GRACE` (humantime, e.g. `5s`; default 10 s).
+    pub fn from_env() -> Result<Self, ProviderError> {
+        Self::from_lookup(|key| std::env::var_os(key), std::env::current_exe().ok())
+    }
+
+    /// [`Self::from_env`] over an arbitrary variable lookup and current executable.
+    pub(super) fn from_lookup(
+        get: impl Fn(&str) -> Option<OsString>,
+        current_exe: Option<PathBuf>,
+    ) -> Result<Self, ProviderError> {
+        let get = |key: &str| get(key).filter(|v| !v.is_empty());
+        const APP_DIR: &str = "temporal-external-activity/local";
+
+        let state_dir = if let Some(dir) = get("LOCAL_STATE_DIR") {
+            PathBuf::from(dir)
+        } else if let Some(xdg) = get("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+        {
+            xdg.join(APP_DIR)
+        } else if let Some(home) = get("HOME") {
+            PathBuf::from(home).join(".local/state").join(APP_DIR)
+        } else {
+            PathBuf::from("/tmp").join(APP_DIR)
+        };
+
+        let worker_bin = match get("EXTERNAL_WORKER_BIN") {
+            Some(bin) => {
+                let bin = PathBuf::from(bin);
+                if !is_executable(&bin) {
+                    return Err(ProviderError::permanent(format!(
+                        "EXTERNAL_WORKER_BIN={}: not an executable file",
+                        bin.display()
+                    )));
+                }
+                bin
+            }
+            None => find_worker_bin(current_exe.as_deref(), get("PATH")).ok_or_else(|| {
+                ProviderError::permanent(format!(
+                    "no `{WORKER_BIN_NAME}` binary next to the current executable or on PATH: \
+                     build it with `cargo build --bin {WORKER_BIN_NAME}` or set \
+                     EXTERNAL_WORKER_BIN"
+                ))
+            })?,
+        };
+
+        let kill_grace = match get("LOCAL_KILL_GRACE") {
+            None => DEFAULT_KILL_GRACE,
+            Some(raw) => {
+                let text = raw.to_string_lossy();
+                humantime::parse_duration(&text).map_err(|e| {
+                    ProviderError::permanent(format!(
+                        "LOCAL_KILL_GRACE={text}: not a duration like `5s` or `500ms`: {e}"
+                    ))
+                })?
+            }
+        };
+
+        Ok(Self {
+            state_dir,
+            worker_bin,
+            kill_grace,
+        })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// `external-worker` next to `current_exe` (or one level up when that is cargo's `deps/`
+/// directory, as for test binaries), else the first one on `path`.
+fn find_worker_bin(current_exe: Option<&Path>, path: Option<OsString>) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = current_exe.and_then(Path::parent) {
+        candidates.push(dir.join(WORKER_BIN_NAME));
+        if dir.file_name().is_some_and(|n| n == "deps")
+            && let Some(up) = dir.parent()
+        {
+            candidates.push(up.join(WORKER_BIN_NAME));
+        }
+    }
+    if let Some(path) = path {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(WORKER_BIN_NAME)));
+    }
+    candidates.into_iter().find(|c| is_executable(c))
+}
