@@ -370,6 +370,15 @@ fn string_field(field: &str, value: &Value) -> Result<String, String> {
         .ok_or_else(|| format!("field `{field}` must be a string, got {}", describe(value)))
 }
 
+/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*` (what
+/// POSIX shells and App Platform accept). The one rule for job variables, job secrets and the
+/// variables a provider sets.
+pub fn is_env_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
+}
+
 fn command_field(value: &Value) -> Result<Vec<String>, String> {
     let expected = "field `command` must be a non-empty array of strings (program, then \
                     arguments; no shell)";
@@ -396,12 +405,7 @@ fn env_field(value: &Value) -> Result<std::collections::BTreeMap<String, String>
     })?;
     let mut env = std::collections::BTreeMap::new();
     for (key, value) in object {
-        let valid_key = key
-            .chars()
-            .next()
-            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-            && key.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
-        if !valid_key {
+        if !is_env_var_name(key) {
             return Err(format!(
                 "field `env`: {key:?} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)"
             ));

@@ -216,12 +216,7 @@ pub fn job_secret_env(
 ) -> Result<Vec<EnvVar>, String> {
     let mut env: Vec<EnvVar> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
-        if !valid {
+        if !tea_contract::is_env_var_name(name) {
             return Err(format!(
                 "JOB_SECRET_ENV: {name:?} is not a valid variable name"
             ));

@@ -39,8 +39,7 @@ pub use self::config::{
 use self::http::{ApiClient, CallError};
 pub use self::http::{Operation, OperationStats, RequestStats};
 use self::model::{
-    App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request,
-    is_valid_env_key, readiness_of,
+    App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request, readiness_of,
 };
 use crate::naming::{is_generated_name, is_portable_name};
 use crate::owner::OWNER_ENV;
@@ -248,7 +247,8 @@ impl DigitalOceanProvider {
         }
         let mut keys = HashSet::new();
         for var in &spec.env {
-            if !is_valid_env_key(&var.key) {
+            // The API's `^[_A-Za-z][_A-Za-z0-9]*$`.
+            if !tea_contract::is_env_var_name(&var.key) {
                 return Err(ProviderError::permanent(format!(
                     "compute {:?}: environment variable key {:?} must match ^[_A-Za-z][_A-Za-z0-9]*$",
                     spec.name, var.key

@@ -115,13 +115,6 @@ pub(crate) fn create_request<'a>(
     }
 }
 
-/// Whether `key` matches the API's `^[_A-Za-z][_A-Za-z0-9]*$`.
-pub(crate) fn is_valid_env_key(key: &str) -> bool {
-    let mut bytes = key.bytes();
-    matches!(bytes.next(), Some(b) if b == b'_' || b.is_ascii_alphabetic())
-        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
-}
-
 // ----- responses -----
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,10 +399,10 @@ mod tests {
     #[test]
     fn env_keys_follow_the_api_regex() {
         for ok in ["A", "_x", "TEMPORAL_API_KEY", "a1"] {
-            assert!(is_valid_env_key(ok), "{ok}");
+            assert!(tea_contract::is_env_var_name(ok), "{ok}");
         }
         for bad in ["", "1A", "A-B", "A B"] {
-            assert!(!is_valid_env_key(bad), "{bad}");
+            assert!(!tea_contract::is_env_var_name(bad), "{bad}");
         }
     }
 
