@@ -2,13 +2,14 @@
 //!
 //! A [`ComputeProvider`] creates (or adopts) one unit of compute per run, reports whether it
 //! is up, deletes it and lists what it manages. Implementations: [`digitalocean`] (App
-//! Platform) and [`local`] (one local process per run). Each provider is built with a
+//! Platform), [`docker`] (a container per run) and [`local`] (one local process per run). Each provider is built with a
 //! [`ComputeOwner`] and only ever lists or sweeps compute carrying that mark (see [`owner`]). The workflow's activities drive these calls;
 //! nothing here knows about Temporal.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod digitalocean;
+pub mod docker;
 pub mod local;
 pub mod naming;
 pub mod owner;

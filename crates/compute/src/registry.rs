@@ -7,6 +7,7 @@ use std::{fmt, str::FromStr, sync::Arc};
 use crate::{
     ComputeOwner, ComputeProvider, ProviderError,
     digitalocean::{DigitalOceanConfig, DigitalOceanProvider},
+    docker::{DockerConfig, DockerProvider},
     local::{LocalConfig, LocalProvider},
 };
 
@@ -17,17 +18,24 @@ pub enum ProviderKind {
     Local,
     /// A DigitalOcean App Platform app per run (needs DIGITALOCEAN_ACCESS_TOKEN).
     DigitalOcean,
+    /// A container per run on a Docker Engine (`DOCKER_HOST`, else the local socket).
+    Docker,
 }
 
 impl ProviderKind {
     /// Every provider, in the order `--help` lists them.
-    pub const ALL: [ProviderKind; 2] = [ProviderKind::Local, ProviderKind::DigitalOcean];
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Local,
+        ProviderKind::DigitalOcean,
+        ProviderKind::Docker,
+    ];
 
     /// The name `COMPUTE_PROVIDER` takes.
     pub fn name(self) -> &'static str {
         match self {
             ProviderKind::Local => "local",
             ProviderKind::DigitalOcean => "digitalocean",
+            ProviderKind::Docker => "docker",
         }
     }
 }
@@ -61,6 +69,7 @@ impl FromStr for ProviderKind {
 pub enum ProviderConfig {
     Local(LocalConfig),
     DigitalOcean(DigitalOceanConfig),
+    Docker(DockerConfig),
 }
 
 impl ProviderConfig {
@@ -76,6 +85,9 @@ impl ProviderConfig {
             ProviderKind::DigitalOcean => {
                 ProviderConfig::DigitalOcean(DigitalOceanConfig::from_env().map_err(named)?)
             }
+            ProviderKind::Docker => {
+                ProviderConfig::Docker(DockerConfig::from_env().map_err(named)?)
+            }
         })
     }
 
@@ -83,6 +95,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Local(_) => ProviderKind::Local,
             ProviderConfig::DigitalOcean(_) => ProviderKind::DigitalOcean,
+            ProviderConfig::Docker(_) => ProviderKind::Docker,
         }
     }
 
@@ -100,6 +113,15 @@ impl ProviderConfig {
                 c.instance_size_slug,
                 c.region.as_deref().unwrap_or("(nearest)")
             ),
+            ProviderConfig::Docker(c) => format!(
+                "engine={} network={} temporal_address={} log_dir={}",
+                c.docker_host.as_deref().unwrap_or("(local socket)"),
+                c.network,
+                c.temporal_address
+                    .as_deref()
+                    .unwrap_or("(the worker's own)"),
+                c.log_dir.display()
+            ),
         }
     }
 
@@ -115,6 +137,7 @@ impl ProviderConfig {
             ProviderConfig::DigitalOcean(c) => {
                 Arc::new(DigitalOceanProvider::new(c, owner).map_err(named)?)
             }
+            ProviderConfig::Docker(c) => Arc::new(DockerProvider::new(c, owner).map_err(named)?),
         })
     }
 }
@@ -130,6 +153,6 @@ mod tests {
         }
         assert_eq!(" DigitalOcean ".parse(), Ok(ProviderKind::DigitalOcean));
         let err = "k8s".parse::<ProviderKind>().unwrap_err();
-        assert!(err.contains("local, digitalocean"), "{err}");
+        assert!(err.contains("local, digitalocean, docker"), "{err}");
     }
 }

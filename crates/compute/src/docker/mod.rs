@@ -1,0 +1,736 @@
+//! Docker provider: one container per unit of compute, on a Docker Engine, through its API
+//! (`bollard`; never the docker CLI).
+//!
+//! Each unit is a container named after the compute (so a retried create meets the engine's
+//! name uniqueness, answered 409, and adopts), started from the run's image
+//! `[registry/]repository:tag` (pulled first when the engine does not have it), with the
+//! same environment an App Platform app gets (queue, owner run, Temporal settings, secrets)
+//! and two labels:
+//!
+//! ```text
+//! io.github.temporal-external-activity.owner     the ownership mark (ComputeOwner)
+//! io.github.temporal-external-activity.compute   the compute name
+//! ```
+//!
+//! Only containers carrying this provider's owner label are listed, adopted or deleted; a
+//! container with our name and another (or no) owner is a permanent error and is left alone.
+//! Readiness follows the container's state (`created` is pending, `running` is ready, `exited`
+//! or `dead` is failed, with the exit code and the last log lines). Delete stops the container
+//! (SIGTERM, then SIGKILL after the stop grace), copies its log to
+//! `<log_dir>/<name>.log`, removes it and confirms it is gone.
+//!
+//! Networking: containers join [`DockerConfig::network`] (default `host`, so a dev server on the
+//! host is reached at the address the workflow-worker uses). On any other network the host's
+//! loopback address means the container itself: set [`DockerConfig::temporal_address`] (for
+//! example `host.docker.internal:7233`; that name is mapped to the host on every network but
+//! `host`), or create fails with a message that says so.
+
+mod config;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use bollard::{
+    Docker,
+    errors::Error as EngineError,
+    models::{ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig},
+    query_parameters::{
+        CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+        LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    },
+};
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+pub use config::{DEFAULT_NETWORK, DEFAULT_PULL_TIMEOUT, DEFAULT_STOP_GRACE, DockerConfig};
+
+use crate::{
+    ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ImageRef,
+    ProviderError, Readiness,
+    naming::{is_generated_name, is_portable_name},
+};
+
+/// Label holding the ownership mark.
+pub const OWNER_LABEL: &str = "io.github.temporal-external-activity.owner";
+/// Label holding the compute name.
+pub const COMPUTE_LABEL: &str = "io.github.temporal-external-activity.compute";
+
+/// Host name mapped to the host on every network but `host`.
+pub const HOST_ALIAS: &str = "host.docker.internal";
+
+/// How long delete waits for a container the engine is already removing to be gone.
+const REMOVE_CONFIRM: Duration = Duration::from_secs(30);
+/// How long an adopting create waits for a container whose name is taken to be inspectable.
+const NAME_RESERVED_WAIT: Duration = Duration::from_secs(10);
+/// Interval of the polls of a removal in progress.
+const POLL: Duration = Duration::from_millis(100);
+/// Per-request timeout of engine calls (a stop adds its grace).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many of the last log lines a `Failed` readiness quotes.
+const LOG_LINES_IN_FAILURE: usize = 5;
+
+/// Runs external workers as containers; see the [module documentation](self).
+pub struct DockerProvider {
+    cfg: DockerConfig,
+    owner: ComputeOwner,
+    /// The client, its API version negotiated with the engine on first use.
+    engine: OnceCell<Docker>,
+    /// The client before negotiation (no connection is made until a call).
+    unnegotiated: Docker,
+}
+
+impl DockerProvider {
+    /// A provider over `cfg` (no connection is made yet), creating the log directory.
+    pub fn new(cfg: DockerConfig, owner: ComputeOwner) -> Result<Self, ProviderError> {
+        std::fs::create_dir_all(&cfg.log_dir).map_err(|e| {
+            ProviderError::permanent(format!(
+                "cannot create the log directory {}: {e}",
+                cfg.log_dir.display()
+            ))
+        })?;
+        let client = match &cfg.docker_host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|e| {
+            ProviderError::permanent(format!(
+                "cannot use the Docker engine at {}: {e}",
+                cfg.docker_host.as_deref().unwrap_or("the local socket")
+            ))
+        })?;
+        let timeout = REQUEST_TIMEOUT.max(cfg.stop_grace + Duration::from_secs(60));
+        Ok(Self {
+            unnegotiated: client.with_timeout(timeout),
+            cfg,
+            owner,
+            engine: OnceCell::new(),
+        })
+    }
+
+    /// The configuration this provider runs with.
+    pub fn config(&self) -> &DockerConfig {
+        &self.cfg
+    }
+
+    /// Where the log of the compute `name` is kept after delete.
+    pub fn kept_log_path(&self, name: &str) -> PathBuf {
+        self.cfg.log_dir.join(format!("{name}.log"))
+    }
+
+    /// The engine's client, with the API version both sides speak.
+    async fn engine(&self) -> Result<&Docker, ProviderError> {
+        self.engine
+            .get_or_try_init(|| async {
+                self.unnegotiated
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| {
+                        ProviderError::transient(format!(
+                            "cannot reach the Docker engine at {}: {e}",
+                            self.cfg
+                                .docker_host
+                                .as_deref()
+                                .unwrap_or("the local socket")
+                        ))
+                    })
+            })
+            .await
+    }
+
+    fn checked_name<'a>(&self, name: &'a str) -> Result<&'a str, ProviderError> {
+        if is_portable_name(name) {
+            Ok(name)
+        } else {
+            Err(ProviderError::permanent(format!(
+                "invalid compute name {name:?} (must match ^[a-z][a-z0-9-]{{0,30}}[a-z0-9]$)"
+            )))
+        }
+    }
+
+    /// A permanent error unless `container` carries this provider's owner label.
+    fn check_mark(
+        &self,
+        name: &str,
+        container: &ContainerInspectResponse,
+        doing: &str,
+    ) -> Result<(), ProviderError> {
+        let mark = container
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|labels| labels.get(OWNER_LABEL));
+        if self.owner.marks(mark.map(String::as_str)) {
+            return Ok(());
+        }
+        Err(ProviderError::permanent(format!(
+            "container {name} exists but is not ours: its {OWNER_LABEL} label is {}, this \
+             deployment is {:?}; refusing to {doing} it (set COMPUTE_OWNER to tell deployments \
+             apart, or remove the container by hand)",
+            mark.map_or_else(|| "absent".to_owned(), |m| format!("{m:?}")),
+            self.owner.as_str()
+        )))
+    }
+
+    /// The container's environment: the spec's, with the Temporal address containers use.
+    fn container_env(&self, spec: &ComputeSpec) -> Result<Vec<String>, ProviderError> {
+        let mut env = Vec::with_capacity(spec.env.len());
+        for var in &spec.env {
+            let value = if var.key == "TEMPORAL_ADDRESS" {
+                match &self.cfg.temporal_address {
+                    Some(address) => address.clone(),
+                    None if self.cfg.network != "host" && is_loopback_address(&var.value) => {
+                        return Err(ProviderError::permanent(format!(
+                            "the Temporal address {} is a loopback address, which a container \
+                             on network {:?} cannot reach: set DOCKER_TEMPORAL_ADDRESS (e.g. \
+                             {HOST_ALIAS}:7233, with the server listening on the host's bridge \
+                             address) or DOCKER_NETWORK=host",
+                            var.value, self.cfg.network
+                        )));
+                    }
+                    None => var.value.clone(),
+                }
+            } else {
+                var.value.clone()
+            };
+            env.push(format!("{}={value}", var.key));
+        }
+        Ok(env)
+    }
+
+    fn container_body(
+        &self,
+        spec: &ComputeSpec,
+        image: &str,
+        env: Vec<String>,
+    ) -> ContainerCreateBody {
+        let labels = HashMap::from([
+            (OWNER_LABEL.to_owned(), self.owner.as_str().to_owned()),
+            (COMPUTE_LABEL.to_owned(), spec.name.clone()),
+        ]);
+        let on_host_network = self.cfg.network == "host";
+        ContainerCreateBody {
+            image: Some(image.to_owned()),
+            env: Some(env),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.cfg.network.clone()),
+                // The host under one name on every network (the engine resolves host-gateway).
+                extra_hosts: (!on_host_network).then(|| vec![format!("{HOST_ALIAS}:host-gateway")]),
+                // A real init as PID 1: signals are forwarded and orphaned job processes reaped.
+                init: Some(true),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                memory: self.cfg.memory_bytes,
+                nano_cpus: self.cfg.nano_cpus,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Makes sure the engine has `image`, pulling it when it does not. A pull that fails is a
+    /// permanent error naming the image: waiting will not make it appear.
+    async fn ensure_image(&self, docker: &Docker, image: &str) -> Result<(), ProviderError> {
+        match docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(engine_error(&format!("inspecting image {image}"), e)),
+        }
+        let (repository, tag) = split_reference(image);
+        tracing::info!(image, "image not on the engine; pulling it");
+        let started = Instant::now();
+        let pull = docker
+            .create_image(
+                Some(
+                    CreateImageOptionsBuilder::new()
+                        .from_image(repository)
+                        .tag(tag)
+                        .build(),
+                ),
+                None,
+                None,
+            )
+            .try_for_each(|_| async { Ok(()) });
+        match tokio::time::timeout(self.cfg.pull_timeout, pull).await {
+            Ok(Ok(())) => {
+                tracing::info!(image, elapsed = ?started.elapsed(), "image pulled");
+                Ok(())
+            }
+            Ok(Err(e)) if is_connection_error(&e) => {
+                Err(engine_error(&format!("pulling image {image}"), e))
+            }
+            Ok(Err(e)) => Err(ProviderError::permanent(format!(
+                "image {image} is not on the Docker engine and pulling it failed: {}",
+                engine_message(&e)
+            ))),
+            Err(_) => Err(ProviderError::permanent(format!(
+                "image {image} is not on the Docker engine and pulling it did not finish within {}",
+                humantime::format_duration(self.cfg.pull_timeout)
+            ))),
+        }
+    }
+
+    /// Adopts the container `name` that a create found in place (ours, or an error).
+    async fn adopt(&self, docker: &Docker, name: &str) -> Result<ComputeHandle, ProviderError> {
+        // The engine reserves a name before the container it names can be inspected: a
+        // concurrent create's container shows up shortly.
+        let deadline = Instant::now() + NAME_RESERVED_WAIT;
+        let container = loop {
+            match docker.inspect_container(name, None).await {
+                Ok(container) => break container,
+                Err(e) if status_of(&e) == Some(404) && Instant::now() < deadline => {
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e) if status_of(&e) == Some(404) => {
+                    return Err(ProviderError::transient(format!(
+                        "container {name} is in place (create answered 409) but could not be \
+                         inspected within {}",
+                        humantime::format_duration(NAME_RESERVED_WAIT)
+                    )));
+                }
+                Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
+            }
+        };
+        self.check_mark(name, &container, "adopt")?;
+        if state_of(&container) == Some(ContainerStateStatusEnum::CREATED) {
+            // Created by an earlier attempt that stopped before starting it.
+            docker
+                .start_container(name, None)
+                .await
+                .map_err(|e| engine_error(&format!("starting container {name}"), e))?;
+        }
+        tracing::info!(name, id = %short_id(&container.id), "adopted container");
+        Ok(ComputeHandle {
+            id: name.to_owned(),
+            name: name.to_owned(),
+            revision: container.id.as_ref().map(|_| short_id(&container.id)),
+            adopted: true,
+        })
+    }
+
+    /// The last `lines` lines of the container's log, joined with ` | `.
+    async fn log_tail(&self, docker: &Docker, name: &str, lines: usize) -> String {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let chunks: Vec<String> = docker
+            .logs(name, Some(options))
+            .filter_map(|chunk| async move { chunk.ok().map(|c| c.to_string()) })
+            .collect()
+            .await;
+        let text = chunks.concat();
+        let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if tail.is_empty() {
+            "(none)".to_owned()
+        } else {
+            tail.join(" | ")
+        }
+    }
+
+    /// Copies the container's whole log to [`Self::kept_log_path`], with a closing line.
+    async fn keep_log(
+        &self,
+        docker: &Docker,
+        name: &str,
+        id: &str,
+        how: &str,
+    ) -> std::io::Result<PathBuf> {
+        let path = self.kept_log_path(name);
+        let mut file = std::fs::File::create(&path)?;
+        writeln!(
+            file,
+            "=== log of container {name} ({id}), kept by the docker compute provider"
+        )?;
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+        let mut stream = docker.logs(name, Some(options));
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => file.write_all(chunk.as_ref())?,
+                Err(e) => {
+                    writeln!(file, "=== the log could not be read to its end: {e}")?;
+                    break;
+                }
+            }
+        }
+        writeln!(
+            file,
+            "=== {} deleted: {how}",
+            chrono::Utc::now().to_rfc3339()
+        )?;
+        file.sync_all()?;
+        Ok(path)
+    }
+
+    /// Polls until the container is gone; an error once [`REMOVE_CONFIRM`] passes.
+    async fn confirm_gone(&self, docker: &Docker, name: &str) -> Result<(), ProviderError> {
+        let deadline = Instant::now() + REMOVE_CONFIRM;
+        loop {
+            match docker.inspect_container(name, None).await {
+                Err(e) if status_of(&e) == Some(404) => return Ok(()),
+                Err(e) => {
+                    return Err(engine_error(
+                        &format!("confirming container {name} is gone"),
+                        e,
+                    ));
+                }
+                Ok(_) if Instant::now() >= deadline => {
+                    return Err(ProviderError::transient(format!(
+                        "container {name} still exists {} after it was removed",
+                        humantime::format_duration(REMOVE_CONFIRM)
+                    )));
+                }
+                Ok(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ComputeProvider for DockerProvider {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn owner(&self) -> &ComputeOwner {
+        &self.owner
+    }
+
+    /// A container runs within seconds once its image is there; the budget covers a pull.
+    fn default_deploy_timeout(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+
+    async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
+        let name = self.checked_name(&spec.name)?;
+        let image = image_reference(&spec.image)?;
+        let env = self.container_env(spec)?;
+        let docker = self.engine().await?;
+        // Our container may be in place already (a retried create): adopt it before pulling.
+        match docker.inspect_container(name, None).await {
+            Ok(_) => return self.adopt(docker, name).await,
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
+        }
+        self.ensure_image(docker, &image).await?;
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let created = match docker
+            .create_container(Some(options), self.container_body(spec, &image, env))
+            .await
+        {
+            Ok(created) => created,
+            Err(e) if status_of(&e) == Some(409) => return self.adopt(docker, name).await,
+            Err(e) if matches!(status_of(&e), Some(400 | 404)) => {
+                return Err(ProviderError::permanent(format!(
+                    "the Docker engine refused to create container {name} from image {image}: {}",
+                    engine_message(&e)
+                )));
+            }
+            Err(e) => return Err(engine_error(&format!("creating container {name}"), e)),
+        };
+        if let Err(e) = docker.start_container(name, None).await {
+            // The container stays (labelled): the caller deletes it by name.
+            let message = format!(
+                "starting container {name} (image {image}): {}",
+                engine_message(&e)
+            );
+            return Err(match status_of(&e) {
+                Some(400..=499) => {
+                    ProviderError::permanent(format!("the Docker engine refused {message}"))
+                }
+                _ => ProviderError::transient(message),
+            });
+        }
+        let env_keys: Vec<&str> = spec.env.iter().map(|v| v.key.as_str()).collect();
+        tracing::info!(
+            name,
+            id = %short_id(&Some(created.id.clone())),
+            image,
+            network = %self.cfg.network,
+            ?env_keys,
+            "started container"
+        );
+        Ok(ComputeHandle {
+            id: name.to_owned(),
+            name: name.to_owned(),
+            revision: Some(short_id(&Some(created.id))),
+            adopted: false,
+        })
+    }
+
+    async fn readiness(&self, handle: &ComputeHandle) -> Result<Readiness, ProviderError> {
+        let name = self.checked_name(&handle.id)?;
+        let docker = self.engine().await?;
+        let container = match docker.inspect_container(name, None).await {
+            Ok(container) => container,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(ProviderError::not_found(format!(
+                    "no container named {name}"
+                )));
+            }
+            Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
+        };
+        let state = container.state.clone().unwrap_or_default();
+        let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
+        Ok(match status {
+            ContainerStateStatusEnum::RUNNING => Readiness::Ready {
+                phase: "running".into(),
+            },
+            ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD => {
+                let mut reason = format!(
+                    "container exited with code {}",
+                    state
+                        .exit_code
+                        .map_or_else(|| "?".to_owned(), |c| c.to_string())
+                );
+                if state.oom_killed == Some(true) {
+                    reason.push_str(" (killed: out of memory)");
+                }
+                if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+                    reason.push_str(&format!("; engine error: {error}"));
+                }
+                let tail = self.log_tail(docker, name, LOG_LINES_IN_FAILURE).await;
+                reason.push_str(&format!("; last log lines: {tail}"));
+                Readiness::Failed {
+                    phase: status.to_string(),
+                    reason,
+                }
+            }
+            other => Readiness::Pending {
+                phase: if other == ContainerStateStatusEnum::EMPTY {
+                    "unknown".to_owned()
+                } else {
+                    other.to_string()
+                },
+                detail: None,
+            },
+        })
+    }
+
+    async fn delete(&self, id: &str) -> Result<Deleted, ProviderError> {
+        let name = self.checked_name(id)?;
+        let docker = self.engine().await?;
+        let container = match docker.inspect_container(name, None).await {
+            Ok(container) => container,
+            Err(e) if status_of(&e) == Some(404) => return Ok(Deleted::AlreadyGone),
+            Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
+        };
+        self.check_mark(name, &container, "delete")?;
+        let mut how = "was not running".to_owned();
+        if matches!(
+            state_of(&container),
+            Some(
+                ContainerStateStatusEnum::RUNNING
+                    | ContainerStateStatusEnum::RESTARTING
+                    | ContainerStateStatusEnum::PAUSED
+            )
+        ) {
+            let grace = self.cfg.stop_grace.as_secs().max(1);
+            let options = StopContainerOptionsBuilder::new()
+                .t(i32::try_from(grace).unwrap_or(i32::MAX))
+                .build();
+            match docker.stop_container(name, Some(options)).await {
+                Ok(()) => {}
+                Err(e) if status_of(&e) == Some(404) => return Ok(Deleted::AlreadyGone),
+                Err(e) => return Err(engine_error(&format!("stopping container {name}"), e)),
+            }
+            how = format!(
+                "stopped (SIGTERM, SIGKILL after {})",
+                humantime::format_duration(Duration::from_secs(grace))
+            );
+        }
+        let container_id = short_id(&container.id);
+        match self.keep_log(docker, name, &container_id, &how).await {
+            Ok(path) => tracing::debug!(name, log = %path.display(), "container log kept"),
+            Err(e) => tracing::warn!(name, error = %e, "cannot keep the container's log"),
+        }
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match docker.remove_container(name, Some(options)).await {
+            Ok(()) => {}
+            // Gone already, or being removed by another call: confirmed below either way.
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => {}
+            Err(e) => return Err(engine_error(&format!("removing container {name}"), e)),
+        }
+        self.confirm_gone(docker, name).await?;
+        tracing::info!(name, id = %container_id, log = %self.kept_log_path(name).display(), how = %how, "deleted container");
+        Ok(Deleted::Removed)
+    }
+
+    async fn list_ours(&self, prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError> {
+        let docker = self.engine().await?;
+        let containers = list_labelled(docker, &format!("{OWNER_LABEL}={}", self.owner.as_str()))
+            .await
+            .map_err(|e| engine_error("listing containers", e))?;
+        let mut units: Vec<ComputeSummary> = containers
+            .into_iter()
+            .filter(|c| {
+                // The engine filtered by label; checked again so a filter it ignores (an old
+                // engine, a proxy) can never let foreign compute through.
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get(OWNER_LABEL))
+                    .is_some_and(|mark| self.owner.marks(Some(mark)))
+            })
+            .filter_map(|c| {
+                let name = c
+                    .names
+                    .as_ref()?
+                    .iter()
+                    .map(|n| n.trim_start_matches('/'))
+                    .find(|n| is_generated_name(n) && n.starts_with(prefix))?
+                    .to_owned();
+                let created_at = c
+                    .created
+                    .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+                    .map(|t| t.to_rfc3339());
+                Some(ComputeSummary {
+                    id: name.clone(),
+                    name,
+                    created_at,
+                })
+            })
+            .collect();
+        units.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(units)
+    }
+}
+
+/// Every container, running or not, matching the label filter `label` or `label=value`.
+pub(crate) async fn list_labelled(
+    docker: &Docker,
+    filter: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+    let filters = HashMap::from([("label".to_owned(), vec![filter.to_owned()])]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker.list_containers(Some(options)).await
+}
+
+/// `[registry/]repository:tag`; an empty registry means an image of the engine (or Docker
+/// Hub's, as `docker pull` would).
+pub fn image_reference(image: &ImageRef) -> Result<String, ProviderError> {
+    let registry = image.registry.trim().trim_end_matches('/');
+    let bad = |what: &str, value: &str| {
+        ProviderError::permanent(format!(
+            "invalid image {what} {value:?}: use lowercase letters, digits and `._-/` (and `:` \
+             for a registry's port)"
+        ))
+    };
+    let ok = |s: &str, extra: &[u8]| {
+        !s.is_empty()
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b"._-/".contains(&b)
+                    || extra.contains(&b)
+            })
+    };
+    if !registry.is_empty() && !ok(registry, b":") {
+        return Err(bad("registry", registry));
+    }
+    if !ok(&image.repository, b"") {
+        return Err(bad("repository", &image.repository));
+    }
+    let tag_ok = !image.tag.is_empty()
+        && image.tag.len() <= 128
+        && image
+            .tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !tag_ok {
+        return Err(ProviderError::permanent(format!(
+            "invalid image tag {:?}: use letters, digits and `._-` (at most 128)",
+            image.tag
+        )));
+    }
+    Ok(if registry.is_empty() {
+        format!("{}:{}", image.repository, image.tag)
+    } else {
+        format!("{registry}/{}:{}", image.repository, image.tag)
+    })
+}
+
+/// `registry/repo:tag` as (`registry/repo`, `tag`): the tag is after the last `:` that follows
+/// the last `/` (a registry's port is not a tag).
+fn split_reference(image: &str) -> (&str, &str) {
+    let after_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[after_slash..].rfind(':') {
+        Some(i) => (&image[..after_slash + i], &image[after_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+/// Whether a `host:port` address names the loopback interface.
+fn is_loopback_address(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn state_of(container: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
+    container.state.as_ref().and_then(|s| s.status)
+}
+
+fn short_id(id: &Option<String>) -> String {
+    id.as_deref()
+        .map(|id| id.chars().take(12).collect())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn status_of(e: &EngineError) -> Option<u16> {
+    match e {
+        EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// The engine's own words for an error (its message, without bollard's wrapping).
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::DockerResponseServerError { message, .. } => message.trim().to_owned(),
+        EngineError::DockerStreamError { error } => error.trim().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether the call never got an answer from the engine (worth retrying).
+fn is_connection_error(e: &EngineError) -> bool {
+    !matches!(
+        e,
+        EngineError::DockerResponseServerError { .. } | EngineError::DockerStreamError { .. }
+    )
+}
+
+/// An engine error while `doing`: 4xx but 404/409/429 are permanent (a bad request, a
+/// permission), everything else transient (5xx, timeouts, no connection).
+fn engine_error(doing: &str, e: EngineError) -> ProviderError {
+    let message = format!("Docker engine error while {doing}: {}", engine_message(&e));
+    match status_of(&e) {
+        Some(404) => ProviderError::not_found(message),
+        Some(code) if (400..500).contains(&code) && code != 409 && code != 429 => {
+            ProviderError::permanent(message)
+        }
+        _ => ProviderError::transient(message),
+    }
+}

@@ -1,0 +1,345 @@
+//! Tests of the Docker provider: pure helpers, and the provider on the real engine (skipped,
+//! saying why, where none is reachable; a failure under `REQUIRE_DOCKER=1`).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bollard::{models::ContainerCreateBody, query_parameters::CreateContainerOptionsBuilder};
+
+use super::{testing::*, *};
+use crate::{EnvVar, ErrorKind, conformance::Subject, naming::compute_name};
+
+#[test]
+fn image_references_follow_docker_rules() {
+    let image = |registry: &str, repository: &str, tag: &str| ImageRef {
+        registry: registry.into(),
+        repository: repository.into(),
+        tag: tag.into(),
+    };
+    assert_eq!(
+        image_reference(&image("", "external", "latest")).expect("local"),
+        "external:latest"
+    );
+    assert_eq!(
+        image_reference(&image("127.0.0.1:5000", "tea/external", "v1.2")).expect("registry"),
+        "127.0.0.1:5000/tea/external:v1.2"
+    );
+    assert_eq!(
+        image_reference(&image("registry.digitalocean.com/acme/", "external", "x")).expect("DOCR"),
+        "registry.digitalocean.com/acme/external:x"
+    );
+    for (bad, says) in [
+        (image("", "External", "latest"), "repository"),
+        (image("", "external", "a:b"), "tag"),
+        (image("", "external", ""), "tag"),
+        (image("bad registry", "external", "1"), "registry"),
+    ] {
+        let err = image_reference(&bad).expect_err("invalid");
+        assert_eq!(err.kind, ErrorKind::Permanent);
+        assert!(err.message.contains(says), "{err}");
+    }
+    assert_eq!(
+        split_reference("127.0.0.1:5000/a/b:t"),
+        ("127.0.0.1:5000/a/b", "t")
+    );
+    assert_eq!(
+        split_reference("127.0.0.1:5000/a"),
+        ("127.0.0.1:5000/a", "latest")
+    );
+    assert_eq!(split_reference("a:t"), ("a", "t"));
+}
+
+#[test]
+fn loopback_addresses_are_recognised() {
+    for address in [
+        "localhost:7233",
+        "127.0.0.1:7233",
+        "127.1.2.3:1",
+        "[::1]:7233",
+    ] {
+        assert!(is_loopback_address(address), "{address}");
+    }
+    for address in [
+        "host.docker.internal:7233",
+        "10.0.0.1:7233",
+        "temporal:7233",
+    ] {
+        assert!(!is_loopback_address(address), "{address}");
+    }
+}
+
+/// A provider of a fresh owner, with its logs in a fresh directory.
+fn provider(
+    label: &str,
+    cfg: impl FnOnce(&mut DockerConfig),
+) -> (Arc<DockerProvider>, ComputeOwner, PathBuf) {
+    let owner =
+        ComputeOwner::new(format!("tea-test/{label}-{}", std::process::id())).expect("owner");
+    let dir = std::env::temp_dir().join(format!("tea-docker-{label}-{}", std::process::id()));
+    provider_with_owner(&owner, &dir, cfg)
+}
+
+fn spec(name: &str, image: &str) -> ComputeSpec {
+    let (repository, tag) = split_reference(image);
+    ComputeSpec {
+        name: name.to_owned(),
+        image: ImageRef {
+            registry: String::new(),
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+        },
+        env: vec![
+            EnvVar {
+                key: "EXTERNAL_TASK_QUEUE".into(),
+                value: name.to_owned(),
+                secret: false,
+            },
+            EnvVar {
+                key: "TEMPORAL_ADDRESS".into(),
+                value: "127.0.0.1:7233".into(),
+                secret: false,
+            },
+        ],
+    }
+}
+
+fn fresh_name(label: &str) -> String {
+    compute_name(
+        &format!(
+            "{label}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ),
+        1,
+    )
+}
+
+/// Creates a container the provider did not make: `owner` labels it as another deployment's
+/// (`None`: no owner label at all).
+async fn add_container(docker: &Docker, name: &str, owner: Option<&str>) {
+    let mut labels = HashMap::from([(TEST_LABEL.to_owned(), "foreign".to_owned())]);
+    if let Some(owner) = owner {
+        labels.insert(OWNER_LABEL.to_owned(), owner.to_owned());
+    }
+    let body = ContainerCreateBody {
+        image: Some(SLEEPER_IMAGE.to_owned()),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::new().name(name).build();
+    match docker.create_container(Some(options), body).await {
+        Ok(_) => {}
+        Err(e) if status_of(&e) == Some(409) => {}
+        Err(e) => panic!("creating foreign container {name}: {e}"),
+    }
+}
+
+struct DockerSubject {
+    docker: Docker,
+    provider: Arc<DockerProvider>,
+}
+
+#[async_trait]
+impl Subject for DockerSubject {
+    fn provider(&self) -> Arc<dyn ComputeProvider> {
+        self.provider.clone()
+    }
+
+    fn spec(&self, name: &str) -> ComputeSpec {
+        spec(name, SLEEPER_IMAGE)
+    }
+
+    async fn failing_spec(&self, name: &str) -> ComputeSpec {
+        spec(name, EXITING_IMAGE)
+    }
+
+    async fn kill(&self, handle: &ComputeHandle) {
+        self.docker
+            .kill_container(&handle.id, None)
+            .await
+            .expect("docker kill");
+    }
+
+    async fn add_foreign(&self, name: &str) {
+        if name.starts_with("ext-api") {
+            add_container(&self.docker, name, None).await;
+        } else {
+            add_container(&self.docker, name, Some("someone-else/their-queue")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn conformance() {
+    let Some(docker) = engine_or_skip("docker conformance").await else {
+        return;
+    };
+    sleeper_images(&docker).await.expect("test images");
+    let (provider, owner, dir) = provider("conformance", |_| {});
+    let subject = DockerSubject {
+        docker: docker.clone(),
+        provider,
+    };
+    let result = crate::conformance::run(&subject).await;
+    let left = remove_owned(&docker, owner.as_str()).await;
+    remove_labelled(&docker, TEST_LABEL, Some("foreign")).await;
+    let _ = std::fs::remove_dir_all(dir);
+    result.expect("the docker provider honours the provider contract");
+    assert!(
+        left.is_empty(),
+        "the suite left containers of ours: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn delete_keeps_the_log_and_a_container_we_did_not_mark_is_left_alone() {
+    let Some(docker) = engine_or_skip("docker delete and marks").await else {
+        return;
+    };
+    sleeper_images(&docker).await.expect("test images");
+    let (provider, owner, dir) = provider("marks", |_| {});
+
+    // Our name, but no mark of ours: neither adopted nor deleted.
+    let foreign = fresh_name("foreign");
+    add_container(&docker, &foreign, Some("someone-else/q")).await;
+    let err = provider
+        .create_or_adopt(&spec(&foreign, SLEEPER_IMAGE))
+        .await
+        .expect_err("a foreign container is not adopted");
+    assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+    assert!(err.message.contains("not ours"), "{err}");
+    let err = provider.delete(&foreign).await.expect_err("not deleted");
+    assert!(err.message.contains("not ours"), "{err}");
+    assert!(
+        docker.inspect_container(&foreign, None).await.is_ok(),
+        "the foreign container is still there"
+    );
+
+    // A worker that printed and exited: Failed with its words; its log kept after delete.
+    let name = fresh_name("exits");
+    let handle = provider
+        .create_or_adopt(&spec(&name, EXITING_IMAGE))
+        .await
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        match provider.readiness(&handle).await.expect("readiness") {
+            Readiness::Failed { reason, .. } => break reason,
+            other if Instant::now() > deadline => panic!("not failed in time: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(failed.contains("exited with code 0"), "{failed}");
+    assert_eq!(
+        provider.delete(&name).await.expect("delete"),
+        Deleted::Removed
+    );
+    let log = std::fs::read_to_string(provider.kept_log_path(&name)).expect("kept log");
+    assert!(
+        log.contains(&name) && log.contains("deleted: was not running"),
+        "{log}"
+    );
+    assert!(
+        docker.inspect_container(&name, None).await.is_err(),
+        "the container is removed"
+    );
+
+    clean_up(&docker, &owner, &dir).await;
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_at_once_naming_it() {
+    let Some(docker) = engine_or_skip("docker missing image").await else {
+        return;
+    };
+    let (provider, owner, dir) = provider("missing-image", |_| {});
+    let name = fresh_name("missing");
+    let mut spec = spec(&name, "tea-test/never-built:nope");
+    spec.image.registry = "127.0.0.1:9".into(); // nothing listens on the discard port
+    let started = Instant::now();
+    let err = provider
+        .create_or_adopt(&spec)
+        .await
+        .expect_err("no such image");
+    assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+    assert!(
+        err.message
+            .contains("127.0.0.1:9/tea-test/never-built:nope"),
+        "the message names the image: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "failed at once"
+    );
+    assert!(
+        provider.list_ours("").await.expect("list").is_empty(),
+        "nothing was created"
+    );
+    clean_up(&docker, &owner, &dir).await;
+}
+
+#[tokio::test]
+async fn a_loopback_temporal_address_off_the_host_network_is_refused_clearly() {
+    let Some(docker) = engine_or_skip("docker loopback address").await else {
+        return;
+    };
+    sleeper_images(&docker).await.expect("test images");
+    let (provider, owner, dir) = provider("loopback", |c| c.network = "bridge".into());
+    let name = fresh_name("loopback");
+    let err = provider
+        .create_or_adopt(&spec(&name, SLEEPER_IMAGE))
+        .await
+        .expect_err("unreachable address");
+    assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+    assert!(err.message.contains("DOCKER_TEMPORAL_ADDRESS"), "{err}");
+
+    // With the address containers can use, the same spec runs, and sees the override.
+    let (provider, _, _) = provider_with_owner(&owner, &dir, |c| {
+        c.network = "bridge".into();
+        c.temporal_address = Some(format!("{HOST_ALIAS}:7233"));
+    });
+    let handle = provider
+        .create_or_adopt(&spec(&name, SLEEPER_IMAGE))
+        .await
+        .expect("create on bridge");
+    let inspected = docker
+        .inspect_container(&name, None)
+        .await
+        .expect("inspect");
+    let env = inspected.config.and_then(|c| c.env).unwrap_or_default();
+    assert!(
+        env.contains(&format!("TEMPORAL_ADDRESS={HOST_ALIAS}:7233")),
+        "{env:?}"
+    );
+    let hosts = inspected
+        .host_config
+        .and_then(|h| h.extra_hosts)
+        .unwrap_or_default();
+    assert!(
+        hosts.contains(&format!("{HOST_ALIAS}:host-gateway")),
+        "{hosts:?}"
+    );
+    provider.delete(&handle.id).await.expect("delete");
+    clean_up(&docker, &owner, &dir).await;
+}
+
+/// Removes what a test made (its owner's containers, foreign ones, its log directory) and
+/// fails when any container of its owner was left behind.
+async fn clean_up(docker: &Docker, owner: &ComputeOwner, dir: &std::path::Path) {
+    remove_labelled(docker, TEST_LABEL, Some("foreign")).await;
+    let left = remove_owned(docker, owner.as_str()).await;
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn provider_with_owner(
+    owner: &ComputeOwner,
+    dir: &std::path::Path,
+    cfg: impl FnOnce(&mut DockerConfig),
+) -> (Arc<DockerProvider>, ComputeOwner, PathBuf) {
+    let mut config = DockerConfig::new(dir);
+    config.stop_grace = Duration::from_secs(1);
+    cfg(&mut config);
+    let provider = DockerProvider::new(config, owner.clone()).expect("provider");
+    (Arc::new(provider), owner.clone(), dir.to_path_buf())
+}
