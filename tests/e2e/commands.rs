@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tea_contract::{CommandProgress, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
+use temporalio_client::WorkflowFetchHistoryOptions;
 
 use crate::{
     local::Fixture,
@@ -198,11 +198,7 @@ async fn a_command_ignoring_sigterm_is_killed_on_cancel_before_the_compute_goes(
         })
     })
     .await;
-    handle
-        .cancel(WorkflowCancelOptions::builder().reason("test").build())
-        .await
-        .expect("cancel");
-    let end = run::finish(&handle, &fx.worker).await;
+    let end = run::cancel_and_finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
     assert!(
         !pid_alive(job_pid),

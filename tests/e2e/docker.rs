@@ -1,0 +1,445 @@
+//! The pattern end to end through the Docker provider, on the real engine: the external-worker
+//! image built from the top-level Dockerfile runs one container per run.
+//!
+//! The image is `temporal-external-activity/external-worker:dev` (override with
+//! `TEA_E2E_DOCKER_IMAGE`), which `.ci/packaging` builds from the Dockerfile and keeps; build it
+//! by hand with `docker build -t temporal-external-activity/external-worker:dev .`. Where no
+//! engine, no such image or no `docker-registry` is at hand, these tests say that they were
+//! skipped and why, except under `REQUIRE_DOCKER=1` (CI), where that is a failure.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use bollard::Docker;
+use tea_compute::docker::{
+    OWNER_LABEL,
+    testing::{docker_required, engine_or_skip, remove_owned},
+};
+use tea_contract::WorkflowInput;
+use tea_harness::temporal::DevServerOptions;
+use tea_starter::{RunEnd, RunHandle};
+
+use crate::support::{
+    DevServer, Proc, ProcBuilder, bin,
+    run::{self, RUN_TIMEOUT, pending_job},
+    test_dir, wait_for,
+};
+
+/// The image the tests run, unless `TEA_E2E_DOCKER_IMAGE` names another.
+const DEFAULT_IMAGE: &str = "temporal-external-activity/external-worker:dev";
+
+/// The external-worker image to run, or `None` (skipped) when the engine or the image is
+/// missing; a panic instead under `REQUIRE_DOCKER=1`.
+async fn engine_and_image(test: &str) -> Option<(Docker, String)> {
+    let docker = engine_or_skip(test).await?;
+    let image = std::env::var("TEA_E2E_DOCKER_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+    if docker.inspect_image(&image).await.is_ok() {
+        return Some((docker, image));
+    }
+    let why = format!(
+        "the image {image} is not on the engine: build it with `docker build -t {image} .` \
+         (or scripts/docker-base-images.sh first where no registry is reachable)"
+    );
+    if docker_required() {
+        panic!("{test}: REQUIRE_DOCKER=1 but {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    None
+}
+
+/// A dev server, and a workflow-worker using the Docker provider with containers on
+/// `network` (the host's when `None`), for runs of one test.
+struct Fixture {
+    dir: PathBuf,
+    server: DevServer,
+    worker: Proc,
+    task_queue: String,
+    owner: String,
+    docker: Docker,
+    image: String,
+}
+
+impl Fixture {
+    async fn start(test: &str, docker: Docker, image: String, network: Option<String>) -> Fixture {
+        let dir = test_dir(test);
+        let options = DevServerOptions {
+            // Containers on a bridge network reach the host's bridge address, not its loopback.
+            ip: network.as_ref().map(|_| "0.0.0.0".to_owned()),
+            ..Default::default()
+        };
+        let server = DevServer::try_start(&dir, options)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let task_queue = format!("wf-{test}-{unique}");
+        let owner = format!("tea-e2e/{test}-{unique}");
+        let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
+            .env("COMPUTE_PROVIDER", "docker")
+            .env("COMPUTE_OWNER", &owner)
+            .env(
+                "DOCKER_LOG_DIR",
+                dir.join("docker-logs").display().to_string(),
+            )
+            .env("DOCKER_STOP_GRACE", "2s")
+            .env("TEMPORAL_ADDRESS", server.address())
+            .env("WORKFLOW_TASK_QUEUE", &task_queue)
+            .env("DEPLOY_POLL_INITIAL", "100ms")
+            .env("DEPLOY_POLL_MAX", "500ms");
+        if let Some(network) = &network {
+            worker = worker.env("DOCKER_NETWORK", network).env(
+                "DOCKER_TEMPORAL_ADDRESS",
+                format!("host.docker.internal:{}", server.port),
+            );
+        }
+        Fixture {
+            worker: worker.spawn(),
+            dir,
+            server,
+            task_queue,
+            owner,
+            docker,
+            image,
+        }
+    }
+
+    /// Input running the fixture's image (`registry` empty: the engine's own).
+    fn input(&self, job: &str) -> WorkflowInput {
+        let (repository, tag) = self.image.rsplit_once(':').expect("image has a tag");
+        WorkflowInput {
+            registry: String::new(),
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            ..run::input(job)
+        }
+    }
+
+    async fn start_run(&self, test: &str, input: WorkflowInput) -> RunHandle {
+        let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+        tea_starter::start(&self.server.client().await, &self.task_queue, &id, input)
+            .await
+            .expect("start the workflow")
+    }
+
+    /// Names of this fixture's containers (running or not).
+    async fn containers(&self) -> Vec<String> {
+        let filter = format!("{OWNER_LABEL}={}", self.owner);
+        let filters = std::collections::HashMap::from([("label".to_owned(), vec![filter])]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .expect("list containers")
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .collect()
+    }
+
+    /// Waits for the run's job to be running; returns its container's name.
+    async fn job_container(&self, handle: &RunHandle) -> String {
+        wait_for("the job to start", RUN_TIMEOUT, || pending_job(handle)).await;
+        let containers = self.containers().await;
+        let [name] = containers.as_slice() else {
+            panic!("one container during the job, found {containers:?}");
+        };
+        name.clone()
+    }
+
+    fn kept_logs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.join("docker-logs"))
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes whatever containers of this fixture are left, then fails if there were any.
+    async fn assert_nothing_left(&self) {
+        let left = remove_owned(&self.docker, &self.owner).await;
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+    }
+}
+
+impl Drop for Fixture {
+    /// Whatever a failed test left: its containers go, whatever happened.
+    fn drop(&mut self) {
+        remove_with_cli(&format!("label={OWNER_LABEL}={}", self.owner));
+    }
+}
+
+/// A network of a test's own, labelled as ours; it and its containers go when dropped.
+struct TestNetwork(String);
+
+impl TestNetwork {
+    fn create() -> TestNetwork {
+        let name = format!("tea-e2e-{}", uuid::Uuid::new_v4().simple());
+        let label = "io.github.temporal-external-activity.test=network";
+        docker_cli(&["network", "create", "--label", label, &name]);
+        TestNetwork(name)
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        remove_with_cli(&format!("network={}", self.0));
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
+/// Forcibly removes the containers `docker ps -a --filter <filter>` lists (for `Drop`, where
+/// nothing can be awaited).
+fn remove_with_cli(filter: &str) {
+    let Ok(out) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", filter])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// A loopback registry: Debian's `docker-registry` (the CNCF distribution server) on a free
+/// port, storing under `dir`; killed when dropped.
+struct Registry {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Option<Registry> {
+        let program = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file());
+        let Some(program) = program else {
+            let why = "no registry server: install Debian's docker-registry package";
+            if docker_required() {
+                panic!("REQUIRE_DOCKER=1 but {why}");
+            }
+            eprintln!("SKIPPED registry test: {why}");
+            return None;
+        };
+        let port = tea_harness::temporal::free_port().expect("free port");
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
+        let child = Command::new(program)
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        Some(Registry { child, address })
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://{}/v2/", self.address);
+        wait_for(
+            "the registry to answer",
+            Duration::from_secs(30),
+            || async {
+                let response = reqwest::get(&url).await.ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the docker CLI (tests only: the provider never does) and fails on an error.
+fn docker_cli(args: &[&str]) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_image_pushed_to_a_registry_is_pulled_and_runs_a_full_run() {
+    let test = "docker-registry-run";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let dir = test_dir(test);
+    let Some(registry) = Registry::start(&dir) else {
+        return;
+    };
+    registry.wait_ready().await;
+
+    // Build, push, deploy, as on DigitalOcean: the engine keeps no copy under the pushed name,
+    // so the provider has to pull it from the registry.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let pushed = format!("{}/tea-e2e/external-worker:{tag}", registry.address);
+    docker_cli(&["tag", &image, &pushed]);
+    docker_cli(&["push", "--quiet", &pushed]);
+    docker_cli(&["rmi", &pushed]);
+    assert!(
+        docker.inspect_image(&pushed).await.is_err(),
+        "{pushed} is still local"
+    );
+
+    let fx = Fixture::start(test, docker.clone(), image, None).await;
+    let mut input = fx.input("2s");
+    input.registry = registry.address.clone();
+    input.repository = "tea-e2e/external-worker".into();
+    input.tag = tag;
+    let handle = fx.start_run(test, input).await;
+    let end = run::finish(&handle, &fx.worker).await;
+    let pulled = docker.inspect_image(&pushed).await.is_ok();
+    let _ = docker
+        .remove_image(
+            &pushed,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "run ended {end}; worker: {}",
+        fx.worker.output()
+    );
+    assert!(pulled, "the provider pulled {pushed} from the registry");
+    let logs = fx.kept_logs();
+    assert_eq!(logs.len(), 1, "one container, its log kept: {logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).unwrap_or_default();
+    assert!(
+        log.contains("long running command finished"),
+        "container log: {log}"
+    );
+    fx.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_run_naming_a_missing_image_fails_at_once_naming_it() {
+    let test = "docker-missing-image";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let fx = Fixture::start(test, docker, image, None).await;
+    let mut input = fx.input("2s");
+    // Nothing listens on the discard port: the pull fails at once.
+    input.registry = "127.0.0.1:9".into();
+    input.repository = "tea-e2e/never-built".into();
+    input.tag = "nope".into();
+    let started = std::time::Instant::now();
+    let handle = fx.start_run(test, input).await;
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected a failure, the run ended {end}");
+    };
+    assert!(
+        message.contains("127.0.0.1:9/tea-e2e/never-built:nope"),
+        "the failure names the image: {message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "failed at once, not after retries: {:?}",
+        started.elapsed()
+    );
+    fx.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_cancel_mid_job_removes_the_container() {
+    let test = "docker-cancel";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let fx = Fixture::start(test, docker, image, None).await;
+    let handle = fx.start_run(test, fx.input("10m")).await;
+    let container = fx.job_container(&handle).await;
+    let end = run::cancel_and_finish(&handle, &fx.worker).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    assert!(
+        fx.docker.inspect_container(&container, None).await.is_err(),
+        "container {container} still exists"
+    );
+    fx.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_kill_mid_job_gives_fresh_compute_and_both_containers_go() {
+    let test = "docker-kill";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let fx = Fixture::start(test, docker, image, None).await;
+    let handle = fx.start_run(test, fx.input("6s")).await;
+    let first = fx.job_container(&handle).await;
+    fx.docker
+        .kill_container(&first, None)
+        .await
+        .expect("docker kill");
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    assert_eq!(outcome.attempts, 2, "one replacement container");
+    assert_ne!(outcome.compute_name, first);
+    assert_eq!(
+        fx.kept_logs().len(),
+        2,
+        "both containers deleted, logs kept"
+    );
+    fx.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_container_cut_off_the_network_is_replaced_and_removed() {
+    let test = "docker-disconnect";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let network = TestNetwork::create();
+    let fx = Fixture::start(test, docker, image, Some(network.0.clone())).await;
+    let handle = fx.start_run(test, fx.input("6s")).await;
+    let first = fx.job_container(&handle).await;
+    docker_cli(&["network", "disconnect", &network.0, &first]);
+    let end = run::finish(&handle, &fx.worker).await;
+    let first_gone = fx.docker.inspect_container(&first, None).await.is_err();
+    let left = remove_owned(&fx.docker, &fx.owner).await;
+    let network_removed = fx.docker.remove_network(&network.0).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    assert_eq!(outcome.attempts, 2, "re-provisioned once");
+    assert!(first_gone, "the disconnected container {first} was removed");
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+    network_removed.expect("remove the test network");
+}
