@@ -1,12 +1,12 @@
 //! HTTP surface: the `/v2` App Platform routes (with bearer auth, rate-limit headers, request
-//! ids, injected request faults and DO-shaped errors for every failure, including axum's own
-//! rejections) and the unauthenticated `/_fake/...` admin routes.
+//! ids, injected request faults, request counting and logging, and DO-shaped errors for every
+//! failure, including axum's own rejections) and the unauthenticated `/_fake/...` admin routes.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, RawQuery, Request, State};
+use axum::extract::{Extension, OriginalUri, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,9 @@ use crate::model::{
     error_id_for,
 };
 use crate::secrets;
-use crate::state::{AppRecord, DEFAULT_PROJECT_ID, DeploymentRecord, RATE_LIMIT_PER_HOUR, Shared};
+use crate::state::{
+    AppRecord, DEFAULT_PROJECT_ID, DeploymentRecord, RATE_LIMIT_PER_HOUR, RecordedRequest, Shared,
+};
 use crate::validate;
 
 /// The request id of the current `/v2` request (set by the middleware).
@@ -99,7 +101,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         .is_some_and(|t| t == token)
 }
 
-/// Auth, faults, request id, rate-limit headers, JSON errors and request counting.
+/// Auth, faults, request id, rate-limit headers, JSON errors, request counting and logging.
 async fn v2_middleware(
     State(shared): State<Arc<Shared>>,
     mut req: Request,
@@ -109,6 +111,23 @@ async fn v2_middleware(
     let op = classify(req.method(), req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The log shows the path as requested (this layer sees it without the `/v2` prefix).
+    let full_path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| path.clone(), |uri| uri.path().to_string());
+    let query = req.uri().query().map(str::to_string);
+    let headers: Vec<(String, String)> = if shared.cfg.request_log_limit > 0 {
+        req.headers()
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), value)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let ok_auth = authorized(req.headers(), &shared.cfg.token);
     let now = Utc::now().timestamp();
     let (fault, (remaining, reset)) = {
@@ -148,13 +167,24 @@ async fn v2_middleware(
     if let Ok(v) = HeaderValue::from_str(&rid) {
         h.insert("x-request-id", v);
     }
-    *shared
-        .lock()
-        .requests
-        .entry(op.as_str().to_string())
-        .or_default()
-        .entry(status)
-        .or_insert(0) += 1;
+    {
+        let mut st = shared.lock();
+        *st.requests
+            .entry(op.as_str().to_string())
+            .or_default()
+            .entry(status)
+            .or_insert(0) += 1;
+        let entry = RecordedRequest {
+            op,
+            method: method.to_string(),
+            path: full_path,
+            query,
+            headers,
+            status,
+            request_id: rid.clone(),
+        };
+        st.log_request(shared.cfg.request_log_limit, entry);
+    }
     tracing::debug!(%method, %path, op = op.as_str(), status, request_id = %rid, "request");
     resp
 }

@@ -6,7 +6,8 @@
 //! `PENDING_DEPLOY -> DEPLOYING -> ACTIVE` on a timer; and, once ACTIVE, runs the app's first
 //! worker component as a local child process (a configured command; image fields are only
 //! recorded) with the app's env. Faults can be injected in-process ([`FakeDo::inject`]) or via
-//! `POST /_fake/faults`; state is observable via [`FakeDo::snapshot`] or `GET /_fake/state`.
+//! `POST /_fake/faults`; state is observable via [`FakeDo::snapshot`] or `GET /_fake/state`,
+//! and the most recent requests (headers included) via [`FakeDo::request_log`], in-process.
 //!
 //! This module owns the public handle ([`FakeDo`]) and its configuration ([`FakeDoConfig`]).
 //!
@@ -86,7 +87,7 @@ pub use lifecycle::STRIPPED_ENV_PREFIXES;
 pub use model::Phase;
 pub use nix::sys::signal::Signal;
 pub use secrets::REDACTED;
-pub use state::{AppSnapshot, Snapshot, WorkerExit};
+pub use state::{AppSnapshot, RecordedRequest, Snapshot, WorkerExit};
 
 use state::Shared;
 
@@ -112,6 +113,9 @@ pub struct FakeDoConfig {
     /// How long a deleted app stays visible before it reads as 404 (asynchronous delete);
     /// default 0 (gone when the `DELETE` is answered). Also set by the `DeleteDelay` fault.
     pub delete_delay: Duration,
+    /// How many of the most recent `/v2` requests [`FakeDo::request_log`] keeps; default 1,000;
+    /// 0: none.
+    pub request_log_limit: usize,
 }
 
 impl std::fmt::Debug for FakeDoConfig {
@@ -125,6 +129,7 @@ impl std::fmt::Debug for FakeDoConfig {
             .field("kill_grace", &self.kill_grace)
             .field("restart_delay", &self.restart_delay)
             .field("delete_delay", &self.delete_delay)
+            .field("request_log_limit", &self.request_log_limit)
             .finish()
     }
 }
@@ -141,6 +146,7 @@ impl FakeDoConfig {
             kill_grace: Duration::from_secs(5),
             restart_delay: Duration::from_secs(1),
             delete_delay: Duration::ZERO,
+            request_log_limit: 1000,
         }
     }
 
@@ -360,6 +366,14 @@ impl FakeDo {
     /// HTTP state endpoint and [`Snapshot::create_bodies`] redact them).
     pub fn raw_create_bodies(&self) -> Vec<Value> {
         self.shared.lock().create_bodies.clone()
+    }
+
+    /// The most recent `/v2` requests, oldest first (at most
+    /// [`FakeDoConfig::request_log_limit`]), headers as received: the `Authorization` header
+    /// carries the token, so this is in-process only (and [`RecordedRequest`]'s `Debug` hides
+    /// it).
+    pub fn request_log(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().request_log.iter().cloned().collect()
     }
 
     /// Sends `signal` to the worker process group of app `app_id` (chaos helper); false if no

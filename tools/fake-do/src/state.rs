@@ -1,5 +1,5 @@
 //! The fake's in-memory state: app and deployment records, worker process bookkeeping,
-//! recorded create bodies, request counters, armed faults, rate-limit window, and the
+//! recorded create bodies, request counters and log, armed faults, rate-limit window, and the
 //! serialisable [`Snapshot`] tests observe. Also the conversion of records to API JSON.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::FakeDoConfig;
-use crate::faults::{Fault, FaultQueue};
+use crate::faults::{Fault, FaultQueue, Op};
 use crate::model::{self, App, Deployment, DeploymentComponent, Phase, StepReason};
 use crate::secrets::{self, Vault};
 
@@ -114,6 +114,79 @@ impl Snapshot {
             .and_then(|m| m.get(&status))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Number of `/v2` requests for `op`, whatever their status.
+    pub fn requests_for(&self, op: &str) -> u64 {
+        self.requests.get(op).map_or(0, |m| m.values().sum())
+    }
+}
+
+/// One `/v2` request as the fake received and answered it (see
+/// [`crate::FakeDo::request_log`]). Headers are kept as received, `Authorization` included, so
+/// the log is in-process only; `Debug` redacts that header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// The operation the request was for.
+    pub op: Op,
+    pub method: String,
+    /// The path, e.g. `/v2/apps/{id}`.
+    pub path: String,
+    /// The raw query string, if any (e.g. `page=1&per_page=200`).
+    pub query: Option<String>,
+    /// Header names (lower case) and values in the order received; non-UTF-8 bytes are
+    /// replaced.
+    pub headers: Vec<(String, String)>,
+    /// The status the fake answered.
+    pub status: u16,
+    /// The request id the fake answered with (`x-request-id` and the error body's
+    /// `request_id`).
+    pub request_id: String,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of query parameter `name` (not percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+impl std::fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let shown = if k.eq_ignore_ascii_case("authorization") {
+                    secrets::REDACTED
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("RecordedRequest")
+            .field("op", &self.op)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("status", &self.status)
+            .field("request_id", &self.request_id)
+            .finish()
     }
 }
 
@@ -238,6 +311,8 @@ pub(crate) struct State {
     /// Raw (unredacted) create bodies.
     pub create_bodies: Vec<Value>,
     pub requests: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// The most recent `/v2` requests (at most `FakeDoConfig::request_log_limit`).
+    pub request_log: VecDeque<RecordedRequest>,
     pub faults: FaultQueue,
     pub vault: Vault,
     /// Unix seconds of the `/v2` requests of the last hour.
@@ -269,6 +344,17 @@ impl State {
             .partition(|a| a.deleting_until.is_some_and(|t| t <= now));
         self.apps = kept;
         self.deleted_app_ids.extend(gone.into_iter().map(|a| a.id));
+    }
+
+    /// Appends to the request log, dropping the oldest entries beyond `limit` (0: no log).
+    pub fn log_request(&mut self, limit: usize, request: RecordedRequest) {
+        if limit == 0 {
+            return;
+        }
+        while self.request_log.len() >= limit {
+            self.request_log.pop_front();
+        }
+        self.request_log.push_back(request);
     }
 
     /// Counts one request in the rolling hour; returns (remaining, reset epoch seconds).

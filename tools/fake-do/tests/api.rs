@@ -609,3 +609,42 @@ async fn seeded_apps_are_listed_and_deletable_like_any_other() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fake.snapshot().apps.len(), 250);
 }
+
+#[tokio::test]
+async fn the_request_log_keeps_headers_query_status_and_request_id() {
+    let fake = common::start_with(|cfg| cfg.request_log_limit = 2).await;
+    let api = Api::new(&fake);
+    api.get("/v2/apps").await;
+    let (_, headers, _) = api
+        .call(Method::GET, "/v2/apps?page=1&per_page=7", None)
+        .await;
+    reqwest::Client::new()
+        .delete(format!("{}/v2/apps/nope", api.base))
+        .header("authorization", "Bearer wrong")
+        .header("user-agent", "probe/1")
+        .send()
+        .await
+        .unwrap();
+    let log = fake.request_log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    let (list, delete) = (&log[0], &log[1]);
+    assert_eq!(list.op, Op::List);
+    assert_eq!(
+        (list.method.as_str(), list.path.as_str()),
+        ("GET", "/v2/apps")
+    );
+    assert_eq!(list.query_param("per_page"), Some("7"));
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        Some(list.request_id.as_str()),
+        headers["x-request-id"].to_str().ok()
+    );
+    assert_eq!(
+        list.header("Authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!((delete.op, delete.status), (Op::Delete, 401));
+    assert_eq!(delete.header("user-agent"), Some("probe/1"));
+    // Debug output never shows the token.
+    assert!(!format!("{log:?}").contains(TOKEN));
+}

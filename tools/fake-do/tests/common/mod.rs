@@ -21,7 +21,14 @@ pub fn config() -> FakeDoConfig {
 }
 
 pub async fn start() -> FakeDo {
-    FakeDo::start(config()).await.expect("fake starts")
+    start_with(|_| {}).await
+}
+
+/// A fake with [`config`] changed by `adjust`.
+pub async fn start_with(adjust: impl FnOnce(&mut FakeDoConfig)) -> FakeDo {
+    let mut cfg = config();
+    adjust(&mut cfg);
+    FakeDo::start(cfg).await.expect("fake starts")
 }
 
 /// The reference create body (doc example 1) for app `name`.
