@@ -467,14 +467,16 @@ async fn list_apps(
         .and_then(|h| h.to_str().ok())
         .map(|h| format!("http://{h}"))
         .unwrap_or_else(|| shared.base_url.clone());
+    // A server capping pages serves fewer than asked; its links keep the requested per_page.
+    let size = per_page.min(shared.cfg.max_per_page);
     let st = shared.lock();
     let total = st.apps.len() as u64;
-    let last_page = total.div_ceil(per_page).max(1);
+    let last_page = total.div_ceil(size).max(1);
     let apps = st
         .apps
         .iter()
-        .skip(((page - 1) * per_page) as usize)
-        .take(per_page as usize)
+        .skip((page - 1).saturating_mul(size) as usize)
+        .take(size as usize)
         .map(AppRecord::to_app)
         .collect();
     drop(st);

@@ -23,7 +23,9 @@
 //!   after one `step_delay` and `ACTIVE` (or `ERROR`) after another. The app shows it as
 //!   `pending_deployment` (PENDING_DEPLOY only), `in_progress_deployment` (PENDING_DEPLOY and
 //!   DEPLOYING) and `active_deployment` (ACTIVE); a failed deployment is only reachable by id.
-//! - `page`/`per_page` outside 1.. / 1-200 answer 400 instead of being clamped.
+//! - `page`/`per_page` outside 1.. / 1-200 answer 400 instead of being clamped. A page holds
+//!   at most [`FakeDoConfig::max_per_page`] apps (default 200, so `per_page` is honoured);
+//!   `links.pages` then keep the requested `per_page`.
 //! - Asynchronous delete (`DeleteDelay`, off by default): the app's worker stops at once, but
 //!   the app stays readable and listed (unchanged), its name taken, until the delay is over;
 //!   a repeated `DELETE` meanwhile answers 200 again. The spec does not say what App Platform
@@ -113,6 +115,10 @@ pub struct FakeDoConfig {
     /// How long a deleted app stays visible before it reads as 404 (asynchronous delete);
     /// default 0 (gone when the `DELETE` is answered). Also set by the `DeleteDelay` fault.
     pub delete_delay: Duration,
+    /// Most apps a list page holds, 1-200; default 200 (the API's largest `per_page`, so every
+    /// `per_page` is honoured). Lower, a larger `per_page` is served in pages of this size, as
+    /// by a server that caps pages: a few apps then exercise a client's pagination.
+    pub max_per_page: u64,
     /// How many of the most recent `/v2` requests [`FakeDo::request_log`] keeps; default 1,000;
     /// 0: none.
     pub request_log_limit: usize,
@@ -129,6 +135,7 @@ impl std::fmt::Debug for FakeDoConfig {
             .field("kill_grace", &self.kill_grace)
             .field("restart_delay", &self.restart_delay)
             .field("delete_delay", &self.delete_delay)
+            .field("max_per_page", &self.max_per_page)
             .field("request_log_limit", &self.request_log_limit)
             .finish()
     }
@@ -146,6 +153,7 @@ impl FakeDoConfig {
             kill_grace: Duration::from_secs(5),
             restart_delay: Duration::from_secs(1),
             delete_delay: Duration::ZERO,
+            max_per_page: 200,
             request_log_limit: 1000,
         }
     }
@@ -306,6 +314,11 @@ impl FakeDo {
                 "worker command program is empty"
             );
         }
+        anyhow::ensure!(
+            (1..=200).contains(&cfg.max_per_page),
+            "max_per_page must be 1-200, got {}",
+            cfg.max_per_page
+        );
         if let Some(dir) = &cfg.log_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating log dir {}", dir.display()))?;

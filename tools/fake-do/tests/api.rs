@@ -255,37 +255,21 @@ async fn list_paginates_with_absolute_next_links() {
         assert_eq!(s, StatusCode::OK);
         ids.push(v["app"]["id"].as_str().unwrap().to_string());
     }
+    let pages = api
+        .list_pages(&format!("{}/v2/apps?per_page=2", api.base))
+        .await;
+    assert_eq!(pages.len(), 3);
     let mut seen = vec![];
-    let mut url = format!("{}/v2/apps?per_page=2", api.base);
-    let mut pages = 0;
-    loop {
-        pages += 1;
-        let v: Value = api
-            .client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    for v in &pages {
         assert_eq!(v["meta"]["total"], 5);
         for a in v["apps"].as_array().unwrap() {
             seen.push(a["id"].as_str().unwrap().to_string());
         }
-        match v["links"]["pages"]["next"].as_str() {
-            Some(next) => {
-                assert!(next.starts_with("http://"), "{next}");
-                url = next.to_string();
-            }
-            None => {
-                assert!(v["links"]["pages"]["prev"].is_string());
-                break;
-            }
+        if let Some(next) = v["links"]["pages"]["next"].as_str() {
+            assert!(next.starts_with("http://"), "{next}");
         }
     }
-    assert_eq!(pages, 3);
+    assert!(pages[2]["links"]["pages"]["prev"].is_string());
     assert_eq!(seen, ids);
     let (_, v) = api.get("/v2/apps").await;
     assert_eq!(v["apps"].as_array().unwrap().len(), 5);
@@ -608,6 +592,29 @@ async fn seeded_apps_are_listed_and_deletable_like_any_other() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fake.snapshot().apps.len(), 250);
+}
+
+#[tokio::test]
+async fn a_page_cap_serves_fewer_apps_than_asked_with_links_that_keep_per_page() {
+    let fake = common::start_with(|cfg| cfg.max_per_page = 2).await;
+    let api = Api::new(&fake);
+    fake.seed(&tea_fake_do::SeedApps::many(5, "capped"))
+        .unwrap();
+    let pages = api
+        .list_pages(&format!("{}/v2/apps?per_page=200", api.base))
+        .await;
+    let mut sizes = vec![];
+    for v in &pages {
+        assert_eq!(v["meta"]["total"], 5);
+        sizes.push(v["apps"].as_array().unwrap().len());
+        if let Some(next) = v["links"]["pages"]["next"].as_str() {
+            assert!(next.ends_with("&per_page=200"), "{next}");
+        }
+    }
+    assert_eq!(sizes, [2, 2, 1]);
+    let mut cfg = common::config();
+    cfg.max_per_page = 0;
+    assert!(tea_fake_do::FakeDo::start(cfg).await.is_err());
 }
 
 #[tokio::test]

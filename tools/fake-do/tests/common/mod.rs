@@ -89,6 +89,30 @@ impl Api {
         )
     }
 
+    /// Lists apps from the absolute URL `first`, following `links.pages.next` to the last page;
+    /// returns each page's JSON body in order.
+    pub async fn list_pages(&self, first: &str) -> Vec<Value> {
+        let mut pages = vec![];
+        let mut url = first.to_string();
+        loop {
+            let resp = self
+                .client
+                .get(&url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("request sent");
+            assert_eq!(resp.status(), StatusCode::OK, "{url}");
+            let page: Value = resp.json().await.expect("a JSON page");
+            let next = page["links"]["pages"]["next"].as_str().map(str::to_string);
+            pages.push(page);
+            match next {
+                Some(next) => url = next,
+                None => return pages,
+            }
+        }
+    }
+
     pub async fn create(&self, body: &Value) -> (StatusCode, Value) {
         let (s, _, v) = self.call(Method::POST, "/v2/apps", Some(body)).await;
         (s, v)
