@@ -315,6 +315,7 @@ async fn create_app(
             exits: vec![],
             log_file,
             deleting_until: None,
+            deleting_reads_left: None,
             seeded: false,
         };
         let app = record.to_app();
@@ -374,7 +375,10 @@ async fn get_app(
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Response {
-    let app = shared.lock().app(&id).map(AppRecord::to_app);
+    let app = shared.lock().app_mut(&id).map(|a| {
+        a.shown();
+        a.to_app()
+    });
     match app {
         Some(app) => json_ok(&AppResponse { app }),
         None => not_found(&rid),
@@ -388,9 +392,12 @@ async fn get_deployment(
 ) -> Response {
     let dep = shared
         .lock()
-        .app(&app_id)
+        .app_mut(&app_id)
         .filter(|a| a.deployment.id == deployment_id)
-        .map(AppRecord::to_deployment);
+        .map(|a| {
+            a.shown();
+            a.to_deployment()
+        });
     match dep {
         Some(deployment) => json_ok(&DeploymentResponse { deployment }),
         None => not_found(&rid),
@@ -403,18 +410,21 @@ async fn delete_app(
     Path(id): Path<String>,
 ) -> Response {
     let delay = shared.delete_delay();
+    let reads = shared.delete_linger_reads();
     let task = {
         let mut st = shared.lock();
         let Some(pos) = st.apps.iter().position(|a| a.id == id) else {
             return not_found(&rid);
         };
-        if delay.is_zero() {
+        if delay.is_zero() && reads == 0 {
             st.apps.remove(pos);
             st.deleted_app_ids.push(id.clone());
-        } else if st.apps[pos].deleting_until.is_none() {
+        } else if !st.apps[pos].is_deleting() {
             // Accepted; it stays visible until the background teardown is over (a repeated
             // DELETE meanwhile is accepted again).
-            st.apps[pos].deleting_until = Some(std::time::Instant::now() + delay);
+            let app = &mut st.apps[pos];
+            app.deleting_until = (!delay.is_zero()).then(|| std::time::Instant::now() + delay);
+            app.deleting_reads_left = (reads > 0).then_some(reads);
         }
         st.tasks.remove(&id)
     };
@@ -469,15 +479,18 @@ async fn list_apps(
         .unwrap_or_else(|| shared.base_url.clone());
     // A server capping pages serves fewer than asked; its links keep the requested per_page.
     let size = per_page.min(shared.cfg.max_per_page);
-    let st = shared.lock();
+    let mut st = shared.lock();
     let total = st.apps.len() as u64;
     let last_page = total.div_ceil(size).max(1);
     let apps = st
         .apps
-        .iter()
+        .iter_mut()
         .skip((page - 1).saturating_mul(size) as usize)
         .take(size as usize)
-        .map(AppRecord::to_app)
+        .map(|a| {
+            a.shown();
+            a.to_app()
+        })
         .collect();
     drop(st);
     let url = |p: u64| format!("{base}/v2/apps?page={p}&per_page={per_page}");
@@ -503,6 +516,7 @@ fn faults_body(shared: &Shared) -> Value {
         "pending_faults": shared.lock().faults.pending(),
         "step_delay_ms": shared.step_delay().as_millis() as u64,
         "delete_delay_ms": shared.delete_delay().as_millis() as u64,
+        "delete_linger_reads": shared.delete_linger_reads(),
     })
 }
 

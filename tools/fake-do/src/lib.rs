@@ -29,7 +29,8 @@
 //! - Asynchronous delete (`DeleteDelay`, off by default): the app's worker stops at once, but
 //!   the app stays readable and listed (unchanged), its name taken, until the delay is over;
 //!   a repeated `DELETE` meanwhile answers 200 again. The spec does not say what App Platform
-//!   shows during a teardown; it only says deletion shuts the deployments down.
+//!   shows during a teardown; it only says deletion shuts the deployments down. `DeleteLinger`
+//!   measures the same teardown in reads of the app instead of time.
 //!
 //! # Admin endpoints (no auth)
 //! - `GET /_fake/state` -> [`Snapshot`] as JSON.
@@ -40,9 +41,10 @@
 //!   -> `{"pending_faults":[...],"step_delay_ms":N}`. `op` is one of `any` (default), `create`,
 //!   `get`, `list`, `delete`, `get_deployment`, `propose`.
 //!   `{"kind":"DeleteDelay","delay_ms":7000}` (asynchronous delete: a deleted app stays
-//!   visible for 7 s), `{"kind":"AppServerError","app_id":"...","count":9,"op":"delete"}`
-//!   -> `{"pending_faults":[...],"step_delay_ms":N,"delete_delay_ms":N}`. A 429 with a long
-//!   `Retry-After` is `RateLimit` with a large `retry_after_secs`.
+//!   visible for 7 s), `{"kind":"DeleteLinger","reads":2}` (a deleted app is shown by the next
+//!   2 reads of it), `{"kind":"AppServerError","app_id":"...","count":9,"op":"delete"}`
+//!   -> `{"pending_faults":[...],"step_delay_ms":N,"delete_delay_ms":N,"delete_linger_reads":N}`.
+//!   A 429 with a long `Retry-After` is `RateLimit` with a large `retry_after_secs`.
 //! - `GET /_fake/faults` -> same body; `DELETE /_fake/faults` disarms all counted faults.
 //! - `POST /_fake/apps` seeds apps that were not created through the API (someone else's apps
 //!   in the same account): `{"name":"ext-api","envs":{"TEA_COMPUTE_OWNER":"other"}}` or
@@ -192,6 +194,7 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
         Fault::DeleteDelay { delay_ms } => {
             shared.set_delete_delay(Duration::from_millis(delay_ms));
         }
+        Fault::DeleteLinger { reads } => shared.set_delete_linger_reads(reads),
         other => shared.lock().faults.push(other),
     }
 }
@@ -292,6 +295,7 @@ pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>,
             exits: Vec::new(),
             log_file: None,
             deleting_until: None,
+            deleting_reads_left: None,
             seeded: true,
         });
         ids.push(id);

@@ -63,7 +63,7 @@ pub struct AppSnapshot {
     /// Where the worker's stdout/stderr go, if a log directory is configured.
     pub log_file: Option<PathBuf>,
     /// A `DELETE` was accepted and the app is being torn down (still visible; see the
-    /// `DeleteDelay` fault).
+    /// `DeleteDelay` and `DeleteLinger` faults).
     #[serde(default)]
     pub deleting: bool,
     /// Seeded ([`crate::FakeDo::seed`]) rather than created through the API.
@@ -94,6 +94,9 @@ pub struct Snapshot {
     /// How long a deleted app stays visible (asynchronous delete); 0: immediate.
     #[serde(default)]
     pub delete_delay_ms: u64,
+    /// How many reads a deleted app stays visible for (`DeleteLinger`); 0: not counted.
+    #[serde(default)]
+    pub delete_linger_reads: u32,
 }
 
 impl Snapshot {
@@ -219,6 +222,8 @@ pub(crate) struct AppRecord {
     pub log_file: Option<PathBuf>,
     /// Set once a `DELETE` is accepted under a delete delay: when the app disappears.
     pub deleting_until: Option<std::time::Instant>,
+    /// Set once a `DELETE` is accepted under `DeleteLinger`: how many more answers show it.
+    pub deleting_reads_left: Option<u32>,
     pub seeded: bool,
 }
 
@@ -291,8 +296,25 @@ impl AppRecord {
             exits: self.exits.clone(),
             deprecated_slugs: self.deprecated_slugs.clone(),
             log_file: self.log_file.clone(),
-            deleting: self.deleting_until.is_some(),
+            deleting: self.is_deleting(),
             seeded: self.seeded,
+        }
+    }
+
+    /// Whether a `DELETE` was accepted and the app is still being torn down.
+    pub fn is_deleting(&self) -> bool {
+        self.deleting_until.is_some() || self.deleting_reads_left.is_some()
+    }
+
+    /// Whether its teardown is over (it must disappear now).
+    fn is_torn_down(&self, now: std::time::Instant) -> bool {
+        self.deleting_until.is_some_and(|t| t <= now) || self.deleting_reads_left == Some(0)
+    }
+
+    /// Counts an answer that shows this app against its `DeleteLinger` reads, if any.
+    pub fn shown(&mut self) {
+        if let Some(left) = &mut self.deleting_reads_left {
+            *left = left.saturating_sub(1);
         }
     }
 }
@@ -332,16 +354,12 @@ impl State {
     /// Removes the apps whose asynchronous delete is over.
     fn purge_deleted(&mut self) {
         let now = std::time::Instant::now();
-        if !self
-            .apps
-            .iter()
-            .any(|a| a.deleting_until.is_some_and(|t| t <= now))
-        {
+        if !self.apps.iter().any(|a| a.is_torn_down(now)) {
             return;
         }
         let (gone, kept): (Vec<AppRecord>, Vec<AppRecord>) = std::mem::take(&mut self.apps)
             .into_iter()
-            .partition(|a| a.deleting_until.is_some_and(|t| t <= now));
+            .partition(|a| a.is_torn_down(now));
         self.apps = kept;
         self.deleted_app_ids.extend(gone.into_iter().map(|a| a.id));
     }
@@ -375,6 +393,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub step_delay: Mutex<Duration>,
     pub delete_delay: Mutex<Duration>,
+    /// Reads a deleted app stays visible for (`DeleteLinger`); 0: not counted.
+    pub delete_linger_reads: Mutex<u32>,
     /// `http://host:port` the server is reachable at.
     pub base_url: String,
 }
@@ -388,6 +408,7 @@ impl Shared {
             state: Mutex::new(State::default()),
             step_delay: Mutex::new(step_delay),
             delete_delay: Mutex::new(delete_delay),
+            delete_linger_reads: Mutex::new(0),
             base_url,
         })
     }
@@ -409,6 +430,20 @@ impl Shared {
         *self.delete_delay.lock().unwrap_or_else(|e| e.into_inner()) = d;
     }
 
+    pub fn delete_linger_reads(&self) -> u32 {
+        *self
+            .delete_linger_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_delete_linger_reads(&self, reads: u32) {
+        *self
+            .delete_linger_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = reads;
+    }
+
     pub fn step_delay(&self) -> Duration {
         *self.step_delay.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -420,6 +455,7 @@ impl Shared {
     pub fn snapshot(&self) -> Snapshot {
         let step_delay_ms = self.step_delay().as_millis() as u64;
         let delete_delay_ms = self.delete_delay().as_millis() as u64;
+        let delete_linger_reads = self.delete_linger_reads();
         let st = self.lock();
         Snapshot {
             total_created: st.total_created,
@@ -430,6 +466,7 @@ impl Shared {
             pending_faults: st.faults.pending(),
             step_delay_ms,
             delete_delay_ms,
+            delete_linger_reads,
         }
     }
 }

@@ -618,6 +618,38 @@ async fn a_page_cap_serves_fewer_apps_than_asked_with_links_that_keep_per_page()
 }
 
 #[tokio::test]
+async fn delete_linger_shows_a_deleted_app_for_exactly_that_many_reads() {
+    let fake = start().await;
+    let api = Api::new(&fake);
+    let ids = fake
+        .seed(&tea_fake_do::SeedApps::one("lingering", &[]))
+        .unwrap();
+    let path = format!("/v2/apps/{}", ids[0]);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_fake/faults", fake.base_url()))
+        .json(&json!({"kind": "DeleteLinger", "reads": 2}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["delete_linger_reads"], 2, "{body}");
+    assert_eq!(api.delete(&ids[0]).await.0, StatusCode::OK);
+    // A list page holding it and a get of it use up the two reads; then it is gone.
+    let (_, list) = api.get("/v2/apps").await;
+    assert_eq!(list["meta"]["total"], 1);
+    let snap = fake.snapshot();
+    assert!(snap.apps[0].deleting, "{snap:?}");
+    assert_eq!(snap.delete_linger_reads, 2);
+    assert_eq!(api.get(&path).await.0, StatusCode::OK);
+    assert_eq!(api.get(&path).await.0, StatusCode::NOT_FOUND);
+    let snap = fake.snapshot();
+    assert!(snap.apps.is_empty());
+    assert_eq!(snap.deleted_app_ids, ids);
+    assert_eq!(snap.requests_for("get"), 2);
+    assert_eq!(snap.request_count("get", 404), 1);
+}
+
+#[tokio::test]
 async fn the_request_log_keeps_headers_query_status_and_request_id() {
     let fake = common::start_with(|cfg| cfg.request_log_limit = 2).await;
     let api = Api::new(&fake);
