@@ -49,7 +49,8 @@
 //! - `POST /_fake/apps` seeds apps that were not created through the API (someone else's apps
 //!   in the same account): `{"name":"ext-api","envs":{"TEA_COMPUTE_OWNER":"other"}}` or
 //!   `{"count":1000,"name_prefix":"foreign"}` -> `{"ids":[...]}` (see [`SeedApps`]). Seeded
-//!   apps are ACTIVE, run no worker, and are listed, read and deleted like any other.
+//!   apps run no worker and are listed, read and deleted like any other; their deployment is
+//!   ACTIVE, or stays in the `"phase"` the seed gives (they have no lifecycle).
 //! - `POST /_fake/apps/{id}/signal?signal=KILL` (or TERM, INT, ...) signals the app's worker
 //!   process group -> `{"signaled":true,"signal":"SIGKILL"}`, 404 if no worker runs.
 //!
@@ -91,7 +92,7 @@ pub use lifecycle::STRIPPED_ENV_PREFIXES;
 pub use model::Phase;
 pub use nix::sys::signal::Signal;
 pub use secrets::REDACTED;
-pub use state::{AppSnapshot, RecordedRequest, Snapshot, WorkerExit};
+pub use state::{AppSnapshot, DEPLOYMENT_FAILURE_MESSAGE, RecordedRequest, Snapshot, WorkerExit};
 
 use state::Shared;
 
@@ -199,8 +200,9 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
     }
 }
 
-/// Apps to seed into the account without going through the API: either one app (`name`,
-/// with app-level `GENERAL` `envs`) or `count` apps named `<name_prefix>-<i>` (no envs).
+/// Apps to seed into the account without going through the API: either one app (`name`) or
+/// `count` apps named `<name_prefix>-<i>`, all with the app-level `GENERAL` `envs`. Their
+/// deployment is in `phase` (default `ACTIVE`) and stays there: seeded apps have no lifecycle.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeedApps {
     #[serde(default)]
@@ -211,6 +213,8 @@ pub struct SeedApps {
     pub count: Option<u32>,
     #[serde(default)]
     pub name_prefix: Option<String>,
+    #[serde(default)]
+    pub phase: Option<Phase>,
 }
 
 impl SeedApps {
@@ -234,9 +238,24 @@ impl SeedApps {
             ..Default::default()
         }
     }
+
+    /// The same apps with app-level env `envs` (builder style).
+    pub fn with_envs(mut self, envs: &[(&str, &str)]) -> Self {
+        self.envs = envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self
+    }
+
+    /// The same apps with their deployment in `phase` (builder style).
+    pub fn with_phase(mut self, phase: Phase) -> Self {
+        self.phase = Some(phase);
+        self
+    }
 }
 
-/// Stores the apps `seed` describes (ACTIVE, no worker); their ids, or why not.
+/// Stores the apps `seed` describes (no worker, no lifecycle); their ids, or why not.
 pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>, String> {
     let names: Vec<String> = match (&seed.name, seed.count) {
         (Some(name), None) => vec![name.clone()],
@@ -253,6 +272,7 @@ pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>,
             serde_json::json!({"key": k, "value": v, "scope": "RUN_TIME", "type": "GENERAL"})
         })
         .collect();
+    let phase = seed.phase.unwrap_or(Phase::Active);
     let mut st = shared.lock();
     let mut ids = Vec::with_capacity(names.len());
     for name in names {
@@ -282,10 +302,10 @@ pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>,
             created_at: now,
             deployment: state::DeploymentRecord {
                 id: uuid::Uuid::new_v4().to_string(),
-                phase: Phase::Active,
+                phase,
                 created_at: now,
                 updated_at: now,
-                fail: false,
+                fail: phase == Phase::Error,
             },
             first_worker: None,
             run_env: Vec::new(),

@@ -227,12 +227,16 @@ pub(crate) struct AppRecord {
     pub seeded: bool,
 }
 
+/// The `reason.message` of a failed deployment's failing steps (the deployment's top step and
+/// its worker's `wait` step); the `reason.code` is `DeployContainerExitNonZero`.
+pub const DEPLOYMENT_FAILURE_MESSAGE: &str = "Your deploy failed because your container exited \
+     with a non-zero exit code (injected by fake-do: a DeploymentError fault or an app seeded in \
+     phase ERROR).";
+
 pub(crate) fn failure_reason() -> StepReason {
     StepReason {
         code: "DeployContainerExitNonZero".into(),
-        message: "Your deploy failed because your container exited with a non-zero exit code \
-                  (injected by the fake-do DeploymentError fault)."
-            .into(),
+        message: DEPLOYMENT_FAILURE_MESSAGE.into(),
     }
 }
 

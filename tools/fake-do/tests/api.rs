@@ -595,6 +595,63 @@ async fn seeded_apps_are_listed_and_deletable_like_any_other() {
 }
 
 #[tokio::test]
+async fn seeded_apps_can_stand_in_any_deployment_phase() {
+    let fake = start().await;
+    let api = Api::new(&fake);
+    let ids = fake
+        .seed(&tea_fake_do::SeedApps::many(2, "stuck").with_phase(tea_fake_do::Phase::Deploying))
+        .unwrap();
+    let (s, v) = api.get(&format!("/v2/apps/{}", ids[0])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let deployment = &v["app"]["in_progress_deployment"];
+    assert_eq!(deployment["phase"], "DEPLOYING", "{v}");
+    assert!(v["app"].get("active_deployment").is_none(), "{v}");
+    // It stays there (seeded apps have no lifecycle) while an app created after it goes on.
+    let dep_id = deployment["id"].as_str().unwrap();
+    let (s, created) = api.create(&create_body("goes-on")).await;
+    assert_eq!(s, StatusCode::OK, "{created}");
+    api.wait_terminal(
+        created["app"]["id"].as_str().unwrap(),
+        created["app"]["pending_deployment"]["id"].as_str().unwrap(),
+    )
+    .await;
+    let (_, v) = api
+        .get(&format!("/v2/apps/{}/deployments/{dep_id}", ids[0]))
+        .await;
+    assert_eq!(v["deployment"]["phase"], "DEPLOYING", "{v}");
+    let snap = fake.snapshot();
+    let seeded: Vec<_> = snap.apps.iter().filter(|a| a.seeded).collect();
+    assert_eq!(seeded.len(), 2);
+    assert!(
+        seeded
+            .iter()
+            .all(|a| a.phase == tea_fake_do::Phase::Deploying),
+        "{snap:?}"
+    );
+    // The admin endpoint takes the phase too.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_fake/apps", fake.base_url()))
+        .json(&json!({"name": "broken-app", "phase": "ERROR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let snap = fake.snapshot();
+    let broken = snap.app_by_name("broken-app").unwrap();
+    assert_eq!(broken.phase, tea_fake_do::Phase::Error);
+    let (_, v) = api
+        .get(&format!(
+            "/v2/apps/{}/deployments/{}",
+            broken.id, broken.deployment_id
+        ))
+        .await;
+    assert_eq!(
+        v["deployment"]["progress"]["steps"][0]["status"], "ERROR",
+        "{v}"
+    );
+}
+
+#[tokio::test]
 async fn a_page_cap_serves_fewer_apps_than_asked_with_links_that_keep_per_page() {
     let fake = common::start_with(|cfg| cfg.max_per_page = 2).await;
     let api = Api::new(&fake);
