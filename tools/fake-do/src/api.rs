@@ -1,12 +1,12 @@
 //! HTTP surface: the `/v2` App Platform routes (with bearer auth, rate-limit headers, request
-//! ids, injected request faults and DO-shaped errors for every failure, including axum's own
-//! rejections) and the unauthenticated `/_fake/...` admin routes.
+//! ids, injected request faults, request counting and logging, and DO-shaped errors for every
+//! failure, including axum's own rejections) and the unauthenticated `/_fake/...` admin routes.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, RawQuery, Request, State};
+use axum::extract::{Extension, OriginalUri, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,9 @@ use crate::model::{
     error_id_for,
 };
 use crate::secrets;
-use crate::state::{AppRecord, DEFAULT_PROJECT_ID, DeploymentRecord, RATE_LIMIT_PER_HOUR, Shared};
+use crate::state::{
+    AppRecord, DEFAULT_PROJECT_ID, DeploymentRecord, RATE_LIMIT_PER_HOUR, RecordedRequest, Shared,
+};
 use crate::validate;
 
 /// The request id of the current `/v2` request (set by the middleware).
@@ -99,7 +101,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         .is_some_and(|t| t == token)
 }
 
-/// Auth, faults, request id, rate-limit headers, JSON errors and request counting.
+/// Auth, faults, request id, rate-limit headers, JSON errors, request counting and logging.
 async fn v2_middleware(
     State(shared): State<Arc<Shared>>,
     mut req: Request,
@@ -109,6 +111,23 @@ async fn v2_middleware(
     let op = classify(req.method(), req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The log shows the path as requested (this layer sees it without the `/v2` prefix).
+    let full_path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| path.clone(), |uri| uri.path().to_string());
+    let query = req.uri().query().map(str::to_string);
+    let headers: Vec<(String, String)> = if shared.cfg.request_log_limit > 0 {
+        req.headers()
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), value)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let ok_auth = authorized(req.headers(), &shared.cfg.token);
     let now = Utc::now().timestamp();
     let (fault, (remaining, reset)) = {
@@ -148,13 +167,24 @@ async fn v2_middleware(
     if let Ok(v) = HeaderValue::from_str(&rid) {
         h.insert("x-request-id", v);
     }
-    *shared
-        .lock()
-        .requests
-        .entry(op.as_str().to_string())
-        .or_default()
-        .entry(status)
-        .or_insert(0) += 1;
+    {
+        let mut st = shared.lock();
+        *st.requests
+            .entry(op.as_str().to_string())
+            .or_default()
+            .entry(status)
+            .or_insert(0) += 1;
+        let entry = RecordedRequest {
+            op,
+            method: method.to_string(),
+            path: full_path,
+            query,
+            headers,
+            status,
+            request_id: rid.clone(),
+        };
+        st.log_request(shared.cfg.request_log_limit, entry);
+    }
     tracing::debug!(%method, %path, op = op.as_str(), status, request_id = %rid, "request");
     resp
 }
@@ -285,6 +315,7 @@ async fn create_app(
             exits: vec![],
             log_file,
             deleting_until: None,
+            deleting_reads_left: None,
             seeded: false,
         };
         let app = record.to_app();
@@ -344,7 +375,10 @@ async fn get_app(
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Response {
-    let app = shared.lock().app(&id).map(AppRecord::to_app);
+    let app = shared.lock().app_mut(&id).map(|a| {
+        a.shown();
+        a.to_app()
+    });
     match app {
         Some(app) => json_ok(&AppResponse { app }),
         None => not_found(&rid),
@@ -358,9 +392,12 @@ async fn get_deployment(
 ) -> Response {
     let dep = shared
         .lock()
-        .app(&app_id)
+        .app_mut(&app_id)
         .filter(|a| a.deployment.id == deployment_id)
-        .map(AppRecord::to_deployment);
+        .map(|a| {
+            a.shown();
+            a.to_deployment()
+        });
     match dep {
         Some(deployment) => json_ok(&DeploymentResponse { deployment }),
         None => not_found(&rid),
@@ -373,18 +410,21 @@ async fn delete_app(
     Path(id): Path<String>,
 ) -> Response {
     let delay = shared.delete_delay();
+    let reads = shared.delete_linger_reads();
     let task = {
         let mut st = shared.lock();
         let Some(pos) = st.apps.iter().position(|a| a.id == id) else {
             return not_found(&rid);
         };
-        if delay.is_zero() {
+        if delay.is_zero() && reads == 0 {
             st.apps.remove(pos);
             st.deleted_app_ids.push(id.clone());
-        } else if st.apps[pos].deleting_until.is_none() {
+        } else if !st.apps[pos].is_deleting() {
             // Accepted; it stays visible until the background teardown is over (a repeated
             // DELETE meanwhile is accepted again).
-            st.apps[pos].deleting_until = Some(std::time::Instant::now() + delay);
+            let app = &mut st.apps[pos];
+            app.deleting_until = (!delay.is_zero()).then(|| std::time::Instant::now() + delay);
+            app.deleting_reads_left = (reads > 0).then_some(reads);
         }
         st.tasks.remove(&id)
     };
@@ -437,15 +477,20 @@ async fn list_apps(
         .and_then(|h| h.to_str().ok())
         .map(|h| format!("http://{h}"))
         .unwrap_or_else(|| shared.base_url.clone());
-    let st = shared.lock();
+    // A server capping pages serves fewer than asked; its links keep the requested per_page.
+    let size = per_page.min(shared.cfg.max_per_page);
+    let mut st = shared.lock();
     let total = st.apps.len() as u64;
-    let last_page = total.div_ceil(per_page).max(1);
+    let last_page = total.div_ceil(size).max(1);
     let apps = st
         .apps
-        .iter()
-        .skip(((page - 1) * per_page) as usize)
-        .take(per_page as usize)
-        .map(AppRecord::to_app)
+        .iter_mut()
+        .skip((page - 1).saturating_mul(size) as usize)
+        .take(size as usize)
+        .map(|a| {
+            a.shown();
+            a.to_app()
+        })
         .collect();
     drop(st);
     let url = |p: u64| format!("{base}/v2/apps?page={p}&per_page={per_page}");
@@ -471,6 +516,7 @@ fn faults_body(shared: &Shared) -> Value {
         "pending_faults": shared.lock().faults.pending(),
         "step_delay_ms": shared.step_delay().as_millis() as u64,
         "delete_delay_ms": shared.delete_delay().as_millis() as u64,
+        "delete_linger_reads": shared.delete_linger_reads(),
     })
 }
 

@@ -113,6 +113,13 @@ pub enum Fault {
     /// tears apps down in the background. Its worker is stopped at once. 0: immediate.
     #[serde(alias = "delete_delay")]
     DeleteDelay { delay_ms: u64 },
+    /// Asynchronous delete counted in reads, from now on (not a counted fault): after a
+    /// `DELETE` is accepted the app stays visible for its next `reads` answers that show it (a
+    /// get of it or of its deployment, a list page holding it), then reads as 404. For tests
+    /// that need an exact number of "still there" answers, which a delay cannot give. With a
+    /// `DeleteDelay` too, the app goes when either is over. 0: off.
+    #[serde(alias = "delete_linger")]
+    DeleteLinger { reads: u32 },
 }
 
 impl Fault {
@@ -135,7 +142,9 @@ impl Fault {
             | Fault::AppServerError { count, .. }
             | Fault::CreateStoresThen500 { count }
             | Fault::DeploymentError { count } => Some(count),
-            Fault::DeployDelay { .. } | Fault::DeleteDelay { .. } => None,
+            Fault::DeployDelay { .. } | Fault::DeleteDelay { .. } | Fault::DeleteLinger { .. } => {
+                None
+            }
         }
     }
 }
@@ -277,6 +286,8 @@ mod tests {
         );
         let f: Fault = serde_json::from_str(r#"{"kind":"DeleteDelay","delay_ms":7000}"#).unwrap();
         assert_eq!(f, Fault::DeleteDelay { delay_ms: 7000 });
+        let f: Fault = serde_json::from_str(r#"{"kind":"delete_linger","reads":2}"#).unwrap();
+        assert_eq!(f, Fault::DeleteLinger { reads: 2 });
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! `PENDING_DEPLOY -> DEPLOYING -> ACTIVE` on a timer; and, once ACTIVE, runs the app's first
 //! worker component as a local child process (a configured command; image fields are only
 //! recorded) with the app's env. Faults can be injected in-process ([`FakeDo::inject`]) or via
-//! `POST /_fake/faults`; state is observable via [`FakeDo::snapshot`] or `GET /_fake/state`.
+//! `POST /_fake/faults`; state is observable via [`FakeDo::snapshot`] or `GET /_fake/state`,
+//! and the most recent requests (headers included) via [`FakeDo::request_log`], in-process.
 //!
 //! This module owns the public handle ([`FakeDo`]) and its configuration ([`FakeDoConfig`]).
 //!
@@ -22,11 +23,14 @@
 //!   after one `step_delay` and `ACTIVE` (or `ERROR`) after another. The app shows it as
 //!   `pending_deployment` (PENDING_DEPLOY only), `in_progress_deployment` (PENDING_DEPLOY and
 //!   DEPLOYING) and `active_deployment` (ACTIVE); a failed deployment is only reachable by id.
-//! - `page`/`per_page` outside 1.. / 1-200 answer 400 instead of being clamped.
+//! - `page`/`per_page` outside 1.. / 1-200 answer 400 instead of being clamped. A page holds
+//!   at most [`FakeDoConfig::max_per_page`] apps (default 200, so `per_page` is honoured);
+//!   `links.pages` then keep the requested `per_page`.
 //! - Asynchronous delete (`DeleteDelay`, off by default): the app's worker stops at once, but
 //!   the app stays readable and listed (unchanged), its name taken, until the delay is over;
 //!   a repeated `DELETE` meanwhile answers 200 again. The spec does not say what App Platform
-//!   shows during a teardown; it only says deletion shuts the deployments down.
+//!   shows during a teardown; it only says deletion shuts the deployments down. `DeleteLinger`
+//!   measures the same teardown in reads of the app instead of time.
 //!
 //! # Admin endpoints (no auth)
 //! - `GET /_fake/state` -> [`Snapshot`] as JSON.
@@ -37,14 +41,16 @@
 //!   -> `{"pending_faults":[...],"step_delay_ms":N}`. `op` is one of `any` (default), `create`,
 //!   `get`, `list`, `delete`, `get_deployment`, `propose`.
 //!   `{"kind":"DeleteDelay","delay_ms":7000}` (asynchronous delete: a deleted app stays
-//!   visible for 7 s), `{"kind":"AppServerError","app_id":"...","count":9,"op":"delete"}`
-//!   -> `{"pending_faults":[...],"step_delay_ms":N,"delete_delay_ms":N}`. A 429 with a long
-//!   `Retry-After` is `RateLimit` with a large `retry_after_secs`.
+//!   visible for 7 s), `{"kind":"DeleteLinger","reads":2}` (a deleted app is shown by the next
+//!   2 reads of it), `{"kind":"AppServerError","app_id":"...","count":9,"op":"delete"}`
+//!   -> `{"pending_faults":[...],"step_delay_ms":N,"delete_delay_ms":N,"delete_linger_reads":N}`.
+//!   A 429 with a long `Retry-After` is `RateLimit` with a large `retry_after_secs`.
 //! - `GET /_fake/faults` -> same body; `DELETE /_fake/faults` disarms all counted faults.
 //! - `POST /_fake/apps` seeds apps that were not created through the API (someone else's apps
 //!   in the same account): `{"name":"ext-api","envs":{"TEA_COMPUTE_OWNER":"other"}}` or
 //!   `{"count":1000,"name_prefix":"foreign"}` -> `{"ids":[...]}` (see [`SeedApps`]). Seeded
-//!   apps are ACTIVE, run no worker, and are listed, read and deleted like any other.
+//!   apps run no worker and are listed, read and deleted like any other; their deployment is
+//!   ACTIVE, or stays in the `"phase"` the seed gives (they have no lifecycle).
 //! - `POST /_fake/apps/{id}/signal?signal=KILL` (or TERM, INT, ...) signals the app's worker
 //!   process group -> `{"signaled":true,"signal":"SIGKILL"}`, 404 if no worker runs.
 //!
@@ -86,7 +92,7 @@ pub use lifecycle::STRIPPED_ENV_PREFIXES;
 pub use model::Phase;
 pub use nix::sys::signal::Signal;
 pub use secrets::REDACTED;
-pub use state::{AppSnapshot, Snapshot, WorkerExit};
+pub use state::{AppSnapshot, DEPLOYMENT_FAILURE_MESSAGE, RecordedRequest, Snapshot, WorkerExit};
 
 use state::Shared;
 
@@ -112,6 +118,13 @@ pub struct FakeDoConfig {
     /// How long a deleted app stays visible before it reads as 404 (asynchronous delete);
     /// default 0 (gone when the `DELETE` is answered). Also set by the `DeleteDelay` fault.
     pub delete_delay: Duration,
+    /// Most apps a list page holds, 1-200; default 200 (the API's largest `per_page`, so every
+    /// `per_page` is honoured). Lower, a larger `per_page` is served in pages of this size, as
+    /// by a server that caps pages: a few apps then exercise a client's pagination.
+    pub max_per_page: u64,
+    /// How many of the most recent `/v2` requests [`FakeDo::request_log`] keeps; default 1,000;
+    /// 0: none.
+    pub request_log_limit: usize,
 }
 
 impl std::fmt::Debug for FakeDoConfig {
@@ -125,6 +138,8 @@ impl std::fmt::Debug for FakeDoConfig {
             .field("kill_grace", &self.kill_grace)
             .field("restart_delay", &self.restart_delay)
             .field("delete_delay", &self.delete_delay)
+            .field("max_per_page", &self.max_per_page)
+            .field("request_log_limit", &self.request_log_limit)
             .finish()
     }
 }
@@ -141,6 +156,8 @@ impl FakeDoConfig {
             kill_grace: Duration::from_secs(5),
             restart_delay: Duration::from_secs(1),
             delete_delay: Duration::ZERO,
+            max_per_page: 200,
+            request_log_limit: 1000,
         }
     }
 
@@ -178,12 +195,14 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
         Fault::DeleteDelay { delay_ms } => {
             shared.set_delete_delay(Duration::from_millis(delay_ms));
         }
+        Fault::DeleteLinger { reads } => shared.set_delete_linger_reads(reads),
         other => shared.lock().faults.push(other),
     }
 }
 
-/// Apps to seed into the account without going through the API: either one app (`name`,
-/// with app-level `GENERAL` `envs`) or `count` apps named `<name_prefix>-<i>` (no envs).
+/// Apps to seed into the account without going through the API: either one app (`name`) or
+/// `count` apps named `<name_prefix>-<i>`, all with the app-level `GENERAL` `envs`. Their
+/// deployment is in `phase` (default `ACTIVE`) and stays there: seeded apps have no lifecycle.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeedApps {
     #[serde(default)]
@@ -194,6 +213,8 @@ pub struct SeedApps {
     pub count: Option<u32>,
     #[serde(default)]
     pub name_prefix: Option<String>,
+    #[serde(default)]
+    pub phase: Option<Phase>,
 }
 
 impl SeedApps {
@@ -217,9 +238,24 @@ impl SeedApps {
             ..Default::default()
         }
     }
+
+    /// The same apps with app-level env `envs` (builder style).
+    pub fn with_envs(mut self, envs: &[(&str, &str)]) -> Self {
+        self.envs = envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self
+    }
+
+    /// The same apps with their deployment in `phase` (builder style).
+    pub fn with_phase(mut self, phase: Phase) -> Self {
+        self.phase = Some(phase);
+        self
+    }
 }
 
-/// Stores the apps `seed` describes (ACTIVE, no worker); their ids, or why not.
+/// Stores the apps `seed` describes (no worker, no lifecycle); their ids, or why not.
 pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>, String> {
     let names: Vec<String> = match (&seed.name, seed.count) {
         (Some(name), None) => vec![name.clone()],
@@ -236,6 +272,7 @@ pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>,
             serde_json::json!({"key": k, "value": v, "scope": "RUN_TIME", "type": "GENERAL"})
         })
         .collect();
+    let phase = seed.phase.unwrap_or(Phase::Active);
     let mut st = shared.lock();
     let mut ids = Vec::with_capacity(names.len());
     for name in names {
@@ -265,10 +302,10 @@ pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>,
             created_at: now,
             deployment: state::DeploymentRecord {
                 id: uuid::Uuid::new_v4().to_string(),
-                phase: Phase::Active,
+                phase,
                 created_at: now,
                 updated_at: now,
-                fail: false,
+                fail: phase == Phase::Error,
             },
             first_worker: None,
             run_env: Vec::new(),
@@ -278,6 +315,7 @@ pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>,
             exits: Vec::new(),
             log_file: None,
             deleting_until: None,
+            deleting_reads_left: None,
             seeded: true,
         });
         ids.push(id);
@@ -300,6 +338,11 @@ impl FakeDo {
                 "worker command program is empty"
             );
         }
+        anyhow::ensure!(
+            (1..=200).contains(&cfg.max_per_page),
+            "max_per_page must be 1-200, got {}",
+            cfg.max_per_page
+        );
         if let Some(dir) = &cfg.log_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating log dir {}", dir.display()))?;
@@ -360,6 +403,14 @@ impl FakeDo {
     /// HTTP state endpoint and [`Snapshot::create_bodies`] redact them).
     pub fn raw_create_bodies(&self) -> Vec<Value> {
         self.shared.lock().create_bodies.clone()
+    }
+
+    /// The most recent `/v2` requests, oldest first (at most
+    /// [`FakeDoConfig::request_log_limit`]), headers as received: the `Authorization` header
+    /// carries the token, so this is in-process only (and [`RecordedRequest`]'s `Debug` hides
+    /// it).
+    pub fn request_log(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().request_log.iter().cloned().collect()
     }
 
     /// Sends `signal` to the worker process group of app `app_id` (chaos helper); false if no

@@ -1,5 +1,5 @@
 //! The fake's in-memory state: app and deployment records, worker process bookkeeping,
-//! recorded create bodies, request counters, armed faults, rate-limit window, and the
+//! recorded create bodies, request counters and log, armed faults, rate-limit window, and the
 //! serialisable [`Snapshot`] tests observe. Also the conversion of records to API JSON.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::FakeDoConfig;
-use crate::faults::{Fault, FaultQueue};
+use crate::faults::{Fault, FaultQueue, Op};
 use crate::model::{self, App, Deployment, DeploymentComponent, Phase, StepReason};
 use crate::secrets::{self, Vault};
 
@@ -63,7 +63,7 @@ pub struct AppSnapshot {
     /// Where the worker's stdout/stderr go, if a log directory is configured.
     pub log_file: Option<PathBuf>,
     /// A `DELETE` was accepted and the app is being torn down (still visible; see the
-    /// `DeleteDelay` fault).
+    /// `DeleteDelay` and `DeleteLinger` faults).
     #[serde(default)]
     pub deleting: bool,
     /// Seeded ([`crate::FakeDo::seed`]) rather than created through the API.
@@ -94,6 +94,9 @@ pub struct Snapshot {
     /// How long a deleted app stays visible (asynchronous delete); 0: immediate.
     #[serde(default)]
     pub delete_delay_ms: u64,
+    /// How many reads a deleted app stays visible for (`DeleteLinger`); 0: not counted.
+    #[serde(default)]
+    pub delete_linger_reads: u32,
 }
 
 impl Snapshot {
@@ -114,6 +117,79 @@ impl Snapshot {
             .and_then(|m| m.get(&status))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Number of `/v2` requests for `op`, whatever their status.
+    pub fn requests_for(&self, op: &str) -> u64 {
+        self.requests.get(op).map_or(0, |m| m.values().sum())
+    }
+}
+
+/// One `/v2` request as the fake received and answered it (see
+/// [`crate::FakeDo::request_log`]). Headers are kept as received, `Authorization` included, so
+/// the log is in-process only; `Debug` redacts that header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// The operation the request was for.
+    pub op: Op,
+    pub method: String,
+    /// The path, e.g. `/v2/apps/{id}`.
+    pub path: String,
+    /// The raw query string, if any (e.g. `page=1&per_page=200`).
+    pub query: Option<String>,
+    /// Header names (lower case) and values in the order received; non-UTF-8 bytes are
+    /// replaced.
+    pub headers: Vec<(String, String)>,
+    /// The status the fake answered.
+    pub status: u16,
+    /// The request id the fake answered with (`x-request-id` and the error body's
+    /// `request_id`).
+    pub request_id: String,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of query parameter `name` (not percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+impl std::fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let shown = if k.eq_ignore_ascii_case("authorization") {
+                    secrets::REDACTED
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("RecordedRequest")
+            .field("op", &self.op)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("status", &self.status)
+            .field("request_id", &self.request_id)
+            .finish()
     }
 }
 
@@ -146,15 +222,21 @@ pub(crate) struct AppRecord {
     pub log_file: Option<PathBuf>,
     /// Set once a `DELETE` is accepted under a delete delay: when the app disappears.
     pub deleting_until: Option<std::time::Instant>,
+    /// Set once a `DELETE` is accepted under `DeleteLinger`: how many more answers show it.
+    pub deleting_reads_left: Option<u32>,
     pub seeded: bool,
 }
+
+/// The `reason.message` of a failed deployment's failing steps (the deployment's top step and
+/// its worker's `wait` step); the `reason.code` is `DeployContainerExitNonZero`.
+pub const DEPLOYMENT_FAILURE_MESSAGE: &str = "Your deploy failed because your container exited \
+     with a non-zero exit code (injected by fake-do: a DeploymentError fault or an app seeded in \
+     phase ERROR).";
 
 pub(crate) fn failure_reason() -> StepReason {
     StepReason {
         code: "DeployContainerExitNonZero".into(),
-        message: "Your deploy failed because your container exited with a non-zero exit code \
-                  (injected by the fake-do DeploymentError fault)."
-            .into(),
+        message: DEPLOYMENT_FAILURE_MESSAGE.into(),
     }
 }
 
@@ -218,8 +300,25 @@ impl AppRecord {
             exits: self.exits.clone(),
             deprecated_slugs: self.deprecated_slugs.clone(),
             log_file: self.log_file.clone(),
-            deleting: self.deleting_until.is_some(),
+            deleting: self.is_deleting(),
             seeded: self.seeded,
+        }
+    }
+
+    /// Whether a `DELETE` was accepted and the app is still being torn down.
+    pub fn is_deleting(&self) -> bool {
+        self.deleting_until.is_some() || self.deleting_reads_left.is_some()
+    }
+
+    /// Whether its teardown is over (it must disappear now).
+    fn is_torn_down(&self, now: std::time::Instant) -> bool {
+        self.deleting_until.is_some_and(|t| t <= now) || self.deleting_reads_left == Some(0)
+    }
+
+    /// Counts an answer that shows this app against its `DeleteLinger` reads, if any.
+    pub fn shown(&mut self) {
+        if let Some(left) = &mut self.deleting_reads_left {
+            *left = left.saturating_sub(1);
         }
     }
 }
@@ -238,6 +337,8 @@ pub(crate) struct State {
     /// Raw (unredacted) create bodies.
     pub create_bodies: Vec<Value>,
     pub requests: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// The most recent `/v2` requests (at most `FakeDoConfig::request_log_limit`).
+    pub request_log: VecDeque<RecordedRequest>,
     pub faults: FaultQueue,
     pub vault: Vault,
     /// Unix seconds of the `/v2` requests of the last hour.
@@ -257,18 +358,25 @@ impl State {
     /// Removes the apps whose asynchronous delete is over.
     fn purge_deleted(&mut self) {
         let now = std::time::Instant::now();
-        if !self
-            .apps
-            .iter()
-            .any(|a| a.deleting_until.is_some_and(|t| t <= now))
-        {
+        if !self.apps.iter().any(|a| a.is_torn_down(now)) {
             return;
         }
         let (gone, kept): (Vec<AppRecord>, Vec<AppRecord>) = std::mem::take(&mut self.apps)
             .into_iter()
-            .partition(|a| a.deleting_until.is_some_and(|t| t <= now));
+            .partition(|a| a.is_torn_down(now));
         self.apps = kept;
         self.deleted_app_ids.extend(gone.into_iter().map(|a| a.id));
+    }
+
+    /// Appends to the request log, dropping the oldest entries beyond `limit` (0: no log).
+    pub fn log_request(&mut self, limit: usize, request: RecordedRequest) {
+        if limit == 0 {
+            return;
+        }
+        while self.request_log.len() >= limit {
+            self.request_log.pop_front();
+        }
+        self.request_log.push_back(request);
     }
 
     /// Counts one request in the rolling hour; returns (remaining, reset epoch seconds).
@@ -289,6 +397,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub step_delay: Mutex<Duration>,
     pub delete_delay: Mutex<Duration>,
+    /// Reads a deleted app stays visible for (`DeleteLinger`); 0: not counted.
+    pub delete_linger_reads: Mutex<u32>,
     /// `http://host:port` the server is reachable at.
     pub base_url: String,
 }
@@ -302,6 +412,7 @@ impl Shared {
             state: Mutex::new(State::default()),
             step_delay: Mutex::new(step_delay),
             delete_delay: Mutex::new(delete_delay),
+            delete_linger_reads: Mutex::new(0),
             base_url,
         })
     }
@@ -323,6 +434,20 @@ impl Shared {
         *self.delete_delay.lock().unwrap_or_else(|e| e.into_inner()) = d;
     }
 
+    pub fn delete_linger_reads(&self) -> u32 {
+        *self
+            .delete_linger_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_delete_linger_reads(&self, reads: u32) {
+        *self
+            .delete_linger_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = reads;
+    }
+
     pub fn step_delay(&self) -> Duration {
         *self.step_delay.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -334,6 +459,7 @@ impl Shared {
     pub fn snapshot(&self) -> Snapshot {
         let step_delay_ms = self.step_delay().as_millis() as u64;
         let delete_delay_ms = self.delete_delay().as_millis() as u64;
+        let delete_linger_reads = self.delete_linger_reads();
         let st = self.lock();
         Snapshot {
             total_created: st.total_created,
@@ -344,6 +470,7 @@ impl Shared {
             pending_faults: st.faults.pending(),
             step_delay_ms,
             delete_delay_ms,
+            delete_linger_reads,
         }
     }
 }

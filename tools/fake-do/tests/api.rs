@@ -255,37 +255,21 @@ async fn list_paginates_with_absolute_next_links() {
         assert_eq!(s, StatusCode::OK);
         ids.push(v["app"]["id"].as_str().unwrap().to_string());
     }
+    let pages = api
+        .list_pages(&format!("{}/v2/apps?per_page=2", api.base))
+        .await;
+    assert_eq!(pages.len(), 3);
     let mut seen = vec![];
-    let mut url = format!("{}/v2/apps?per_page=2", api.base);
-    let mut pages = 0;
-    loop {
-        pages += 1;
-        let v: Value = api
-            .client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    for v in &pages {
         assert_eq!(v["meta"]["total"], 5);
         for a in v["apps"].as_array().unwrap() {
             seen.push(a["id"].as_str().unwrap().to_string());
         }
-        match v["links"]["pages"]["next"].as_str() {
-            Some(next) => {
-                assert!(next.starts_with("http://"), "{next}");
-                url = next.to_string();
-            }
-            None => {
-                assert!(v["links"]["pages"]["prev"].is_string());
-                break;
-            }
+        if let Some(next) = v["links"]["pages"]["next"].as_str() {
+            assert!(next.starts_with("http://"), "{next}");
         }
     }
-    assert_eq!(pages, 3);
+    assert!(pages[2]["links"]["pages"]["prev"].is_string());
     assert_eq!(seen, ids);
     let (_, v) = api.get("/v2/apps").await;
     assert_eq!(v["apps"].as_array().unwrap().len(), 5);
@@ -608,4 +592,155 @@ async fn seeded_apps_are_listed_and_deletable_like_any_other() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fake.snapshot().apps.len(), 250);
+}
+
+#[tokio::test]
+async fn seeded_apps_can_stand_in_any_deployment_phase() {
+    let fake = start().await;
+    let api = Api::new(&fake);
+    let ids = fake
+        .seed(&tea_fake_do::SeedApps::many(2, "stuck").with_phase(tea_fake_do::Phase::Deploying))
+        .unwrap();
+    let (s, v) = api.get(&format!("/v2/apps/{}", ids[0])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let deployment = &v["app"]["in_progress_deployment"];
+    assert_eq!(deployment["phase"], "DEPLOYING", "{v}");
+    assert!(v["app"].get("active_deployment").is_none(), "{v}");
+    // It stays there (seeded apps have no lifecycle) while an app created after it goes on.
+    let dep_id = deployment["id"].as_str().unwrap();
+    let (s, created) = api.create(&create_body("goes-on")).await;
+    assert_eq!(s, StatusCode::OK, "{created}");
+    api.wait_terminal(
+        created["app"]["id"].as_str().unwrap(),
+        created["app"]["pending_deployment"]["id"].as_str().unwrap(),
+    )
+    .await;
+    let (_, v) = api
+        .get(&format!("/v2/apps/{}/deployments/{dep_id}", ids[0]))
+        .await;
+    assert_eq!(v["deployment"]["phase"], "DEPLOYING", "{v}");
+    let snap = fake.snapshot();
+    let seeded: Vec<_> = snap.apps.iter().filter(|a| a.seeded).collect();
+    assert_eq!(seeded.len(), 2);
+    assert!(
+        seeded
+            .iter()
+            .all(|a| a.phase == tea_fake_do::Phase::Deploying),
+        "{snap:?}"
+    );
+    // The admin endpoint takes the phase too.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_fake/apps", fake.base_url()))
+        .json(&json!({"name": "broken-app", "phase": "ERROR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let snap = fake.snapshot();
+    let broken = snap.app_by_name("broken-app").unwrap();
+    assert_eq!(broken.phase, tea_fake_do::Phase::Error);
+    let (_, v) = api
+        .get(&format!(
+            "/v2/apps/{}/deployments/{}",
+            broken.id, broken.deployment_id
+        ))
+        .await;
+    assert_eq!(
+        v["deployment"]["progress"]["steps"][0]["status"], "ERROR",
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_page_cap_serves_fewer_apps_than_asked_with_links_that_keep_per_page() {
+    let fake = common::start_with(|cfg| cfg.max_per_page = 2).await;
+    let api = Api::new(&fake);
+    fake.seed(&tea_fake_do::SeedApps::many(5, "capped"))
+        .unwrap();
+    let pages = api
+        .list_pages(&format!("{}/v2/apps?per_page=200", api.base))
+        .await;
+    let mut sizes = vec![];
+    for v in &pages {
+        assert_eq!(v["meta"]["total"], 5);
+        sizes.push(v["apps"].as_array().unwrap().len());
+        if let Some(next) = v["links"]["pages"]["next"].as_str() {
+            assert!(next.ends_with("&per_page=200"), "{next}");
+        }
+    }
+    assert_eq!(sizes, [2, 2, 1]);
+    let mut cfg = common::config();
+    cfg.max_per_page = 0;
+    assert!(tea_fake_do::FakeDo::start(cfg).await.is_err());
+}
+
+#[tokio::test]
+async fn delete_linger_shows_a_deleted_app_for_exactly_that_many_reads() {
+    let fake = start().await;
+    let api = Api::new(&fake);
+    let ids = fake
+        .seed(&tea_fake_do::SeedApps::one("lingering", &[]))
+        .unwrap();
+    let path = format!("/v2/apps/{}", ids[0]);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_fake/faults", fake.base_url()))
+        .json(&json!({"kind": "DeleteLinger", "reads": 2}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["delete_linger_reads"], 2, "{body}");
+    assert_eq!(api.delete(&ids[0]).await.0, StatusCode::OK);
+    // A list page holding it and a get of it use up the two reads; then it is gone.
+    let (_, list) = api.get("/v2/apps").await;
+    assert_eq!(list["meta"]["total"], 1);
+    let snap = fake.snapshot();
+    assert!(snap.apps[0].deleting, "{snap:?}");
+    assert_eq!(snap.delete_linger_reads, 2);
+    assert_eq!(api.get(&path).await.0, StatusCode::OK);
+    assert_eq!(api.get(&path).await.0, StatusCode::NOT_FOUND);
+    let snap = fake.snapshot();
+    assert!(snap.apps.is_empty());
+    assert_eq!(snap.deleted_app_ids, ids);
+    assert_eq!(snap.requests_for("get"), 2);
+    assert_eq!(snap.request_count("get", 404), 1);
+}
+
+#[tokio::test]
+async fn the_request_log_keeps_headers_query_status_and_request_id() {
+    let fake = common::start_with(|cfg| cfg.request_log_limit = 2).await;
+    let api = Api::new(&fake);
+    api.get("/v2/apps").await;
+    let (_, headers, _) = api
+        .call(Method::GET, "/v2/apps?page=1&per_page=7", None)
+        .await;
+    reqwest::Client::new()
+        .delete(format!("{}/v2/apps/nope", api.base))
+        .header("authorization", "Bearer wrong")
+        .header("user-agent", "probe/1")
+        .send()
+        .await
+        .unwrap();
+    let log = fake.request_log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    let (list, delete) = (&log[0], &log[1]);
+    assert_eq!(list.op, Op::List);
+    assert_eq!(
+        (list.method.as_str(), list.path.as_str()),
+        ("GET", "/v2/apps")
+    );
+    assert_eq!(list.query_param("per_page"), Some("7"));
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        Some(list.request_id.as_str()),
+        headers["x-request-id"].to_str().ok()
+    );
+    assert_eq!(
+        list.header("Authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!((delete.op, delete.status), (Op::Delete, 401));
+    assert_eq!(delete.header("user-agent"), Some("probe/1"));
+    // Debug output never shows the token.
+    assert!(!format!("{log:?}").contains(TOKEN));
 }

@@ -1,20 +1,13 @@
-//! Integration-style tests of the provider against an in-test mini App Platform server.
-//!
-//! The server keeps apps in memory, honours pagination and name uniqueness, and can be told to
-//! answer the next request of an operation with a fault (optionally after performing it).
+//! Tests of the provider against the fake App Platform API (`tea-fake-do`) in process: the
+//! requests it sends, retries, adoption after failed creates, ownership, deletion, pagination
+//! and the mapping of deployment phases; then the provider contract (`conformance`). The fake
+//! counts and logs every request, so each test checks what reached the API, not only what the
+//! provider says. Connection errors need no server.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::json;
+use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op, Phase, SeedApps};
 
 use super::*;
 use crate::naming::compute_name;
@@ -27,253 +20,53 @@ fn owner() -> ComputeOwner {
     ComputeOwner::new(OWNER).unwrap()
 }
 
-struct Fault {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    /// Perform the operation first, then answer with the fault.
-    after_effect: bool,
+/// The fake for these tests: no worker processes, and deployments that take a step only once
+/// an hour, so that an app stays in the phase a test finds it in.
+fn fake_config() -> FakeDoConfig {
+    FakeDoConfig::new(TOKEN).with_step_delay(Duration::from_secs(3600))
 }
 
-impl Fault {
-    fn status(status: u16) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            after_effect: false,
-        }
-    }
+async fn start() -> (FakeDo, DigitalOceanProvider) {
+    start_with(fake_config()).await
 }
 
-#[derive(Default)]
-struct Mini {
-    addr: Option<SocketAddr>,
-    apps: Vec<Value>,
-    deployments: HashMap<String, Value>,
-    faults: HashMap<&'static str, VecDeque<Fault>>,
-    hits: Vec<(&'static str, HeaderMap, HashMap<String, String>)>,
-    page_size: usize,
-    /// GETs of a deleted app that still return it.
-    linger_gets: usize,
-    lingering: HashMap<String, (Value, usize)>,
-    next_id: u64,
+async fn start_with(cfg: FakeDoConfig) -> (FakeDo, DigitalOceanProvider) {
+    let fake = FakeDo::start(cfg).await.expect("fake App Platform API");
+    let p = provider(&fake, |_| {});
+    (fake, p)
 }
 
-type Shared = Arc<Mutex<Mini>>;
-
-impl Mini {
-    fn hits(&self, op: &str) -> usize {
-        self.hits.iter().filter(|(o, _, _)| *o == op).count()
-    }
-
-    fn add_app(&mut self, name: &str, phase: &str) -> (String, String) {
-        self.add_app_with_spec(json!({ "name": name }), phase)
-    }
-
-    /// An app named `name` whose owner mark is `mark` (`None`: unmarked).
-    fn add_marked(&mut self, name: &str, mark: Option<&str>) -> (String, String) {
-        let envs: Vec<Value> = mark
-            .map(|m| json!({"key": OWNER_ENV, "value": m, "scope": "RUN_TIME", "type": "GENERAL"}))
-            .into_iter()
-            .collect();
-        self.add_app_with_spec(json!({ "name": name, "envs": envs }), "ACTIVE")
-    }
-
-    fn add_app_with_spec(&mut self, spec: Value, phase: &str) -> (String, String) {
-        self.next_id += 1;
-        let id = format!("app-{}", self.next_id);
-        let dep = format!("dep-{}", self.next_id);
-        let deployment = json!({"id": dep, "phase": phase,
-            "progress": {"pending_steps": 6, "total_steps": 6}});
-        self.deployments.insert(dep.clone(), deployment.clone());
-        self.apps.push(json!({
-            "id": id,
-            "spec": spec,
-            "created_at": "2026-01-01T12:00:00Z",
-            "pending_deployment": deployment,
-            "some_future_field": {"x": 1}
-        }));
-        (id, dep)
-    }
-}
-
-fn error(status: u16, id: &str, message: &str) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        code,
-        Json(json!({"id": id, "message": message, "request_id": format!("req-{status}")})),
-    )
-        .into_response()
-}
-
-fn fault_response(f: &Fault) -> Response {
-    let mut resp = error(f.status, "fault", "injected fault");
-    for (k, v) in &f.headers {
-        if let (Ok(name), Ok(value)) = (
-            axum::http::HeaderName::from_bytes(k.as_bytes()),
-            axum::http::HeaderValue::from_str(v),
-        ) {
-            resp.headers_mut().insert(name, value);
-        }
-    }
-    resp
-}
-
-/// Records the hit and takes the next fault for `op`.
-fn enter(
-    st: &Shared,
-    op: &'static str,
-    headers: &HeaderMap,
-    query: HashMap<String, String>,
-) -> Option<Fault> {
-    let mut s = st.lock().unwrap();
-    s.hits.push((op, headers.clone(), query));
-    s.faults.get_mut(op).and_then(VecDeque::pop_front)
-}
-
-fn finish(fault: Option<Fault>, ok: Response) -> Response {
-    match fault {
-        Some(f) => fault_response(&f),
-        None => ok,
-    }
-}
-
-async fn list(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let fault = enter(&st, "list", &headers, q.clone());
-    if fault.as_ref().is_some_and(|f| !f.after_effect) {
-        return finish(fault, ().into_response());
-    }
-    let s = st.lock().unwrap();
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(20);
-    let size = per_page.min(s.page_size.max(1));
-    let start = (page - 1) * size;
-    let apps: Vec<Value> = s.apps.iter().skip(start).take(size).cloned().collect();
-    let mut pages = json!({});
-    if start + size < s.apps.len() {
-        let addr = s.addr.expect("addr set");
-        pages["next"] = json!(format!(
-            "http://{addr}/v2/apps?page={}&per_page={per_page}",
-            page + 1
-        ));
-    }
-    let body = json!({"apps": apps, "links": {"pages": pages}, "meta": {"total": s.apps.len()}});
-    finish(fault, Json(body).into_response())
-}
-
-async fn create(State(st): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let fault = enter(&st, "create", &headers, HashMap::new());
-    if fault.as_ref().is_some_and(|f| !f.after_effect) {
-        return finish(fault, ().into_response());
-    }
-    let mut s = st.lock().unwrap();
-    let Some(name) = body["spec"]["name"].as_str() else {
-        return error(422, "unprocessable_entity", "spec.name is required");
-    };
-    if s.apps.iter().any(|a| a["spec"]["name"] == name) {
-        return error(
-            409,
-            "conflict",
-            &format!("an app with the name {name} already exists"),
-        );
-    }
-    s.add_app_with_spec(body["spec"].clone(), "PENDING_BUILD");
-    let app = s.apps.last().cloned();
-    finish(fault, Json(json!({ "app": app })).into_response())
-}
-
-async fn get_app(State(st): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let fault = enter(&st, "get", &headers, HashMap::new());
-    if fault.is_some() {
-        return finish(fault, ().into_response());
-    }
-    let mut s = st.lock().unwrap();
-    if let Some(app) = s.apps.iter().find(|a| a["id"] == id.as_str()) {
-        return Json(json!({ "app": app })).into_response();
-    }
-    if let Some((app, left)) = s.lingering.get_mut(&id)
-        && *left > 0
-    {
-        *left -= 1;
-        return Json(json!({ "app": app })).into_response();
-    }
-    error(
-        404,
-        "not_found",
-        "The resource you were accessing could not be found.",
-    )
-}
-
-async fn delete_app(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let fault = enter(&st, "delete", &headers, HashMap::new());
-    if fault.as_ref().is_some_and(|f| !f.after_effect) {
-        return finish(fault, ().into_response());
-    }
-    let mut s = st.lock().unwrap();
-    let Some(pos) = s.apps.iter().position(|a| a["id"] == id.as_str()) else {
-        return error(
-            404,
-            "not_found",
-            "The resource you were accessing could not be found.",
-        );
-    };
-    let app = s.apps.remove(pos);
-    let linger = s.linger_gets;
-    s.lingering.insert(id.clone(), (app, linger));
-    finish(fault, Json(json!({ "id": id })).into_response())
-}
-
-async fn get_deployment(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    Path((id, dep)): Path<(String, String)>,
-) -> Response {
-    let fault = enter(&st, "get_deployment", &headers, HashMap::new());
-    if fault.is_some() {
-        return finish(fault, ().into_response());
-    }
-    let s = st.lock().unwrap();
-    if !s.apps.iter().any(|a| a["id"] == id.as_str()) {
-        return error(404, "not_found", "app not found");
-    }
-    match s.deployments.get(&dep) {
-        Some(d) => Json(json!({ "deployment": d })).into_response(),
-        None => error(404, "not_found", "deployment not found"),
-    }
-}
-
-async fn start(page_size: usize) -> (Shared, DigitalOceanProvider) {
-    let st: Shared = Arc::new(Mutex::new(Mini {
-        page_size,
-        ..Mini::default()
-    }));
-    let app = Router::new()
-        .route("/v2/apps", get(list).post(create))
-        .route("/v2/apps/{id}", get(get_app).delete(delete_app))
-        .route("/v2/apps/{id}/deployments/{dep}", get(get_deployment))
-        .with_state(st.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    st.lock().unwrap().addr = Some(addr);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+/// A provider of the fake's API with quick retries and delete polls, changed by `adjust`.
+fn provider(fake: &FakeDo, adjust: impl FnOnce(&mut DigitalOceanConfig)) -> DigitalOceanProvider {
     let mut cfg = DigitalOceanConfig::new(AccessToken::new(TOKEN));
-    cfg.api_url = format!("http://{addr}");
+    cfg.api_url = fake.base_url();
     cfg.region = Some("ams".into());
     cfg.request_timeout = Duration::from_secs(5);
     cfg.base_backoff = Duration::from_millis(1);
     cfg.max_backoff = Duration::from_millis(5);
     cfg.delete_confirm_timeout = Duration::from_secs(5);
     cfg.delete_poll_max_interval = Duration::from_millis(10);
-    (st, DigitalOceanProvider::new(cfg, owner()).unwrap())
+    adjust(&mut cfg);
+    DigitalOceanProvider::new(cfg, owner()).unwrap()
+}
+
+/// The request id the fake answered the last request for `op` with.
+fn last_request_id(fake: &FakeDo, op: Op) -> String {
+    fake.request_log()
+        .iter()
+        .rev()
+        .find(|r| r.op == op)
+        .map(|r| r.request_id.clone())
+        .unwrap_or_else(|| panic!("no {op:?} request reached the fake"))
+}
+
+/// The id of the only deployment of app `id`.
+fn deployment_of(fake: &FakeDo, id: &str) -> String {
+    fake.snapshot()
+        .app(id)
+        .unwrap_or_else(|| panic!("app {id} is not there"))
+        .deployment_id
+        .clone()
 }
 
 fn spec(name: &str) -> ComputeSpec {
@@ -301,30 +94,34 @@ fn spec(name: &str) -> ComputeSpec {
 
 #[tokio::test]
 async fn create_sends_headers_and_body_then_second_call_adopts() {
-    let (st, p) = start(200).await;
+    let (fake, p) = start().await;
     let h = p.create_or_adopt(&spec("ext-one-1")).await.unwrap();
     assert!(!h.adopted);
-    assert_eq!(h.revision.as_deref(), Some("dep-1"));
-    assert_eq!(h.id, "app-1");
+    let snap = fake.snapshot();
+    let app = snap.app_by_name("ext-one-1").expect("the app was created");
+    assert_eq!(h.id, app.id);
+    assert_eq!(h.revision.as_deref(), Some(app.deployment_id.as_str()));
 
-    {
-        let s = st.lock().unwrap();
-        let (_, headers, _) = s.hits.iter().find(|(op, _, _)| *op == "create").unwrap();
-        assert_eq!(headers["authorization"], format!("Bearer {TOKEN}").as_str());
-        assert_eq!(headers["content-type"], "application/json");
-        assert_eq!(headers["accept"], "application/json");
-        assert!(
-            headers["user-agent"]
-                .to_str()
-                .unwrap()
-                .starts_with("tea-compute/")
-        );
-    }
+    let log = fake.request_log();
+    let create = log
+        .iter()
+        .find(|r| r.op == Op::Create)
+        .expect("a create request");
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(create.header("authorization"), Some(bearer.as_str()));
+    assert_eq!(create.header("content-type"), Some("application/json"));
+    assert_eq!(create.header("accept"), Some("application/json"));
+    assert!(
+        create
+            .header("user-agent")
+            .is_some_and(|ua| ua.starts_with("tea-compute/")),
+        "{create:?}"
+    );
 
     // The first create listed nothing; the mark is an app-level GENERAL variable.
     assert_eq!(p.request_stats().total_requests(), 1);
     assert_eq!(
-        st.lock().unwrap().apps[0]["spec"]["envs"],
+        snap.create_bodies[0]["spec"]["envs"],
         json!([{"key": "TEA_COMPUTE_OWNER", "value": OWNER, "scope": "RUN_TIME", "type": "GENERAL"}])
     );
 
@@ -333,9 +130,10 @@ async fn create_sends_headers_and_body_then_second_call_adopts() {
     assert!(again.adopted);
     assert_eq!(again.id, h.id);
     assert_eq!(again.revision, h.revision);
-    let s = st.lock().unwrap();
-    assert_eq!(s.apps.len(), 1);
-    assert_eq!(s.hits("create"), 2);
+    let snap = fake.snapshot();
+    assert_eq!(snap.apps.len(), 1);
+    assert_eq!(snap.requests_for("create"), 2);
+    assert_eq!(snap.request_count("create", 409), 1);
     let stats = p.request_stats();
     assert_eq!(stats.requests(Operation::Create), 2);
     assert_eq!(stats.requests(Operation::List), 1);
@@ -343,45 +141,39 @@ async fn create_sends_headers_and_body_then_second_call_adopts() {
 
 #[tokio::test]
 async fn create_costs_one_request_however_many_apps_the_account_holds() {
-    let (st, p) = start(200).await;
-    {
-        let mut s = st.lock().unwrap();
-        for i in 0..1000 {
-            s.add_marked(&format!("foreign-{i}"), Some("someone-else"));
-        }
-    }
+    let (fake, p) = start().await;
+    fake.seed(&SeedApps::many(1000, "foreign").with_envs(&[(OWNER_ENV, "someone-else")]))
+        .unwrap();
     let name = compute_name("run-o1", 1);
     let h = p.create_or_adopt(&spec(&name)).await.unwrap();
     assert!(!h.adopted);
     let stats = p.request_stats();
     assert_eq!(stats.total_requests(), 1, "{stats:?}");
-    assert_eq!(st.lock().unwrap().hits("list"), 0);
+    assert_eq!(fake.snapshot().requests_for("list"), 0);
 }
 
 #[tokio::test]
 async fn an_app_with_our_name_but_not_our_mark_is_never_adopted() {
-    let (st, p) = start(200).await;
+    let (fake, p) = start().await;
     let other = compute_name("run-other", 1);
     let unmarked = compute_name("run-unmarked", 1);
-    {
-        let mut s = st.lock().unwrap();
-        s.add_marked(&other, Some("another/deployment"));
-        s.add_marked(&unmarked, None);
-    }
+    fake.seed(&SeedApps::one(&other, &[(OWNER_ENV, "another/deployment")]))
+        .unwrap();
+    fake.seed(&SeedApps::one(&unmarked, &[])).unwrap();
     for (name, says) in [(&other, "\"another/deployment\""), (&unmarked, "absent")] {
         let err = p.create_or_adopt(&spec(name)).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Permanent, "{}", err.message);
         assert!(err.message.contains("not ours"), "{}", err.message);
         assert!(err.message.contains(says), "{}", err.message);
     }
-    let s = st.lock().unwrap();
-    assert_eq!(s.apps.len(), 2);
-    assert_eq!(s.hits("delete"), 0);
+    let snap = fake.snapshot();
+    assert_eq!(snap.apps.len(), 2);
+    assert_eq!(snap.requests_for("delete"), 0);
 }
 
 #[tokio::test]
 async fn the_owner_mark_variable_is_reserved() {
-    let (st, p) = start(200).await;
+    let (fake, p) = start().await;
     let mut bad = spec("ext-ok-1");
     bad.env.push(EnvVar {
         key: OWNER_ENV.into(),
@@ -391,20 +183,17 @@ async fn the_owner_mark_variable_is_reserved() {
     let err = p.create_or_adopt(&bad).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(err.message.contains("reserved"), "{}", err.message);
-    assert!(st.lock().unwrap().hits.is_empty());
+    assert!(fake.snapshot().requests.is_empty());
 }
 
 #[tokio::test]
 async fn retry_on_429_honours_retry_after() {
-    let (st, p) = start(200).await;
-    st.lock().unwrap().faults.insert(
-        "list",
-        VecDeque::from([Fault {
-            status: 429,
-            headers: vec![("retry-after", "1".into())],
-            after_effect: false,
-        }]),
-    );
+    let (fake, p) = start().await;
+    fake.inject(Fault::RateLimit {
+        count: 1,
+        retry_after_secs: 1,
+        op: Op::List,
+    });
     let started = Instant::now();
     let found = p.list_ours("ext-").await.unwrap();
     assert!(found.is_empty());
@@ -413,7 +202,9 @@ async fn retry_on_429_honours_retry_after() {
         "waited only {:?}",
         started.elapsed()
     );
-    assert_eq!(st.lock().unwrap().hits("list"), 2);
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("list"), 2);
+    assert_eq!(snap.request_count("list", 429), 1);
     let stats = p.request_stats();
     assert_eq!(stats.status_count(429), 1);
     assert_eq!(stats.status_count(200), 1);
@@ -422,72 +213,76 @@ async fn retry_on_429_honours_retry_after() {
 
 #[tokio::test]
 async fn too_long_retry_after_gives_up_at_once() {
-    let (st, p) = start(200).await;
-    st.lock().unwrap().faults.insert(
-        "list",
-        VecDeque::from([Fault {
-            status: 429,
-            headers: vec![("retry-after", "3600".into())],
-            after_effect: false,
-        }]),
-    );
+    let (fake, p) = start().await;
+    fake.inject(Fault::RateLimit {
+        count: 1,
+        retry_after_secs: 3600,
+        op: Op::List,
+    });
     let err = p.list_ours("ext-").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert!(err.message.contains("3600"), "{}", err.message);
-    assert_eq!(st.lock().unwrap().hits("list"), 1);
+    assert_eq!(fake.snapshot().requests_for("list"), 1);
 }
 
 #[tokio::test]
 async fn retry_on_500_then_success() {
-    let (st, p) = start(200).await;
-    let (id, dep) = {
-        let mut s = st.lock().unwrap();
-        let ids = s.add_app("ext-two-1", "DEPLOYING");
-        s.faults.insert(
-            "get_deployment",
-            VecDeque::from([Fault::status(500), Fault::status(502)]),
-        );
-        ids
-    };
+    let (fake, p) = start().await;
+    let ids = fake
+        .seed(&SeedApps::one("ext-two-1", &[]).with_phase(Phase::Deploying))
+        .unwrap();
+    for status in [500, 502] {
+        fake.inject(Fault::ServerError {
+            count: 1,
+            status,
+            op: Op::GetDeployment,
+        });
+    }
     let handle = ComputeHandle {
-        id,
+        id: ids[0].clone(),
         name: "ext-two-1".into(),
-        revision: Some(dep),
+        revision: Some(deployment_of(&fake, &ids[0])),
         adopted: false,
     };
     let r = p.readiness(&handle).await.unwrap();
+    // The fake's DEPLOYING progress of an app without a worker process: initialize done,
+    // finalize pending.
     assert_eq!(
         r,
         Readiness::Pending {
             phase: "DEPLOYING".into(),
-            detail: Some("0/6 steps".into())
+            detail: Some("1/2 steps".into())
         }
     );
-    assert_eq!(st.lock().unwrap().hits("get_deployment"), 3);
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("get_deployment"), 3);
+    assert_eq!(snap.request_count("get_deployment", 200), 1);
     assert_eq!(p.request_stats().requests(Operation::GetDeployment), 3);
 }
 
 #[tokio::test]
 async fn exhausted_retries_are_transient_and_say_so() {
-    let (st, p) = start(200).await;
-    st.lock()
-        .unwrap()
-        .faults
-        .insert("list", (0..5).map(|_| Fault::status(503)).collect());
+    let (fake, p) = start().await;
+    fake.inject(Fault::ServerError {
+        count: 5,
+        status: 503,
+        op: Op::List,
+    });
     let err = p.list_ours("ext-").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert!(err.message.contains("after 5 attempts"), "{}", err.message);
-    assert!(err.message.contains("req-503"), "{}", err.message);
-    assert_eq!(st.lock().unwrap().hits("list"), 5);
+    let request_id = last_request_id(&fake, Op::List);
+    assert!(err.message.contains(&request_id), "{}", err.message);
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("list"), 5);
+    assert_eq!(snap.request_count("list", 503), 5);
 }
 
 #[tokio::test]
 async fn unauthorized_is_permanent_without_retry() {
-    let (st, p) = start(200).await;
-    st.lock()
-        .unwrap()
-        .faults
-        .insert("create", VecDeque::from([Fault::status(401)]));
+    const WRONG: &str = "dop_v1_revoked_token";
+    let (fake, _) = start().await;
+    let p = provider(&fake, |cfg| cfg.token = AccessToken::new(WRONG));
     let err = p.create_or_adopt(&spec("ext-three-1")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(
@@ -496,71 +291,64 @@ async fn unauthorized_is_permanent_without_retry() {
         err.message
     );
     assert!(err.message.contains("401"), "{}", err.message);
-    assert!(err.message.contains("req-401"), "{}", err.message);
-    assert!(!err.message.contains(TOKEN));
-    let s = st.lock().unwrap();
-    assert_eq!(s.hits("create"), 1);
-    assert_eq!(s.hits("list"), 0);
+    let request_id = last_request_id(&fake, Op::Create);
+    assert!(err.message.contains(&request_id), "{}", err.message);
+    assert!(!err.message.contains(WRONG));
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("create"), 1);
+    assert_eq!(snap.request_count("create", 401), 1);
+    assert_eq!(snap.requests_for("list"), 0);
 }
 
 #[tokio::test]
 async fn create_answered_500_after_storing_is_adopted() {
-    let (st, p) = start(200).await;
-    st.lock().unwrap().faults.insert(
-        "create",
-        VecDeque::from([Fault {
-            status: 500,
-            headers: Vec::new(),
-            after_effect: true,
-        }]),
-    );
+    let (fake, p) = start().await;
+    fake.inject(Fault::CreateStoresThen500 { count: 1 });
     let h = p.create_or_adopt(&spec("ext-four-1")).await.unwrap();
     assert!(h.adopted);
-    assert_eq!(h.revision.as_deref(), Some("dep-1"));
-    let s = st.lock().unwrap();
-    assert_eq!(s.apps.len(), 1);
-    assert_eq!(s.apps[0]["id"], h.id.as_str());
+    let snap = fake.snapshot();
+    assert_eq!(snap.apps.len(), 1);
+    assert_eq!(snap.apps[0].id, h.id);
+    assert_eq!(
+        h.revision.as_deref(),
+        Some(snap.apps[0].deployment_id.as_str())
+    );
 }
 
 #[tokio::test]
 async fn create_failing_once_without_retries_is_adopted_by_lookup() {
-    let (st, mut p) = start(200).await;
-    p = {
-        let mut cfg = p.config().clone();
-        cfg.max_attempts = 1;
-        DigitalOceanProvider::new(cfg, owner()).unwrap()
-    };
-    st.lock().unwrap().faults.insert(
-        "create",
-        VecDeque::from([Fault {
-            status: 504,
-            headers: Vec::new(),
-            after_effect: true,
-        }]),
-    );
+    let (fake, _) = start().await;
+    let p = provider(&fake, |cfg| cfg.max_attempts = 1);
+    fake.inject(Fault::CreateStoresThen500 { count: 1 });
     let h = p.create_or_adopt(&spec("ext-five-1")).await.unwrap();
     assert!(h.adopted);
-    let s = st.lock().unwrap();
-    assert_eq!(s.apps.len(), 1);
-    assert_eq!(s.hits("create"), 1);
+    let snap = fake.snapshot();
+    assert_eq!(snap.apps.len(), 1);
+    assert_eq!(snap.apps[0].id, h.id);
+    assert_eq!(snap.requests_for("create"), 1);
 }
 
 #[tokio::test]
 async fn validation_error_is_permanent_with_the_api_message() {
-    let (st, p) = start(200).await;
-    st.lock()
-        .unwrap()
-        .faults
-        .insert("create", VecDeque::from([Fault::status(422)]));
+    // A region the provider lets through (with a warning) but the API refuses.
+    let (fake, _) = start().await;
+    let p = provider(&fake, |cfg| cfg.region = Some("mars".into()));
     let err = p.create_or_adopt(&spec("ext-six-1")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("injected fault"), "{}", err.message);
-    assert_eq!(st.lock().unwrap().hits("create"), 1);
+    assert!(
+        err.message
+            .contains(r#"error validating app spec field "region": unknown region "mars""#),
+        "{}",
+        err.message
+    );
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("create"), 1);
+    assert_eq!(snap.request_count("create", 400), 1);
 }
 
 #[tokio::test]
 async fn invalid_spec_is_rejected_before_any_request() {
-    let (st, p) = start(200).await;
+    let (fake, p) = start().await;
     let mut bad = spec("Not_Valid");
     assert_eq!(
         p.create_or_adopt(&bad).await.unwrap_err().kind,
@@ -572,68 +360,73 @@ async fn invalid_spec_is_rejected_before_any_request() {
         p.create_or_adopt(&bad).await.unwrap_err().kind,
         ErrorKind::Permanent
     );
-    assert!(st.lock().unwrap().hits.is_empty());
+    assert!(fake.snapshot().requests.is_empty());
 }
 
 #[tokio::test]
 async fn delete_missing_app_is_already_gone() {
-    let (st, p) = start(200).await;
+    let (fake, p) = start().await;
     assert_eq!(p.delete("nope").await.unwrap(), Deleted::AlreadyGone);
-    assert_eq!(st.lock().unwrap().hits("delete"), 1);
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("delete"), 1);
+    assert_eq!(snap.request_count("delete", 404), 1);
 }
 
 #[tokio::test]
 async fn delete_polls_until_the_app_is_gone() {
-    let (st, p) = start(200).await;
-    let (id, _) = {
-        let mut s = st.lock().unwrap();
-        s.linger_gets = 2;
-        s.add_app("ext-seven-1", "ACTIVE")
-    };
-    assert_eq!(p.delete(&id).await.unwrap(), Deleted::Removed);
-    let s = st.lock().unwrap();
-    assert_eq!(s.hits("delete"), 1);
-    assert_eq!(s.hits("get"), 3);
-    assert!(s.apps.is_empty());
+    let (fake, p) = start().await;
+    let ids = fake.seed(&SeedApps::one("ext-seven-1", &[])).unwrap();
+    // The deleted app is still shown by the next two reads of it.
+    fake.inject(Fault::DeleteLinger { reads: 2 });
+    assert_eq!(p.delete(&ids[0]).await.unwrap(), Deleted::Removed);
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("delete"), 1);
+    assert_eq!(snap.requests_for("get"), 3);
+    assert_eq!(snap.request_count("get", 200), 2);
+    assert_eq!(snap.request_count("get", 404), 1);
+    assert!(snap.apps.is_empty());
+    assert_eq!(snap.deleted_app_ids, ids);
 }
 
 #[tokio::test]
 async fn delete_not_confirmed_by_the_deadline_is_transient() {
-    let (st, p) = start(200).await;
-    let p = {
-        let mut cfg = p.config().clone();
+    let (fake, _) = start().await;
+    let p = provider(&fake, |cfg| {
         cfg.delete_confirm_timeout = Duration::from_millis(50);
-        DigitalOceanProvider::new(cfg, owner()).unwrap()
-    };
-    let (id, _) = {
-        let mut s = st.lock().unwrap();
-        s.linger_gets = usize::MAX;
-        s.add_app("ext-eight-1", "ACTIVE")
-    };
-    let err = p.delete(&id).await.unwrap_err();
+    });
+    let ids = fake.seed(&SeedApps::one("ext-eight-1", &[])).unwrap();
+    // The teardown outlasts the test.
+    fake.inject(Fault::DeleteDelay {
+        delay_ms: 3_600_000,
+    });
+    let err = p.delete(&ids[0]).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert!(err.message.contains("not confirmed"), "{}", err.message);
 }
 
 #[tokio::test]
 async fn list_ours_follows_pages_and_keeps_only_generated_names_with_our_mark() {
-    let (st, p) = start(2).await;
+    // Pages of two apps, whatever the provider asks for.
+    let mut cfg = fake_config();
+    cfg.max_per_page = 2;
+    let (fake, p) = start_with(cfg).await;
     let ours: Vec<String> = (1..=3)
         .map(|i| compute_name(&format!("run-{i}"), 1))
         .collect();
     let foreign = compute_name("run-foreign", 1);
     let unmarked = compute_name("run-unmarked", 2);
-    {
-        let mut s = st.lock().unwrap();
-        s.add_marked("ext-api", Some(OWNER));
-        s.add_marked("other-app", Some(OWNER));
-        s.add_marked("ext-a-1", Some(OWNER));
-        for name in &ours {
-            s.add_marked(name, Some(OWNER));
-        }
-        s.add_marked(&foreign, Some("another/deployment"));
-        s.add_marked(&unmarked, None);
+    let seed = |name: &str, mark: Option<&str>| {
+        let envs: Vec<(&str, &str)> = mark.map(|m| (OWNER_ENV, m)).into_iter().collect();
+        fake.seed(&SeedApps::one(name, &envs)).unwrap();
+    };
+    seed("ext-api", Some(OWNER));
+    seed("other-app", Some(OWNER));
+    seed("ext-a-1", Some(OWNER));
+    for name in &ours {
+        seed(name, Some(OWNER));
     }
+    seed(&foreign, Some("another/deployment"));
+    seed(&unmarked, None);
     let mut names: Vec<String> = p
         .list_ours("ext-")
         .await
@@ -648,48 +441,66 @@ async fn list_ours_follows_pages_and_keeps_only_generated_names_with_our_mark() 
     // Delete-by-name looks a single name up through the same filter.
     assert_eq!(p.list_ours(&ours[0]).await.unwrap().len(), 1);
     assert!(p.list_ours(&foreign).await.unwrap().is_empty());
-    let s = st.lock().unwrap();
-    assert_eq!(s.hits("list"), 4 * 3);
-    for (op, _, q) in &s.hits {
-        assert_eq!(*op, "list");
-        assert_eq!(q.get("per_page").map(String::as_str), Some("200"));
+    // Eight apps, four pages, three listings; every page asked for the API's largest page.
+    let snap = fake.snapshot();
+    assert_eq!(snap.requests_for("list"), 4 * 3);
+    assert_eq!(snap.requests.len(), 1, "{:?}", snap.requests);
+    let log = fake.request_log();
+    assert_eq!(log.len(), 4 * 3);
+    for r in &log {
+        assert_eq!(r.op, Op::List);
+        assert_eq!(r.query_param("per_page"), Some("200"), "{r:?}");
     }
 }
 
 #[tokio::test]
 async fn readiness_maps_phases_and_missing_apps() {
-    let (st, p) = start(200).await;
-    let (id, dep) = st.lock().unwrap().add_app("ext-nine-1", "BUILDING");
-    let mut handle = ComputeHandle {
-        id: id.clone(),
+    // Apps created here fail their deployment within a few 20 ms steps; seeded apps stay put.
+    let (fake, p) = start_with(fake_config().with_step_delay(Duration::from_millis(20))).await;
+
+    // Without a deployment id the app's pending deployment is used.
+    let pending = fake
+        .seed(&SeedApps::one("ext-nine-1", &[]).with_phase(Phase::PendingDeploy))
+        .unwrap();
+    let handle = ComputeHandle {
+        id: pending[0].clone(),
         name: "ext-nine-1".into(),
         revision: None,
         adopted: true,
     };
-    // Without a deployment id the app's pending deployment is used.
-    assert!(matches!(
-        p.readiness(&handle).await.unwrap(),
-        Readiness::Pending { phase, .. } if phase == "BUILDING"
-    ));
-
-    handle.revision = Some(dep.clone());
-    st.lock().unwrap().deployments.insert(
-        dep.clone(),
-        json!({"id": dep, "phase": "ERROR", "progress": {"error_steps": 1, "total_steps": 6,
-            "steps": [{"name": "deploy", "status": "ERROR",
-                       "reason": {"code": "x", "message": "image not found"}}]}}),
-    );
     assert_eq!(
         p.readiness(&handle).await.unwrap(),
-        Readiness::Failed {
-            phase: "ERROR".into(),
-            reason: "deploy: image not found".into()
+        Readiness::Pending {
+            phase: "PENDING_DEPLOY".into(),
+            detail: Some("0/2 steps".into())
         }
     );
-    st.lock()
-        .unwrap()
-        .deployments
-        .insert(dep.clone(), json!({"id": dep, "phase": "ACTIVE"}));
+    assert_eq!(p.request_stats().requests(Operation::GetDeployment), 0);
+
+    // A failed deployment, with the reasons of its failed steps.
+    fake.inject(Fault::DeploymentError { count: 1 });
+    let failed = p.create_or_adopt(&spec("ext-nine-2")).await.unwrap();
+    fake.wait_until(Duration::from_secs(10), |s| {
+        s.app(&failed.id).is_some_and(|a| a.phase == Phase::Error)
+    })
+    .await
+    .expect("the deployment fails");
+    let m = tea_fake_do::DEPLOYMENT_FAILURE_MESSAGE;
+    assert_eq!(
+        p.readiness(&failed).await.unwrap(),
+        Readiness::Failed {
+            phase: "ERROR".into(),
+            reason: format!("deploy: {m}; {DEFAULT_COMPONENT_NAME}: {m}")
+        }
+    );
+
+    let active = fake.seed(&SeedApps::one("ext-nine-3", &[])).unwrap();
+    let handle = ComputeHandle {
+        id: active[0].clone(),
+        name: "ext-nine-3".into(),
+        revision: Some(deployment_of(&fake, &active[0])),
+        adopted: true,
+    };
     assert_eq!(
         p.readiness(&handle).await.unwrap(),
         Readiness::Ready {
@@ -735,7 +546,6 @@ mod conformance {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use tea_fake_do::{FakeDo, FakeDoConfig, Fault, SeedApps};
 
     use super::*;
     use crate::{ComputeHandle, conformance::Subject};

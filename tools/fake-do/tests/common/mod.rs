@@ -21,7 +21,14 @@ pub fn config() -> FakeDoConfig {
 }
 
 pub async fn start() -> FakeDo {
-    FakeDo::start(config()).await.expect("fake starts")
+    start_with(|_| {}).await
+}
+
+/// A fake with [`config`] changed by `adjust`.
+pub async fn start_with(adjust: impl FnOnce(&mut FakeDoConfig)) -> FakeDo {
+    let mut cfg = config();
+    adjust(&mut cfg);
+    FakeDo::start(cfg).await.expect("fake starts")
 }
 
 /// The reference create body (doc example 1) for app `name`.
@@ -80,6 +87,30 @@ impl Api {
             headers,
             serde_json::from_str(&text).unwrap_or(Value::Null),
         )
+    }
+
+    /// Lists apps from the absolute URL `first`, following `links.pages.next` to the last page;
+    /// returns each page's JSON body in order.
+    pub async fn list_pages(&self, first: &str) -> Vec<Value> {
+        let mut pages = vec![];
+        let mut url = first.to_string();
+        loop {
+            let resp = self
+                .client
+                .get(&url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("request sent");
+            assert_eq!(resp.status(), StatusCode::OK, "{url}");
+            let page: Value = resp.json().await.expect("a JSON page");
+            let next = page["links"]["pages"]["next"].as_str().map(str::to_string);
+            pages.push(page);
+            match next {
+                Some(next) => url = next,
+                None => return pages,
+            }
+        }
     }
 
     pub async fn create(&self, body: &Value) -> (StatusCode, Value) {
