@@ -672,6 +672,7 @@ async fn a_terminated_run_s_app_worker_parks_instead_of_crash_looping() {
         .env("SWEEP_GRACE_PERIOD", "0")
         .env("LOG_LEVEL", "error")
         .arg("sweep")
+        .arg("--json")
         .spawn();
     let status = sweep.wait(RUN_TIMEOUT).await;
     assert!(status.success(), "sweep: {}", sweep.output());

@@ -111,6 +111,7 @@ impl Fixture {
         .env("SWEEP_DRY_RUN", dry_run.to_string())
         .env("LOG_LEVEL", "error")
         .arg("sweep")
+        .arg("--json")
         .spawn();
         let status = sweep.wait(Duration::from_secs(60)).await;
         assert!(status.success(), "sweep failed: {}", sweep.output());
@@ -120,7 +121,7 @@ impl Fixture {
 
     /// Starts a run and waits until its job runs on an external worker; returns the run and
     /// that worker's pid.
-    async fn start_job(&self, test: &str, job: &str) -> (RunHandle, u32) {
+    pub(crate) async fn start_job(&self, test: &str, job: &str) -> (RunHandle, u32) {
         let handle = self.start_run(test, job).await;
         wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
         let pid = self

@@ -9,6 +9,7 @@ mod digitalocean;
 mod docker;
 mod job_args;
 mod local;
+mod operator;
 mod ownership;
 
 /// The test support library, under the name the tests use.

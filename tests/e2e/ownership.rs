@@ -65,6 +65,7 @@ async fn sweep(command: ProcBuilder) -> (ExitStatus, Value) {
         .env("SWEEP_GRACE_PERIOD", "0s")
         .env("LOG_LEVEL", "error")
         .arg("sweep")
+        .arg("--json")
         .spawn();
     let status = sweep.wait(Duration::from_secs(120)).await;
     let output = sweep.output();

@@ -6,8 +6,11 @@
 //! - [`activities`]: the provisioning activities (`Create`, `WaitForAppBuild`, `Delete`) over a
 //!   [`tea_compute::ComputeProvider`].
 //! - [`worker`]: the workflow-worker process: one worker on `taskQueueName` hosting both.
+//! - [`sweeper`]: deleting this owner's compute that no running run owns.
+//! - [`operator`]: `compute list`, `compute delete` and the sweep report, for people.
 
 pub mod activities;
+pub mod operator;
 pub mod sweeper;
 pub mod worker;
 pub mod workflow;

@@ -7,12 +7,13 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tea_compute::{
-    ComputeOwner, ComputeProvider, EnvVar,
+    ComputeOwner, ComputeProvider, Deleted, EnvVar,
     registry::{ProviderConfig, ProviderKind},
 };
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
     activities::{PollBackoff, forwarded_temporal_env, job_secret_env},
+    operator,
     sweeper::{SweepOptions, failure_summary, remove_schedule, schedule_id, sweep_once},
     worker::{WorkflowWorkerConfig, run},
 };
@@ -77,11 +78,41 @@ struct Args {
 enum Command {
     /// Run the worker (the default).
     Run,
-    /// Sweep once: delete this owner's compute that no running run owns, print the report as
-    /// JSON, exit (status 1 when any delete failed).
-    Sweep,
+    /// Sweep once: delete this owner's compute that no running run owns, print the report
+    /// (a table; `--json` for machines), exit (status 1 when any delete failed).
+    Sweep {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// See and remove this owner's compute by hand.
+    #[command(subcommand)]
+    Compute(ComputeCommand),
     /// Remove this owner's sweep schedule (the fleet's scheduled sweeps stop) and exit.
     DeleteSweepSchedule,
+}
+
+#[derive(Debug, Subcommand)]
+enum ComputeCommand {
+    /// List this owner's compute: name, provider, the running run that owns it and its
+    /// phase, and age.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete one unit of this owner's compute. Refused while a running run owns it, unless
+    /// --cancel-run: then the run is cancelled and its teardown deletes the unit.
+    Delete {
+        /// The compute's name (`ext-...`, as `compute list` shows it).
+        name: String,
+        /// Cancel the running run that owns it and wait for its teardown.
+        #[arg(long)]
+        cancel_run: bool,
+        /// How long to wait for the cancelled run to close.
+        #[arg(long, default_value = "5m")]
+        wait: GoDuration,
+    },
 }
 
 #[tokio::main]
@@ -101,11 +132,17 @@ async fn main() -> ExitCode {
     let outcome = match args.command {
         // Removing the schedule needs only Temporal, not the provider's settings.
         Some(Command::DeleteSweepSchedule) => delete_schedule_main(&args, owner).await,
-        Some(Command::Sweep) => {
+        Some(Command::Sweep { json }) => {
             let Some(config) = checked_provider_config(args.provider) else {
                 return ExitCode::from(2);
             };
-            sweep_main(&args, (config, owner)).await
+            sweep_main(&args, (config, owner), json).await
+        }
+        Some(Command::Compute(ref command)) => {
+            let Some(config) = checked_provider_config(args.provider) else {
+                return ExitCode::from(2);
+            };
+            compute_main(&args, (config, owner), command).await
         }
         Some(Command::Run) | None => {
             let Some(config) = checked_provider_config(args.provider) else {
@@ -223,11 +260,16 @@ fn sweep_options(args: &Args) -> SweepOptions {
 async fn sweep_main(
     args: &Args,
     (provider, owner): (ProviderConfig, Option<ComputeOwner>),
+    json: bool,
 ) -> anyhow::Result<()> {
     let (client, _) = tea_runtime::connect().await?;
     let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
     let report = sweep_once(provider.as_ref(), &client, &sweep_options(args), None).await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", operator::sweep_table(&report));
+    }
     if !report.failed.is_empty() {
         anyhow::bail!("{}", failure_summary(&report));
     }
@@ -242,6 +284,52 @@ async fn delete_schedule_main(args: &Args, owner: Option<ComputeOwner>) -> anyho
         println!("deleted sweep schedule {id}");
     } else {
         println!("no sweep schedule {id}");
+    }
+    Ok(())
+}
+
+async fn compute_main(
+    args: &Args,
+    (provider, owner): (ProviderConfig, Option<ComputeOwner>),
+    command: &ComputeCommand,
+) -> anyhow::Result<()> {
+    let (client, _) = tea_runtime::connect().await?;
+    let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
+    match command {
+        ComputeCommand::List { json } => {
+            let rows = operator::list_compute(provider.as_ref(), &client).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", operator::compute_table(&rows));
+            }
+        }
+        ComputeCommand::Delete {
+            name,
+            cancel_run,
+            wait,
+        } => {
+            let outcome = operator::delete_compute(
+                provider.as_ref(),
+                &client,
+                name,
+                *cancel_run,
+                wait.as_duration(),
+            )
+            .await?;
+            println!(
+                "{}",
+                match outcome {
+                    operator::DeleteOutcome::Deleted(Deleted::Removed) => format!("deleted {name}"),
+                    operator::DeleteOutcome::Deleted(Deleted::AlreadyGone) =>
+                        format!("{name} was already gone"),
+                    operator::DeleteOutcome::DeletedByItsRun { workflow_id } =>
+                        format!("cancelled run {workflow_id}; its teardown deleted {name}"),
+                    operator::DeleteOutcome::DeletedAfterItsRunClosed { workflow_id, .. } =>
+                        format!("cancelled run {workflow_id}; it closed, then {name} was deleted"),
+                }
+            );
+        }
     }
     Ok(())
 }

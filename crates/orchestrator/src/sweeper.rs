@@ -30,10 +30,10 @@ use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tea_compute::{ComputeOwner, ComputeProvider, ComputeSummary, Deleted, ProviderError, naming};
-use tea_contract::{GoDuration, MAX_COMPUTE_ATTEMPTS_LIMIT, WORKFLOW_TYPE};
+use tea_contract::{GoDuration, WORKFLOW_TYPE};
 use tea_runtime::Metrics;
 use temporalio_client::{
-    Client, WorkflowListOptions,
+    Client,
     schedules::{
         CreateScheduleOptions, ScheduleAction, ScheduleError, ScheduleOverlapPolicy, ScheduleSpec,
     },
@@ -265,16 +265,10 @@ async fn delete_before(
 
 /// Every compute name a running run may own (any attempt).
 async fn names_owned_by_running_runs(client: &Client) -> anyhow::Result<HashSet<String>> {
-    let query = format!("WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'");
-    let mut runs = client.list_workflows(query, WorkflowListOptions::default());
-    let mut names = HashSet::new();
-    while let Some(run) = runs.next().await {
-        let run = run.context("listing running workflow runs failed")?;
-        for attempt in 1..=MAX_COMPUTE_ATTEMPTS_LIMIT {
-            names.insert(naming::compute_name(run.run_id(), attempt));
-        }
-    }
-    Ok(names)
+    Ok(crate::operator::running_runs_by_compute_name(client)
+        .await?
+        .into_keys()
+        .collect())
 }
 
 /// The sweep as an activity, over the workflow-worker's provider.

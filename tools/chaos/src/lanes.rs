@@ -311,6 +311,7 @@ impl Lane {
             .env("SWEEP_GRACE_PERIOD", "0")
             .env("LOG_LEVEL", "error")
             .arg("sweep")
+            .arg("--json")
             .try_spawn()?;
         let status = sweep.try_wait(Duration::from_secs(120)).await?;
         let output = sweep.output();
