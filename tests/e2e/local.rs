@@ -99,6 +99,12 @@ impl Fixture {
 
     /// Runs `workflow-worker sweep` once with a zero grace period; returns its JSON report.
     async fn sweep_once(&self, dry_run: bool) -> serde_json::Value {
+        self.sweep_with(&[("SWEEP_DRY_RUN", if dry_run { "true" } else { "false" })])
+            .await
+    }
+
+    /// [`Fixture::sweep_once`] with more settings.
+    pub(crate) async fn sweep_with(&self, env: &[(&str, &str)]) -> serde_json::Value {
         let log = format!("sweep-{}.log", uuid::Uuid::new_v4().simple());
         let mut sweep = workflow_worker(
             &self.dir,
@@ -108,11 +114,11 @@ impl Fixture {
             &log,
         )
         .env("SWEEP_GRACE_PERIOD", "0")
-        .env("SWEEP_DRY_RUN", dry_run.to_string())
-        .env("LOG_LEVEL", "error")
-        .arg("sweep")
-        .arg("--json")
-        .spawn();
+        .env("LOG_LEVEL", "error");
+        for (key, value) in env {
+            sweep = sweep.env(key, *value);
+        }
+        let mut sweep = sweep.arg("sweep").arg("--json").spawn();
         let status = sweep.wait(Duration::from_secs(60)).await;
         assert!(status.success(), "sweep failed: {}", sweep.output());
         serde_json::from_str(&sweep.output())

@@ -7,6 +7,7 @@ mod config_errors;
 mod deadman;
 mod digitalocean;
 mod docker;
+mod guardrails;
 mod job_args;
 mod local;
 mod operator;

@@ -99,6 +99,16 @@ pub struct ComputeSummary {
     pub created_at: Option<String>,
 }
 
+impl ComputeSummary {
+    /// How old the unit is at `now`: `None` when its creation time is unknown or unreadable
+    /// (any RFC 3339 offset is read, `Z` or `+00:00`), or in the future.
+    pub fn age(&self, now: std::time::SystemTime) -> Option<std::time::Duration> {
+        let created = chrono::DateTime::parse_from_rfc3339(self.created_at.as_deref()?).ok()?;
+        now.duration_since(std::time::SystemTime::from(created))
+            .ok()
+    }
+}
+
 /// How an error should be treated by the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {

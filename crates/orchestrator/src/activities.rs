@@ -49,6 +49,10 @@ pub struct CreatedCompute {
     /// in histories recorded before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_timeout: Option<GoDuration>,
+    /// The longest this compute may live (`MAX_COMPUTE_LIFETIME`); the workflow tears it down
+    /// then, even mid-job. Absent when unlimited (and in histories recorded before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<GoDuration>,
 }
 
 /// Input of `WaitForAppBuild`.
@@ -118,6 +122,7 @@ pub struct ProvisioningActivities {
     forwarded_env: Vec<EnvVar>,
     poll: PollBackoff,
     metrics: Metrics,
+    max_compute_lifetime: Option<Duration>,
 }
 
 impl ProvisioningActivities {
@@ -134,7 +139,15 @@ impl ProvisioningActivities {
             forwarded_env,
             poll,
             metrics,
+            max_compute_lifetime: None,
         }
+    }
+
+    /// Limits how long each unit of compute may live (`MAX_COMPUTE_LIFETIME`): `Create` tells
+    /// the workflow, which tears the unit down once it is that old, even mid-job.
+    pub fn with_max_compute_lifetime(mut self, limit: Option<Duration>) -> Self {
+        self.max_compute_lifetime = limit;
+        self
     }
 
     /// Records one provisioning step's outcome and duration.
@@ -377,6 +390,7 @@ impl ProvisioningActivities {
             handle,
             provider: self.provider.kind().to_owned(),
             deploy_timeout: Some(GoDuration(self.deploy_timeout())),
+            max_lifetime: self.max_compute_lifetime.map(GoDuration),
         })
     }
 

@@ -67,6 +67,11 @@ struct Args {
     /// Sweeps only report what they would delete.
     #[arg(long, env = "SWEEP_DRY_RUN", global = true)]
     sweep_dry_run: bool,
+    /// The longest a unit of compute may live, even mid-job: the run tears it down then and
+    /// fails ("exceeded the maximum compute lifetime"); sweeps delete units older than this
+    /// plus the grace period whatever their run (e.g. `2h`; default: unlimited).
+    #[arg(long, env = "MAX_COMPUTE_LIFETIME", global = true)]
+    max_compute_lifetime: Option<GoDuration>,
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -220,6 +225,12 @@ async fn run_main(
     {
         anyhow::bail!("DEPLOY_TIMEOUT must be > 0");
     }
+    if args
+        .max_compute_lifetime
+        .is_some_and(|t| t.as_duration().is_zero())
+    {
+        anyhow::bail!("MAX_COMPUTE_LIFETIME must be > 0 (unset it for no limit)");
+    }
     let tea_runtime::WorkerProcess {
         runtime,
         client,
@@ -236,6 +247,7 @@ async fn run_main(
         graceful_shutdown: Duration::from(args.graceful_shutdown),
         sweep_interval: Some(args.sweep_interval.as_duration()).filter(|d| !d.is_zero()),
         sweep: sweep_options(&args),
+        max_compute_lifetime: args.max_compute_lifetime.map(GoDuration::as_duration),
     };
     run(
         &runtime,
@@ -254,6 +266,9 @@ fn sweep_options(args: &Args) -> SweepOptions {
         grace_period: args.sweep_grace_period,
         dry_run: args.sweep_dry_run,
         owner: None,
+        max_lifetime: args
+            .max_compute_lifetime
+            .filter(|t| !t.as_duration().is_zero()),
     }
 }
 
@@ -264,7 +279,8 @@ async fn sweep_main(
 ) -> anyhow::Result<()> {
     let (client, _) = tea_runtime::connect().await?;
     let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
-    let report = sweep_once(provider.as_ref(), &client, &sweep_options(args), None).await?;
+    let options = sweep_options(args);
+    let report = sweep_once(provider.as_ref(), &client, &options, None).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

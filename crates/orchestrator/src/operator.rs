@@ -94,12 +94,7 @@ pub async fn list_compute(
                 run_id: run_id.clone(),
             }),
         };
-        let age_secs = unit
-            .created_at
-            .as_deref()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .and_then(|created| now.duration_since(created).ok())
-            .map(|age| age.as_secs());
+        let age_secs = unit.age(now).map(|age| age.as_secs());
         rows.push(ComputeRow {
             name: unit.name,
             id: unit.id,

@@ -77,6 +77,11 @@ pub struct SweepOptions {
     /// owner refuses the sweep instead of sweeping its own compute in its place.
     #[serde(default)]
     pub owner: Option<String>,
+    /// `MAX_COMPUTE_LIFETIME`: a unit older than this plus the grace period is deleted even
+    /// though a running run owns it (that run did not tear it down: it is stuck, or its
+    /// workflow-worker is gone). `None`: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<GoDuration>,
 }
 
 impl Default for SweepOptions {
@@ -85,6 +90,7 @@ impl Default for SweepOptions {
             grace_period: GoDuration::from_secs(600),
             dry_run: false,
             owner: None,
+            max_lifetime: None,
         }
     }
 }
@@ -175,15 +181,26 @@ fn decide(
     report.examined = compute.len();
     let mut doomed = Vec::new();
     for unit in compute {
+        let age = unit.age(now);
         if owned.contains(&unit.name) {
-            report.owned_by_running_runs += 1;
+            // The run tears its compute down at the lifetime; the grace period on top gives it
+            // that chance before the sweeper steps in.
+            let overdue = options.max_lifetime.zip(age).filter(|(limit, age)| {
+                *age > limit.as_duration() + options.grace_period.as_duration()
+            });
+            let Some((limit, age)) = overdue else {
+                report.owned_by_running_runs += 1;
+                continue;
+            };
+            let reason = format!(
+                "older than the maximum compute lifetime of {} (age {}s) though its run is \
+                 still running: the run did not tear it down",
+                humantime::format_duration(limit.as_duration()),
+                age.as_secs()
+            );
+            doomed.push((unit, reason));
             continue;
         }
-        let age = unit
-            .created_at
-            .as_deref()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .and_then(|created| now.duration_since(created).ok());
         // Unknown age counts as old: better to sweep than to leak forever.
         if age.is_some_and(|age| age < options.grace_period.as_duration()) {
             report.within_grace_period += 1;
@@ -528,6 +545,38 @@ mod tests {
         assert_eq!(names, ["old", "unknown-age"]);
         assert!(doomed[0].1.contains("age 3600s"), "{}", doomed[0].1);
         assert!(doomed[1].1.contains("age unknown"), "{}", doomed[1].1);
+    }
+
+    #[test]
+    fn decide_reads_offsets_and_deletes_running_runs_units_past_the_lifetime() {
+        let now = humantime::parse_rfc3339("2026-01-01T12:00:00Z").unwrap();
+        let owned: HashSet<String> = ["stuck".to_owned(), "in-time".to_owned()].into();
+        let options = SweepOptions {
+            max_lifetime: Some(GoDuration::from_secs(3600)),
+            ..SweepOptions::default()
+        };
+        let mut report = SweepReport::default();
+        let doomed = decide(
+            &mut report,
+            vec![
+                // chrono's RFC 3339 (the local provider's): +00:00 and nanoseconds.
+                unit("young", Some("2026-01-01T11:55:00.123456789+00:00")),
+                unit("stuck", Some("2026-01-01T10:49:00+00:00")),
+                unit("in-time", Some("2026-01-01T10:51:00Z")),
+            ],
+            &owned,
+            &options,
+            now,
+        );
+        assert_eq!(report.within_grace_period, 1, "a +00:00 age is read");
+        assert_eq!(report.owned_by_running_runs, 1, "within lifetime + grace");
+        let names: Vec<&str> = doomed.iter().map(|(u, _)| u.name.as_str()).collect();
+        assert_eq!(names, ["stuck"]);
+        assert!(
+            doomed[0].1.contains("maximum compute lifetime of 1h"),
+            "{}",
+            doomed[0].1
+        );
     }
 
     #[tokio::test]

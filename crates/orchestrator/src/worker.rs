@@ -30,6 +30,8 @@ pub struct WorkflowWorkerConfig {
     pub sweep_interval: Option<Duration>,
     /// What each scheduled sweep does.
     pub sweep: SweepOptions,
+    /// The longest a unit of compute may live, even mid-job (`None`: unlimited).
+    pub max_compute_lifetime: Option<Duration>,
 }
 
 impl Default for WorkflowWorkerConfig {
@@ -40,6 +42,7 @@ impl Default for WorkflowWorkerConfig {
             graceful_shutdown: Duration::from_secs(10),
             sweep_interval: Some(Duration::from_secs(300)),
             sweep: SweepOptions::default(),
+            max_compute_lifetime: None,
         }
     }
 }
@@ -93,7 +96,8 @@ pub async fn run(
         forwarded_env,
         config.poll,
         metrics.clone(),
-    );
+    )
+    .with_max_compute_lifetime(config.max_compute_lifetime);
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<TriggerExternalWorkflow>()
         .map_err(|e| anyhow!("could not register the workflow: {e}"))?

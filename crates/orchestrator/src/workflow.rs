@@ -47,6 +47,12 @@ pub const BOUNDED_WAITS_PATCH: &str = "bounded-waits";
 /// the original's `long-running-command`, and its result carries the job's.
 pub const RUN_COMMAND_PATCH: &str = "run-command";
 
+/// Patch (2026-11): a unit of compute lives at most `MAX_COMPUTE_LIFETIME` (when the
+/// workflow-worker sets it; `Create` reports it): a timer from the unit's creation races the
+/// deployment wait and the job, and when it fires first they are cancelled, the unit is torn
+/// down and the run fails ("exceeded the maximum compute lifetime of ...").
+pub const COMPUTE_LIFETIME_PATCH: &str = "compute-lifetime";
+
 /// Activity timeouts and retries of the original.
 const START_TO_CLOSE: Duration = Duration::from_secs(3600);
 
@@ -101,6 +107,8 @@ struct Versions {
     bounded: bool,
     /// [`RUN_COMMAND_PATCH`].
     commands: bool,
+    /// [`COMPUTE_LIFETIME_PATCH`].
+    lifetime: bool,
 }
 
 /// How one compute attempt ended.
@@ -132,9 +140,11 @@ impl TriggerExternalWorkflow {
         input: RawValue,
     ) -> WorkflowResult<RunOutcome> {
         let bounded = ctx.patched(BOUNDED_WAITS_PATCH);
+        let commands = bounded && ctx.patched(RUN_COMMAND_PATCH);
         let versions = Versions {
             bounded,
-            commands: bounded && ctx.patched(RUN_COMMAND_PATCH),
+            commands,
+            lifetime: commands && ctx.patched(COMPUTE_LIFETIME_PATCH),
         };
         // Decoded here, not by the SDK: bad input from any client fails the run at once
         // instead of failing workflow tasks forever (see `tea_contract::input`).
@@ -269,7 +279,12 @@ async fn provision_and_run(
     let body = if ctx.cancellation_token().is_cancelled() {
         BodyEnd::Cancelled
     } else {
-        use_compute(ctx, input, &created, versions).await
+        match (versions.lifetime, created.max_lifetime) {
+            (true, Some(limit)) => {
+                use_compute_within(ctx, input, &created, versions, limit.as_duration()).await
+            }
+            _ => use_compute(ctx, input, &created, versions, None).await,
+        }
     };
 
     enter(ctx, Phase::Deprovisioning);
@@ -305,12 +320,56 @@ async fn provision_and_run(
     }
 }
 
-/// Waits until the compute is ready, then runs the job on its unique queue.
-async fn use_compute(
-    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+/// [`use_compute`] for at most `limit`: when the lifetime timer fires first, the deployment
+/// wait or the job is cancelled, and the attempt fails for good (fresh compute would only hit
+/// the same limit).
+async fn use_compute_within(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     created: &CreatedCompute,
     versions: Versions,
+    limit: Duration,
+) -> BodyEnd {
+    use futures::future::{Either, select};
+    use temporalio_sdk::CancellableFuture;
+
+    // Cancelled by the run's own cancellation too, as the default token would be.
+    let lifetime = ctx.cancellation_token().child_token();
+    let timer = Box::pin(ctx.timer(limit));
+    let body = Box::pin(use_compute(ctx, input, created, versions, Some(&lifetime)));
+    match select(body, timer).await {
+        Either::Left((body, timer)) => {
+            timer.cancel();
+            timer.await;
+            body
+        }
+        Either::Right((TimerResult::Fired, body)) => {
+            lifetime.cancel_with_reason("the compute reached its maximum lifetime");
+            match body.await {
+                BodyEnd::Completed(job) => BodyEnd::Completed(job),
+                _ if ctx.cancellation_token().is_cancelled() => BodyEnd::Cancelled,
+                _ => BodyEnd::Failed {
+                    message: format!(
+                        "exceeded the maximum compute lifetime of {}",
+                        humantime::format_duration(limit)
+                    ),
+                    fresh_compute_helps: false,
+                },
+            }
+        }
+        // The run was cancelled: the body sees it too.
+        Either::Right((_, body)) => body.await,
+    }
+}
+
+/// Waits until the compute is ready, then runs the job on its unique queue. `cancel`, when
+/// given, cancels the wait and the job instead of the run's own cancellation.
+async fn use_compute(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    created: &CreatedCompute,
+    versions: Versions,
+    cancel: Option<&WorkflowCancellationToken>,
 ) -> BodyEnd {
     let bounded = versions.bounded;
     let heartbeat_timeout = input.heartbeat_timeout();
@@ -325,6 +384,7 @@ async fn use_compute(
             start_to_close: START_TO_CLOSE.min(schedule_to_close),
         };
     }
+    wait_options.cancellation_token = cancel.cloned();
     let ready = ctx
         .execute_activity(
             ProvisioningActivities::wait_for_app_build,
@@ -355,6 +415,7 @@ async fn use_compute(
     // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
     // workflow retries the job on fresh compute instead.
     job_options.retry_policy = Some(RetryPolicy::builder().maximum_attempts(1).build());
+    job_options.cancellation_token = cancel.cloned();
     let job = match (&input.command, versions.commands) {
         (Some(command), true) => {
             // The compute is deleted only once the job's processes are gone.
@@ -464,7 +525,7 @@ fn cancelled(ctx: &mut WorkflowContext<TriggerExternalWorkflow>) -> WorkflowTerm
 }
 
 /// Moves the run to `phase`, recording when (workflow time, deterministic on replay).
-fn enter(ctx: &mut WorkflowContext<TriggerExternalWorkflow>, phase: Phase) {
+fn enter(ctx: &WorkflowContext<TriggerExternalWorkflow>, phase: Phase) {
     let at = ctx
         .workflow_time()
         .map(|t| humantime::format_rfc3339_millis(t).to_string())
