@@ -24,11 +24,7 @@ async fn a_unit_past_the_maximum_lifetime_is_torn_down_and_the_run_fails_clearly
         "{message}"
     );
     assert!(!pid_alive(pid), "external worker {pid} still running");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
     assert_eq!(
         fx.kept_logs().len(),
         1,
@@ -42,11 +38,7 @@ async fn a_run_within_the_maximum_lifetime_completes() {
     let (handle, _) = fx.start_job("lifetime-ok", "2s").await;
     let end = run::finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Completed(_)), "run ended {end}");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,9 +64,5 @@ async fn the_sweep_deletes_a_unit_past_the_lifetime_whose_run_cannot_act() {
         "{reason}"
     );
     assert!(!pid_alive(pid), "external worker {pid} still running");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
 }

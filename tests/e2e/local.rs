@@ -152,6 +152,12 @@ impl Fixture {
             .collect()
     }
 
+    /// Fails when any unit of compute is still there.
+    pub(crate) fn assert_no_compute_left(&self) {
+        let left = self.compute_dirs();
+        assert!(left.is_empty(), "compute left: {left:?}");
+    }
+
     /// Logs of compute that was deleted (the provider keeps them).
     pub(crate) fn kept_logs(&self) -> Vec<PathBuf> {
         local::kept_logs(&self.state_dir())
@@ -178,11 +184,7 @@ async fn local_happy_path_runs_a_real_external_worker_process_and_stops_it() {
         fx.worker.output()
     );
     assert!(!pid_alive(pid), "external worker {pid} still running");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
     let logs = fx.kept_logs();
     assert_eq!(logs.len(), 1, "exactly one unit of compute: {logs:?}");
     let log = std::fs::read_to_string(&logs[0]).unwrap_or_default();
@@ -203,11 +205,7 @@ async fn local_cancel_during_the_job_stops_the_process_and_ends_cancelled() {
         !pid_alive(pid),
         "external worker {pid} still running after cancel"
     );
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,11 +230,7 @@ async fn workflow_worker_killed_mid_job_and_restarted_completes_and_leaves_nothi
         fx.worker.output()
     );
     assert!(!pid_alive(pid), "external worker {pid} left running");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
     assert_eq!(
         fx.kept_logs().len(),
         1,
@@ -267,11 +261,7 @@ async fn dead_external_worker_is_replaced_by_fresh_compute_and_the_run_completes
         outcome.compute_name
     );
     assert!(!pid_alive(first));
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
     assert_eq!(
         fx.kept_logs().len(),
         2,
@@ -306,11 +296,7 @@ async fn worker_that_never_polls_is_torn_down_and_the_run_fails_after_its_attemp
     };
     assert!(message.contains("no worker polled"), "{message}");
     assert!(message.contains("gave up after 2"), "{message}");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
     assert_eq!(fx.kept_logs().len(), 2, "two attempts, both deleted");
 }
 
@@ -390,11 +376,7 @@ async fn sweep_deletes_compute_of_terminated_runs_and_spares_running_ones() {
         .expect("cancel");
     let end = run::finish(&running, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -525,11 +507,7 @@ async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
         "{}",
         waiting.output()
     );
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

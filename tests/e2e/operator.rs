@@ -87,11 +87,7 @@ async fn compute_list_shows_the_owner_run_and_delete_needs_cancel_run() {
     let end = run::finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
     assert!(!pid_alive(pid), "external worker {pid} still running");
-    assert!(
-        fx.compute_dirs().is_empty(),
-        "compute left: {:?}",
-        fx.compute_dirs()
-    );
+    fx.assert_no_compute_left();
 
     let (ok, json) = operator(&fx, &["compute", "list", "--json"]).await;
     assert!(
