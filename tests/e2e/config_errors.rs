@@ -59,3 +59,46 @@ async fn bad_log_level_is_rejected() {
     assert_eq!(status.code(), Some(2), "{}", worker.output());
     assert!(worker.output().contains("LOG_LEVEL"), "{}", worker.output());
 }
+
+/// A docker-provider workflow-worker with `env` on top; its exit status and output.
+async fn docker_worker(test: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
+    let dir = test_dir(test);
+    let mut builder = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+        .env("COMPUTE_PROVIDER", "docker")
+        .env("DOCKER_LOG_DIR", dir.join("logs").display().to_string())
+        .env("TEMPORAL_ADDRESS", "127.0.0.1:1");
+    for (key, value) in env {
+        builder = builder.env(key, value.clone());
+    }
+    let mut worker = builder.spawn();
+    let status = worker.wait(EXIT_TIMEOUT).await;
+    (status.code(), worker.output())
+}
+
+#[tokio::test]
+async fn docker_without_a_reachable_engine_is_a_clear_startup_error() {
+    let socket = std::env::temp_dir().join("tea-no-such-docker.sock");
+    let host = format!("unix://{}", socket.display());
+    let (code, output) = docker_worker("docker-no-engine", &[("DOCKER_HOST", host)]).await;
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("DOCKER_HOST") && output.contains("tea-no-such-docker.sock"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn docker_with_a_missing_network_is_a_clear_startup_error() {
+    let Some(_) = tea_compute::docker::testing::engine_or_skip("docker missing network").await
+    else {
+        return;
+    };
+    let network = ("DOCKER_NETWORK", "tea-no-such-network".to_owned());
+    let (code, output) = docker_worker("docker-no-network", &[network]).await;
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("DOCKER_NETWORK=tea-no-such-network")
+            && output.contains("docker network create"),
+        "{output}"
+    );
+}

@@ -125,6 +125,24 @@ impl ProviderConfig {
         }
     }
 
+    /// Checks the configuration against the platform before any run, where the provider can
+    /// (Docker: the engine answers and the network exists); `Some` describes what answered.
+    /// Others need no check here (their settings were checked when read).
+    pub async fn preflight(&self) -> Result<Option<String>, ProviderError> {
+        match self {
+            ProviderConfig::Docker(c) => {
+                crate::docker::preflight(c)
+                    .await
+                    .map(Some)
+                    .map_err(|e| ProviderError {
+                        kind: e.kind,
+                        message: format!("docker provider: {}", e.message),
+                    })
+            }
+            ProviderConfig::Local(_) | ProviderConfig::DigitalOcean(_) => Ok(None),
+        }
+    }
+
     /// Builds the provider, owned by `owner`.
     pub fn build(self, owner: ComputeOwner) -> Result<Arc<dyn ComputeProvider>, ProviderError> {
         let kind = self.kind();

@@ -138,19 +138,19 @@ async fn main() -> ExitCode {
         // Removing the schedule needs only Temporal, not the provider's settings.
         Some(Command::DeleteSweepSchedule) => delete_schedule_main(&args, owner).await,
         Some(Command::Sweep { json }) => {
-            let Some(config) = checked_provider_config(args.provider) else {
+            let Some(config) = checked_provider_config(args.provider).await else {
                 return ExitCode::from(2);
             };
             sweep_main(&args, (config, owner), json).await
         }
         Some(Command::Compute(ref command)) => {
-            let Some(config) = checked_provider_config(args.provider) else {
+            let Some(config) = checked_provider_config(args.provider).await else {
                 return ExitCode::from(2);
             };
             compute_main(&args, (config, owner), command).await
         }
         Some(Command::Run) | None => {
-            let Some(config) = checked_provider_config(args.provider) else {
+            let Some(config) = checked_provider_config(args.provider).await else {
                 return ExitCode::from(2);
             };
             let config = (config, owner);
@@ -180,11 +180,21 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The provider's configuration, or `None` after logging why it is unusable.
-fn checked_provider_config(kind: ProviderKind) -> Option<ProviderConfig> {
-    provider_config(kind)
+/// The provider's configuration, checked against the platform where the provider can, or
+/// `None` after logging why it is unusable.
+async fn checked_provider_config(kind: ProviderKind) -> Option<ProviderConfig> {
+    let config = provider_config(kind)
         .inspect_err(|e| tracing::error!("{e:#}"))
-        .ok()
+        .ok()?;
+    match config.preflight().await {
+        Ok(Some(about)) => tracing::info!(provider = %kind, "compute platform: {about}"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("{e}");
+            return None;
+        }
+    }
+    Some(config)
 }
 
 fn provider_config(kind: ProviderKind) -> anyhow::Result<ProviderConfig> {

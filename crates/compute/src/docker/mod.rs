@@ -97,19 +97,8 @@ impl DockerProvider {
                 cfg.log_dir.display()
             ))
         })?;
-        let client = match &cfg.docker_host {
-            Some(host) => Docker::connect_with_host(host),
-            None => Docker::connect_with_local_defaults(),
-        }
-        .map_err(|e| {
-            ProviderError::permanent(format!(
-                "cannot use the Docker engine at {}: {e}",
-                cfg.docker_host.as_deref().unwrap_or("the local socket")
-            ))
-        })?;
-        let timeout = REQUEST_TIMEOUT.max(cfg.stop_grace + Duration::from_secs(60));
         Ok(Self {
-            unnegotiated: client.with_timeout(timeout),
+            unnegotiated: connect(&cfg)?,
             cfg,
             owner,
             engine: OnceCell::new(),
@@ -129,21 +118,7 @@ impl DockerProvider {
     /// The engine's client, with the API version both sides speak.
     async fn engine(&self) -> Result<&Docker, ProviderError> {
         self.engine
-            .get_or_try_init(|| async {
-                self.unnegotiated
-                    .clone()
-                    .negotiate_version()
-                    .await
-                    .map_err(|e| {
-                        ProviderError::transient(format!(
-                            "cannot reach the Docker engine at {}: {e}",
-                            self.cfg
-                                .docker_host
-                                .as_deref()
-                                .unwrap_or("the local socket")
-                        ))
-                    })
-            })
+            .get_or_try_init(|| negotiate(self.unnegotiated.clone(), &self.cfg))
             .await
     }
 
@@ -606,6 +581,60 @@ impl ComputeProvider for DockerProvider {
         units.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(units)
     }
+}
+
+/// A client for the engine `cfg` names (no connection is made yet).
+fn connect(cfg: &DockerConfig) -> Result<Docker, ProviderError> {
+    let client = match &cfg.docker_host {
+        Some(host) => Docker::connect_with_host(host),
+        None => Docker::connect_with_local_defaults(),
+    }
+    .map_err(|e| {
+        ProviderError::permanent(format!(
+            "DOCKER_HOST={}: cannot use this Docker engine address: {e}",
+            cfg.docker_host.as_deref().unwrap_or("(unset)")
+        ))
+    })?;
+    Ok(client.with_timeout(REQUEST_TIMEOUT.max(cfg.stop_grace + Duration::from_secs(60))))
+}
+
+/// `client`, its API version lowered to the engine's when the engine is older.
+async fn negotiate(client: Docker, cfg: &DockerConfig) -> Result<Docker, ProviderError> {
+    client.negotiate_version().await.map_err(|e| {
+        ProviderError::transient(format!(
+            "cannot reach the Docker engine at {} (DOCKER_HOST): {e}",
+            cfg.docker_host.as_deref().unwrap_or("the local socket")
+        ))
+    })
+}
+
+/// Checks `cfg` against the engine before any run: the engine answers and the containers'
+/// network exists, so a worker whose configuration cannot work stops at start, saying why.
+/// Returns the engine's version and API version for the startup log.
+pub async fn preflight(cfg: &DockerConfig) -> Result<String, ProviderError> {
+    let docker = negotiate(connect(cfg)?, cfg).await?;
+    let version = docker
+        .version()
+        .await
+        .map_err(|e| engine_error("asking the engine its version", e))?;
+    if !matches!(cfg.network.as_str(), "host" | "bridge" | "none") {
+        match docker.inspect_network(&cfg.network, None).await {
+            Ok(_) => {}
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(ProviderError::permanent(format!(
+                    "DOCKER_NETWORK={}: the engine has no such network (create it with `docker \
+                     network create {}`)",
+                    cfg.network, cfg.network
+                )));
+            }
+            Err(e) => return Err(engine_error("inspecting the containers' network", e)),
+        }
+    }
+    Ok(format!(
+        "Docker Engine {} (API {})",
+        version.version.as_deref().unwrap_or("?"),
+        docker.client_version()
+    ))
 }
 
 /// Every container, running or not, matching the label filter `label` or `label=value`.
