@@ -161,7 +161,9 @@ pub async fn chaos(
             continue;
         };
         match *event {
-            Event::KillExternalWorker => kill_external_worker(rng, lanes, runs, &mut counts),
+            Event::KillExternalWorker => {
+                kill_external_worker(rng, lanes, runs, &mut counts).await;
+            }
             Event::RestartWorkflowWorker => {
                 let i = rng.random_range(0..lanes.len());
                 let lane = &mut lanes[i];
@@ -229,7 +231,14 @@ pub async fn chaos(
                             runs::describe(&outcome)
                         );
                         let mut run = runs::Run::new(id, run_id, lane.kind);
-                        let created = lane.live_units().iter().any(|u| run.owns(&u.name));
+                        let created = match lane.live_units().await {
+                            Ok(units) => units.iter().any(|u| run.owns(&u.name)),
+                            Err(e) => {
+                                say!("  {}: cannot list its compute: {e:#}", lane.kind);
+                                counts.failed_events += 1;
+                                false
+                            }
+                        };
                         if !matches!(outcome, runs::Outcome::Failed(_)) || created {
                             say!("FINDING {}: bad input was not refused at once", lane.kind);
                             bump(&mut counts, lane.kind, |c| c.bad_inputs_mishandled += 1);
@@ -378,38 +387,57 @@ fn supervise(lanes: &mut [Lane], counts: &mut AllCounts) {
     }
 }
 
-/// SIGKILLs the external worker of a random open run that was not hit yet.
-fn kill_external_worker(rng: &mut StdRng, lanes: &[Lane], runs: &Runs, counts: &mut AllCounts) {
-    let mut candidates: Vec<(usize, Unit)> = Vec::new();
-    {
+/// SIGKILLs the external worker (`docker kill` of a container) of a random open run that was
+/// not hit yet.
+async fn kill_external_worker(
+    rng: &mut StdRng,
+    lanes: &[Lane],
+    runs: &Runs,
+    counts: &mut AllCounts,
+) {
+    let mut units: Vec<(usize, Unit)> = Vec::new();
+    for (i, lane) in lanes.iter().enumerate() {
+        match lane.live_units().await {
+            Ok(live) => units.extend(live.into_iter().map(|u| (i, u))),
+            Err(e) => {
+                say!("  {}: cannot list its compute: {e:#}", lane.kind);
+                counts.failed_events += 1;
+            }
+        }
+    }
+    let candidates: Vec<(usize, Unit)> = {
         let runs = runs::lock(runs);
-        for (i, lane) in lanes.iter().enumerate() {
-            for unit in lane.live_units() {
-                let eligible = unit.pid.is_some()
+        units
+            .into_iter()
+            .filter(|(i, unit)| {
+                unit.running
                     && runs.iter().any(|r| {
-                        r.kind == lane.kind
+                        r.kind == lanes[*i].kind
                             && r.open()
                             && r.intervention.is_none()
                             && r.worker_kills < MAX_KILLS_PER_RUN
                             && r.owns(&unit.name)
-                    });
-                if eligible {
-                    candidates.push((i, unit));
-                }
-            }
-        }
-    }
+                    })
+            })
+            .collect()
+    };
     let Some((i, unit)) = candidates.choose(rng).cloned() else {
         return;
     };
     let lane = &lanes[i];
-    say!(
-        "EVENT {}: SIGKILL external worker {} (pid {})",
-        lane.kind,
-        unit.name,
-        unit.pid.unwrap_or(0)
-    );
-    match lane.kill_unit(&unit) {
+    match unit.pid {
+        Some(pid) => say!(
+            "EVENT {}: SIGKILL external worker {} (pid {pid})",
+            lane.kind,
+            unit.name
+        ),
+        None => say!(
+            "EVENT {}: SIGKILL external worker {} (docker kill)",
+            lane.kind,
+            unit.name
+        ),
+    }
+    match lane.kill_unit(&unit).await {
         Ok(()) => {
             bump(counts, lane.kind, |c| c.worker_kills += 1);
             if let Some(run) = runs::lock(runs)
