@@ -1,8 +1,8 @@
 //! The docker lane's side of the engine (through its API, `bollard`): a bridge network of the
 //! chaos run's own, foreign containers that must survive, the lane's live containers (by the
-//! provider's owner label), `docker kill` of one of them, an observer of the engine's container
-//! events (every container the lane's workflow-worker creates, for the created and duplicate
-//! counts), and removing all of it at the end.
+//! provider's owner label), `docker kill` and `docker network disconnect` of one of them, an
+//! observer of the engine's container events (every container the lane's workflow-worker
+//! creates, for the created and duplicate counts), and removing all of it at the end.
 //!
 //! Whatever happens (an error, Ctrl-C), nothing of the chaos run stays on the engine: the
 //! cleanup runs at the end of the run and again, if it did not, when [`DockerLane`] is dropped.
@@ -18,7 +18,7 @@ use bollard::{
     Docker,
     models::{
         ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EventMessage, HostConfig,
-        NetworkCreateRequest,
+        NetworkCreateRequest, NetworkDisconnectRequest,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder,
@@ -239,6 +239,20 @@ impl DockerLane {
             .kill_container(&unit.id, Some(options))
             .await
             .with_context(|| format!("docker kill {}", unit.name))
+    }
+
+    /// `docker network disconnect` of the container from the lane's network (its only one).
+    pub async fn disconnect(&self, unit: &Unit) -> anyhow::Result<()> {
+        self.docker
+            .disconnect_network(
+                &self.network,
+                NetworkDisconnectRequest {
+                    container: unit.id.clone(),
+                    force: Some(true),
+                },
+            )
+            .await
+            .with_context(|| format!("docker network disconnect {} {}", self.network, unit.name))
     }
 
     /// The lane's containers the engine created, from its events and every listing.

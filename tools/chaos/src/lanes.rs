@@ -343,6 +343,14 @@ impl Lane {
         input
     }
 
+    /// Cuts the container of `unit` off its network (docker lane only).
+    pub async fn disconnect_unit(&self, unit: &Unit) -> anyhow::Result<()> {
+        match &self.docker {
+            Some(docker) => docker.disconnect(unit).await,
+            None => Err(anyhow!("only the docker lane has a network to cut")),
+        }
+    }
+
     /// SIGKILLs the external worker of `unit` (`docker kill` of its container).
     pub async fn kill_unit(&self, unit: &Unit) -> anyhow::Result<()> {
         if let Some(docker) = &self.docker {

@@ -7,15 +7,16 @@
 //! DigitalOcean API in process (its apps run the real `external-worker`), for Docker a bridge
 //! network of its own on the machine's engine (containers of the external-worker image), and
 //! `--runs` runs split across the providers. While runs are open, every 0.5-2 s (seeded) it
-//! does one of: SIGKILL a live external worker (`docker kill` of a container), SIGKILL the
-//! workflow-worker and restart it, restart the Temporal dev server (at most twice), inject 429
-//! (short or longer than the runs' heartbeat timeout) / 503 / failed-deployment faults into the
-//! fake, turn on asynchronous delete (a deleted app stays visible for 1-4 s), cancel a run,
-//! terminate a run. Each account also holds compute that is not ours (`ext-api`, lookalikes,
-//! `--foreign-apps` foreign apps): none of it may be deleted. When every run is closed it runs
-//! `workflow-worker sweep` once per provider (grace period 0: terminated runs leave compute only
-//! the sweep removes), then counts compute created, swept, left running and duplicated, and
-//! removes from the engine every container and network it made.
+//! does one of: SIGKILL a live external worker (`docker kill` of a container), cut a container
+//! off its network mid-job (`docker network disconnect`), SIGKILL the workflow-worker and
+//! restart it, restart the Temporal dev server (at most twice), inject 429 (short or longer than
+//! the runs' heartbeat timeout) / 503 / failed-deployment faults into the fake, turn on
+//! asynchronous delete (a deleted app stays visible for 1-4 s), cancel a run, terminate a run.
+//! Each account also holds compute that is not ours (`ext-api`, lookalikes, `--foreign-apps`
+//! foreign apps): none of it may be deleted. When every run is closed it runs `workflow-worker
+//! sweep` once per provider (grace period 0: terminated runs leave compute only the sweep
+//! removes), then counts compute created, swept, left running and duplicated, and removes from
+//! the engine every container and network it made.
 //!
 //! ```sh
 //! cargo build --bins --workspace          # workflow-worker, external-worker and chaos
@@ -111,9 +112,9 @@ fn kinds(choices: &[ProviderChoice]) -> Vec<Kind> {
 }
 
 /// Runs through the local provider, the fake DigitalOcean API and Docker containers while
-/// killing workers, restarting Temporal and injecting faults; then sweeps once and reports
-/// leaked and duplicate compute. Exit status 0 only when nothing leaked, nothing was duplicated
-/// and every run closed.
+/// killing workers, cutting container networks, restarting Temporal and injecting faults; then
+/// sweeps once and reports leaked and duplicate compute. Exit status 0 only when nothing leaked,
+/// nothing was duplicated and every run closed.
 #[derive(Debug, Parser)]
 #[command(name = "chaos", version, about)]
 struct Args {

@@ -226,6 +226,11 @@ impl Report {
                 None,
             ),
             (
+                "events: container network disconnects",
+                ev(|c| c.disconnects),
+                None,
+            ),
+            (
                 "events: workflow-worker SIGKILL+restart",
                 ev(|c| c.workflow_worker_restarts),
                 None,
@@ -368,8 +373,14 @@ impl Report {
                     .as_ref()
                     .map_or_else(|| "unknown".to_owned(), describe);
                 println!(
-                    "{} run {} (run ID {}, {} worker kill(s), chaos {:?}): {outcome}",
-                    run.kind, run.id, run.run_id, run.worker_kills, run.intervention
+                    "{} run {} (run ID {}, {} worker kill(s), {} network cut(s), chaos {:?}): \
+                     {outcome}",
+                    run.kind,
+                    run.id,
+                    run.run_id,
+                    run.worker_kills,
+                    run.disconnects,
+                    run.intervention
                 );
             }
         }
