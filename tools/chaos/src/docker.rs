@@ -456,3 +456,160 @@ fn name_of(container: &ContainerSummary) -> Option<String> {
 fn lock(history: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
     history.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The docker lane on the real engine (skipped, saying why, where none is reachable; a
+    //! failure under `REQUIRE_DOCKER=1`), and its error where there is none.
+
+    use tea_compute::{
+        ComputeOwner, ComputeProvider, ComputeSpec, Deleted, ImageRef,
+        docker::{
+            DockerConfig, DockerProvider,
+            testing::{SLEEPER_IMAGE, engine_or_skip, sleeper_images},
+        },
+    };
+    use tea_harness::wait_for;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn no_engine_is_a_clear_error() {
+        let err = connect(Some("unix:///nonexistent/docker.sock"))
+            .await
+            .expect_err("no engine there");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("the docker lane needs a Docker engine")
+                && message.contains("/nonexistent/docker.sock"),
+            "{message}"
+        );
+    }
+
+    /// Containers of `filter` (`label` or `label=value`) and whether `network` exists.
+    async fn on_engine(docker: &Docker, filters: &[String], network: &str) -> (Vec<String>, bool) {
+        let mut names = Vec::new();
+        for filter in filters {
+            let containers = list_labelled(docker, filter)
+                .await
+                .expect("list containers");
+            names.extend(containers.iter().filter_map(name_of));
+        }
+        (names, docker.inspect_network(network, None).await.is_ok())
+    }
+
+    fn filters(lane: &DockerLane) -> Vec<String> {
+        vec![
+            format!("{OWNER_LABEL}={}", lane.owner),
+            format!("{TEST_LABEL}={}", lane.foreign_label),
+        ]
+    }
+
+    /// The lane seeds foreign containers, lists, kills and cuts off its own, counts what the
+    /// engine created, and leaves nothing behind: when cleaned up, and when dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn docker_lane_hits_its_containers_and_leaves_nothing() {
+        let Some(docker) = engine_or_skip("chaos-docker-lane").await else {
+            return;
+        };
+        sleeper_images(&docker).await.expect("sleeper images");
+        let suffix = format!("{:08x}", rand::random::<u32>());
+        let mut lane = DockerLane::start(docker.clone(), SLEEPER_IMAGE, &suffix)
+            .await
+            .expect("start the lane");
+        assert_eq!(lane.foreign.len(), 4, "{:?}", lane.foreign);
+
+        // A container of the lane, made as its workflow-worker would.
+        let dir = std::env::temp_dir().join(format!("tea-chaos-test-{suffix}"));
+        let mut cfg = DockerConfig::new(&dir);
+        cfg.network = lane.network.clone();
+        cfg.temporal_address = Some("host.docker.internal:7233".into());
+        cfg.stop_grace = Duration::from_secs(1);
+        let owner = ComputeOwner::new(lane.owner.clone()).expect("owner");
+        let provider = DockerProvider::new(cfg, owner).expect("provider");
+        let (repository, tag) = tea_compute::docker::split_reference(SLEEPER_IMAGE);
+        let name = compute_name(&format!("chaos-test-run-{suffix}"), 1);
+        let spec = ComputeSpec {
+            name: name.clone(),
+            image: ImageRef {
+                registry: String::new(),
+                repository: repository.to_owned(),
+                tag: tag.to_owned(),
+            },
+            env: Vec::new(),
+        };
+        provider.create_or_adopt(&spec).await.expect("create");
+
+        let units = lane.units().await.expect("units");
+        let ours: Vec<&Unit> = units
+            .iter()
+            .filter(|u| !lane.foreign.contains(&u.name))
+            .collect();
+        assert!(
+            matches!(ours.as_slice(), [u] if u.name == name && u.running),
+            "{units:?}"
+        );
+        assert_eq!(units.len(), 5, "the foreign ones are listed too: {units:?}");
+        let unit = ours[0].clone();
+
+        lane.disconnect(&unit).await.expect("disconnect");
+        let container = docker
+            .inspect_container(&unit.id, None)
+            .await
+            .expect("inspect");
+        let networks = container
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        assert!(!networks.contains_key(&lane.network), "{networks:?}");
+
+        lane.kill(&unit).await.expect("kill");
+        wait_for("the killed container to stop", WAIT, || async {
+            let units = lane.units().await.ok()?;
+            units
+                .iter()
+                .any(|u| u.name == name && !u.running)
+                .then_some(())
+        })
+        .await;
+        let created = wait_for("the engine's events to arrive", WAIT, || async {
+            let created = lane.created();
+            (created.starts == 1).then_some(created)
+        })
+        .await;
+        assert_eq!(created.containers, 1, "{created:?}");
+        assert!(created.duplicates.is_empty(), "{created:?}");
+
+        assert_eq!(
+            provider.delete(&name).await.expect("delete"),
+            Deleted::Removed
+        );
+        let removed = lane.clean_up().await.expect("clean up");
+        assert_eq!(
+            removed.len(),
+            5,
+            "4 foreign containers and the network: {removed:?}"
+        );
+        let (left, network) = on_engine(&docker, &filters(&lane), &lane.network).await;
+        assert!(
+            left.is_empty() && !network,
+            "left: {left:?}, network: {network}"
+        );
+
+        // Dropped without a cleanup (an error, Ctrl-C): removed all the same.
+        let other = format!("{:08x}", rand::random::<u32>());
+        let dropped = DockerLane::start(docker.clone(), SLEEPER_IMAGE, &other)
+            .await
+            .expect("start another lane");
+        let (filters, network) = (filters(&dropped), dropped.network.clone());
+        drop(dropped);
+        let (left, network) = on_engine(&docker, &filters, &network).await;
+        assert!(
+            left.is_empty() && !network,
+            "left: {left:?}, network: {network}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
