@@ -20,13 +20,16 @@ use crate::{
 const MAX_SERVER_RESTARTS: u32 = 2;
 /// How long a run with bad input may take to fail.
 const BAD_INPUT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most external-worker kills per run (each costs a compute attempt; runs have three).
-const MAX_KILLS_PER_RUN: u32 = 1;
+/// Most external-worker kills and network cuts per run, together (each costs a compute
+/// attempt; runs have three).
+const MAX_HITS_PER_RUN: u32 = 1;
 
 /// What happened during the chaos, per provider.
 #[derive(Clone, Debug, Default)]
 pub struct Counts {
     pub worker_kills: u32,
+    /// Containers cut off their network mid-job (docker lane).
+    pub disconnects: u32,
     pub workflow_worker_restarts: u32,
     /// Workflow-workers that exited without being killed (restarted too).
     pub workflow_worker_exits: u32,
@@ -71,6 +74,8 @@ impl Budget {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Event {
     KillExternalWorker,
+    /// `docker network disconnect` of a container mid-job.
+    DisconnectNetwork,
     RestartWorkflowWorker,
     RestartServer,
     RateLimit,
@@ -89,6 +94,7 @@ impl Event {
     fn weight(self) -> u32 {
         match self {
             Event::KillExternalWorker => 20,
+            Event::DisconnectNetwork => 8,
             Event::RestartWorkflowWorker => 10,
             Event::RestartServer => 4,
             Event::RateLimit => 8,
@@ -148,6 +154,9 @@ pub async fn chaos(
         if lanes.iter().any(|l| l.kind == Kind::DigitalOcean) {
             choices.push(Event::AsyncDelete);
         }
+        if lanes.iter().any(|l| l.kind == Kind::Docker) {
+            choices.push(Event::DisconnectNetwork);
+        }
         if budget.bad_inputs > 0 {
             choices.push(Event::BadInput);
         }
@@ -161,7 +170,15 @@ pub async fn chaos(
             continue;
         };
         match *event {
-            Event::KillExternalWorker => kill_external_worker(rng, lanes, runs, &mut counts),
+            Event::KillExternalWorker => {
+                hit_compute(rng, lanes, runs, &mut counts, Hit::Kill).await;
+            }
+            Event::DisconnectNetwork => {
+                let Some(c) = connected(&mut client, &address, &mut counts).await else {
+                    continue;
+                };
+                hit_compute(rng, lanes, runs, &mut counts, Hit::Disconnect(c)).await;
+            }
             Event::RestartWorkflowWorker => {
                 let i = rng.random_range(0..lanes.len());
                 let lane = &mut lanes[i];
@@ -229,7 +246,14 @@ pub async fn chaos(
                             runs::describe(&outcome)
                         );
                         let mut run = runs::Run::new(id, run_id, lane.kind);
-                        let created = lane.live_units().iter().any(|u| run.owns(&u.name));
+                        let created = match lane.live_units().await {
+                            Ok(units) => units.iter().any(|u| run.owns(&u.name)),
+                            Err(e) => {
+                                say!("  {}: cannot list its compute: {e:#}", lane.kind);
+                                counts.failed_events += 1;
+                                false
+                            }
+                        };
                         if !matches!(outcome, runs::Outcome::Failed(_)) || created {
                             say!("FINDING {}: bad input was not refused at once", lane.kind);
                             bump(&mut counts, lane.kind, |c| c.bad_inputs_mishandled += 1);
@@ -378,45 +402,100 @@ fn supervise(lanes: &mut [Lane], counts: &mut AllCounts) {
     }
 }
 
-/// SIGKILLs the external worker of a random open run that was not hit yet.
-fn kill_external_worker(rng: &mut StdRng, lanes: &[Lane], runs: &Runs, counts: &mut AllCounts) {
-    let mut candidates: Vec<(usize, Unit)> = Vec::new();
-    {
-        let runs = runs::lock(runs);
-        for (i, lane) in lanes.iter().enumerate() {
-            for unit in lane.live_units() {
-                let eligible = unit.pid.is_some()
-                    && runs.iter().any(|r| {
-                        r.kind == lane.kind
-                            && r.open()
-                            && r.intervention.is_none()
-                            && r.worker_kills < MAX_KILLS_PER_RUN
-                            && r.owns(&unit.name)
-                    });
-                if eligible {
-                    candidates.push((i, unit));
-                }
+/// What [`hit_compute`] does to a unit of compute.
+#[derive(Clone, Copy)]
+enum Hit<'a> {
+    /// SIGKILL its external worker (`docker kill` of a container).
+    Kill,
+    /// `docker network disconnect` of its container mid-job (docker lane only); the client
+    /// tells which runs' jobs are running.
+    Disconnect(&'a Client),
+}
+
+/// SIGKILLs the external worker (or cuts the container off its network mid-job) of a random
+/// open run that was not hit yet.
+async fn hit_compute(
+    rng: &mut StdRng,
+    lanes: &[Lane],
+    runs: &Runs,
+    counts: &mut AllCounts,
+    hit: Hit<'_>,
+) {
+    let mut units: Vec<(usize, Unit)> = Vec::new();
+    for (i, lane) in lanes.iter().enumerate() {
+        if matches!(hit, Hit::Disconnect(_)) && lane.kind != Kind::Docker {
+            continue;
+        }
+        match lane.live_units().await {
+            Ok(live) => units.extend(live.into_iter().map(|u| (i, u))),
+            Err(e) => {
+                say!("  {}: cannot list its compute: {e:#}", lane.kind);
+                counts.failed_events += 1;
             }
         }
     }
-    let Some((i, unit)) = candidates.choose(rng).cloned() else {
+    // (lane, unit, the ID of the run that owns it)
+    let mut candidates: Vec<(usize, Unit, String)> = {
+        let runs = runs::lock(runs);
+        units
+            .into_iter()
+            .filter(|(_, unit)| unit.running)
+            .filter_map(|(i, unit)| {
+                let run = runs.iter().find(|r| {
+                    r.kind == lanes[i].kind
+                        && r.open()
+                        && r.intervention.is_none()
+                        && r.hits() < MAX_HITS_PER_RUN
+                        && r.owns(&unit.name)
+                })?;
+                Some((i, unit, run.id.clone()))
+            })
+            .collect()
+    };
+    if let Hit::Disconnect(client) = hit {
+        // Mid-job only: a cut after the job ended would test nothing.
+        let mut running_jobs = Vec::new();
+        for candidate in candidates {
+            let handle = runs::handle(client, &candidate.2);
+            if tea_starter::status::pending_job(&handle).await.is_some() {
+                running_jobs.push(candidate);
+            }
+        }
+        candidates = running_jobs;
+    }
+    let Some((i, unit, _)) = candidates.choose(rng).cloned() else {
         return;
     };
     let lane = &lanes[i];
-    say!(
-        "EVENT {}: SIGKILL external worker {} (pid {})",
-        lane.kind,
-        unit.name,
-        unit.pid.unwrap_or(0)
-    );
-    match lane.kill_unit(&unit) {
+    let what = match (hit, unit.pid) {
+        (Hit::Disconnect(_), _) => {
+            format!(
+                "docker network disconnect of container {} mid-job",
+                unit.name
+            )
+        }
+        (Hit::Kill, Some(pid)) => format!("SIGKILL external worker {} (pid {pid})", unit.name),
+        (Hit::Kill, None) => format!("SIGKILL external worker {} (docker kill)", unit.name),
+    };
+    say!("EVENT {}: {what}", lane.kind);
+    let done = match hit {
+        Hit::Kill => lane.kill_unit(&unit).await,
+        Hit::Disconnect(_) => lane.disconnect_unit(&unit).await,
+    };
+    match done {
         Ok(()) => {
-            bump(counts, lane.kind, |c| c.worker_kills += 1);
+            bump(counts, lane.kind, |c| match hit {
+                Hit::Kill => c.worker_kills += 1,
+                Hit::Disconnect(_) => c.disconnects += 1,
+            });
             if let Some(run) = runs::lock(runs)
                 .iter_mut()
                 .find(|r| r.kind == lane.kind && r.owns(&unit.name))
             {
-                run.worker_kills += 1;
+                match hit {
+                    Hit::Kill => run.worker_kills += 1,
+                    Hit::Disconnect(_) => run.disconnects += 1,
+                }
             }
         }
         Err(e) => {

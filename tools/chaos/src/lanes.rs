@@ -1,10 +1,12 @@
 //! One lane per compute provider: a workflow-worker process on its own task queue (restartable
 //! with the same environment), for DigitalOcean the in-process fake API and an observer that
-//! records every app it sees, the live units of compute, and the final sweep.
+//! records every app it sees, for Docker a network of the chaos run's own and an observer of
+//! the engine's container events, the live units of compute, and the final sweep.
 //!
-//! Each lane's account (fake DigitalOcean API, local state directory) also holds compute that
-//! is not the lane's: seeded foreign apps and lookalikes (`ext-api`, our name shape without our
-//! mark or with another owner's). They must all survive the chaos and the sweep.
+//! Each lane's account (fake DigitalOcean API, local state directory, the Docker engine) also
+//! holds compute that is not the lane's: seeded foreign apps and lookalikes (`ext-api`, our
+//! name shape without our mark or with another owner's). They must all survive the chaos and
+//! the sweep.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,11 +19,12 @@ use std::{
 use anyhow::{Context, anyhow};
 use nix::{sys::signal::kill, unistd::Pid};
 use tea_compute::naming::compute_name;
+use tea_contract::WorkflowInput;
 use tea_fake_do::{FakeDo, FakeDoConfig, Fault, SeedApps, Signal};
 use tea_harness::{Proc, ProcBuilder, pid_alive};
 use tokio::task::JoinHandle;
 
-use crate::{bins::Bins, say};
+use crate::{bins::Bins, docker::DockerLane, say};
 
 /// Token of the fake DigitalOcean API (never a real one).
 const DO_TOKEN: &str = "dop_v1_chaos_fake_token";
@@ -35,6 +38,7 @@ const OBSERVE_EVERY: Duration = Duration::from_millis(100);
 pub enum Kind {
     Local,
     DigitalOcean,
+    Docker,
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
         match self {
             Kind::Local => "local",
             Kind::DigitalOcean => "do",
+            Kind::Docker => "docker",
         }
     }
 }
@@ -52,6 +57,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Local => "local",
             Kind::DigitalOcean => "digitalocean",
+            Kind::Docker => "docker",
         })
     }
 }
@@ -60,10 +66,12 @@ impl fmt::Display for Kind {
 #[derive(Clone, Debug)]
 pub struct Unit {
     pub name: String,
-    /// App ID (DigitalOcean) or the name (local).
+    /// App ID (DigitalOcean), container ID (Docker) or the name (local).
     pub id: String,
-    /// Pid of its running external worker, if one runs.
+    /// Pid of its running external worker, if one runs (local and DigitalOcean).
     pub pid: Option<u32>,
+    /// Whether its external worker runs (a live process, a running container).
+    pub running: bool,
 }
 
 /// App ID -> app name of every app the observer saw.
@@ -77,7 +85,26 @@ pub struct Fake {
     observer: JoinHandle<()>,
 }
 
-/// One provider's workflow-worker (and fake API).
+/// What every lane is started with.
+pub struct Setup<'a> {
+    /// The chaos run's directory.
+    pub dir: &'a Path,
+    /// Where the local lane keeps its compute.
+    pub local_state_dir: &'a Path,
+    pub bins: &'a Bins,
+    /// The dev server's address for processes on this host.
+    pub address: &'a str,
+    /// The dev server's port (containers reach it through the host's bridge address).
+    pub port: u16,
+    /// Foreign apps seeded into the fake DigitalOcean account.
+    pub foreign_apps: u32,
+    /// The engine (docker lane only).
+    pub docker: Option<&'a bollard::Docker>,
+    /// The image of the docker lane's runs.
+    pub docker_image: &'a str,
+}
+
+/// One provider's workflow-worker (and fake API, or Docker network).
 pub struct Lane {
     pub kind: Kind,
     pub queue: String,
@@ -90,31 +117,35 @@ pub struct Lane {
     worker_starts: u32,
     sweeps: u32,
     pub fake: Option<Fake>,
+    /// After `worker`: dropped (its containers and network removed) once the worker is killed.
+    pub docker: Option<DockerLane>,
     /// Names of the compute in this lane's account that is not the lane's (seeded).
     pub foreign: BTreeSet<String>,
 }
 
 impl Lane {
-    /// Starts the lane: for DigitalOcean the fake API first, then the workflow-worker.
-    pub async fn start(
-        kind: Kind,
-        dir: &Path,
-        local_state_dir: &Path,
-        bins: &Bins,
-        address: &str,
-        foreign_apps: u32,
-    ) -> anyhow::Result<Lane> {
+    /// Starts the lane: for DigitalOcean the fake API first, for Docker the network and the
+    /// foreign containers, then the workflow-worker.
+    pub async fn start(kind: Kind, setup: &Setup<'_>) -> anyhow::Result<Lane> {
+        let Setup {
+            dir,
+            local_state_dir,
+            bins,
+            address,
+            foreign_apps,
+            ..
+        } = *setup;
         let lane_dir = dir.join(kind.to_string());
         std::fs::create_dir_all(&lane_dir)
             .with_context(|| format!("creating {}", lane_dir.display()))?;
-        let queue = format!("chaos-wf-{}-{}", kind.short(), uuid_suffix());
+        let suffix = uuid_suffix();
+        let queue = format!("chaos-wf-{}-{suffix}", kind.short());
         let mut env: Vec<(String, String)> = vec![
             ("TEMPORAL_ADDRESS".into(), address.into()),
             ("WORKFLOW_TASK_QUEUE".into(), queue.clone()),
             ("DEPLOY_POLL_INITIAL".into(), "200ms".into()),
             ("DEPLOY_POLL_MAX".into(), "1s".into()),
             ("SWEEP_INTERVAL".into(), "0".into()),
-            ("COMPUTE_OWNER".into(), owner(kind)),
             // Inherited by the local external workers: a fast dead-man switch.
             ("DEAD_MAN_CHECK_INTERVAL".into(), "1s".into()),
             (
@@ -123,12 +154,37 @@ impl Lane {
             ),
         ];
         let foreign;
+        let mut docker = None;
         let fake = match kind {
             Kind::Local => {
                 foreign = seed_local(local_state_dir)?;
+                env.push(("COMPUTE_OWNER".into(), owner(kind)));
                 env.push(("COMPUTE_PROVIDER".into(), "local".into()));
                 env.push(("LOCAL_KILL_GRACE".into(), "3s".into()));
                 env.push(("LOCAL_STATE_DIR".into(), path_str(local_state_dir)));
+                None
+            }
+            Kind::Docker => {
+                let engine = setup
+                    .docker
+                    .ok_or_else(|| anyhow!("the docker lane has no Docker engine"))?;
+                let lane = DockerLane::start(engine.clone(), setup.docker_image, &suffix).await?;
+                foreign = lane.foreign.clone();
+                env.extend([
+                    ("COMPUTE_OWNER".into(), lane.owner.clone()),
+                    ("COMPUTE_PROVIDER".into(), "docker".into()),
+                    ("DOCKER_NETWORK".into(), lane.network.clone()),
+                    (
+                        "DOCKER_TEMPORAL_ADDRESS".into(),
+                        format!("{}:{}", tea_compute::docker::HOST_ALIAS, setup.port),
+                    ),
+                    (
+                        "DOCKER_LOG_DIR".into(),
+                        path_str(&lane_dir.join("containers")),
+                    ),
+                    ("DOCKER_STOP_GRACE".into(), "2s".into()),
+                ]);
+                docker = Some(lane);
                 None
             }
             Kind::DigitalOcean => {
@@ -140,6 +196,7 @@ impl Lane {
                 let api = Arc::new(FakeDo::start(config).await?);
                 say!("digitalocean: fake API on {}", api.base_url());
                 foreign = seed_do(&api, foreign_apps)?;
+                env.push(("COMPUTE_OWNER".into(), owner(kind)));
                 env.push(("COMPUTE_PROVIDER".into(), "digitalocean".into()));
                 env.push(("DIGITALOCEAN_API_URL".into(), api.base_url()));
                 env.push(("DIGITALOCEAN_ACCESS_TOKEN".into(), DO_TOKEN.into()));
@@ -164,6 +221,7 @@ impl Lane {
             worker_starts: 0,
             sweeps: 0,
             fake,
+            docker,
             foreign,
         };
         lane.spawn_worker()?;
@@ -227,45 +285,77 @@ impl Lane {
     }
 
     /// The units of the lane's compute that exist now (foreign compute left out).
-    pub fn live_units(&self) -> Vec<Unit> {
-        let mut units = self.all_units();
+    pub async fn live_units(&self) -> anyhow::Result<Vec<Unit>> {
+        let mut units = self.all_units().await?;
         units.retain(|u| !self.foreign.contains(&u.name));
-        units
+        Ok(units)
     }
 
     /// How many of the seeded foreign units no longer exist (must be 0).
-    pub fn foreign_deleted(&self) -> usize {
-        let names: BTreeSet<String> = self.all_units().into_iter().map(|u| u.name).collect();
-        self.foreign.iter().filter(|n| !names.contains(*n)).count()
+    pub async fn foreign_deleted(&self) -> anyhow::Result<usize> {
+        let names: BTreeSet<String> = self
+            .all_units()
+            .await?
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        Ok(self.foreign.iter().filter(|n| !names.contains(*n)).count())
     }
 
     /// Every unit of compute in the lane's account now, foreign ones included.
-    fn all_units(&self) -> Vec<Unit> {
-        match &self.fake {
+    async fn all_units(&self) -> anyhow::Result<Vec<Unit>> {
+        if let Some(docker) = &self.docker {
+            return docker.units().await;
+        }
+        let unit = |name: String, id: String, pid: Option<u32>| {
+            let pid = pid.filter(|p| pid_alive(*p));
+            Unit {
+                name,
+                id,
+                pid,
+                running: pid.is_some(),
+            }
+        };
+        Ok(match &self.fake {
             Some(fake) => fake
                 .api
                 .snapshot()
                 .apps
                 .into_iter()
-                .map(|app| Unit {
-                    pid: app.worker_pid.filter(|p| pid_alive(*p)),
-                    name: app.name,
-                    id: app.id,
-                })
+                .map(|app| unit(app.name, app.id, app.worker_pid))
                 .collect(),
             None => crate::measure::local_dirs(&self.state_dir)
                 .into_iter()
-                .map(|(name, dir)| Unit {
-                    pid: crate::measure::meta_pid(&dir).filter(|p| pid_alive(*p)),
-                    id: name.clone(),
-                    name,
-                })
+                .map(|(name, dir)| unit(name.clone(), name, crate::measure::meta_pid(&dir)))
                 .collect(),
+        })
+    }
+
+    /// The run's input for this lane: the docker lane runs its image from the engine.
+    pub fn input(&self, input: &WorkflowInput) -> WorkflowInput {
+        let mut input = input.clone();
+        if let Some(docker) = &self.docker {
+            let (repository, tag) = tea_compute::docker::split_reference(&docker.image);
+            input.registry = String::new();
+            input.repository = repository.to_owned();
+            input.tag = tag.to_owned();
+        }
+        input
+    }
+
+    /// Cuts the container of `unit` off its network (docker lane only).
+    pub async fn disconnect_unit(&self, unit: &Unit) -> anyhow::Result<()> {
+        match &self.docker {
+            Some(docker) => docker.disconnect(unit).await,
+            None => Err(anyhow!("only the docker lane has a network to cut")),
         }
     }
 
-    /// SIGKILLs the external worker of `unit`.
-    pub fn kill_unit(&self, unit: &Unit) -> anyhow::Result<()> {
+    /// SIGKILLs the external worker of `unit` (`docker kill` of its container).
+    pub async fn kill_unit(&self, unit: &Unit) -> anyhow::Result<()> {
+        if let Some(docker) = &self.docker {
+            return docker.kill(unit).await;
+        }
         match &self.fake {
             Some(fake) => {
                 anyhow::ensure!(
@@ -342,9 +432,21 @@ impl Lane {
             .count())
     }
 
-    /// Stops the workflow-worker and, for DigitalOcean, the fake API and its workers.
-    pub async fn stop(mut self) {
+    /// Stops the workflow-worker and, for DigitalOcean, the fake API and its workers; for
+    /// Docker removes every container of the lane (foreign ones too) and its network.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.kill_worker().await;
+        if let Some(docker) = &mut self.docker {
+            let removed = docker.clean_up().await?;
+            say!(
+                "docker: removed {} from the engine",
+                if removed.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    removed.join(", ")
+                }
+            );
+        }
         if let Some(fake) = self.fake.take() {
             fake.observer.abort();
             let _ = fake.observer.await;
@@ -353,6 +455,7 @@ impl Lane {
                 Err(api) => drop(api),
             }
         }
+        Ok(())
     }
 }
 

@@ -4,15 +4,18 @@
 //!
 //! Definitions (also printed under the table):
 //! - compute created: local, distinct compute names the provider ever used (kept logs of
-//!   deleted compute plus live directories); DigitalOcean, apps the fake ever stored.
+//!   deleted compute plus live directories); DigitalOcean, apps the fake ever stored; Docker,
+//!   containers with the lane's owner label the engine created (its events, and every listing).
 //! - compute left running: units that still exist after the sweep (local directories,
-//!   DigitalOcean apps), plus external-worker processes of this chaos run that belong to none.
+//!   DigitalOcean apps, Docker containers of the lane's owner, running or not), plus
+//!   external-worker processes of this chaos run that belong to none.
 //! - duplicate compute: a compute name that got a second unit after its first was deleted.
 //!   Local: a `starting` line after a `deleted` line in the name's log, or a name that has both
 //!   a kept log (deleted) and a live directory. DigitalOcean: more than one app ID under one
-//!   name, from the fake's apps polled every 100 ms plus its per-app log files. (Two units
-//!   with one name at the same time are impossible: the name is a lock directory locally and a
-//!   409 on DigitalOcean. A worker restarted in place under the same name is not a duplicate.)
+//!   name, from the fake's apps polled every 100 ms plus its per-app log files. Docker: more
+//!   than one container ID under one name. (Two units with one name at the same time are
+//!   impossible: the name is a lock directory locally, a 409 on DigitalOcean and on the
+//!   engine. A worker restarted in place under the same name is not a duplicate.)
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,12 +33,13 @@ use crate::lanes::{Kind, Lane};
 #[derive(Clone, Debug, Default)]
 pub struct Measure {
     pub created: u64,
-    /// Local only: external-worker processes started (a dead worker may be restarted under its
-    /// name by a retried create).
+    /// Local: external-worker processes started (a dead worker may be restarted under its
+    /// name by a retried create); Docker: container starts.
     pub process_starts: Option<u64>,
     /// Units that still exist.
     pub units_left: usize,
-    /// External-worker processes still alive (belonging to a unit or not).
+    /// External-worker processes still alive (belonging to a unit or not; Docker: running
+    /// containers).
     pub processes_alive: usize,
     /// Alive processes that belong to no existing unit.
     pub orphan_processes: usize,
@@ -140,23 +144,28 @@ fn local_log_events(text: &str) -> Vec<bool> {
 }
 
 impl Lane {
-    /// Measures after the sweep, first waiting up to `settle` for compute being stopped to go.
-    pub async fn measure(&self, address: &str, settle: Duration) -> Measure {
+    /// Measures after the sweep, first waiting up to `settle` for compute being stopped to go;
+    /// an error when the lane's compute cannot be listed (the engine does not answer).
+    pub async fn measure(&self, address: &str, settle: Duration) -> anyhow::Result<Measure> {
         let _ = tea_harness::try_wait_for("compute to be gone", settle, || async {
-            let m = self.measure_now(address);
+            let m = self.measure_now(address).await.ok()?;
             (m.units_left == 0 && m.processes_alive == 0).then_some(())
         })
         .await;
-        self.measure_now(address)
+        self.measure_now(address).await
     }
 
-    fn measure_now(&self, address: &str) -> Measure {
+    async fn measure_now(&self, address: &str) -> anyhow::Result<Measure> {
         let local_state_dir = self.state_dir.as_path();
-        let procs: Vec<WorkerProcess> = external_workers(address, local_state_dir)
-            .into_iter()
-            .filter(|p| p.local == (self.kind == Kind::Local))
-            .collect();
-        let units = self.live_units();
+        let procs: Vec<WorkerProcess> = match self.kind {
+            // Containers' workers are the containers: counted below.
+            Kind::Docker => Vec::new(),
+            kind => external_workers(address, local_state_dir)
+                .into_iter()
+                .filter(|p| p.local == (kind == Kind::Local))
+                .collect(),
+        };
+        let units = self.live_units().await?;
         let unit_names: BTreeSet<&str> = units.iter().map(|u| u.name.as_str()).collect();
         let mut m = Measure {
             units_left: units.len(),
@@ -166,9 +175,22 @@ impl Lane {
                 .filter(|p| !unit_names.contains(p.queue.as_str()))
                 .count(),
             left_names: units.iter().map(|u| u.name.clone()).collect(),
-            foreign_deleted: self.foreign_deleted(),
+            foreign_deleted: self.foreign_deleted().await?,
             ..Measure::default()
         };
+        if let Some(docker) = &self.docker {
+            let created = docker.created();
+            m.created = created.containers;
+            m.process_starts = Some(created.starts);
+            m.processes_alive = units.iter().filter(|u| u.running).count();
+            m.duplicates = created.duplicates.iter().map(|(_, n)| n - 1).sum();
+            m.duplicate_names = created
+                .duplicates
+                .iter()
+                .map(|(name, n)| format!("{name} ({n} containers)"))
+                .collect();
+            return Ok(m);
+        }
         match &self.fake {
             None => {
                 let logs_dir = local_state_dir.join("logs");
@@ -253,6 +275,6 @@ impl Lane {
         if self.kind == Kind::Local {
             m.duplicates = m.duplicate_names.len();
         }
-        m
+        Ok(m)
     }
 }

@@ -18,6 +18,8 @@ pub struct Report {
     counts: AllCounts,
     swept: BTreeMap<Kind, Result<usize, String>>,
     measures: BTreeMap<Kind, Measure>,
+    /// Lanes that could not be measured or cleaned up, and why.
+    problems: Vec<String>,
 }
 
 /// A cell: a number, or text such as `-` or `error`.
@@ -44,6 +46,7 @@ impl Report {
             counts,
             swept: BTreeMap::new(),
             measures: BTreeMap::new(),
+            problems: Vec::new(),
         }
     }
 
@@ -51,8 +54,23 @@ impl Report {
         self.swept.insert(kind, swept.map_err(|e| format!("{e:#}")));
     }
 
-    pub fn set_measure(&mut self, kind: Kind, measure: Measure) {
-        self.measures.insert(kind, measure);
+    pub fn set_measure(&mut self, kind: Kind, measure: anyhow::Result<Measure>) {
+        match measure {
+            Ok(measure) => {
+                self.measures.insert(kind, measure);
+            }
+            Err(e) => self
+                .problems
+                .push(format!("{kind}: could not be measured: {e:#}")),
+        }
+    }
+
+    /// What stopping the lane (removing what it made) came to.
+    pub fn set_stopped(&mut self, kind: Kind, stopped: anyhow::Result<()>) {
+        if let Err(e) = stopped {
+            self.problems
+                .push(format!("{kind}: could not be cleaned up: {e:#}"));
+        }
     }
 
     fn runs_of(&self, kind: Kind) -> impl Iterator<Item = &Run> {
@@ -103,6 +121,7 @@ impl Report {
             && self.foreign_deleted() == 0
             && self.swept.values().all(Result::is_ok)
             && self.kinds.iter().all(|k| self.measures.contains_key(k))
+            && self.problems.is_empty()
     }
 
     fn counts(&self, kind: Kind) -> Counts {
@@ -207,6 +226,11 @@ impl Report {
                 None,
             ),
             (
+                "events: container network disconnects",
+                ev(|c| c.disconnects),
+                None,
+            ),
+            (
                 "events: workflow-worker SIGKILL+restart",
                 ev(|c| c.workflow_worker_restarts),
                 None,
@@ -287,16 +311,18 @@ impl Report {
         println!();
         println!(
             "compute created: local = distinct compute names used (kept logs + live dirs); \
-             digitalocean = apps the fake stored."
+             digitalocean = apps the fake stored; docker = containers of the lane's owner the \
+             engine created (its events)."
         );
         println!(
-            "compute left running: units still existing after the sweep (local dirs, DO apps) \
-             plus external-worker processes of this chaos run belonging to none."
+            "compute left running: units still existing after the sweep (local dirs, DO apps, \
+             containers of the lane's owner) plus external-worker processes of this chaos run \
+             belonging to none."
         );
         println!(
             "duplicate compute: a compute name that got a second unit after its first was \
-             deleted (local: log markers; DO: app IDs per name). A worker restarted in place \
-             under its name is not a duplicate."
+             deleted (local: log markers; DO: app IDs per name; docker: container IDs per \
+             name). A worker restarted in place under its name is not a duplicate."
         );
         println!(
             "foreign compute: seeded units that are not the lane's (ext-api, our name shape \
@@ -307,6 +333,9 @@ impl Report {
                 "{} chaos event(s) could not be carried out (see the log above).",
                 self.counts.failed_events
             );
+        }
+        for problem in &self.problems {
+            println!("{problem}");
         }
         for (kind, swept) in &self.swept {
             if let Err(e) = swept {
@@ -344,8 +373,14 @@ impl Report {
                     .as_ref()
                     .map_or_else(|| "unknown".to_owned(), describe);
                 println!(
-                    "{} run {} (run ID {}, {} worker kill(s), chaos {:?}): {outcome}",
-                    run.kind, run.id, run.run_id, run.worker_kills, run.intervention
+                    "{} run {} (run ID {}, {} worker kill(s), {} network cut(s), chaos {:?}): \
+                     {outcome}",
+                    run.kind,
+                    run.id,
+                    run.run_id,
+                    run.worker_kills,
+                    run.disconnects,
+                    run.intervention
                 );
             }
         }

@@ -71,6 +71,8 @@ pub struct Run {
     pub intervention: Option<Intervention>,
     /// External workers of this run the chaos loop SIGKILLed.
     pub worker_kills: u32,
+    /// Containers of this run the chaos loop cut off their network.
+    pub disconnects: u32,
 }
 
 impl Run {
@@ -82,7 +84,13 @@ impl Run {
             outcome: None,
             intervention: None,
             worker_kills: 0,
+            disconnects: 0,
         }
+    }
+
+    /// Kills and network cuts of this run's compute (each costs a compute attempt).
+    pub fn hits(&self) -> u32 {
+        self.worker_kills + self.disconnects
     }
 
     /// Whether the run has not closed yet.

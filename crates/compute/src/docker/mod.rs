@@ -637,8 +637,9 @@ pub async fn preflight(cfg: &DockerConfig) -> Result<String, ProviderError> {
     ))
 }
 
-/// Every container, running or not, matching the label filter `label` or `label=value`.
-pub(crate) async fn list_labelled(
+/// Every container, running or not, matching the label filter `label` or `label=value` (also
+/// for tooling that watches the engine: the chaos command, the tests).
+pub async fn list_labelled(
     docker: &Docker,
     filter: &str,
 ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
@@ -695,8 +696,8 @@ pub fn image_reference(image: &ImageRef) -> Result<String, ProviderError> {
 }
 
 /// `registry/repo:tag` as (`registry/repo`, `tag`): the tag is after the last `:` that follows
-/// the last `/` (a registry's port is not a tag).
-fn split_reference(image: &str) -> (&str, &str) {
+/// the last `/` (a registry's port is not a tag); `latest` when there is none.
+pub fn split_reference(image: &str) -> (&str, &str) {
     let after_slash = image.rfind('/').map_or(0, |i| i + 1);
     match image[after_slash..].rfind(':') {
         Some(i) => (&image[..after_slash + i], &image[after_slash + i + 1..]),
