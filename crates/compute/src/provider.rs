@@ -168,8 +168,8 @@ impl ProviderError {
 ///   metrics) ever deletes or counts it.
 ///
 /// - Concurrent [`create_or_adopt`](Self::create_or_adopt) calls for one name leave one unit:
-///   the platform's name uniqueness (App Platform answers 409) or an exclusive create (the
-///   local state directory) decides, and the loser adopts.
+///   the platform's name uniqueness (App Platform and the Docker Engine answer 409) or an
+///   exclusive create (the local state directory) decides, and the loser adopts.
 /// - Read-your-writes: once `create_or_adopt` returned, [`list_ours`](Self::list_ours) and
 ///   [`readiness`](Self::readiness) see the unit; once [`delete`](Self::delete) returned, the
 ///   unit is gone (a delete the platform finishes asynchronously is waited for, bounded).
@@ -195,11 +195,11 @@ impl ProviderError {
 /// # Assumptions
 /// - [`delete`](Self::delete) is only given IDs that this provider's `create_or_adopt` or
 ///   `list_ours` returned (the DigitalOcean provider does not re-read the mark before deleting;
-///   the local provider does, and refuses a unit marked by another owner).
+///   the local and Docker providers do, and refuse a unit marked by another owner).
 /// - Every workflow-worker of one deployment (one workflow task queue) uses the same owner.
 #[async_trait]
 pub trait ComputeProvider: Send + Sync + 'static {
-    /// Short provider name for logs (`digitalocean`, `local`).
+    /// Short provider name for logs (`digitalocean`, `docker`, `local`).
     fn kind(&self) -> &'static str;
 
     /// The deployment this provider works for; its mark is on everything it creates.
