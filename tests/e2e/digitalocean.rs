@@ -156,6 +156,11 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
         fx.worker.output()
     );
     assert!(output.contains("completed"), "{output}");
+    // One app of the default size for at least the job's 4 s: its cost is estimated.
+    assert!(
+        output.contains("compute-seconds in 1 unit(s), est. $0.0000"),
+        "usage and cost: {output}"
+    );
     assert!(
         output.contains(&workflow_id),
         "starter prints the workflow ID: {output}"

@@ -178,11 +178,16 @@ async fn local_happy_path_runs_a_real_external_worker_process_and_stops_it() {
     assert!(pid_alive(pid));
 
     let end = run::finish(&handle, &fx.worker).await;
-    assert!(
-        matches!(end, RunEnd::Completed(_)),
-        "run ended {end}; worker: {}",
-        fx.worker.output()
-    );
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    // The unit lived at least as long as the 3 s job; a local process has no price.
+    let [usage] = outcome.usage.as_slice() else {
+        panic!("one unit of usage: {:?}", outcome.usage);
+    };
+    assert_eq!(usage.compute_name, outcome.compute_name);
+    assert!(usage.seconds >= 3.0, "{usage:?}");
+    assert_eq!(usage.estimated_cost_usd, None);
     assert!(!pid_alive(pid), "external worker {pid} still running");
     fx.assert_no_compute_left();
     let logs = fx.kept_logs();

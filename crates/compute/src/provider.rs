@@ -232,6 +232,12 @@ pub trait ComputeProvider: Send + Sync + 'static {
         std::time::Duration::from_secs(600)
     }
 
+    /// What one unit costs per second in USD, for the estimate in each run's result; `None`
+    /// where the platform does not bill per unit (local processes, a Docker Engine of yours).
+    fn usd_per_second(&self) -> Option<f64> {
+        None
+    }
+
     /// Whether the platform restarts a worker process that exits (App Platform does): then a
     /// worker that is no longer needed must stay down instead of exiting, or it crash-loops.
     fn restarts_exited_workers(&self) -> bool {

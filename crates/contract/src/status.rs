@@ -34,7 +34,7 @@ pub struct PhaseEntry {
 }
 
 /// Answer of the `status` query.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunStatus {
     pub phase: Phase,
     /// Every phase the run entered, in order, with its time.
@@ -45,10 +45,13 @@ pub struct RunStatus {
     pub task_queue: Option<String>,
     pub provider: Option<String>,
     pub error: Option<String>,
+    /// Every unit of compute the run has used and deleted so far.
+    #[serde(default)]
+    pub usage: Vec<UnitUsage>,
 }
 
 /// Result of a completed run: what ran where, and that it was deleted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunOutcome {
     pub compute_name: String,
     pub compute_id: String,
@@ -61,6 +64,23 @@ pub struct RunOutcome {
     /// What the user's command did (runs with a `command`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<CommandResult>,
+    /// The compute each attempt used and for how long (absent in results of runs from before
+    /// it was recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<UnitUsage>,
+}
+
+/// How long one unit of compute existed for a run, and what that cost where the provider
+/// knows its price.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnitUsage {
+    pub compute_name: String,
+    pub provider: String,
+    /// From the end of its `Create` to the end of its `Delete` (workflow time).
+    pub seconds: f64,
+    /// `seconds` times the provider's per-second price (App Platform: its instance size's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_cost_usd: Option<f64>,
 }
 
 /// Heartbeat details of `WaitForAppBuild`: where the deployment is.

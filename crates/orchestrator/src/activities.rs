@@ -40,7 +40,7 @@ pub struct CreateComputeInput {
 }
 
 /// Result of `Create`: identifiers only (the original stored the whole app, secrets included).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CreatedCompute {
     pub handle: ComputeHandle,
     pub task_queue: String,
@@ -53,6 +53,10 @@ pub struct CreatedCompute {
     /// then, even mid-job. Absent when unlimited (and in histories recorded before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lifetime: Option<GoDuration>,
+    /// What the unit costs per second in USD, where the provider knows it (for the run's
+    /// cost estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_second: Option<f64>,
 }
 
 /// Input of `WaitForAppBuild`.
@@ -391,6 +395,7 @@ impl ProvisioningActivities {
             provider: self.provider.kind().to_owned(),
             deploy_timeout: Some(GoDuration(self.deploy_timeout())),
             max_lifetime: self.max_compute_lifetime.map(GoDuration),
+            usd_per_second: self.provider.usd_per_second(),
         })
     }
 

@@ -113,7 +113,7 @@ struct Versions {
 
 /// How one compute attempt ended.
 enum AttemptEnd {
-    Completed(RunOutcome),
+    Completed(Box<RunOutcome>),
     Cancelled,
     /// The compute died or never became ready; it has been deleted: try fresh compute.
     ComputeLost(String),
@@ -174,7 +174,7 @@ impl TriggerExternalWorkflow {
                         return Err(cancelled(ctx));
                     }
                     enter(ctx, Phase::Done);
-                    return Ok(outcome);
+                    return Ok(*outcome);
                 }
                 AttemptEnd::Cancelled => return Err(cancelled(ctx)),
                 AttemptEnd::Fatal(message) => {
@@ -252,6 +252,7 @@ async fn provision_and_run(
             return AttemptEnd::Fatal(message);
         }
     };
+    let created_at = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.status.compute_id = Some(created.handle.id.clone());
         s.status.task_queue = Some(created.task_queue.clone());
@@ -296,6 +297,9 @@ async fn provision_and_run(
     )
     .await;
 
+    if deleted.is_ok() {
+        record_usage(ctx, &created, created_at);
+    }
     match (body, deleted) {
         (_, Err(e)) => AttemptEnd::Fatal(format!("deleting compute {compute_name} failed: {e}")),
         (BodyEnd::Cancelled, Ok(_)) => AttemptEnd::Cancelled,
@@ -307,7 +311,7 @@ async fn provision_and_run(
             Ok(_),
         ) => AttemptEnd::ComputeLost(message),
         (BodyEnd::Failed { message, .. }, Ok(_)) => AttemptEnd::Fatal(message),
-        (BodyEnd::Completed(job), Ok(_)) => AttemptEnd::Completed(RunOutcome {
+        (BodyEnd::Completed(job), Ok(_)) => AttemptEnd::Completed(Box::new(RunOutcome {
             compute_name: created.handle.name.clone(),
             compute_id: created.handle.id.clone(),
             task_queue: created.task_queue.clone(),
@@ -316,7 +320,8 @@ async fn provision_and_run(
             deleted: true,
             attempts: attempt,
             job,
-        }),
+            usage: ctx.state(|s| s.status.usage.clone()),
+        })),
     }
 }
 
@@ -360,6 +365,26 @@ async fn use_compute_within(
         // The run was cancelled: the body sees it too.
         Either::Right((_, body)) => body.await,
     }
+}
+
+/// Adds how long the deleted unit existed (workflow time, so the same on replay) and its
+/// estimated cost to the run's usage.
+fn record_usage(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    created: &CreatedCompute,
+    created_at: Option<std::time::SystemTime>,
+) {
+    let seconds = created_at
+        .zip(ctx.workflow_time())
+        .and_then(|(from, to)| to.duration_since(from).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    let usage = tea_contract::UnitUsage {
+        compute_name: created.handle.name.clone(),
+        provider: created.provider.clone(),
+        seconds,
+        estimated_cost_usd: created.usd_per_second.map(|price| price * seconds),
+    };
+    ctx.state_mut(|s| s.status.usage.push(usage));
 }
 
 /// Waits until the compute is ready, then runs the job on its unique queue. `cancel`, when

@@ -27,7 +27,7 @@ pub fn handle(client: &Client, workflow_id: &str) -> RunHandle {
 /// How a run ended.
 #[derive(Debug)]
 pub enum RunEnd {
-    Completed(RunOutcome),
+    Completed(Box<RunOutcome>),
     Failed(String),
     Cancelled,
     Terminated,
@@ -49,11 +49,31 @@ impl RunEnd {
 impl fmt::Display for RunEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunEnd::Completed(outcome) => write!(
-                f,
-                "completed: job ran {} on {} compute {} (queue {}), compute deleted",
-                outcome.job_duration, outcome.provider, outcome.compute_name, outcome.task_queue
-            ),
+            RunEnd::Completed(outcome) => {
+                write!(
+                    f,
+                    "completed: job ran {} on {} compute {} (queue {}), compute deleted",
+                    outcome.job_duration,
+                    outcome.provider,
+                    outcome.compute_name,
+                    outcome.task_queue
+                )?;
+                if !outcome.usage.is_empty() {
+                    let seconds: f64 = outcome.usage.iter().map(|u| u.seconds).sum();
+                    write!(
+                        f,
+                        "; {:.1} compute-seconds in {} unit(s)",
+                        seconds,
+                        outcome.usage.len()
+                    )?;
+                    let costs: Option<Vec<f64>> =
+                        outcome.usage.iter().map(|u| u.estimated_cost_usd).collect();
+                    if let Some(costs) = costs {
+                        write!(f, ", est. ${:.6}", costs.iter().sum::<f64>())?;
+                    }
+                }
+                Ok(())
+            }
             RunEnd::Failed(message) => write!(f, "failed: {message}"),
             RunEnd::Cancelled => f.write_str("cancelled"),
             RunEnd::Terminated => f.write_str("terminated"),
@@ -83,7 +103,7 @@ pub async fn start(
 /// Waits until the run closes and says how.
 pub async fn wait(handle: &RunHandle) -> anyhow::Result<RunEnd> {
     match handle.get_result(WorkflowGetResultOptions::default()).await {
-        Ok(outcome) => Ok(RunEnd::Completed(outcome)),
+        Ok(outcome) => Ok(RunEnd::Completed(Box::new(outcome))),
         Err(WorkflowGetResultError::Failed(error)) => Ok(RunEnd::Failed(failure_message(&error))),
         Err(WorkflowGetResultError::Cancelled { .. }) => Ok(RunEnd::Cancelled),
         Err(WorkflowGetResultError::Terminated { .. }) => Ok(RunEnd::Terminated),

@@ -30,6 +30,9 @@ pub const ENV_REGION: &str = "DIGITALOCEAN_REGION";
 pub const ENV_COMPONENT_NAME: &str = "DIGITALOCEAN_COMPONENT_NAME";
 /// Environment variable overriding the per-request timeout, in whole seconds.
 pub const ENV_REQUEST_TIMEOUT_SECS: &str = "DIGITALOCEAN_REQUEST_TIMEOUT_SECS";
+/// Environment variable overriding the monthly price of the instance size (USD), for cost
+/// estimates (default: [`super::pricing`]'s table).
+pub const ENV_USD_PER_MONTH: &str = "DIGITALOCEAN_USD_PER_MONTH";
 /// Environment variable overriding the attempts per API call.
 pub const ENV_MAX_ATTEMPTS: &str = "DIGITALOCEAN_MAX_ATTEMPTS";
 
@@ -106,6 +109,9 @@ pub struct DigitalOceanConfig {
     /// Longest server-requested wait (`Retry-After`, `ratelimit-reset`) honoured in-call; a
     /// longer one ends the call with a transient error so the caller can reschedule.
     pub max_retry_wait: Duration,
+    /// Monthly price of one worker of this size in USD, for cost estimates; `None` when
+    /// neither the table nor `DIGITALOCEAN_USD_PER_MONTH` knows it.
+    pub usd_per_month: Option<f64>,
     /// How long `delete` polls for the app to disappear before giving up (transient error).
     pub delete_confirm_timeout: Duration,
     /// Longest pause between two delete-confirmation polls.
@@ -121,6 +127,7 @@ impl DigitalOceanConfig {
             instance_size_slug: DEFAULT_INSTANCE_SIZE_SLUG.to_string(),
             region: None,
             component_name: DEFAULT_COMPONENT_NAME.to_string(),
+            usd_per_month: super::pricing::usd_per_month(DEFAULT_INSTANCE_SIZE_SLUG),
             request_timeout: Duration::from_secs(30),
             max_attempts: 5,
             base_backoff: Duration::from_millis(500),
@@ -167,6 +174,20 @@ impl DigitalOceanConfig {
                 ))
             })?;
             cfg.request_timeout = Duration::from_secs(secs);
+        }
+        cfg.usd_per_month = super::pricing::usd_per_month(&cfg.instance_size_slug);
+        if let Some(price) = get(ENV_USD_PER_MONTH) {
+            cfg.usd_per_month = Some(
+                price
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| p.is_finite() && *p >= 0.0)
+                    .ok_or_else(|| {
+                        ProviderError::permanent(format!(
+                            "{ENV_USD_PER_MONTH}={price:?} is not a price in USD like `5` or `12.5`"
+                        ))
+                    })?,
+            );
         }
         if let Some(n) = get(ENV_MAX_ATTEMPTS) {
             cfg.max_attempts = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -236,7 +257,7 @@ fn parse_api_url(raw: &str) -> Result<Url, ProviderError> {
     Ok(url)
 }
 
-fn validate_slug(slug: &str) -> Result<(), ProviderError> {
+pub(super) fn validate_slug(slug: &str) -> Result<(), ProviderError> {
     if DEPRECATED_SLUGS.contains(&slug) {
         return Err(ProviderError::permanent(format!(
             "instance size slug {slug:?} is a deprecated legacy plan; use a current one such as \
@@ -305,6 +326,26 @@ mod tests {
         assert_eq!(cfg.region.as_deref(), Some("ams"));
         assert_eq!(cfg.request_timeout, Duration::from_secs(7));
         assert_eq!(cfg.max_attempts, 2);
+        assert_eq!(
+            cfg.usd_per_month,
+            Some(34.0),
+            "the table's price of the size"
+        );
+    }
+
+    #[test]
+    fn the_price_can_be_overridden_and_a_bad_one_is_refused() {
+        let with = |price: &str| {
+            DigitalOceanConfig::from_lookup(env(&[
+                (ENV_ACCESS_TOKEN, "dop_v1_abc"),
+                (ENV_USD_PER_MONTH, price),
+            ]))
+        };
+        assert_eq!(with("7.5").expect("a price").usd_per_month, Some(7.5));
+        for bad in ["cheap", "-1", "NaN"] {
+            let err = with(bad).expect_err(bad);
+            assert!(err.message.contains(ENV_USD_PER_MONTH), "{err}");
+        }
     }
 
     #[test]

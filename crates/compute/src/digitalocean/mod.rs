@@ -21,6 +21,7 @@
 mod config;
 mod http;
 mod model;
+pub mod pricing;
 #[cfg(test)]
 mod tests;
 
@@ -303,6 +304,11 @@ impl ComputeProvider for DigitalOceanProvider {
     /// App Platform pulls the image and rolls out the deployment: minutes, not seconds.
     fn default_deploy_timeout(&self) -> Duration {
         Duration::from_secs(15 * 60)
+    }
+
+    /// The instance size's price by the second (App Platform bills by the second).
+    fn usd_per_second(&self) -> Option<f64> {
+        self.cfg.usd_per_month.map(pricing::usd_per_second)
     }
 
     /// App Platform restarts a component whose process exits.
