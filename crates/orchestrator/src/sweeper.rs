@@ -105,6 +105,16 @@ pub struct SweptCompute {
     pub outcome: Option<Deleted>,
 }
 
+/// How the reason of a unit deleted for outliving `MAX_COMPUTE_LIFETIME` begins.
+const PAST_LIFETIME: &str = "older than the maximum compute lifetime";
+
+impl SweptCompute {
+    /// Whether it was deleted for outliving `MAX_COMPUTE_LIFETIME` under a running run.
+    pub fn past_lifetime(&self) -> bool {
+        self.reason.starts_with(PAST_LIFETIME)
+    }
+}
+
 /// One unit of compute the sweep should have deleted but did not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepFailure {
@@ -193,8 +203,8 @@ fn decide(
                 continue;
             };
             let reason = format!(
-                "older than the maximum compute lifetime of {} (age {}s) though its run is \
-                 still running: the run did not tear it down",
+                "{PAST_LIFETIME} of {} (age {}s) though its run is still running: the run did \
+                 not tear it down",
                 humantime::format_duration(limit.as_duration()),
                 age.as_secs()
             );
@@ -364,6 +374,12 @@ impl SweepActivities {
             "Leaked compute the sweeper deleted (or would have, in a dry run)",
             &labels,
             report.deleted.len() as u64,
+        );
+        self.metrics.count(
+            "tea_compute_lifetime_kills",
+            "Compute the sweeper deleted for outliving MAX_COMPUTE_LIFETIME under a running run",
+            &labels,
+            report.deleted.iter().filter(|d| d.past_lifetime()).count() as u64,
         );
         self.metrics.count(
             "tea_sweeper_failures",
@@ -577,6 +593,13 @@ mod tests {
             "{}",
             doomed[0].1
         );
+        let swept = SweptCompute {
+            name: "stuck".into(),
+            id: "stuck".into(),
+            reason: doomed[0].1.clone(),
+            outcome: None,
+        };
+        assert!(swept.past_lifetime());
     }
 
     #[tokio::test]
