@@ -15,6 +15,8 @@ use crate::{CommandResult, GoDuration, WORKFLOW_TYPE};
 pub enum Phase {
     #[default]
     Waiting,
+    /// Waiting for a slot under `MAX_CONCURRENT_COMPUTE` (first come, first served).
+    WaitingForCapacity,
     Provisioning,
     Deploying,
     Running,
