@@ -148,6 +148,17 @@ impl CapacityState {
 #[derive(Default)]
 pub struct ComputeCapacity {
     state: CapacityState,
+    /// False until the run has taken its start state: signals delivered with the first task
+    /// (signal-with-start, or buffered at continue-as-new) wait in `early` until then, so that
+    /// nothing is granted against a state that is not yet the real one.
+    started: bool,
+    early: Vec<Message>,
+}
+
+/// A signal received before the run took its start state.
+enum Message {
+    Acquire(AcquireRequest),
+    Release(RunRef),
 }
 
 #[workflow_methods]
@@ -157,25 +168,13 @@ impl ComputeCapacity {
         ctx: &mut WorkflowContext<Self>,
         start: CapacityState,
     ) -> WorkflowResult<CapacityState> {
-        // Signals delivered with the first task are already in the state: merge, don't replace.
         ctx.state_mut(|s| {
-            let signalled = std::mem::take(&mut s.state);
             s.state = start;
-            for run in signalled.queue {
-                s.state.acquire(AcquireRequest {
-                    run,
-                    cap: signalled.cap,
-                    check_every: signalled.check_every,
-                });
-            }
-            for run in signalled.to_notify {
-                if !s.state.to_notify.contains(&run) {
-                    s.state.to_notify.push(run);
-                }
-            }
-            for run in signalled.holders {
-                if !s.state.holders.contains(&run) {
-                    s.state.holders.push(run);
+            s.started = true;
+            for message in std::mem::take(&mut s.early) {
+                match message {
+                    Message::Acquire(request) => s.state.acquire(request),
+                    Message::Release(run) => s.state.release(&run),
                 }
             }
             s.state.grant();
@@ -224,13 +223,21 @@ impl ComputeCapacity {
     /// A slot for a run (idempotent; a holder asking again is granted again).
     #[signal(name = "acquire")]
     pub fn acquire(&mut self, _ctx: &mut SyncWorkflowContext<Self>, request: AcquireRequest) {
-        self.state.acquire(request);
+        if self.started {
+            self.state.acquire(request);
+        } else {
+            self.early.push(Message::Acquire(request));
+        }
     }
 
     /// A run gives its slot (or its queue place) back (idempotent).
     #[signal(name = "release")]
     pub fn release(&mut self, _ctx: &mut SyncWorkflowContext<Self>, run: RunRef) {
-        self.state.release(&run);
+        if self.started {
+            self.state.release(&run);
+        } else {
+            self.early.push(Message::Release(run));
+        }
     }
 
     /// Cap, holders and queue.
