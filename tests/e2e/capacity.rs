@@ -80,6 +80,15 @@ async fn completed(fx: &Fixture, handles: &[RunHandle], timeout: Duration) -> us
         .count()
 }
 
+/// Waits until `run` (named `which` in a failure) is in phase `waiting_for_capacity`.
+async fn waits_for_capacity(run: &RunHandle, which: &str) {
+    let what = format!("{which} to wait for capacity");
+    wait_for(&what, RUN_TIMEOUT, || async {
+        (phase(run).await == Some(Phase::WaitingForCapacity)).then_some(())
+    })
+    .await;
+}
+
 async fn phase(handle: &RunHandle) -> Option<Phase> {
     handle
         .query(StatusQuery, (), WorkflowQueryOptions::default())
@@ -146,15 +155,9 @@ async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
     let (holder, _) = fx.start_job("cap-holder", "10m").await;
     let client = fx.server.client().await;
     let waiting = run::start(&client, &fx.task_queue, "capacity-cancel-waiting", "1s").await;
-    wait_for("the second run to wait for capacity", RUN_TIMEOUT, || async {
-        (phase(&waiting).await == Some(Phase::WaitingForCapacity)).then_some(())
-    })
-    .await;
+    waits_for_capacity(&waiting, "the second run").await;
     let next = run::start(&client, &fx.task_queue, "capacity-waited", "1s").await;
-    wait_for("the third run to wait for capacity", RUN_TIMEOUT, || async {
-        (phase(&next).await == Some(Phase::WaitingForCapacity)).then_some(())
-    })
-    .await;
+    waits_for_capacity(&next, "the third run").await;
 
     let end = run::cancel_and_finish(&waiting, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "waiting run ended {end}");
@@ -162,7 +165,10 @@ async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
         .query(StatusQuery, (), WorkflowQueryOptions::default())
         .await
         .expect("status of the cancelled run");
-    assert_eq!(status.compute_name, None, "no compute for a run that waited");
+    assert_eq!(
+        status.compute_name, None,
+        "no compute for a run that waited"
+    );
     assert_eq!(fx.compute_dirs().len(), 1, "only the holder's unit");
     assert_eq!(phase(&next).await, Some(Phase::WaitingForCapacity));
 
@@ -187,7 +193,11 @@ async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
     let end = run::finish(&holder, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "holder ended {end}");
     fx.assert_no_compute_left();
-    assert_eq!(fx.kept_logs().len(), 2, "the holder's unit and the next run's");
+    assert_eq!(
+        fx.kept_logs().len(),
+        2,
+        "the holder's unit and the next run's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,10 +210,7 @@ async fn a_terminated_holder_does_not_leak_its_slot() {
     let (holder, _) = fx.start_job("cap-terminated", "10m").await;
     let client = fx.server.client().await;
     let next = run::start(&client, &fx.task_queue, "cap-after-terminate", "1s").await;
-    wait_for("the second run to wait for capacity", RUN_TIMEOUT, || async {
-        (phase(&next).await == Some(Phase::WaitingForCapacity)).then_some(())
-    })
-    .await;
+    waits_for_capacity(&next, "the second run").await;
 
     // Terminate runs no workflow code: no release; the liveness check must free the slot.
     holder

@@ -106,3 +106,16 @@ impl QueryDefinition for StatusQuery {
         STATUS_QUERY
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_snake_case_on_the_wire() {
+        let name = serde_json::to_value(Phase::WaitingForCapacity).expect("serialize");
+        assert_eq!(name, "waiting_for_capacity");
+        let phase: Phase = serde_json::from_value(name).expect("deserialize");
+        assert_eq!(phase, Phase::WaitingForCapacity);
+    }
+}
