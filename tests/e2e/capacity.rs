@@ -12,10 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tea_compute::local;
+use futures::StreamExt;
+use tea_compute::{ComputeOwner, local};
 use tea_contract::{Phase, StatusQuery};
+use tea_orchestrator::capacity::capacity_workflow_id;
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{WorkflowCancelOptions, WorkflowQueryOptions, WorkflowTerminateOptions};
+use temporalio_client::{
+    WorkflowCancelOptions, WorkflowListOptions, WorkflowQueryOptions, WorkflowTerminateOptions,
+};
 
 use crate::{
     local::{Fixture, workflow_worker},
@@ -114,6 +118,21 @@ async fn two_hundred_runs_at_once_never_exceed_a_cap_of_five_and_all_complete() 
     assert!(max > 0, "the sampler saw compute");
     fx.assert_no_compute_left();
     assert_eq!(fx.kept_logs().len(), RUNS, "one unit per run");
+    // The semaphore's state went through continue-as-new (its history grows with every run).
+    let owner = ComputeOwner::derive("default", &fx.task_queue);
+    let id = capacity_workflow_id(&owner);
+    let client = fx.server.client().await;
+    let runs = client
+        .list_workflows(
+            format!("WorkflowId = '{id}'"),
+            WorkflowListOptions::default(),
+        )
+        .count()
+        .await;
+    assert!(
+        runs > 1,
+        "{id} has {runs} run(s): it never continued as new"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

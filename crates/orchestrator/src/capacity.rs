@@ -52,7 +52,7 @@ pub const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// With nothing held or queued for this long, the semaphore completes.
 pub const IDLE_FOR: Duration = Duration::from_secs(300);
 /// The semaphore continues-as-new once its history is this long (or when Temporal suggests).
-const MAX_HISTORY_EVENTS: u32 = 2000;
+const MAX_HISTORY_EVENTS: u32 = 500;
 /// Describe calls the liveness check makes at once.
 const CHECK_CONCURRENCY: usize = 16;
 

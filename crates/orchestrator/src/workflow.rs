@@ -89,6 +89,15 @@ fn activity_options(heartbeat_timeout: Duration, detached: bool) -> ActivityOpti
     options
 }
 
+/// `RequestCapacity` is one quick call (it does not heartbeat), detached from cancellation.
+fn request_capacity_options() -> ActivityOptions {
+    let mut options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(retry_policy())
+        .build();
+    options.cancellation_token = Some(WorkflowCancellationToken::new());
+    options
+}
+
 /// Delete is the guarantee: retried until it succeeds or fails for a reason retrying can't fix.
 fn delete_options(heartbeat_timeout: Duration) -> ActivityOptions {
     let mut options = activity_options(heartbeat_timeout, true);
@@ -179,7 +188,7 @@ impl TriggerExternalWorkflow {
             return Err(cancelled(ctx));
         }
         let semaphore = if versions.capacity {
-            acquire_capacity(ctx, input.heartbeat_timeout()).await?
+            acquire_capacity(ctx).await?
         } else {
             None
         };
@@ -212,14 +221,13 @@ impl TriggerExternalWorkflow {
 /// Cancelled while waiting: gives the queue place back and ends the run, no compute created.
 async fn acquire_capacity(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
-    heartbeat_timeout: Duration,
 ) -> Result<Option<String>, WorkflowTermination> {
     // Detached: whether the request reached the semaphore is always known.
     let requested = ctx
         .execute_activity(
             ProvisioningActivities::request_capacity,
             RequestCapacityInput { attempt: 1 },
-            activity_options(heartbeat_timeout, true),
+            request_capacity_options(),
         )
         .await;
     let requested: CapacityRequested = match requested {
