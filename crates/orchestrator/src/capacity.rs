@@ -25,14 +25,7 @@ use futures::{
 use serde::{Deserialize, Serialize};
 use tea_compute::ComputeOwner;
 use tea_contract::GoDuration;
-use temporalio_client::{grpc::WorkflowService, tonic};
-use temporalio_common::{
-    RetryPolicy,
-    protos::temporal::api::{
-        common::v1::WorkflowExecution, enums::v1::WorkflowExecutionStatus,
-        workflowservice::v1::DescribeWorkflowExecutionRequest,
-    },
-};
+use temporalio_common::{RetryPolicy, protos::temporal::api::enums::v1::WorkflowExecutionStatus};
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, CancellableFuture, ContinueAsNewOptions, SignalWorkflowOptions,
@@ -323,42 +316,24 @@ impl CapacityActivities {
         ctx: ActivityContext,
         runs: Vec<RunRef>,
     ) -> Result<Vec<RunRef>, ActivityError> {
-        let namespace = ctx.info().namespace.clone();
         let client = ctx.client();
         let checks = futures::stream::iter(runs)
             .map(|run| {
-                let mut client = client.clone();
-                let namespace = namespace.clone();
+                let client = &client;
                 async move {
-                    let request = DescribeWorkflowExecutionRequest {
-                        namespace,
-                        execution: Some(WorkflowExecution {
-                            workflow_id: run.workflow_id.clone(),
-                            run_id: run.run_id.clone(),
-                        }),
-                    };
-                    let closed = match client
-                        .describe_workflow_execution(tonic::Request::new(request))
-                        .await
+                    match tea_runtime::run_status(client, &run.workflow_id, Some(&run.run_id)).await
                     {
-                        Ok(response) => {
-                            let status = response
-                                .into_inner()
-                                .workflow_execution_info
-                                .map(|info| info.status);
-                            status != Some(WorkflowExecutionStatus::Running as i32)
-                        }
-                        Err(status) if status.code() == tonic::Code::NotFound => true,
-                        Err(status) => {
-                            return Err(anyhow!(
-                                "describing run {} of {} failed: {}",
-                                run.run_id,
-                                run.workflow_id,
-                                status.message()
-                            ));
-                        }
-                    };
-                    Ok(closed.then_some(run))
+                        Ok(Some(
+                            WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Unspecified,
+                        )) => Ok(None),
+                        Ok(_) => Ok(Some(run)),
+                        Err(status) => Err(anyhow!(
+                            "describing run {} of {} failed: {}",
+                            run.run_id,
+                            run.workflow_id,
+                            status.message()
+                        )),
+                    }
                 }
             })
             .buffer_unordered(CHECK_CONCURRENCY);
