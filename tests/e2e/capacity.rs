@@ -22,15 +22,16 @@ use temporalio_client::{
 };
 
 use crate::{
+    digitalocean,
     local::{Fixture, workflow_worker},
     support::{
-        bin,
+        DevServer, bin,
         run::{self, RUN_TIMEOUT},
-        wait_for,
+        test_dir, wait_for,
     },
 };
 
-/// Counts the provider's units every 20 ms and remembers the most seen at once.
+/// Counts the provider's units (with `count`) every 20 ms and remembers the most seen at once.
 struct Sampler {
     max: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -38,14 +39,14 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn start(state_dir: PathBuf) -> Sampler {
+    fn start(count: impl Fn() -> usize + Send + 'static) -> Sampler {
         let max = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let (max, stop) = (Arc::clone(&max), Arc::clone(&stop));
             async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let units = local::compute_dirs(&state_dir).len();
+                    let units = count();
                     max.fetch_max(units, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -60,6 +61,12 @@ impl Sampler {
         self.task.await.expect("the sampler");
         self.max.load(Ordering::Relaxed)
     }
+}
+
+/// Samples the local provider's units of `fx`.
+fn local_units(fx: &Fixture) -> Sampler {
+    let state_dir: PathBuf = fx.dir.join("compute");
+    Sampler::start(move || local::compute_dirs(&state_dir).len())
 }
 
 /// Starts `count` runs of `job` at once.
@@ -106,7 +113,7 @@ async fn two_hundred_runs_at_once_never_exceed_a_cap_of_five_and_all_complete() 
     const RUNS: usize = 200;
     const CAP: usize = 5;
     let fx = Fixture::start_with_env("cap-200", &[("MAX_CONCURRENT_COMPUTE", "5")]).await;
-    let sampler = Sampler::start(fx.dir.join("compute"));
+    let sampler = local_units(&fx);
     let started = Instant::now();
     let handles = start_runs(&fx, "cap-200", RUNS, "200ms").await;
     let done = completed(&fx, &handles, Duration::from_secs(600)).await;
@@ -141,7 +148,7 @@ async fn the_cap_survives_a_workflow_worker_sigkill_and_restart() {
     const CAP: usize = 2;
     let env = [("MAX_CONCURRENT_COMPUTE", "2")];
     let mut fx = Fixture::start_with_env("cap-sigkill", &env).await;
-    let sampler = Sampler::start(fx.dir.join("compute"));
+    let sampler = local_units(&fx);
     let handles = start_runs(&fx, "cap-sigkill", RUNS, "1s").await;
     wait_for("a few runs to finish", RUN_TIMEOUT, || async {
         (fx.kept_logs().len() >= 4).then_some(())
@@ -238,4 +245,50 @@ async fn a_terminated_holder_does_not_leak_its_slot() {
         .expect("terminate");
     let end = run::finish(&next, &fx.worker).await;
     assert!(matches!(end, RunEnd::Completed(_)), "next run ended {end}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digitalocean_runs_at_once_never_exceed_the_cap_and_all_complete() {
+    const RUNS: usize = 30;
+    const CAP: usize = 3;
+    let dir = test_dir("cap-do");
+    let server = DevServer::start(&dir).await;
+    let fake = Arc::new(digitalocean::start_fake(&dir).await);
+    let task_queue = format!("wf-cap-do-{}", uuid::Uuid::new_v4().simple());
+    let worker = digitalocean::workflow_worker(
+        &dir,
+        &server,
+        &fake,
+        digitalocean::DO_TOKEN,
+        &task_queue,
+        "workflow-worker.log",
+    )
+    .env("MAX_CONCURRENT_COMPUTE", "3")
+    .spawn();
+    let sampler = Sampler::start({
+        let fake = Arc::clone(&fake);
+        move || fake.snapshot().apps.len()
+    });
+    let client = server.client().await;
+    let starts = (0..RUNS).map(|_| run::start(&client, &task_queue, "cap-do", "200ms"));
+    let handles = futures::future::join_all(starts).await;
+    let waits = handles.iter().map(tea_starter::wait);
+    let Ok(ends) =
+        tokio::time::timeout(Duration::from_secs(300), futures::future::join_all(waits)).await
+    else {
+        panic!(
+            "runs did not finish; workflow-worker output:\n{}",
+            worker.output()
+        );
+    };
+    let max = sampler.finish().await;
+    let done = ends
+        .iter()
+        .filter(|end| matches!(end, Ok(RunEnd::Completed(_))))
+        .count();
+    assert_eq!(done, RUNS, "every run completes: {ends:?}");
+    assert!(max <= CAP, "{max} apps existed at once, cap {CAP}");
+    let snapshot = fake.snapshot();
+    assert!(snapshot.apps.is_empty(), "apps left: {:?}", snapshot.apps);
+    assert_eq!(snapshot.deleted_app_ids.len(), RUNS, "one app per run");
 }
