@@ -15,10 +15,11 @@ use std::{
 use futures::StreamExt;
 use tea_compute::{ComputeOwner, local};
 use tea_contract::{Phase, StatusQuery};
-use tea_orchestrator::capacity::capacity_workflow_id;
+use tea_orchestrator::capacity::{ComputeCapacity, capacity_workflow_id};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
-    WorkflowCancelOptions, WorkflowListOptions, WorkflowQueryOptions, WorkflowTerminateOptions,
+    WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowHandle, WorkflowListOptions,
+    WorkflowQueryOptions, WorkflowTerminateOptions,
 };
 
 use crate::{
@@ -98,6 +99,23 @@ async fn waits_for_capacity(run: &RunHandle, which: &str) {
         (phase(run).await == Some(Phase::WaitingForCapacity)).then_some(())
     })
     .await;
+}
+
+/// The run ID of the semaphore's current run.
+async fn current_run(
+    semaphore: &WorkflowHandle<temporalio_client::Client, ComputeCapacity>,
+) -> Option<String> {
+    let description = semaphore
+        .describe(WorkflowDescribeOptions::default())
+        .await
+        .ok()?;
+    Some(
+        description
+            .raw_description
+            .workflow_execution_info?
+            .execution?
+            .run_id,
+    )
 }
 
 async fn phase(handle: &RunHandle) -> Option<Phase> {
@@ -184,6 +202,33 @@ async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
     waits_for_capacity(&waiting, "the second run").await;
     let next = run::start(&client, &fx.task_queue, "capacity-waited", "1s").await;
     waits_for_capacity(&next, "the third run").await;
+
+    // Cancelling the semaphore only makes it continue as new: holder and queue stay.
+    let semaphore = client.get_workflow_handle::<ComputeCapacity>(capacity_workflow_id(
+        &ComputeOwner::derive("default", &fx.task_queue),
+    ));
+    let first_run = current_run(&semaphore).await;
+    assert!(first_run.is_some(), "the semaphore runs");
+    semaphore
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel the semaphore");
+    let state = wait_for("the semaphore to carry on", RUN_TIMEOUT, || async {
+        let run = current_run(&semaphore).await?;
+        if Some(run) == first_run {
+            return None;
+        }
+        semaphore
+            .query(ComputeCapacity::state, (), WorkflowQueryOptions::default())
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(
+        (state.holders.len(), state.queue.len()),
+        (1, 2),
+        "{state:?}"
+    );
 
     let end = run::cancel_and_finish(&waiting, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "waiting run ended {end}");

@@ -13,7 +13,8 @@
 //! timed out, or whose Delete failed) is dropped by the liveness check: while anything is held
 //! or queued, every `check_every` an activity describes those runs and drops the closed ones.
 //! The semaphore continues-as-new with its state when its history grows, and completes after
-//! [`IDLE_FOR`] with nothing held or queued (the next acquire starts it again).
+//! [`IDLE_FOR`] with nothing held or queued (the next acquire starts it again). Cancelling it
+//! only makes it continue-as-new with its state.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -177,7 +178,12 @@ impl ComputeCapacity {
         > = None;
         loop {
             notify_granted(ctx).await;
-            if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
+            // A cancelled semaphore carries on with its state in a fresh run: its holders and
+            // waiters must not be forgotten.
+            if ctx.continue_as_new_suggested()
+                || ctx.history_length() > MAX_HISTORY_EVENTS
+                || ctx.cancellation_token().is_cancelled()
+            {
                 if let Some(timer) = check.take() {
                     timer.cancel();
                 }
