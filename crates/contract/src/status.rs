@@ -15,6 +15,8 @@ use crate::{CommandResult, GoDuration, WORKFLOW_TYPE};
 pub enum Phase {
     #[default]
     Waiting,
+    /// Waiting for a slot under `MAX_CONCURRENT_COMPUTE` (first come, first served).
+    WaitingForCapacity,
     Provisioning,
     Deploying,
     Running,
@@ -122,5 +124,18 @@ impl QueryDefinition for StatusQuery {
     type Output = RunStatus;
     fn name(&self) -> &str {
         STATUS_QUERY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_snake_case_on_the_wire() {
+        let name = serde_json::to_value(Phase::WaitingForCapacity).expect("serialize");
+        assert_eq!(name, "waiting_for_capacity");
+        let phase: Phase = serde_json::from_value(name).expect("deserialize");
+        assert_eq!(phase, Phase::WaitingForCapacity);
     }
 }

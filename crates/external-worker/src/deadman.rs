@@ -11,11 +11,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use temporalio_client::{Client, NamespacedClient, grpc::WorkflowService, tonic};
-use temporalio_common::protos::temporal::api::{
-    common::v1::WorkflowExecution, enums::v1::WorkflowExecutionStatus,
-    workflowservice::v1::DescribeWorkflowExecutionRequest,
-};
+use temporalio_client::Client;
+use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 
 use crate::job::JobTracker;
 
@@ -103,35 +100,15 @@ pub async fn watch(config: DeadManConfig, tracker: Arc<JobTracker>, client: Clie
 /// `Some(state)` when the owning run is closed or does not exist; `None` while it runs or when
 /// Temporal cannot be asked right now (a transient error must not stop a working worker).
 async fn owner_closed(client: &Client, workflow_id: &str, run_id: Option<&str>) -> Option<String> {
-    let request = DescribeWorkflowExecutionRequest {
-        namespace: client.namespace(),
-        execution: Some(WorkflowExecution {
-            workflow_id: workflow_id.to_owned(),
-            run_id: run_id.unwrap_or_default().to_owned(),
-        }),
-    };
-    let mut client = client.clone();
-    match client
-        .describe_workflow_execution(tonic::Request::new(request))
-        .await
-    {
-        Ok(response) => {
-            let status = response
-                .into_inner()
-                .workflow_execution_info
-                .map(|info| info.status())
-                .unwrap_or(WorkflowExecutionStatus::Unspecified);
-            match status {
-                WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Unspecified => None,
-                closed => Some(
-                    closed
-                        .as_str_name()
-                        .trim_start_matches("WORKFLOW_EXECUTION_STATUS_")
-                        .to_lowercase(),
-                ),
-            }
-        }
-        Err(status) if status.code() == tonic::Code::NotFound => Some("not found".to_owned()),
+    match tea_runtime::run_status(client, workflow_id, run_id).await {
+        Ok(Some(WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Unspecified)) => None,
+        Ok(Some(closed)) => Some(
+            closed
+                .as_str_name()
+                .trim_start_matches("WORKFLOW_EXECUTION_STATUS_")
+                .to_lowercase(),
+        ),
+        Ok(None) => Some("not found".to_owned()),
         Err(status) => {
             tracing::debug!(error = %status.message(), "could not check the owning workflow run");
             None

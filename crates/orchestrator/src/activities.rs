@@ -17,7 +17,11 @@ use tea_contract::{
     OWNER_WORKFLOW_ID_ENV, TEMPORAL_ENV_ONLY_ENV,
 };
 use tea_runtime::Metrics;
-use temporalio_client::{grpc::WorkflowService, tonic};
+use temporalio_client::{WorkflowStartOptions, grpc::WorkflowService, tonic};
+
+use crate::capacity::{
+    AcquireRequest, CapacityState, ComputeCapacity, RunRef, capacity_workflow_id,
+};
 use temporalio_common::envconfig::{
     ClientConfigProfile, DataSource, LoadClientConfigProfileOptions, load_client_config_profile,
 };
@@ -112,6 +116,21 @@ impl PollBackoff {
     }
 }
 
+/// Input of `RequestCapacity` (the run asking is the activity's workflow run).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCapacityInput {
+    /// The attempt about to create compute.
+    pub attempt: u32,
+}
+
+/// Result of `RequestCapacity`: the cap in force (`None`: unlimited, nothing was requested)
+/// and, when capped, the semaphore the run now waits on and releases to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapacityRequested {
+    pub cap: Option<u32>,
+    pub semaphore: Option<String>,
+}
+
 /// Heartbeat details of `Create` and `Delete` while they wait on the provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderCallProgress {
@@ -127,6 +146,8 @@ pub struct ProvisioningActivities {
     poll: PollBackoff,
     metrics: Metrics,
     max_compute_lifetime: Option<Duration>,
+    max_concurrent_compute: Option<u32>,
+    capacity_check_every: Duration,
 }
 
 impl ProvisioningActivities {
@@ -144,7 +165,17 @@ impl ProvisioningActivities {
             poll,
             metrics,
             max_compute_lifetime: None,
+            max_concurrent_compute: None,
+            capacity_check_every: crate::capacity::DEFAULT_CHECK_EVERY,
         }
+    }
+
+    /// Caps the units of compute of this owner that exist at once (`MAX_CONCURRENT_COMPUTE`;
+    /// `None`: unlimited); `check_every` is the semaphore's liveness check interval.
+    pub fn with_max_concurrent_compute(mut self, cap: Option<u32>, check_every: Duration) -> Self {
+        self.max_concurrent_compute = cap;
+        self.capacity_check_every = check_every;
+        self
     }
 
     /// Limits how long each unit of compute may live (`MAX_COMPUTE_LIFETIME`): `Create` tells
@@ -396,6 +427,69 @@ impl ProvisioningActivities {
             deploy_timeout: Some(GoDuration(self.deploy_timeout())),
             max_lifetime: self.max_compute_lifetime.map(GoDuration),
             usd_per_second: self.provider.usd_per_second(),
+        })
+    }
+
+    /// The cap in force; when capped, asks this owner's semaphore for a slot for this run
+    /// (signal-with-start `acquire`: idempotent, so retries are safe). The run then waits for
+    /// `capacity-granted`.
+    #[activity(name = "RequestCapacity")]
+    pub async fn request_capacity(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: RequestCapacityInput,
+    ) -> Result<CapacityRequested, ActivityError> {
+        let Some(cap) = self.max_concurrent_compute else {
+            return Ok(CapacityRequested::default());
+        };
+        let info = ctx.info();
+        let (Some(workflow_id), Some(run_id)) =
+            (info.workflow_id.clone(), info.workflow_run_id.clone())
+        else {
+            return Err(non_retryable(
+                "RequestCapacity runs only for a workflow run".to_owned(),
+            ));
+        };
+        let semaphore = capacity_workflow_id(self.provider.owner());
+        let check_every = Some(GoDuration(self.capacity_check_every));
+        let request = AcquireRequest {
+            run: RunRef {
+                workflow_id,
+                run_id,
+            },
+            cap,
+            check_every,
+        };
+        let start = CapacityState {
+            cap,
+            check_every,
+            ..Default::default()
+        };
+        let options = WorkflowStartOptions::new(info.task_queue.clone(), semaphore.clone()).build();
+        ctx.client()
+            .signal_with_start_workflow(
+                ComputeCapacity::run,
+                start,
+                ComputeCapacity::acquire,
+                request,
+                options,
+            )
+            .await
+            .map_err(|e| {
+                ActivityError::from(anyhow::anyhow!(
+                    "asking {semaphore} for a compute slot failed: {e}"
+                ))
+            })?;
+        tracing::info!(%semaphore, cap, attempt = input.attempt, "compute capacity requested");
+        self.metrics.count(
+            "tea_capacity_waits",
+            "Runs that asked for a compute slot under MAX_CONCURRENT_COMPUTE",
+            &[("provider", self.provider.kind().to_owned())],
+            1,
+        );
+        Ok(CapacityRequested {
+            cap: Some(cap),
+            semaphore: Some(semaphore),
         })
     }
 

@@ -10,6 +10,7 @@
 //! - [`operator`]: `compute list`, `compute delete` and the sweep report, for people.
 
 pub mod activities;
+pub mod capacity;
 pub mod operator;
 pub mod sweeper;
 pub mod worker;

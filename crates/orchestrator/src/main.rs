@@ -72,6 +72,16 @@ struct Args {
     /// plus the grace period whatever their run (e.g. `2h`; default: unlimited).
     #[arg(long, env = "MAX_COMPUTE_LIFETIME", global = true)]
     max_compute_lifetime: Option<GoDuration>,
+    /// The most units of this owner's compute that may exist at once: further runs wait
+    /// (phase `waiting_for_capacity`) and start first come, first served as units are deleted.
+    /// Must be > 0; default: unlimited. Workers of one owner should agree (the latest
+    /// request's cap is in force).
+    #[arg(long, env = "MAX_CONCURRENT_COMPUTE")]
+    max_concurrent_compute: Option<u32>,
+    /// How often the capacity semaphore frees slots of runs that closed without releasing
+    /// them (terminated, timed out).
+    #[arg(long, env = "CAPACITY_CHECK_INTERVAL", default_value = "30s")]
+    capacity_check_interval: GoDuration,
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -125,6 +135,14 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(code) = args.log.init("workflow-worker") {
         return code;
+    }
+    if args.max_concurrent_compute == Some(0) {
+        tracing::error!("MAX_CONCURRENT_COMPUTE must be > 0 (unset it for no limit)");
+        return ExitCode::from(2);
+    }
+    if args.capacity_check_interval.as_duration().is_zero() {
+        tracing::error!("CAPACITY_CHECK_INTERVAL must be > 0");
+        return ExitCode::from(2);
     }
     let owner = match args.compute_owner.as_deref().map(ComputeOwner::new) {
         None => None,
@@ -258,6 +276,8 @@ async fn run_main(
         sweep_interval: Some(args.sweep_interval.as_duration()).filter(|d| !d.is_zero()),
         sweep: sweep_options(&args),
         max_compute_lifetime: args.max_compute_lifetime.map(GoDuration::as_duration),
+        max_concurrent_compute: args.max_concurrent_compute,
+        capacity_check_interval: args.capacity_check_interval.as_duration(),
     };
     run(
         &runtime,

@@ -12,6 +12,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::PollerBehavior};
 
 use crate::{
     activities::{PollBackoff, ProvisioningActivities},
+    capacity::{self, CapacityActivities, ComputeCapacity},
     sweeper::{self, SweepActivities, SweepLeakedCompute, SweepOptions},
     workflow::TriggerExternalWorkflow,
 };
@@ -32,6 +33,10 @@ pub struct WorkflowWorkerConfig {
     pub sweep: SweepOptions,
     /// The longest a unit of compute may live, even mid-job (`None`: unlimited).
     pub max_compute_lifetime: Option<Duration>,
+    /// The most units of this owner's compute that exist at once (`None`: unlimited).
+    pub max_concurrent_compute: Option<u32>,
+    /// How often the capacity semaphore checks its holders and waiters for closed runs.
+    pub capacity_check_interval: Duration,
 }
 
 impl Default for WorkflowWorkerConfig {
@@ -43,6 +48,8 @@ impl Default for WorkflowWorkerConfig {
             sweep_interval: Some(Duration::from_secs(300)),
             sweep: SweepOptions::default(),
             max_compute_lifetime: None,
+            max_concurrent_compute: None,
+            capacity_check_interval: crate::capacity::DEFAULT_CHECK_EVERY,
         }
     }
 }
@@ -97,13 +104,27 @@ pub async fn run(
         config.poll,
         metrics.clone(),
     )
-    .with_max_compute_lifetime(config.max_compute_lifetime);
+    .with_max_compute_lifetime(config.max_compute_lifetime)
+    .with_max_concurrent_compute(
+        config.max_concurrent_compute,
+        config.capacity_check_interval,
+    );
+    if let Some(cap) = config.max_concurrent_compute {
+        tracing::info!(
+            cap,
+            semaphore = %capacity::capacity_workflow_id(&owner),
+            "compute capped (MAX_CONCURRENT_COMPUTE)"
+        );
+    }
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<TriggerExternalWorkflow>()
         .map_err(|e| anyhow!("could not register the workflow: {e}"))?
         .register_workflow::<SweepLeakedCompute>()
         .map_err(|e| anyhow!("could not register the sweep workflow: {e}"))?
+        .register_workflow::<ComputeCapacity>()
+        .map_err(|e| anyhow!("could not register the capacity workflow: {e}"))?
         .register_activities(activities)
+        .register_activities(CapacityActivities)
         .register_activities(SweepActivities::new(provider, metrics))
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),

@@ -23,14 +23,15 @@ use temporalio_common::{
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure,
-    MemoValue, TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
-    WorkflowResult, WorkflowTermination,
+    MemoValue, SignalWorkflowOptions, SyncWorkflowContext, TimerResult, WorkflowCancellationToken,
+    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 use crate::activities::{
-    CreateComputeInput, CreatedCompute, DeleteComputeInput, DeletedCompute, ProvisioningActivities,
-    WaitForComputeInput,
+    CapacityRequested, CreateComputeInput, CreatedCompute, DeleteComputeInput, DeletedCompute,
+    ProvisioningActivities, RequestCapacityInput, WaitForComputeInput,
 };
+use crate::capacity::{ComputeCapacity, RunRef};
 
 // What clients see of a run lives in the contract, so that a client needs no workflow code.
 pub use tea_contract::{Phase, PhaseEntry, RunOutcome, RunStatus};
@@ -52,6 +53,14 @@ pub const RUN_COMMAND_PATCH: &str = "run-command";
 /// deployment wait and the job, and when it fires first they are cancelled, the unit is torn
 /// down and the run fails ("exceeded the maximum compute lifetime of ...").
 pub const COMPUTE_LIFETIME_PATCH: &str = "compute-lifetime";
+
+/// Patch (2026-11): `MAX_CONCURRENT_COMPUTE`. Before its first `Create`, the run asks
+/// (`RequestCapacity`) for a slot of its owner's semaphore (see [`crate::capacity`]) when the
+/// workflow-worker caps compute, waits for `capacity-granted` (phase `waiting_for_capacity`),
+/// holds the slot across its attempts, and releases it once its last compute is confirmed
+/// deleted (a run whose Delete failed keeps it: the unit may still exist; the semaphore's
+/// liveness check frees it when the run closes).
+pub const COMPUTE_CAPACITY_PATCH: &str = "compute-capacity";
 
 /// Activity timeouts and retries of the original.
 const START_TO_CLOSE: Duration = Duration::from_secs(3600);
@@ -80,6 +89,15 @@ fn activity_options(heartbeat_timeout: Duration, detached: bool) -> ActivityOpti
     options
 }
 
+/// `RequestCapacity` is one quick call (it does not heartbeat), detached from cancellation.
+fn request_capacity_options() -> ActivityOptions {
+    let mut options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(retry_policy())
+        .build();
+    options.cancellation_token = Some(WorkflowCancellationToken::new());
+    options
+}
+
 /// Delete is the guarantee: retried until it succeeds or fails for a reason retrying can't fix.
 fn delete_options(heartbeat_timeout: Duration) -> ActivityOptions {
     let mut options = activity_options(heartbeat_timeout, true);
@@ -98,6 +116,10 @@ fn delete_options(heartbeat_timeout: Duration) -> ActivityOptions {
 #[derive(Default)]
 pub struct TriggerExternalWorkflow {
     status: RunStatus,
+    /// The capacity semaphore granted this run a slot.
+    granted: bool,
+    /// A unit of compute of this run may exist (from `Create` until a `Delete` succeeded).
+    unit_may_exist: bool,
 }
 
 /// Which patches this run executes under (fixed at its start).
@@ -109,6 +131,8 @@ struct Versions {
     commands: bool,
     /// [`COMPUTE_LIFETIME_PATCH`].
     lifetime: bool,
+    /// [`COMPUTE_CAPACITY_PATCH`].
+    capacity: bool,
 }
 
 /// How one compute attempt ended.
@@ -141,10 +165,12 @@ impl TriggerExternalWorkflow {
     ) -> WorkflowResult<RunOutcome> {
         let bounded = ctx.patched(BOUNDED_WAITS_PATCH);
         let commands = bounded && ctx.patched(RUN_COMMAND_PATCH);
+        let lifetime = commands && ctx.patched(COMPUTE_LIFETIME_PATCH);
         let versions = Versions {
             bounded,
             commands,
-            lifetime: commands && ctx.patched(COMPUTE_LIFETIME_PATCH),
+            lifetime,
+            capacity: lifetime && ctx.patched(COMPUTE_CAPACITY_PATCH),
         };
         // Decoded here, not by the SDK: bad input from any client fails the run at once
         // instead of failing workflow tasks forever (see `tea_contract::input`).
@@ -161,41 +187,21 @@ impl TriggerExternalWorkflow {
         if !pause(ctx, input.pause()).await {
             return Err(cancelled(ctx));
         }
-        let max_attempts = input.max_compute_attempts();
-        let mut failures: Vec<String> = Vec::new();
-        for attempt in 1..=max_attempts {
-            if bounded && attempt > 1 && ctx.cancellation_token().is_cancelled() {
-                // Cancelled while the lost attempt was torn down: provision nothing more.
-                return Err(cancelled(ctx));
-            }
-            match provision_and_run(ctx, &input, attempt, versions).await {
-                AttemptEnd::Completed(outcome) => {
-                    if !pause(ctx, input.pause()).await {
-                        return Err(cancelled(ctx));
-                    }
-                    enter(ctx, Phase::Done);
-                    return Ok(*outcome);
-                }
-                AttemptEnd::Cancelled => return Err(cancelled(ctx)),
-                AttemptEnd::Fatal(message) => {
-                    failures.push(message);
-                    return Err(fail(ctx, failures.join("; then ")));
-                }
-                AttemptEnd::ComputeLost(message) => {
-                    if !ctx.is_replaying() {
-                        tracing::warn!(attempt, max_attempts, %message, "compute lost; provisioning fresh compute");
-                    }
-                    failures.push(format!("attempt {attempt}: {message}"));
-                }
-            }
+        let semaphore = if versions.capacity {
+            acquire_capacity(ctx).await?
+        } else {
+            None
+        };
+        let end = attempts(ctx, &input, versions).await;
+        if let Some(semaphore) = semaphore {
+            release_capacity(ctx, &semaphore).await;
         }
-        Err(fail(
-            ctx,
-            format!(
-                "gave up after {max_attempts} compute attempt(s), each torn down: {}",
-                failures.join("; ")
-            ),
-        ))
+        let outcome = end?;
+        if !pause(ctx, input.pause()).await {
+            return Err(cancelled(ctx));
+        }
+        enter(ctx, Phase::Done);
+        Ok(outcome)
     }
 
     /// Where the run is: phase, compute, queue, attempt (clients: `tea_contract::StatusQuery`).
@@ -203,6 +209,106 @@ impl TriggerExternalWorkflow {
     pub fn status(&self, _ctx: &WorkflowContextView) -> RunStatus {
         self.status.clone()
     }
+
+    /// The capacity semaphore gives this run a slot (see [`COMPUTE_CAPACITY_PATCH`]).
+    #[signal(name = "capacity-granted")]
+    pub fn capacity_granted(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.granted = true;
+    }
+}
+
+/// Asks for a slot and waits for it; the semaphore to release to, `None` when unlimited.
+/// Cancelled while waiting: gives the queue place back and ends the run, no compute created.
+async fn acquire_capacity(
+    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+) -> Result<Option<String>, WorkflowTermination> {
+    // Detached: whether the request reached the semaphore is always known.
+    let requested = ctx
+        .execute_activity(
+            ProvisioningActivities::request_capacity,
+            RequestCapacityInput { attempt: 1 },
+            request_capacity_options(),
+        )
+        .await;
+    let requested: CapacityRequested = match requested {
+        Ok(requested) => requested,
+        Err(error) => {
+            let message = format!("requesting compute capacity failed: {}", describe(&error));
+            return Err(fail(ctx, message));
+        }
+    };
+    let (Some(_), Some(semaphore)) = (requested.cap, requested.semaphore) else {
+        return Ok(None);
+    };
+    enter(ctx, Phase::WaitingForCapacity);
+    if ctx.wait_condition(|s| s.granted).await.is_err() {
+        release_capacity(ctx, &semaphore).await;
+        return Err(cancelled(ctx));
+    }
+    Ok(Some(semaphore))
+}
+
+/// Gives the slot (or the queue place) back, unless a unit of this run may still exist.
+async fn release_capacity(ctx: &mut WorkflowContext<TriggerExternalWorkflow>, semaphore: &str) {
+    if ctx.state(|s| s.unit_may_exist) {
+        return;
+    }
+    let run = RunRef {
+        workflow_id: ctx.workflow_id().to_owned(),
+        run_id: ctx.run_id().to_owned(),
+    };
+    let options = SignalWorkflowOptions::builder()
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build();
+    let sent = ctx
+        .external_workflow(semaphore.to_owned(), None)
+        .signal(ComputeCapacity::release, run, options)
+        .await;
+    if let Err(e) = sent
+        && !ctx.is_replaying()
+    {
+        // The semaphore is gone (then it holds nothing of ours) or unreachable: its liveness
+        // check frees the slot once this run has closed.
+        tracing::warn!(%semaphore, error = %e, "could not release the compute slot");
+    }
+}
+
+/// The compute attempts; on success the run's outcome (its final pause still to come).
+async fn attempts(
+    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    versions: Versions,
+) -> Result<RunOutcome, WorkflowTermination> {
+    let bounded = versions.bounded;
+    let max_attempts = input.max_compute_attempts();
+    let mut failures: Vec<String> = Vec::new();
+    for attempt in 1..=max_attempts {
+        if bounded && attempt > 1 && ctx.cancellation_token().is_cancelled() {
+            // Cancelled while the lost attempt was torn down: provision nothing more.
+            return Err(cancelled(ctx));
+        }
+        match provision_and_run(ctx, input, attempt, versions).await {
+            AttemptEnd::Completed(outcome) => return Ok(*outcome),
+            AttemptEnd::Cancelled => return Err(cancelled(ctx)),
+            AttemptEnd::Fatal(message) => {
+                failures.push(message);
+                return Err(fail(ctx, failures.join("; then ")));
+            }
+            AttemptEnd::ComputeLost(message) => {
+                if !ctx.is_replaying() {
+                    tracing::warn!(attempt, max_attempts, %message, "compute lost; provisioning fresh compute");
+                }
+                failures.push(format!("attempt {attempt}: {message}"));
+            }
+        }
+    }
+    Err(fail(
+        ctx,
+        format!(
+            "gave up after {max_attempts} compute attempt(s), each torn down: {}",
+            failures.join("; ")
+        ),
+    ))
 }
 
 /// One attempt: create (or adopt) compute, use it, and delete it whatever happened.
@@ -221,6 +327,7 @@ async fn provision_and_run(
         s.status.compute_id = None;
         s.status.task_queue = None;
     });
+    ctx.state_mut(|s| s.unit_may_exist = true);
     // Detached from cancellation: the workflow always learns what exists before it decides.
     let created = ctx
         .execute_activity(
@@ -524,16 +631,21 @@ async fn delete(
     compute_id: Option<String>,
     heartbeat_timeout: Duration,
 ) -> Result<DeletedCompute, String> {
-    ctx.execute_activity(
-        ProvisioningActivities::delete,
-        DeleteComputeInput {
-            compute_name: compute_name.to_owned(),
-            compute_id,
-        },
-        delete_options(heartbeat_timeout),
-    )
-    .await
-    .map_err(|e| describe(&e))
+    let deleted = ctx
+        .execute_activity(
+            ProvisioningActivities::delete,
+            DeleteComputeInput {
+                compute_name: compute_name.to_owned(),
+                compute_id,
+            },
+            delete_options(heartbeat_timeout),
+        )
+        .await
+        .map_err(|e| describe(&e));
+    if deleted.is_ok() {
+        ctx.state_mut(|s| s.unit_may_exist = false);
+    }
+    deleted
 }
 
 /// Sleeps on a workflow timer; false when the workflow was cancelled meanwhile.

@@ -30,8 +30,9 @@ async fn every_recorded_history_replays_against_todays_workflow() {
     let files = history_files();
     // The scenarios the guarantee rests on, for every workflow version: v1 is the port as
     // first shipped, v2 runs under the `bounded-waits` patch, v3 under `run-command` too, v4
-    // under `compute-lifetime` too (with and without a lifetime set, and one it ended).
-    for version in ["v1", "v2", "v3", "v4"] {
+    // under `compute-lifetime` too (with and without a lifetime set, and one it ended), v5
+    // under `compute-capacity` too (uncapped, and capped runs that waited for a slot).
+    for version in ["v1", "v2", "v3", "v4", "v5"] {
         for scenario in [
             "happy",
             "cancel",

@@ -5,7 +5,12 @@ use std::{net::SocketAddr, sync::Arc};
 
 use crate::Metrics;
 use temporalio_client::{
-    Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions,
+    Client, ClientOptions, Connection, NamespacedClient, envconfig::LoadClientConfigProfileOptions,
+    grpc::WorkflowService, tonic,
+};
+use temporalio_common::protos::temporal::api::{
+    common::v1::WorkflowExecution, enums::v1::WorkflowExecutionStatus,
+    workflowservice::v1::DescribeWorkflowExecutionRequest,
 };
 
 use temporalio_common::telemetry::{TelemetryOptions, metrics::CoreMeter};
@@ -96,6 +101,37 @@ pub async fn start_worker_process(
         client,
         metrics,
     })
+}
+
+/// The status of a workflow run (`run_id` `None`: the latest run of `workflow_id`), in the
+/// client's namespace; `Ok(None)` when Temporal does not know the run.
+pub async fn run_status(
+    client: &Client,
+    workflow_id: &str,
+    run_id: Option<&str>,
+) -> Result<Option<WorkflowExecutionStatus>, tonic::Status> {
+    let request = DescribeWorkflowExecutionRequest {
+        namespace: client.namespace(),
+        execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.to_owned(),
+            run_id: run_id.unwrap_or_default().to_owned(),
+        }),
+    };
+    let mut client = client.clone();
+    match client
+        .describe_workflow_execution(tonic::Request::new(request))
+        .await
+    {
+        Ok(response) => Ok(Some(
+            response
+                .into_inner()
+                .workflow_execution_info
+                .map(|info| info.status())
+                .unwrap_or(WorkflowExecutionStatus::Unspecified),
+        )),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+        Err(status) => Err(status),
+    }
 }
 
 /// An explicit worker build ID. The SDK's default hashes the whole executable, which costs
