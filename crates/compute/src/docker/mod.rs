@@ -255,25 +255,34 @@ impl DockerProvider {
     }
 
     /// Adopts the container `name` that a create found in place (ours, or an error).
-    async fn adopt(&self, docker: &Docker, name: &str) -> Result<ComputeHandle, ProviderError> {
+    /// `found` is the container when the caller has just inspected it.
+    async fn adopt(
+        &self,
+        docker: &Docker,
+        name: &str,
+        found: Option<ContainerInspectResponse>,
+    ) -> Result<ComputeHandle, ProviderError> {
         // The engine reserves a name before the container it names can be inspected: a
         // concurrent create's container shows up shortly.
         let deadline = Instant::now() + NAME_RESERVED_WAIT;
-        let container = loop {
-            match docker.inspect_container(name, None).await {
-                Ok(container) => break container,
-                Err(e) if status_of(&e) == Some(404) && Instant::now() < deadline => {
-                    tokio::time::sleep(POLL).await;
+        let container = match found {
+            Some(container) => container,
+            None => loop {
+                match docker.inspect_container(name, None).await {
+                    Ok(container) => break container,
+                    Err(e) if status_of(&e) == Some(404) && Instant::now() < deadline => {
+                        tokio::time::sleep(POLL).await;
+                    }
+                    Err(e) if status_of(&e) == Some(404) => {
+                        return Err(ProviderError::transient(format!(
+                            "container {name} is in place (create answered 409) but could not be \
+                             inspected within {}",
+                            humantime::format_duration(NAME_RESERVED_WAIT)
+                        )));
+                    }
+                    Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
                 }
-                Err(e) if status_of(&e) == Some(404) => {
-                    return Err(ProviderError::transient(format!(
-                        "container {name} is in place (create answered 409) but could not be \
-                         inspected within {}",
-                        humantime::format_duration(NAME_RESERVED_WAIT)
-                    )));
-                }
-                Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
-            }
+            },
         };
         self.check_mark(name, &container, "adopt")?;
         if state_of(&container) == Some(ContainerStateStatusEnum::CREATED) {
@@ -393,7 +402,7 @@ impl ComputeProvider for DockerProvider {
         let docker = self.engine().await?;
         // Our container may be in place already (a retried create): adopt it before pulling.
         match docker.inspect_container(name, None).await {
-            Ok(_) => return self.adopt(docker, name).await,
+            Ok(container) => return self.adopt(docker, name, Some(container)).await,
             Err(e) if status_of(&e) == Some(404) => {}
             Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
         }
@@ -404,7 +413,7 @@ impl ComputeProvider for DockerProvider {
             .await
         {
             Ok(created) => created,
-            Err(e) if status_of(&e) == Some(409) => return self.adopt(docker, name).await,
+            Err(e) if status_of(&e) == Some(409) => return self.adopt(docker, name, None).await,
             Err(e) if matches!(status_of(&e), Some(400 | 404)) => {
                 return Err(ProviderError::permanent(format!(
                     "the Docker engine refused to create container {name} from image {image}: {}",
@@ -426,10 +435,11 @@ impl ComputeProvider for DockerProvider {
                 _ => ProviderError::transient(message),
             });
         }
+        let revision = short_id(&Some(created.id));
         let env_keys: Vec<&str> = spec.env.iter().map(|v| v.key.as_str()).collect();
         tracing::info!(
             name,
-            id = %short_id(&Some(created.id.clone())),
+            id = %revision,
             image,
             network = %self.cfg.network,
             ?env_keys,
@@ -438,7 +448,7 @@ impl ComputeProvider for DockerProvider {
         Ok(ComputeHandle {
             id: name.to_owned(),
             name: name.to_owned(),
-            revision: Some(short_id(&Some(created.id))),
+            revision: Some(revision),
             adopted: false,
         })
     }
