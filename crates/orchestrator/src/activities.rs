@@ -41,6 +41,10 @@ use temporalio_sdk::{
 pub struct CreateComputeInput {
     pub compute_name: String,
     pub image: ImageRef,
+    /// How long the run waited for a slot under `MAX_CONCURRENT_COMPUTE` before this, its
+    /// first create (workflow time), for the `tea_capacity_wait_duration` metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_waited: Option<GoDuration>,
 }
 
 /// Result of `Create`: identifiers only (the original stored the whole app, secrets included).
@@ -396,6 +400,14 @@ impl ProvisioningActivities {
                 input.compute_name
             )));
         }
+        if let (Some(waited), 1) = (input.capacity_waited, ctx.info().attempt) {
+            self.metrics.observe(
+                "tea_capacity_wait_duration",
+                "How long runs waited for a compute slot under MAX_CONCURRENT_COMPUTE",
+                &[("provider", self.provider.kind().to_owned())],
+                waited.as_duration(),
+            );
+        }
         let spec = self.spec_for(&input, ctx.info());
         tracing::info!(
             provider = self.provider.kind(),
@@ -589,7 +601,9 @@ impl ProvisioningActivities {
         tracing::info!(compute = %input.handle.name, %phase, "deployment running; waiting for a worker to poll");
         // 2. Temporal's view: ready only once a worker polls the unique queue.
         let deadline = tokio::time::Instant::now() + input.worker_start_timeout.as_duration();
-        let mut delay = Duration::from_millis(200);
+        // A worker polls within milliseconds of starting; asking Temporal is cheap: look again
+        // soon, then less often.
+        let mut delay = Duration::from_millis(10);
         loop {
             if has_activity_poller(ctx, &input.task_queue).await? {
                 tracing::info!(compute = %input.handle.name, "external worker is polling");

@@ -23,8 +23,9 @@ use temporalio_common::{
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, ActivityOptions, ApplicationFailure,
-    MemoValue, SignalWorkflowOptions, SyncWorkflowContext, TimerResult, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+    LocalActivityOptions, MemoValue, SignalWorkflowOptions, SyncWorkflowContext, TimerResult,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
 };
 
 use crate::activities::{
@@ -62,6 +63,14 @@ pub const COMPUTE_LIFETIME_PATCH: &str = "compute-lifetime";
 /// liveness check frees it when the run closes).
 pub const COMPUTE_CAPACITY_PATCH: &str = "compute-capacity";
 
+/// Patch (2026-11): fewer round trips per run. `RequestCapacity` runs as a local activity
+/// (inside the workflow task, no activity dispatch and no extra workflow task), and the job is
+/// scheduled on the compute's queue together with `WaitForAppBuild` instead of after it: it
+/// starts as soon as the compute's worker polls. A deployment that fails first cancels the
+/// still-queued job (fresh compute may then be tried, as before); a job that ends first
+/// cancels the wait.
+pub const QUICK_START_PATCH: &str = "quick-start";
+
 /// Activity timeouts and retries of the original.
 const START_TO_CLOSE: Duration = Duration::from_secs(3600);
 
@@ -91,12 +100,26 @@ fn activity_options(heartbeat_timeout: Duration, detached: bool) -> ActivityOpti
 
 /// `RequestCapacity` is one quick call (it does not heartbeat), detached from cancellation.
 fn request_capacity_options() -> ActivityOptions {
-    let mut options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+    let mut options = ActivityOptions::with_start_to_close_timeout(REQUEST_CAPACITY_TIMEOUT)
         .retry_policy(retry_policy())
         .build();
     options.cancellation_token = Some(WorkflowCancellationToken::new());
     options
 }
+
+/// The same call as a local activity ([`QUICK_START_PATCH`]): each attempt bounded, retried
+/// as the activity was, detached from cancellation.
+fn request_capacity_local_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .retry_policy(retry_policy())
+        .start_to_close_timeout(Duration::from_secs(10))
+        .schedule_to_close_timeout(REQUEST_CAPACITY_TIMEOUT)
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
+}
+
+/// How long asking for a compute slot may take, retries included.
+const REQUEST_CAPACITY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Delete is the guarantee: retried until it succeeds or fails for a reason retrying can't fix.
 fn delete_options(heartbeat_timeout: Duration) -> ActivityOptions {
@@ -120,6 +143,9 @@ pub struct TriggerExternalWorkflow {
     granted: bool,
     /// A unit of compute of this run may exist (from `Create` until a `Delete` succeeded).
     unit_may_exist: bool,
+    /// How long this run waited for its slot ([`QUICK_START_PATCH`]: told to its first
+    /// `Create`, which counts it).
+    capacity_waited: Option<Duration>,
 }
 
 /// Which patches this run executes under (fixed at its start).
@@ -133,6 +159,8 @@ struct Versions {
     lifetime: bool,
     /// [`COMPUTE_CAPACITY_PATCH`].
     capacity: bool,
+    /// [`QUICK_START_PATCH`].
+    quick: bool,
 }
 
 /// How one compute attempt ended.
@@ -166,11 +194,13 @@ impl TriggerExternalWorkflow {
         let bounded = ctx.patched(BOUNDED_WAITS_PATCH);
         let commands = bounded && ctx.patched(RUN_COMMAND_PATCH);
         let lifetime = commands && ctx.patched(COMPUTE_LIFETIME_PATCH);
+        let capacity = lifetime && ctx.patched(COMPUTE_CAPACITY_PATCH);
         let versions = Versions {
             bounded,
             commands,
             lifetime,
-            capacity: lifetime && ctx.patched(COMPUTE_CAPACITY_PATCH),
+            capacity,
+            quick: capacity && ctx.patched(QUICK_START_PATCH),
         };
         // Decoded here, not by the SDK: bad input from any client fails the run at once
         // instead of failing workflow tasks forever (see `tea_contract::input`).
@@ -188,7 +218,7 @@ impl TriggerExternalWorkflow {
             return Err(cancelled(ctx));
         }
         let semaphore = if versions.capacity {
-            acquire_capacity(ctx).await?
+            acquire_capacity(ctx, versions).await?
         } else {
             None
         };
@@ -221,15 +251,25 @@ impl TriggerExternalWorkflow {
 /// Cancelled while waiting: gives the queue place back and ends the run, no compute created.
 async fn acquire_capacity(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    versions: Versions,
 ) -> Result<Option<String>, WorkflowTermination> {
     // Detached: whether the request reached the semaphore is always known.
-    let requested = ctx
-        .execute_activity(
+    let request = RequestCapacityInput { attempt: 1 };
+    let requested = if versions.quick {
+        ctx.execute_local_activity(
             ProvisioningActivities::request_capacity,
-            RequestCapacityInput { attempt: 1 },
+            request,
+            request_capacity_local_options(),
+        )
+        .await
+    } else {
+        ctx.execute_activity(
+            ProvisioningActivities::request_capacity,
+            request,
             request_capacity_options(),
         )
-        .await;
+        .await
+    };
     let requested: CapacityRequested = match requested {
         Ok(requested) => requested,
         Err(error) => {
@@ -241,9 +281,16 @@ async fn acquire_capacity(
         return Ok(None);
     };
     enter(ctx, Phase::WaitingForCapacity);
+    let asked_at = ctx.workflow_time();
     if ctx.wait_condition(|s| s.granted).await.is_err() {
         release_capacity(ctx, &semaphore).await;
         return Err(cancelled(ctx));
+    }
+    if versions.quick {
+        let waited = asked_at
+            .zip(ctx.workflow_time())
+            .and_then(|(from, to)| to.duration_since(from).ok());
+        ctx.state_mut(|s| s.capacity_waited = waited);
     }
     Ok(Some(semaphore))
 }
@@ -338,6 +385,11 @@ async fn provision_and_run(
                     registry: input.registry.clone(),
                     repository: input.repository.clone(),
                     tag: input.tag.clone(),
+                },
+                capacity_waited: if attempt == 1 {
+                    ctx.state(|s| s.capacity_waited).map(GoDuration)
+                } else {
+                    None
                 },
             },
             activity_options(heartbeat_timeout, true),
@@ -494,8 +546,9 @@ fn record_usage(
     ctx.state_mut(|s| s.status.usage.push(usage));
 }
 
-/// Waits until the compute is ready, then runs the job on its unique queue. `cancel`, when
-/// given, cancels the wait and the job instead of the run's own cancellation.
+/// Waits until the compute is ready, then runs the job on its unique queue (under
+/// [`QUICK_START_PATCH`]: both at once). `cancel`, when given, cancels the wait and the job
+/// instead of the run's own cancellation.
 async fn use_compute(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
@@ -507,25 +560,41 @@ async fn use_compute(
     let heartbeat_timeout = input.heartbeat_timeout();
     enter(ctx, Phase::Deploying);
     let mut wait_options = activity_options(heartbeat_timeout, false);
-    if let (true, Some(deploy_timeout)) = (bounded, created.deploy_timeout) {
+    let deploy_timeout = created.deploy_timeout.map(GoDuration::as_duration);
+    if let (true, Some(deploy_timeout)) = (bounded, deploy_timeout) {
         // Retries included, the wait ends by then: a deployment that never finishes is lost.
-        let schedule_to_close =
-            deploy_timeout.as_duration() + input.worker_start_timeout() + DEADLINE_MARGIN;
+        let schedule_to_close = deploy_timeout + input.worker_start_timeout() + DEADLINE_MARGIN;
         wait_options.close_timeouts = ActivityCloseTimeouts::ScheduleAndStartToClose {
             schedule_to_close,
             start_to_close: START_TO_CLOSE.min(schedule_to_close),
         };
     }
+    let wait_input = WaitForComputeInput {
+        handle: created.handle.clone(),
+        task_queue: created.task_queue.clone(),
+        heartbeat_timeout: GoDuration(heartbeat_timeout),
+        worker_start_timeout: GoDuration(input.worker_start_timeout()),
+    };
+    if versions.quick {
+        // The job waits in the queue while the compute deploys: it may wait that long too.
+        let job_may_wait = deploy_timeout.unwrap_or(Duration::ZERO) + input.worker_start_timeout();
+        return wait_and_run_together(
+            ctx,
+            input,
+            created,
+            versions,
+            cancel,
+            (wait_input, wait_options),
+            job_may_wait,
+        )
+        .await;
+    }
+
     wait_options.cancellation_token = cancel.cloned();
     let ready = ctx
         .execute_activity(
             ProvisioningActivities::wait_for_app_build,
-            WaitForComputeInput {
-                handle: created.handle.clone(),
-                task_queue: created.task_queue.clone(),
-                heartbeat_timeout: GoDuration(heartbeat_timeout),
-                worker_start_timeout: GoDuration(input.worker_start_timeout()),
-            },
+            wait_input,
             wait_options,
         )
         .await;
@@ -535,11 +604,99 @@ async fn use_compute(
     }
 
     enter(ctx, Phase::Running);
+    let job = run_job(
+        ctx,
+        input,
+        created,
+        versions,
+        cancel.cloned(),
+        input.worker_start_timeout(),
+    )
+    .await;
+    job_end(ctx, job)
+}
+
+/// [`QUICK_START_PATCH`]: `WaitForAppBuild` and the job, scheduled in the same workflow task.
+/// The job starts when the compute's worker polls, whether or not the wait has noticed yet;
+/// a failed wait cancels the job (unless it has already completed), an ended job cancels the
+/// wait.
+async fn wait_and_run_together(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    created: &CreatedCompute,
+    versions: Versions,
+    cancel: Option<&WorkflowCancellationToken>,
+    (wait_input, mut wait_options): (WaitForComputeInput, ActivityOptions),
+    job_may_wait: Duration,
+) -> BodyEnd {
+    use futures::future::{Either, select};
+
+    let parent = cancel.cloned().unwrap_or_else(|| ctx.cancellation_token());
+    let wait_token = parent.child_token();
+    let job_token = parent.child_token();
+    wait_options.cancellation_token = Some(wait_token.clone());
+    let wait = Box::pin(ctx.execute_activity(
+        ProvisioningActivities::wait_for_app_build,
+        wait_input,
+        wait_options,
+    ));
+    let job = run_job(
+        ctx,
+        input,
+        created,
+        versions,
+        Some(job_token.clone()),
+        job_may_wait,
+    );
+    match select(wait, job).await {
+        Either::Left((Ok(_), job)) => {
+            enter(ctx, Phase::Running);
+            job_end(ctx, job.await)
+        }
+        Either::Left((Err(error), job)) => {
+            job_token.cancel_with_reason("the compute did not become ready");
+            match job.await {
+                // It finished meanwhile: the run has what it came for.
+                Ok(result) => {
+                    enter(ctx, Phase::Running);
+                    BodyEnd::Completed(result)
+                }
+                // A deployment that failed or a worker that never polled: fresh compute may
+                // work.
+                Err(_) => body_error(ctx, "the compute did not become ready", error, true),
+            }
+        }
+        Either::Right((job, wait)) => {
+            wait_token.cancel_with_reason("the job has ended");
+            // Its end (cancelled, or ready meanwhile) changes nothing.
+            let _ = wait.await;
+            if job.is_ok() {
+                enter(ctx, Phase::Running);
+            }
+            job_end(ctx, job)
+        }
+    }
+}
+
+/// The job on the compute's queue: the user's command, or the original's timed job. It may
+/// wait `may_wait` in the queue for the compute's worker; `cancel`, when given, replaces the
+/// run's own cancellation.
+fn run_job<'a>(
+    ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    created: &CreatedCompute,
+    versions: Versions,
+    cancel: Option<WorkflowCancellationToken>,
+    may_wait: Duration,
+) -> futures::future::LocalBoxFuture<'a, Result<Option<CommandResult>, ActivityExecutionError>> {
+    use futures::FutureExt;
+
+    let heartbeat_timeout = input.heartbeat_timeout();
     let mut job_options = activity_options(heartbeat_timeout, false);
     job_options.task_queue = Some(created.task_queue.clone());
-    job_options.schedule_to_start_timeout = Some(input.worker_start_timeout());
+    job_options.schedule_to_start_timeout = Some(may_wait);
     job_options.cancellation_type = ActivityCancellationType::TryCancel;
-    if bounded {
+    if versions.bounded {
         // A job of many hours must not time out at the original's fixed hour.
         job_options.close_timeouts =
             ActivityCloseTimeouts::StartToClose(input.job_start_to_close());
@@ -547,12 +704,12 @@ async fn use_compute(
     // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
     // workflow retries the job on fresh compute instead.
     job_options.retry_policy = Some(RetryPolicy::builder().maximum_attempts(1).build());
-    job_options.cancellation_token = cancel.cloned();
-    let job = match (&input.command, versions.commands) {
+    job_options.cancellation_token = cancel;
+    match (&input.command, versions.commands) {
         (Some(command), true) => {
             // The compute is deleted only once the job's processes are gone.
             job_options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
-            ctx.execute_activity(
+            let job = ctx.execute_activity(
                 ExternalActivities::run_command,
                 CommandJob {
                     command: command.clone(),
@@ -561,22 +718,28 @@ async fn use_compute(
                     heartbeat_timeout: GoDuration(heartbeat_timeout),
                 },
                 job_options,
-            )
-            .await
-            .map(Some)
+            );
+            async move { job.await.map(Some) }.boxed_local()
         }
-        _ => ctx
-            .execute_activity(
+        _ => {
+            let job = ctx.execute_activity(
                 ExternalActivities::long_running_command,
                 (
                     GoDuration(input.job_duration()),
                     GoDuration(heartbeat_timeout),
                 ),
                 job_options,
-            )
-            .await
-            .map(|()| None),
-    };
+            );
+            async move { job.await.map(|()| None) }.boxed_local()
+        }
+    }
+}
+
+/// What the job's result means for the attempt.
+fn job_end(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    job: Result<Option<CommandResult>, ActivityExecutionError>,
+) -> BodyEnd {
     match job {
         Ok(result) => BodyEnd::Completed(result),
         Err(error) => {
