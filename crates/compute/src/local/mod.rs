@@ -64,6 +64,9 @@ const REAP_WAIT: Duration = Duration::from_secs(2);
 /// Interval of every poll (process gone, reaper done).
 const POLL: Duration = Duration::from_millis(50);
 
+/// First interval of the wait for a signalled worker to be gone (doubling up to [`POLL`]).
+const FIRST_POLL: Duration = Duration::from_millis(1);
+
 /// How many of the last log lines a `Failed` readiness quotes.
 const LOG_LINES_IN_FAILURE: usize = 5;
 
@@ -287,6 +290,8 @@ impl LocalProvider {
 /// Poll until the recorded process is gone or `limit` passes; true when it is gone.
 async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
+    // An idle worker exits within milliseconds of SIGTERM: look again soon, then less often.
+    let mut interval = FIRST_POLL;
     loop {
         if !is_alive(meta.pid, meta.start_time) {
             return true;
@@ -294,15 +299,18 @@ async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(POLL);
     }
 }
 
 /// Poll until this process's reaper thread for `pid` (if any) has finished, bounded.
 async fn wait_reaped(pid: u32) {
     let deadline = Instant::now() + REAP_WAIT;
+    let mut interval = FIRST_POLL;
     while is_being_reaped(pid) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(10));
     }
 }
 
