@@ -151,6 +151,9 @@ impl JobActivities {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // In this order: a job already over ends without one more heartbeat (which
+                // the SDK would send before the completion, one round trip more).
+                biased;
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = ctx.cancelled() => {
                     tracing::info!(elapsed = ?started.elapsed(), "long running command cancelled");
