@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
-use futures::StreamExt;
+use futures::{StreamExt, stream};
 use serde::Serialize;
 use tea_compute::{ComputeProvider, Deleted, naming};
 use tea_contract::{
@@ -25,6 +25,9 @@ use temporalio_client::{
 };
 
 use crate::sweeper::SweepReport;
+
+/// How many owner runs `compute list` queries at once.
+const PHASE_QUERIES_AT_ONCE: usize = 16;
 
 /// How long `compute list` waits for one run's `status` query (no workflow-worker: no answer).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,26 +87,34 @@ pub async fn list_compute(
         .map_err(|e| anyhow!("listing {} compute failed: {e}", provider.kind()))?;
     let runs = running_runs_by_compute_name(client).await?;
     let now = SystemTime::now();
-    let mut rows = Vec::with_capacity(units.len());
-    for unit in units {
-        let owner_run = match runs.get(&unit.name) {
-            None => None,
-            Some((workflow_id, run_id)) => Some(OwnerRun {
-                phase: run_phase(client, workflow_id).await,
-                workflow_id: workflow_id.clone(),
-                run_id: run_id.clone(),
-            }),
-        };
-        let age_secs = unit.age(now).map(|age| age.as_secs());
-        rows.push(ComputeRow {
-            name: unit.name,
-            id: unit.id,
-            provider: provider.kind().to_owned(),
-            created_at: unit.created_at,
-            age_secs,
-            owner_run,
-        });
-    }
+    // One `status` query per owned unit, a few at a time: hundreds of units must not take
+    // hundreds of query round trips (or timeouts) one after another.
+    let mut rows: Vec<ComputeRow> = stream::iter(units)
+        .map(|unit| {
+            let owner = runs.get(&unit.name).cloned();
+            async move {
+                let owner_run = match owner {
+                    None => None,
+                    Some((workflow_id, run_id)) => Some(OwnerRun {
+                        phase: run_phase(client, &workflow_id).await,
+                        workflow_id,
+                        run_id,
+                    }),
+                };
+                let age_secs = unit.age(now).map(|age| age.as_secs());
+                ComputeRow {
+                    name: unit.name,
+                    id: unit.id,
+                    provider: provider.kind().to_owned(),
+                    created_at: unit.created_at,
+                    age_secs,
+                    owner_run,
+                }
+            }
+        })
+        .buffer_unordered(PHASE_QUERIES_AT_ONCE)
+        .collect()
+        .await;
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(rows)
 }
