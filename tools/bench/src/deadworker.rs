@@ -34,7 +34,7 @@ struct Sample {
 
 pub async fn run(bins: &Bins, env: &Env, samples: usize, table: &mut Table) -> anyhow::Result<()> {
     let queue = env.queue("dead");
-    let mut worker = env.local_workflow_worker(bins, &queue)?;
+    let mut worker = env.local_workflow_worker(bins, &queue, None)?;
     let mut results = Vec::new();
     let mut failure = None;
     for i in 0..samples {

@@ -43,6 +43,8 @@ pub struct RunTimes {
     pub workflow_closed: Option<SystemTime>,
     /// In the order they were scheduled.
     pub activities: Vec<ActivityTimes>,
+    /// Workflow tasks completed by the workflow-worker (round trips to it).
+    pub workflow_tasks: usize,
 }
 
 impl RunTimes {
@@ -51,16 +53,9 @@ impl RunTimes {
         self.activities.iter().filter(|a| a.name == name).nth(n)
     }
 
-    /// Scheduled to closed of the first execution of `name`.
-    pub fn scheduled_to_closed(&self, name: &str) -> Option<Duration> {
-        let a = self.activity(name, 0)?;
-        a.closed?.duration_since(a.scheduled).ok()
-    }
-
-    /// Scheduled to started of the first execution of `name`.
-    pub fn scheduled_to_started(&self, name: &str) -> Option<Duration> {
-        let a = self.activity(name, 0)?;
-        a.started?.duration_since(a.scheduled).ok()
+    /// From `from` to `to` (`None` when either is missing or they are out of order).
+    pub fn between(from: Option<SystemTime>, to: Option<SystemTime>) -> Option<Duration> {
+        to?.duration_since(from?).ok()
     }
 
     /// Run started to run closed.
@@ -107,6 +102,9 @@ fn reduce(events: &[HistoryEvent]) -> RunTimes {
                 | Attributes::WorkflowExecutionTerminatedEventAttributes(_)
                 | Attributes::WorkflowExecutionTimedOutEventAttributes(_),
             ) => times.workflow_closed = Some(at),
+            Some(Attributes::WorkflowTaskCompletedEventAttributes(_)) => {
+                times.workflow_tasks += 1;
+            }
             Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
                 by_id.insert(event.event_id, times.activities.len());
                 times.activities.push(ActivityTimes {

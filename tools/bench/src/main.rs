@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     samples: usize,
     /// Runs started at once in the scale section.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 1_000)]
     scale_runs: usize,
     /// Apps of someone else's seeded into the fake account in the scale section.
     #[arg(long, default_value_t = 1_000)]

@@ -28,6 +28,8 @@ const STEP_DELAY: Duration = Duration::from_millis(200);
 const JOB: Duration = Duration::from_secs(1);
 /// Longest the whole batch may take.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(900);
+/// Issue 14's target for the workflow-worker's peak memory under the batch.
+const RSS_TARGET_MIB: u64 = 64;
 
 pub async fn run(
     bins: &Bins,
@@ -67,6 +69,27 @@ pub async fn run(
     result.with_context(|| format!("workflow-worker: {}", tail(&worker.output(), 40)))
 }
 
+/// App IDs by compute name, from the fake's per-app log files (`<name>-<app id>.log`, one per
+/// app it ever stored).
+fn units_by_name(dir: &std::path::Path) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    const ID_LEN: usize = 36;
+    let mut units: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let file = entry?.file_name().to_string_lossy().into_owned();
+        let Some(stem) = file.strip_suffix(".log") else {
+            continue;
+        };
+        if stem.len() > ID_LEN + 1 {
+            let (name, id) = stem.split_at(stem.len() - ID_LEN - 1);
+            units
+                .entry(name.to_owned())
+                .or_default()
+                .insert(id[1..].to_owned());
+        }
+    }
+    Ok(units)
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -92,20 +115,25 @@ async fn measure(
         },
     )
     .await?;
-    let cpu_before = stats::cpu_time(pid).context("reading the workflow-worker's CPU time")?;
+    let server_pid = env.server.pid().context("the dev server is not running")?;
+    let cpu = CpuReadings::take(pid, server_pid)?;
 
     let began = Instant::now();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     let mut set = JoinSet::new();
     for i in 0..runs {
         let client = env.client.clone();
         let queue = queue.to_owned();
+        let started_tx = started_tx.clone();
         set.spawn(async move {
             let id = format!("bench-scale-{i}-{}", uuid::Uuid::new_v4().simple());
             let input = setup::input(Duration::ZERO, JOB, Duration::from_secs(10));
             let handle = tea_starter::start(&client, &queue, &id, input).await?;
+            let _ = started_tx.send(began.elapsed());
             tea_starter::wait(&handle).await
         });
     }
+    drop(started_tx);
     let mut ends: BTreeMap<String, usize> = BTreeMap::new();
     let mut errors = Vec::new();
     let mut worker_pids = BTreeSet::new();
@@ -147,10 +175,14 @@ async fn measure(
         }
     }
     let wall = began.elapsed();
-    let cpu = stats::cpu_time(pid)
-        .context("reading the workflow-worker's CPU time")?
-        .saturating_sub(cpu_before);
+    let used = CpuReadings::take(pid, server_pid)?.since(&cpu);
     let peak_rss = stats::status_kb(pid, "VmHWM").context("reading the workflow-worker's VmHWM")?;
+    let mut last_start = Duration::ZERO;
+    let mut accepted = 0usize;
+    while let Ok(at) = started_rx.try_recv() {
+        last_start = last_start.max(at);
+        accepted += 1;
+    }
 
     let snap = fake.snapshot();
     let completed = ends.get("completed").copied().unwrap_or(0);
@@ -200,10 +232,75 @@ async fn measure(
     );
     table.info(
         SECTION,
-        "  workflow-worker CPU time during the batch",
-        format!("{:.1} s", cpu.as_secs_f64()),
+        "  start requests accepted per second (all started after)",
+        format!(
+            "{:.1} ({accepted} in {})",
+            accepted as f64 / last_start.as_secs_f64().max(0.001),
+            fmt_duration(last_start)
+        ),
     );
-    table.info(SECTION, "  workflow-worker peak RSS (VmHWM)", mib(peak_rss));
+    let cores = |d: Duration| d.as_secs_f64() / wall.as_secs_f64();
+    table.info(
+        SECTION,
+        "  CPU time during the batch: workflow-worker / Temporal server / fake API + external workers",
+        format!(
+            "{:.1} s / {:.1} s / {:.1} s",
+            used.workflow_worker.as_secs_f64(),
+            used.server.as_secs_f64(),
+            used.bench_and_children.as_secs_f64()
+        ),
+    );
+    let consumers = [
+        ("the Temporal dev server", used.server),
+        (
+            "the external workers (and the fake API)",
+            used.bench_and_children,
+        ),
+        ("the workflow-worker", used.workflow_worker),
+    ];
+    let busiest = consumers
+        .iter()
+        .max_by_key(|(_, d)| *d)
+        .map_or("?", |(name, _)| *name);
+    table.info(
+        SECTION,
+        "  cores busy on average: machine / workflow-worker (of all)",
+        format!(
+            "{:.2} of {:.0} / {:.2}",
+            cores(used.machine_busy),
+            used.machine_total.as_secs_f64() / wall.as_secs_f64(),
+            cores(used.workflow_worker)
+        ),
+    );
+    table.info(
+        SECTION,
+        "  saturates first",
+        format!(
+            "{} ({:.0}% of the machine's busy CPU)",
+            if cores(used.machine_busy)
+                > 0.9 * used.machine_total.as_secs_f64() / wall.as_secs_f64()
+            {
+                format!("CPU, most of it {busiest}")
+            } else {
+                format!("not CPU-bound; the biggest consumer is {busiest}")
+            },
+            100.0
+                * consumers
+                    .iter()
+                    .map(|(_, d)| *d)
+                    .max()
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                / used.machine_busy.as_secs_f64().max(0.001)
+        ),
+    );
+    table.check(
+        SECTION,
+        "workflow-worker peak RSS (VmHWM)",
+        mib(peak_rss),
+        format!("<= {RSS_TARGET_MIB}.0 MiB"),
+        peak_rss <= RSS_TARGET_MIB * 1024 * 1024,
+    );
     table.info(
         SECTION,
         format!("  provider API requests per run ({foreign_apps} foreign apps in the account)"),
@@ -221,6 +318,21 @@ async fn measure(
         SECTION,
         "  external-worker processes alive at once, peak (sampled)",
         format!("{peak_workers} (of {} started)", worker_pids.len()),
+    );
+    let units = units_by_name(&env.dir.join("apps"))?;
+    let duplicated: usize = units.values().map(|ids| ids.len() - 1).sum();
+    let fresh = units.keys().filter(|name| !name.ends_with("-1")).count();
+    table.check(
+        SECTION,
+        "compute duplicated (a name that got a second app)",
+        duplicated.to_string(),
+        "0",
+        duplicated == 0,
+    );
+    table.info(
+        SECTION,
+        "  apps created / of them fresh compute for a lost job (attempt 2 or later)",
+        format!("{} / {fresh}", snap.total_created),
     );
     table.check(
         SECTION,
@@ -240,4 +352,43 @@ async fn measure(
         left_apps + left_pids == 0,
     );
     Ok(())
+}
+
+/// CPU time used so far by each part of the batch, and by the whole machine.
+#[derive(Clone, Copy, Debug)]
+struct CpuReadings {
+    workflow_worker: Duration,
+    server: Duration,
+    bench_and_children: Duration,
+    machine_busy: Duration,
+    machine_total: Duration,
+}
+
+impl CpuReadings {
+    fn take(workflow_worker: u32, server: u32) -> anyhow::Result<CpuReadings> {
+        let (machine_busy, machine_total) =
+            stats::machine_cpu_time().context("reading /proc/stat")?;
+        Ok(CpuReadings {
+            workflow_worker: stats::cpu_time(workflow_worker)
+                .context("reading the workflow-worker's CPU time")?,
+            server: stats::cpu_time(server).context("reading the dev server's CPU time")?,
+            bench_and_children: stats::own_and_children_cpu_time()
+                .context("reading this process's CPU time")?,
+            machine_busy,
+            machine_total,
+        })
+    }
+
+    /// What was used between `before` and these readings.
+    fn since(&self, before: &CpuReadings) -> CpuReadings {
+        CpuReadings {
+            workflow_worker: self.workflow_worker.saturating_sub(before.workflow_worker),
+            server: self.server.saturating_sub(before.server),
+            bench_and_children: self
+                .bench_and_children
+                .saturating_sub(before.bench_and_children),
+            machine_busy: self.machine_busy.saturating_sub(before.machine_busy),
+            machine_total: self.machine_total.saturating_sub(before.machine_total),
+        }
+    }
 }

@@ -79,8 +79,19 @@ impl Env {
     }
 
     /// A workflow-worker using the local provider: compute is an external-worker process.
-    pub fn local_workflow_worker(&self, bins: &Bins, task_queue: &str) -> anyhow::Result<Proc> {
-        ProcBuilder::new(&bins.workflow_worker, self.dir.join("workflow-worker.log"))
+    /// `max_concurrent_compute` sets `MAX_CONCURRENT_COMPUTE`.
+    pub fn local_workflow_worker(
+        &self,
+        bins: &Bins,
+        task_queue: &str,
+        max_concurrent_compute: Option<&str>,
+    ) -> anyhow::Result<Proc> {
+        let log = self.dir.join(format!("workflow-worker-{task_queue}.log"));
+        let mut builder = ProcBuilder::new(&bins.workflow_worker, log);
+        if let Some(cap) = max_concurrent_compute {
+            builder = builder.env("MAX_CONCURRENT_COMPUTE", cap);
+        }
+        builder
             .env("COMPUTE_PROVIDER", "local")
             .env(
                 "LOCAL_STATE_DIR",

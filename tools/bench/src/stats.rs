@@ -62,6 +62,37 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     ))
 }
 
+/// CPU time of this process plus that of its children it has reaped (the fake App Platform
+/// API runs in this process and its apps' external workers are its children).
+pub fn own_and_children_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14 to 17.
+    let ticks: u64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    Some(Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS_PER_SEC))
+}
+
+/// Busy and total CPU time of the whole machine so far (all cores), from `/proc/stat`.
+pub fn machine_cpu_time() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    let secs = |t: u64| Duration::from_secs_f64(t as f64 / CLOCK_TICKS_PER_SEC);
+    Some((secs(total - idle), secs(total)))
+}
+
 /// Bytes as mebibytes with one decimal.
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))

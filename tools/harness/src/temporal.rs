@@ -69,6 +69,11 @@ impl DevServer {
     /// Starts a server and waits until a client can connect. On a port of its own choosing,
     /// a server that exits at once (another process took the free port first: tests start
     /// many servers at once) is started again on another port.
+    /// The server's process id, while it runs (for CPU and memory readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub async fn try_start(log_dir: &Path, options: DevServerOptions) -> anyhow::Result<DevServer> {
         const PORT_TRIES: usize = 5;
         let mut tries = 0;
