@@ -69,27 +69,6 @@ pub async fn run(
     result.with_context(|| format!("workflow-worker: {}", tail(&worker.output(), 40)))
 }
 
-/// App IDs by compute name, from the fake's per-app log files (`<name>-<app id>.log`, one per
-/// app it ever stored).
-fn units_by_name(dir: &std::path::Path) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
-    const ID_LEN: usize = 36;
-    let mut units: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let file = entry?.file_name().to_string_lossy().into_owned();
-        let Some(stem) = file.strip_suffix(".log") else {
-            continue;
-        };
-        if stem.len() > ID_LEN + 1 {
-            let (name, id) = stem.split_at(stem.len() - ID_LEN - 1);
-            units
-                .entry(name.to_owned())
-                .or_default()
-                .insert(id[1..].to_owned());
-        }
-    }
-    Ok(units)
-}
-
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -319,7 +298,10 @@ async fn measure(
         "  external-worker processes alive at once, peak (sampled)",
         format!("{peak_workers} (of {} started)", worker_pids.len()),
     );
-    let units = units_by_name(&env.dir.join("apps"))?;
+    let mut units: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, id) in tea_fake_do::apps_with_logs(&env.dir.join("apps")) {
+        units.entry(name).or_default().insert(id);
+    }
     let duplicated: usize = units.values().map(|ids| ids.len() - 1).sum();
     let fresh = units.keys().filter(|name| !name.ends_with("-1")).count();
     table.check(

@@ -245,20 +245,8 @@ impl Lane {
                 for (id, name) in fake.seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                     add(id, name);
                 }
-                // Per-app logs are named `<name>-<uuid>.log`.
-                for entry in std::fs::read_dir(&fake.log_dir)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let file = entry.file_name();
-                    let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".log")) else {
-                        continue;
-                    };
-                    if stem.len() > 37 && stem.is_char_boundary(stem.len() - 37) {
-                        let (name, id) = stem.split_at(stem.len() - 37);
-                        add(&id[1..], name);
-                    }
+                for (name, id) in tea_fake_do::apps_with_logs(&fake.log_dir) {
+                    add(&id, &name);
                 }
                 let observed: usize = ids_by_name.values().map(BTreeSet::len).sum();
                 m.created = snapshot.total_created;

@@ -289,7 +289,7 @@ async fn create_app(
             .cfg
             .log_dir
             .as_ref()
-            .map(|d| d.join(format!("{name}-{id}.log")));
+            .map(|d| d.join(crate::app_log_file_name(&name, &id)));
         let record = AppRecord {
             id: id.clone(),
             name: name.clone(),

@@ -480,6 +480,33 @@ impl Drop for FakeDo {
     }
 }
 
+/// The file name of app `id`'s worker log in [`FakeDoConfig::log_dir`].
+pub fn app_log_file_name(app_name: &str, app_id: &str) -> String {
+    format!("{app_name}-{app_id}.log")
+}
+
+/// Every app the fake stored with a worker log in `log_dir`, as (app name, app ID), read back
+/// from the log files' names (one file per app, kept after the app is deleted).
+pub fn apps_with_logs(log_dir: &std::path::Path) -> Vec<(String, String)> {
+    // `<name>-<id>.log`, the ID a UUID (36 characters).
+    const ID_LEN: usize = 36;
+    let mut apps = Vec::new();
+    for entry in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".log")) else {
+            continue;
+        };
+        let Some(split) =
+            (stem.len().checked_sub(ID_LEN + 1)).filter(|&at| at > 0 && stem.is_char_boundary(at))
+        else {
+            continue;
+        };
+        let (name, id) = stem.split_at(split);
+        apps.push((name.to_owned(), id[1..].to_owned()));
+    }
+    apps
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
