@@ -30,7 +30,7 @@ use temporalio_sdk::{
 
 use crate::activities::{
     CapacityRequested, CreateComputeInput, CreatedCompute, DeleteComputeInput, DeletedCompute,
-    ProvisioningActivities, RequestCapacityInput, WaitForComputeInput,
+    ProvisioningActivities, RequestCapacityInput, WaitForComputeInput, WaitProgress,
 };
 use crate::capacity::{ComputeCapacity, RunRef};
 
@@ -287,9 +287,7 @@ async fn acquire_capacity(
         return Err(cancelled(ctx));
     }
     if versions.quick {
-        let waited = asked_at
-            .zip(ctx.workflow_time())
-            .and_then(|(from, to)| to.duration_since(from).ok());
+        let waited = workflow_time_since(ctx, asked_at);
         ctx.state_mut(|s| s.capacity_waited = waited);
     }
     Ok(Some(semaphore))
@@ -533,10 +531,7 @@ fn record_usage(
     created: &CreatedCompute,
     created_at: Option<std::time::SystemTime>,
 ) {
-    let seconds = created_at
-        .zip(ctx.workflow_time())
-        .and_then(|(from, to)| to.duration_since(from).ok())
-        .map_or(0.0, |d| d.as_secs_f64());
+    let seconds = workflow_time_since(ctx, created_at).map_or(0.0, |d| d.as_secs_f64());
     let usage = tea_contract::UnitUsage {
         compute_name: created.handle.name.clone(),
         provider: created.provider.clone(),
@@ -544,6 +539,15 @@ fn record_usage(
         estimated_cost_usd: created.usd_per_second.map(|price| price * seconds),
     };
     ctx.state_mut(|s| s.status.usage.push(usage));
+}
+
+/// Workflow time from `from` to now (the same on replay); `None` when either is unknown.
+fn workflow_time_since(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    from: Option<std::time::SystemTime>,
+) -> Option<Duration> {
+    from.zip(ctx.workflow_time())
+        .and_then(|(from, to)| to.duration_since(from).ok())
 }
 
 /// Waits until the compute is ready, then runs the job on its unique queue (under
@@ -578,16 +582,23 @@ async fn use_compute(
     if versions.quick {
         // The job waits in the queue while the compute deploys: it may wait that long too.
         let job_may_wait = deploy_timeout.unwrap_or(Duration::ZERO) + input.worker_start_timeout();
-        return wait_and_run_together(
+        let parent = cancel.cloned().unwrap_or_else(|| ctx.cancellation_token());
+        let (wait_token, job_token) = (parent.child_token(), parent.child_token());
+        wait_options.cancellation_token = Some(wait_token.clone());
+        let wait = ctx.execute_activity(
+            ProvisioningActivities::wait_for_app_build,
+            wait_input,
+            wait_options,
+        );
+        let job = run_job(
             ctx,
             input,
             created,
             versions,
-            cancel,
-            (wait_input, wait_options),
+            Some(job_token.clone()),
             job_may_wait,
-        )
-        .await;
+        );
+        return wait_and_run_together(ctx, Box::pin(wait), job, &wait_token, &job_token).await;
     }
 
     wait_options.cancellation_token = cancel.cloned();
@@ -619,35 +630,20 @@ async fn use_compute(
 /// [`QUICK_START_PATCH`]: `WaitForAppBuild` and the job, scheduled in the same workflow task.
 /// The job starts when the compute's worker polls, whether or not the wait has noticed yet;
 /// a failed wait cancels the job (unless it has already completed), an ended job cancels the
-/// wait.
-async fn wait_and_run_together(
+/// wait. Each token cancels its own activity.
+async fn wait_and_run_together<W, J>(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
-    input: &WorkflowInput,
-    created: &CreatedCompute,
-    versions: Versions,
-    cancel: Option<&WorkflowCancellationToken>,
-    (wait_input, mut wait_options): (WaitForComputeInput, ActivityOptions),
-    job_may_wait: Duration,
-) -> BodyEnd {
+    wait: W,
+    job: J,
+    wait_token: &WorkflowCancellationToken,
+    job_token: &WorkflowCancellationToken,
+) -> BodyEnd
+where
+    W: Future<Output = Result<WaitProgress, ActivityExecutionError>> + Unpin,
+    J: Future<Output = Result<Option<CommandResult>, ActivityExecutionError>> + Unpin,
+{
     use futures::future::{Either, select};
 
-    let parent = cancel.cloned().unwrap_or_else(|| ctx.cancellation_token());
-    let wait_token = parent.child_token();
-    let job_token = parent.child_token();
-    wait_options.cancellation_token = Some(wait_token.clone());
-    let wait = Box::pin(ctx.execute_activity(
-        ProvisioningActivities::wait_for_app_build,
-        wait_input,
-        wait_options,
-    ));
-    let job = run_job(
-        ctx,
-        input,
-        created,
-        versions,
-        Some(job_token.clone()),
-        job_may_wait,
-    );
     match select(wait, job).await {
         Either::Left((Ok(_), job)) => {
             enter(ctx, Phase::Running);
