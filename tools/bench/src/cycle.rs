@@ -8,7 +8,7 @@
 //! closed (the last workflow task). A second pass runs the same cycle under
 //! `MAX_CONCURRENT_COMPUTE` (a cap never reached) for the cap's overhead on run start.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use tea_contract::{CREATE_ACTIVITY, DELETE_ACTIVITY, LONG_RUNNING_ACTIVITY};
@@ -176,43 +176,41 @@ async fn measure(env: &Env, queue: &str, samples: usize, capped: bool) -> anyhow
 
 /// Adds one run's steps to the samples.
 fn record(s: &mut Samples, times: &RunTimes, client: Duration) -> anyhow::Result<()> {
-    let step =
-        |d: Option<Duration>, what: &str| d.with_context(|| format!("no {what} in the history"));
+    let span = |from: Option<SystemTime>, to: Option<SystemTime>, what: &str| {
+        RunTimes::between(from, to).with_context(|| format!("no {what} in the history"))
+    };
     let create = times.activity(CREATE_ACTIVITY, 0).context("no Create")?;
     let job = times.activity(LONG_RUNNING_ACTIVITY, 0).context("no job")?;
     let delete = times.activity(DELETE_ACTIVITY, 0).context("no Delete")?;
+    let (create_scheduled, job_scheduled, delete_scheduled) = (
+        Some(create.scheduled),
+        Some(job.scheduled),
+        Some(delete.scheduled),
+    );
     s.client.push(client);
-    s.server.push(step(times.total(), "run start or close")?);
-    s.to_create.push(step(
-        RunTimes::between(times.workflow_started, Some(create.scheduled)),
+    s.server.push(span(
+        times.workflow_started,
+        times.workflow_closed,
+        "run start or close",
+    )?);
+    s.to_create.push(span(
+        times.workflow_started,
+        create_scheduled,
         "Create scheduled",
     )?);
-    s.provision.push(step(
-        RunTimes::between(Some(create.scheduled), create.closed),
-        "Create",
-    )?);
-    s.to_job.push(step(
-        RunTimes::between(create.closed, job.started),
-        "job start",
-    )?);
-    s.dispatch.push(step(
-        RunTimes::between(Some(job.scheduled), job.started),
-        "job start",
-    )?);
-    s.job
-        .push(step(RunTimes::between(job.started, job.closed), "job end")?);
-    s.to_delete.push(step(
-        RunTimes::between(job.closed, Some(delete.scheduled)),
-        "Delete scheduled",
-    )?);
-    s.teardown.push(step(
-        RunTimes::between(Some(delete.scheduled), delete.closed),
-        "Delete",
-    )?);
-    s.to_close.push(step(
-        RunTimes::between(delete.closed, times.workflow_closed),
-        "run close",
-    )?);
+    s.provision
+        .push(span(create_scheduled, create.closed, "Create")?);
+    s.to_job
+        .push(span(create.closed, job.started, "job start")?);
+    s.dispatch
+        .push(span(job_scheduled, job.started, "job start")?);
+    s.job.push(span(job.started, job.closed, "job end")?);
+    s.to_delete
+        .push(span(job.closed, delete_scheduled, "Delete scheduled")?);
+    s.teardown
+        .push(span(delete_scheduled, delete.closed, "Delete")?);
+    s.to_close
+        .push(span(delete.closed, times.workflow_closed, "run close")?);
     s.workflow_tasks.push(times.workflow_tasks);
     Ok(())
 }

@@ -57,13 +57,6 @@ impl RunTimes {
     pub fn between(from: Option<SystemTime>, to: Option<SystemTime>) -> Option<Duration> {
         to?.duration_since(from?).ok()
     }
-
-    /// Run started to run closed.
-    pub fn total(&self) -> Option<Duration> {
-        self.workflow_closed?
-            .duration_since(self.workflow_started?)
-            .ok()
-    }
 }
 
 /// The run's history so far, reduced to [`RunTimes`].

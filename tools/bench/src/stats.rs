@@ -50,27 +50,25 @@ const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// User plus system CPU time the process has used so far.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start at field 3 (state);
     // utime and stime are fields 14 and 15.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64(
-        (utime + stime) as f64 / CLOCK_TICKS_PER_SEC,
-    ))
+    stat_ticks(&format!("/proc/{pid}/stat"), 14..16)
 }
 
 /// CPU time of this process plus that of its children it has reaped (the fake App Platform
 /// API runs in this process and its apps' external workers are its children).
 pub fn own_and_children_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // utime, stime, cutime and cstime are fields 14 to 17.
+    stat_ticks("/proc/self/stat", 14..18)
+}
+
+/// The sum of the clock-tick fields `fields` (1-based, as in proc(5)) of a `/proc/<pid>/stat`.
+fn stat_ticks(path: &str, fields: std::ops::Range<usize>) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
     let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime are fields 14 to 17.
-    let ticks: u64 = fields
-        .get(11..15)?
+    let after_name: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = after_name
+        .get(fields.start - 3..fields.end - 3)?
         .iter()
         .map(|f| f.parse::<u64>().ok())
         .sum::<Option<u64>>()?;
