@@ -133,6 +133,11 @@ pub struct RequestCapacityInput {
 pub struct CapacityRequested {
     pub cap: Option<u32>,
     pub semaphore: Option<String>,
+    /// How long this workflow-worker's provider may take to deploy a unit (what `Create` will
+    /// report), told before `Create` so that the run can queue its job together with `Create`
+    /// ([`crate::workflow::QUICK_START_PATCH`]). Absent in histories recorded before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_timeout: Option<GoDuration>,
 }
 
 /// Heartbeat details of `Create` and `Delete` while they wait on the provider.
@@ -451,8 +456,12 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: RequestCapacityInput,
     ) -> Result<CapacityRequested, ActivityError> {
+        let deploy_timeout = Some(GoDuration(self.deploy_timeout()));
         let Some(cap) = self.max_concurrent_compute else {
-            return Ok(CapacityRequested::default());
+            return Ok(CapacityRequested {
+                deploy_timeout,
+                ..Default::default()
+            });
         };
         let info = ctx.info();
         let (Some(workflow_id), Some(run_id)) =
@@ -502,6 +511,7 @@ impl ProvisioningActivities {
         Ok(CapacityRequested {
             cap: Some(cap),
             semaphore: Some(semaphore),
+            deploy_timeout,
         })
     }
 

@@ -64,11 +64,13 @@ pub const COMPUTE_LIFETIME_PATCH: &str = "compute-lifetime";
 pub const COMPUTE_CAPACITY_PATCH: &str = "compute-capacity";
 
 /// Patch (2026-11): fewer round trips per run. `RequestCapacity` runs as a local activity
-/// (inside the workflow task, no activity dispatch and no extra workflow task), and the job is
-/// scheduled on the compute's queue together with `WaitForAppBuild` instead of after it: it
-/// starts as soon as the compute's worker polls. A deployment that fails first cancels the
-/// still-queued job (fresh compute may then be tried, as before); a job that ends first
-/// cancels the wait.
+/// (inside the workflow task, no activity dispatch and no extra workflow task) and tells the
+/// provider's deploy timeout; the job is then queued on the compute's queue in the same
+/// workflow task as `Create` (see [`QueuedJob`]), and `WaitForAppBuild` runs beside it: the job
+/// starts as soon as the compute's worker polls, before the workflow has seen `Create` end. A
+/// failed `Create` or a deployment that fails first cancels the still-queued job (fresh
+/// compute may then be tried, as before); a job that ends first cancels the wait. Without a
+/// deploy timeout from `RequestCapacity`, the job is scheduled with the wait instead.
 pub const QUICK_START_PATCH: &str = "quick-start";
 
 /// Activity timeouts and retries of the original.
@@ -217,13 +219,13 @@ impl TriggerExternalWorkflow {
         if !pause(ctx, input.pause()).await {
             return Err(cancelled(ctx));
         }
-        let semaphore = if versions.capacity {
+        let admission = if versions.capacity {
             acquire_capacity(ctx, versions).await?
         } else {
-            None
+            Admission::default()
         };
-        let end = attempts(ctx, &input, versions).await;
-        if let Some(semaphore) = semaphore {
+        let end = attempts(ctx, &input, versions, admission.deploy_timeout).await;
+        if let Some(semaphore) = admission.semaphore {
             release_capacity(ctx, &semaphore).await;
         }
         let outcome = end?;
@@ -247,12 +249,21 @@ impl TriggerExternalWorkflow {
     }
 }
 
-/// Asks for a slot and waits for it; the semaphore to release to, `None` when unlimited.
-/// Cancelled while waiting: gives the queue place back and ends the run, no compute created.
+/// What `RequestCapacity` let the run know before it provisions.
+#[derive(Default)]
+struct Admission {
+    /// The semaphore to release the slot to; `None` when unlimited.
+    semaphore: Option<String>,
+    /// The provider's deploy timeout, when the workflow-worker told it ([`QUICK_START_PATCH`]).
+    deploy_timeout: Option<Duration>,
+}
+
+/// Asks for a slot and waits for it. Cancelled while waiting: gives the queue place back and
+/// ends the run, no compute created.
 async fn acquire_capacity(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     versions: Versions,
-) -> Result<Option<String>, WorkflowTermination> {
+) -> Result<Admission, WorkflowTermination> {
     // Detached: whether the request reached the semaphore is always known.
     let request = RequestCapacityInput { attempt: 1 };
     let requested = if versions.quick {
@@ -277,8 +288,12 @@ async fn acquire_capacity(
             return Err(fail(ctx, message));
         }
     };
+    let deploy_timeout = requested.deploy_timeout.map(GoDuration::as_duration);
     let (Some(_), Some(semaphore)) = (requested.cap, requested.semaphore) else {
-        return Ok(None);
+        return Ok(Admission {
+            semaphore: None,
+            deploy_timeout,
+        });
     };
     enter(ctx, Phase::WaitingForCapacity);
     let asked_at = ctx.workflow_time();
@@ -290,7 +305,10 @@ async fn acquire_capacity(
         let waited = workflow_time_since(ctx, asked_at);
         ctx.state_mut(|s| s.capacity_waited = waited);
     }
-    Ok(Some(semaphore))
+    Ok(Admission {
+        semaphore: Some(semaphore),
+        deploy_timeout,
+    })
 }
 
 /// Gives the slot (or the queue place) back, unless a unit of this run may still exist.
@@ -323,6 +341,7 @@ async fn attempts(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     versions: Versions,
+    deploy_timeout: Option<Duration>,
 ) -> Result<RunOutcome, WorkflowTermination> {
     let bounded = versions.bounded;
     let max_attempts = input.max_compute_attempts();
@@ -332,7 +351,7 @@ async fn attempts(
             // Cancelled while the lost attempt was torn down: provision nothing more.
             return Err(cancelled(ctx));
         }
-        match provision_and_run(ctx, input, attempt, versions).await {
+        match provision_and_run(ctx, input, attempt, versions, deploy_timeout).await {
             AttemptEnd::Completed(outcome) => return Ok(*outcome),
             AttemptEnd::Cancelled => return Err(cancelled(ctx)),
             AttemptEnd::Fatal(message) => {
@@ -356,12 +375,15 @@ async fn attempts(
     ))
 }
 
-/// One attempt: create (or adopt) compute, use it, and delete it whatever happened.
+/// One attempt: create (or adopt) compute, use it, and delete it whatever happened. Under
+/// [`QUICK_START_PATCH`], when the provider's `deploy_timeout` is known beforehand, the job is
+/// queued on the compute's queue together with `Create` (see [`QueuedJob`]).
 async fn provision_and_run(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     attempt: u32,
     versions: Versions,
+    deploy_timeout: Option<Duration>,
 ) -> AttemptEnd {
     let heartbeat_timeout = input.heartbeat_timeout();
     let compute_name = naming::compute_name(ctx.run_id(), attempt);
@@ -374,28 +396,45 @@ async fn provision_and_run(
     });
     ctx.state_mut(|s| s.unit_may_exist = true);
     // Detached from cancellation: the workflow always learns what exists before it decides.
-    let created = ctx
-        .execute_activity(
-            ProvisioningActivities::create,
-            CreateComputeInput {
-                compute_name: compute_name.clone(),
-                image: ImageRef {
-                    registry: input.registry.clone(),
-                    repository: input.repository.clone(),
-                    tag: input.tag.clone(),
-                },
-                capacity_waited: if attempt == 1 {
-                    ctx.state(|s| s.capacity_waited).map(GoDuration)
-                } else {
-                    None
-                },
+    let create = ctx.execute_activity(
+        ProvisioningActivities::create,
+        CreateComputeInput {
+            compute_name: compute_name.clone(),
+            image: ImageRef {
+                registry: input.registry.clone(),
+                repository: input.repository.clone(),
+                tag: input.tag.clone(),
             },
-            activity_options(heartbeat_timeout, true),
-        )
-        .await;
+            capacity_waited: if attempt == 1 {
+                ctx.state(|s| s.capacity_waited).map(GoDuration)
+            } else {
+                None
+            },
+        },
+        activity_options(heartbeat_timeout, true),
+    );
+    // The lifetime limit's cancellation, made before the job so that it covers a queued job.
+    let lifetime = ctx.cancellation_token().child_token();
+    let (created, queued) = match (versions.quick, deploy_timeout) {
+        (true, Some(deploy_timeout)) => {
+            let queued = QueuedJob::schedule(
+                ctx,
+                input,
+                &compute_name,
+                versions,
+                &lifetime,
+                deploy_timeout,
+            );
+            queued.alongside(create).await
+        }
+        _ => (create.await, None),
+    };
     let created: CreatedCompute = match created {
         Ok(created) => created,
         Err(error) => {
+            if let Some(queued) = queued {
+                queued.withdraw("creating the compute failed").await;
+            }
             // The provider may have stored it before failing: delete by name.
             enter(ctx, Phase::Deprovisioning);
             let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout).await;
@@ -435,13 +474,17 @@ async fn provision_and_run(
 
     // From here on the compute is always deleted.
     let body = if ctx.cancellation_token().is_cancelled() {
+        if let Some(queued) = queued {
+            queued.withdraw("the run was cancelled").await;
+        }
         BodyEnd::Cancelled
     } else {
         match (versions.lifetime, created.max_lifetime) {
             (true, Some(limit)) => {
-                use_compute_within(ctx, input, &created, versions, limit.as_duration()).await
+                let limit = limit.as_duration();
+                use_compute_within(ctx, input, &created, versions, limit, lifetime, queued).await
             }
-            _ => use_compute(ctx, input, &created, versions, None).await,
+            _ => use_compute(ctx, input, &created, versions, None, queued).await,
         }
     };
 
@@ -485,20 +528,28 @@ async fn provision_and_run(
 /// [`use_compute`] for at most `limit`: when the lifetime timer fires first, the deployment
 /// wait or the job is cancelled, and the attempt fails for good (fresh compute would only hit
 /// the same limit).
+/// `lifetime` is a child of the run's cancellation (and the parent of a queued job's).
 async fn use_compute_within(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     created: &CreatedCompute,
     versions: Versions,
     limit: Duration,
+    lifetime: WorkflowCancellationToken,
+    queued: Option<QueuedJob<'_>>,
 ) -> BodyEnd {
     use futures::future::{Either, select};
     use temporalio_sdk::CancellableFuture;
 
-    // Cancelled by the run's own cancellation too, as the default token would be.
-    let lifetime = ctx.cancellation_token().child_token();
     let timer = Box::pin(ctx.timer(limit));
-    let body = Box::pin(use_compute(ctx, input, created, versions, Some(&lifetime)));
+    let body = Box::pin(use_compute(
+        ctx,
+        input,
+        created,
+        versions,
+        Some(&lifetime),
+        queued,
+    ));
     match select(body, timer).await {
         Either::Left((body, timer)) => {
             timer.cancel();
@@ -551,14 +602,15 @@ fn workflow_time_since(
 }
 
 /// Waits until the compute is ready, then runs the job on its unique queue (under
-/// [`QUICK_START_PATCH`]: both at once). `cancel`, when given, cancels the wait and the job
-/// instead of the run's own cancellation.
+/// [`QUICK_START_PATCH`]: both at once, the job perhaps already `queued` with `Create`).
+/// `cancel`, when given, cancels the wait and the job instead of the run's own cancellation.
 async fn use_compute(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     created: &CreatedCompute,
     versions: Versions,
     cancel: Option<&WorkflowCancellationToken>,
+    queued: Option<QueuedJob<'_>>,
 ) -> BodyEnd {
     let bounded = versions.bounded;
     let heartbeat_timeout = input.heartbeat_timeout();
@@ -580,24 +632,44 @@ async fn use_compute(
         worker_start_timeout: GoDuration(input.worker_start_timeout()),
     };
     if versions.quick {
-        // The job waits in the queue while the compute deploys: it may wait that long too.
-        let job_may_wait = deploy_timeout.unwrap_or(Duration::ZERO) + input.worker_start_timeout();
+        let queued = match queued.map(|queued| (queued.job, queued.token)) {
+            // It ended before `Create` returned: nothing to wait for.
+            Some((QueuedJobState::Ended(job), _)) => {
+                if job.is_ok() {
+                    enter(ctx, Phase::Running);
+                }
+                return job_end(ctx, *job);
+            }
+            Some((QueuedJobState::Queued(job), token)) => Some((job, token)),
+            None => None,
+        };
         let parent = cancel.cloned().unwrap_or_else(|| ctx.cancellation_token());
-        let (wait_token, job_token) = (parent.child_token(), parent.child_token());
+        let wait_token = parent.child_token();
         wait_options.cancellation_token = Some(wait_token.clone());
         let wait = ctx.execute_activity(
             ProvisioningActivities::wait_for_app_build,
             wait_input,
             wait_options,
         );
-        let job = run_job(
-            ctx,
-            input,
-            created,
-            versions,
-            Some(job_token.clone()),
-            job_may_wait,
-        );
+        let (job, job_token) = match queued {
+            Some(queued) => queued,
+            None => {
+                // The job waits in the queue while the compute deploys: it may wait that long
+                // too.
+                let may_wait =
+                    deploy_timeout.unwrap_or(Duration::ZERO) + input.worker_start_timeout();
+                let token = parent.child_token();
+                let job = run_job(
+                    ctx,
+                    input,
+                    &created.task_queue,
+                    versions,
+                    Some(token.clone()),
+                    may_wait,
+                );
+                (job, token)
+            }
+        };
         return wait_and_run_together(ctx, Box::pin(wait), job, &wait_token, &job_token).await;
     }
 
@@ -618,7 +690,7 @@ async fn use_compute(
     let job = run_job(
         ctx,
         input,
-        created,
+        &created.task_queue,
         versions,
         cancel.cloned(),
         input.worker_start_timeout(),
@@ -674,22 +746,95 @@ where
     }
 }
 
+/// The job's result: the user's command's, or none for the original's timed job.
+type JobResult = Result<Option<CommandResult>, ActivityExecutionError>;
+
+/// [`QUICK_START_PATCH`]: the attempt's job, queued on the compute's queue (named after the
+/// compute, so known before `Create`) in the same workflow task as `Create`: it starts the
+/// moment the new worker polls, while the workflow still learns what `Create` made.
+///
+/// It may wait in the queue for `Create` (up to [`DEADLINE_MARGIN`]), the deployment and the
+/// worker's start. A `Create` that fails, or a run cancelled meanwhile, withdraws it (cancels
+/// it and awaits its end) before the unit is deleted by name; a job that ends before `Create`
+/// returns is kept until then. Its cancellation is a child of the attempt's lifetime limit.
+struct QueuedJob<'a> {
+    job: QueuedJobState<'a>,
+    token: WorkflowCancellationToken,
+}
+
+enum QueuedJobState<'a> {
+    Queued(futures::future::LocalBoxFuture<'a, JobResult>),
+    Ended(Box<JobResult>),
+}
+
+impl<'a> QueuedJob<'a> {
+    /// Schedules the job now (call it right after scheduling `Create`).
+    fn schedule(
+        ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
+        input: &WorkflowInput,
+        task_queue: &str,
+        versions: Versions,
+        lifetime: &WorkflowCancellationToken,
+        deploy_timeout: Duration,
+    ) -> Self {
+        let token = lifetime.child_token();
+        let may_wait = DEADLINE_MARGIN + deploy_timeout + input.worker_start_timeout();
+        let job = run_job(
+            ctx,
+            input,
+            task_queue,
+            versions,
+            Some(token.clone()),
+            may_wait,
+        );
+        Self {
+            job: QueuedJobState::Queued(job),
+            token,
+        }
+    }
+
+    /// Awaits `create` with the job in flight.
+    async fn alongside<C: Future>(self, create: C) -> (C::Output, Option<Self>) {
+        use futures::future::{Either, select};
+
+        let QueuedJobState::Queued(job) = self.job else {
+            return (create.await, Some(self));
+        };
+        let (created, job) = match select(Box::pin(create), job).await {
+            Either::Left((created, job)) => (created, QueuedJobState::Queued(job)),
+            Either::Right((ended, create)) => {
+                (create.await, QueuedJobState::Ended(Box::new(ended)))
+            }
+        };
+        let token = self.token;
+        (created, Some(Self { job, token }))
+    }
+
+    /// Cancels the job, unless it has ended, and waits until it has.
+    async fn withdraw(self, reason: &str) {
+        if let QueuedJobState::Queued(job) = self.job {
+            self.token.cancel_with_reason(reason);
+            let _ = job.await;
+        }
+    }
+}
+
 /// The job on the compute's queue: the user's command, or the original's timed job. It may
 /// wait `may_wait` in the queue for the compute's worker; `cancel`, when given, replaces the
 /// run's own cancellation.
 fn run_job<'a>(
     ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
-    created: &CreatedCompute,
+    task_queue: &str,
     versions: Versions,
     cancel: Option<WorkflowCancellationToken>,
     may_wait: Duration,
-) -> futures::future::LocalBoxFuture<'a, Result<Option<CommandResult>, ActivityExecutionError>> {
+) -> futures::future::LocalBoxFuture<'a, JobResult> {
     use futures::FutureExt;
 
     let heartbeat_timeout = input.heartbeat_timeout();
     let mut job_options = activity_options(heartbeat_timeout, false);
-    job_options.task_queue = Some(created.task_queue.clone());
+    job_options.task_queue = Some(task_queue.to_owned());
     job_options.schedule_to_start_timeout = Some(may_wait);
     job_options.cancellation_type = ActivityCancellationType::TryCancel;
     if versions.bounded {
@@ -785,7 +930,7 @@ fn describe(error: &ActivityExecutionError) -> String {
 }
 
 async fn delete(
-    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
     compute_name: &str,
     compute_id: Option<String>,
     heartbeat_timeout: Duration,

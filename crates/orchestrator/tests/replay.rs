@@ -32,8 +32,9 @@ async fn every_recorded_history_replays_against_todays_workflow() {
     // first shipped, v2 runs under the `bounded-waits` patch, v3 under `run-command` too, v4
     // under `compute-lifetime` too (with and without a lifetime set, and one it ended), v5
     // under `compute-capacity` too (uncapped, and capped runs that waited for a slot), v6
-    // under `quick-start` too (the capacity check a local activity, the job scheduled with the
-    // readiness wait: a failed deployment cancels it while queued).
+    // under `quick-start` too (the capacity check a local activity, the job queued on the
+    // compute's queue together with `Create`: a failed create or deployment cancels it while
+    // queued).
     for version in ["v1", "v2", "v3", "v4", "v5", "v6"] {
         for scenario in [
             "happy",

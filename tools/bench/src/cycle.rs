@@ -2,8 +2,9 @@
 //! to result as the client sees it, and where the time goes, from the run's history.
 //!
 //! The breakdown follows the run's critical path: start to `Create` scheduled (the first
-//! workflow task, with the capacity check), `Create`, its end to the job started (a workflow
-//! task, the external worker's start and first poll), the job, its end to `Delete` scheduled
+//! workflow task, with the capacity check), `Create` scheduled to the job started (`Create`,
+//! the external worker's start and first poll; the job is queued with `Create`, so it may
+//! start before the workflow has seen `Create` end), the job, its end to `Delete` scheduled
 //! (a workflow task), `Delete` (stop and confirm the worker gone), and its end to the run
 //! closed (the last workflow task). A second pass runs the same cycle under
 //! `MAX_CONCURRENT_COMPUTE` (a cap never reached) for the cap's overhead on run start.
@@ -66,11 +67,11 @@ pub async fn run(bins: &Bins, env: &Env, samples: usize, table: &mut Table) -> a
             "start to Create scheduled (first workflow task)",
             &plain.to_create,
         ),
-        ("provision (Create)", &plain.provision),
         (
-            "Create done to job started (workflow task, worker start, poll)",
+            "Create scheduled to job started (Create, worker start, poll)",
             &plain.to_job,
         ),
+        ("  of which Create", &plain.provision),
         ("  of which job scheduled to started", &plain.dispatch),
         ("job (started to completed)", &plain.job),
         (
@@ -201,7 +202,7 @@ fn record(s: &mut Samples, times: &RunTimes, client: Duration) -> anyhow::Result
     s.provision
         .push(span(create_scheduled, create.closed, "Create")?);
     s.to_job
-        .push(span(create.closed, job.started, "job start")?);
+        .push(span(create_scheduled, job.started, "job start")?);
     s.dispatch
         .push(span(job_scheduled, job.started, "job start")?);
     s.job.push(span(job.started, job.closed, "job end")?);
