@@ -120,12 +120,11 @@ impl PollBackoff {
     }
 }
 
-/// Input of `RequestCapacity` (the run asking is the activity's workflow run).
+/// Input of `RequestCapacity`: nothing, the run asking is the activity's workflow run, and it
+/// asks once, before its first attempt, holding the slot across all its attempts. (Histories
+/// recorded before carry `{"attempt": 1}`, always 1; it decodes, and is ignored.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestCapacityInput {
-    /// The attempt about to create compute.
-    pub attempt: u32,
-}
+pub struct RequestCapacityInput {}
 
 /// Result of `RequestCapacity`: the cap in force (`None`: unlimited, nothing was requested)
 /// and, when capped, the semaphore the run now waits on and releases to.
@@ -449,7 +448,7 @@ impl ProvisioningActivities {
     pub async fn request_capacity(
         self: Arc<Self>,
         ctx: ActivityContext,
-        input: RequestCapacityInput,
+        _input: RequestCapacityInput,
     ) -> Result<CapacityRequested, ActivityError> {
         let Some(cap) = self.max_concurrent_compute else {
             return Ok(CapacityRequested::default());
@@ -492,7 +491,7 @@ impl ProvisioningActivities {
                     "asking {semaphore} for a compute slot failed: {e}"
                 ))
             })?;
-        tracing::info!(%semaphore, cap, attempt = input.attempt, "compute capacity requested");
+        tracing::info!(%semaphore, cap, "compute capacity requested");
         self.metrics.count(
             "tea_capacity_waits",
             "Runs that asked for a compute slot under MAX_CONCURRENT_COMPUTE",
@@ -853,6 +852,14 @@ mod tests {
         header.grpc_meta = [("x_tenant".to_owned(), "t1".to_owned())].into();
         let err = connection_env(header).unwrap_err();
         assert!(err.contains("x_tenant"), "{err}");
+    }
+
+    #[test]
+    fn request_capacity_inputs_recorded_with_an_attempt_still_decode() {
+        // Every recorded `RequestCapacity` carries the always-1 attempt it no longer has.
+        let request: RequestCapacityInput = serde_json::from_str(r#"{"attempt":1}"#).unwrap();
+        assert_eq!(request, RequestCapacityInput::default());
+        assert_eq!(serde_json::to_string(&request).unwrap(), "{}");
     }
 
     #[test]

@@ -254,7 +254,7 @@ async fn acquire_capacity(
     versions: Versions,
 ) -> Result<Option<String>, WorkflowTermination> {
     // Detached: whether the request reached the semaphore is always known.
-    let request = RequestCapacityInput { attempt: 1 };
+    let request = RequestCapacityInput::default();
     let requested = if versions.quick {
         ctx.execute_local_activity(
             ProvisioningActivities::request_capacity,
