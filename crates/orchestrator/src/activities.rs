@@ -84,6 +84,55 @@ pub use tea_contract::WaitProgress;
 pub struct DeleteComputeInput {
     pub compute_name: String,
     pub compute_id: Option<String>,
+    /// Why the unit is deleted, when it is more than the run's ordinary teardown (absent in
+    /// histories recorded before it existed, and for an ordinary teardown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DeleteReason>,
+}
+
+/// Why `Delete` deletes a unit, beyond "its run is done with it".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteReason {
+    /// The unit reached `MAX_COMPUTE_LIFETIME` while its run still used it: the run's lifetime
+    /// timer fired. Counted in `tea_compute_lifetime_kills_total{by="workflow"}` once removed.
+    LifetimeExceeded,
+}
+
+/// Who deleted a unit for outliving `MAX_COMPUTE_LIFETIME`: the `by` label of
+/// `tea_compute_lifetime_kills_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifetimeKiller {
+    /// The run itself, when its lifetime timer fired.
+    Workflow,
+    /// The sweeper, for a unit whose run did not tear it down in time.
+    Sweeper,
+}
+
+/// Counts `kills` units deleted for outliving `MAX_COMPUTE_LIFETIME` (`dry_run`: a sweep that
+/// only reported them).
+pub fn count_lifetime_kills(
+    metrics: &Metrics,
+    provider: &str,
+    by: LifetimeKiller,
+    dry_run: bool,
+    kills: u64,
+) {
+    let by = match by {
+        LifetimeKiller::Workflow => "workflow",
+        LifetimeKiller::Sweeper => "sweeper",
+    };
+    metrics.count(
+        "tea_compute_lifetime_kills",
+        "Compute deleted for outliving MAX_COMPUTE_LIFETIME, by the run's own lifetime timer \
+         (by=workflow) or by the sweeper under a run that did not act (by=sweeper)",
+        &[
+            ("provider", provider.to_owned()),
+            ("dry_run", dry_run.to_string()),
+            ("by", by.to_owned()),
+        ],
+        kills,
+    );
 }
 
 /// Result of `Delete`.
@@ -526,10 +575,24 @@ impl ProvisioningActivities {
     ) -> Result<DeletedCompute, ActivityError> {
         let started = Instant::now();
         let name = input.compute_name.clone();
+        let reason = input.reason;
         let result = heartbeating(&ctx, "delete", &name, self.delete_compute(input))
             .await
             .and_then(|deleted| deleted);
         self.record("teardown", started, &result);
+        // Counted only by the attempt that succeeded, and only when it removed the unit: a
+        // unit the sweeper removed first was counted by the sweeper.
+        if let (Some(DeleteReason::LifetimeExceeded), Ok(deleted)) = (reason, &result)
+            && deleted.outcome == Deleted::Removed
+        {
+            count_lifetime_kills(
+                &self.metrics,
+                self.provider.kind(),
+                LifetimeKiller::Workflow,
+                false,
+                1,
+            );
+        }
         result
     }
 }
@@ -652,7 +715,7 @@ impl ProvisioningActivities {
                 .map_err(|e| provider_failure("delete", &input.compute_name, e))?,
             None => Deleted::AlreadyGone,
         };
-        tracing::info!(compute = %input.compute_name, id = id.as_deref().unwrap_or(""), ?outcome, "compute deleted");
+        tracing::info!(compute = %input.compute_name, id = id.as_deref().unwrap_or(""), ?outcome, reason = ?input.reason, "compute deleted");
         Ok(DeletedCompute {
             compute_name: input.compute_name,
             compute_id: id,
@@ -852,6 +915,24 @@ mod tests {
         header.grpc_meta = [("x_tenant".to_owned(), "t1".to_owned())].into();
         let err = connection_env(header).unwrap_err();
         assert!(err.contains("x_tenant"), "{err}");
+    }
+
+    #[test]
+    fn delete_inputs_recorded_before_the_reason_still_decode_and_ordinary_ones_omit_it() {
+        let old: DeleteComputeInput =
+            serde_json::from_str(r#"{"compute_name":"ext-1","compute_id":"app-1"}"#).unwrap();
+        assert_eq!(old.reason, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("reason"));
+        let kill = DeleteComputeInput {
+            reason: Some(DeleteReason::LifetimeExceeded),
+            ..old
+        };
+        let json = serde_json::to_string(&kill).unwrap();
+        assert!(json.contains(r#""reason":"lifetime_exceeded""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<DeleteComputeInput>(&json).unwrap(),
+            kill
+        );
     }
 
     #[test]

@@ -29,8 +29,9 @@ use temporalio_sdk::{
 };
 
 use crate::activities::{
-    CapacityRequested, CreateComputeInput, CreatedCompute, DeleteComputeInput, DeletedCompute,
-    ProvisioningActivities, RequestCapacityInput, WaitForComputeInput, WaitProgress,
+    CapacityRequested, CreateComputeInput, CreatedCompute, DeleteComputeInput, DeleteReason,
+    DeletedCompute, ProvisioningActivities, RequestCapacityInput, WaitForComputeInput,
+    WaitProgress,
 };
 use crate::capacity::{ComputeCapacity, RunRef};
 
@@ -181,6 +182,8 @@ enum BodyEnd {
     Failed {
         message: String,
         fresh_compute_helps: bool,
+        /// The compute reached its maximum lifetime: its teardown is a lifetime kill.
+        lifetime_exceeded: bool,
     },
 }
 
@@ -398,7 +401,7 @@ async fn provision_and_run(
         Err(error) => {
             // The provider may have stored it before failing: delete by name.
             enter(ctx, Phase::Deprovisioning);
-            let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout).await;
+            let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout, None).await;
             let mut message = format!(
                 "creating compute {compute_name} failed: {}",
                 describe(&error)
@@ -446,11 +449,19 @@ async fn provision_and_run(
     };
 
     enter(ctx, Phase::Deprovisioning);
+    let lifetime_exceeded = matches!(
+        body,
+        BodyEnd::Failed {
+            lifetime_exceeded: true,
+            ..
+        }
+    );
     let deleted = delete(
         ctx,
         &created.handle.name,
         Some(created.handle.id.clone()),
         heartbeat_timeout,
+        lifetime_exceeded.then_some(DeleteReason::LifetimeExceeded),
     )
     .await;
 
@@ -464,6 +475,7 @@ async fn provision_and_run(
             BodyEnd::Failed {
                 message,
                 fresh_compute_helps: true,
+                ..
             },
             Ok(_),
         ) => AttemptEnd::ComputeLost(message),
@@ -516,6 +528,7 @@ async fn use_compute_within(
                         humantime::format_duration(limit)
                     ),
                     fresh_compute_helps: false,
+                    lifetime_exceeded: true,
                 },
             }
         }
@@ -764,6 +777,7 @@ fn body_error(
         BodyEnd::Failed {
             message: format!("{what}: {}", describe(&error)),
             fresh_compute_helps,
+            lifetime_exceeded: false,
         }
     }
 }
@@ -789,6 +803,7 @@ async fn delete(
     compute_name: &str,
     compute_id: Option<String>,
     heartbeat_timeout: Duration,
+    reason: Option<DeleteReason>,
 ) -> Result<DeletedCompute, String> {
     let deleted = ctx
         .execute_activity(
@@ -796,6 +811,7 @@ async fn delete(
             DeleteComputeInput {
                 compute_name: compute_name.to_owned(),
                 compute_id,
+                reason,
             },
             delete_options(heartbeat_timeout),
         )
