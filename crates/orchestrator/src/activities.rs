@@ -97,6 +97,8 @@ pub enum DeleteReason {
     /// The unit reached `MAX_COMPUTE_LIFETIME` while its run still used it: the run's lifetime
     /// timer fired. Counted in `tea_compute_lifetime_kills_total{by="workflow"}` once removed.
     LifetimeExceeded,
+    /// An operator asked for it (`compute delete`, see [`crate::operator_delete`]).
+    Operator,
 }
 
 /// Who deleted a unit for outliving `MAX_COMPUTE_LIFETIME`: the `by` label of
