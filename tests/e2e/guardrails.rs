@@ -1,6 +1,7 @@
 //! Guardrails an operator sets (local provider): `MAX_COMPUTE_LIFETIME` tears a unit down
-//! mid-job and fails the run clearly; a run that ends in time is untouched; and the sweep
-//! deletes a unit past the lifetime whose run cannot act (its workflow-worker is gone).
+//! mid-job, fails the run clearly and counts the kill; a run that ends in time is untouched;
+//! and the sweep deletes a unit past the lifetime whose run cannot act (its workflow-worker is
+//! gone).
 
 use std::time::Duration;
 
@@ -8,12 +9,18 @@ use tea_starter::RunEnd;
 
 use crate::{
     local::Fixture,
+    metrics::{counter, free_metrics_addr},
     support::{pid_alive, run},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_past_the_maximum_lifetime_is_torn_down_and_the_run_fails_clearly() {
-    let fx = Fixture::start_with_env("lifetime-kill", &[("MAX_COMPUTE_LIFETIME", "5s")]).await;
+    let metrics = free_metrics_addr();
+    let fx = Fixture::start_with_env(
+        "lifetime-kill",
+        &[("MAX_COMPUTE_LIFETIME", "5s"), ("METRICS_ADDR", &metrics)],
+    )
+    .await;
     let (handle, pid) = fx.start_job("lifetime-kill", "10m").await;
     let end = run::finish(&handle, &fx.worker).await;
     let RunEnd::Failed(message) = &end else {
@@ -30,6 +37,18 @@ async fn a_unit_past_the_maximum_lifetime_is_torn_down_and_the_run_fails_clearly
         1,
         "no fresh compute after a lifetime kill"
     );
+    // Counted once, by the workflow's own teardown, where the workflow-worker is scraped.
+    let kills = counter(
+        &metrics,
+        "tea_compute_lifetime_kills_total",
+        &[
+            ("provider", "local"),
+            ("by", "workflow"),
+            ("dry_run", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(kills, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,7 +310,13 @@ async fn terminated_run_s_external_worker_stops_by_itself() {
     // Terminate runs no workflow code, so no Delete: the worker's dead-man switch must stop it.
     let fx = Fixture::start("local-terminate").await;
     let (handle, pid) = fx.start_job("local-terminate", "10m").await;
+    terminate_and_wait_for_its_worker(&handle, pid).await;
+}
 
+/// Terminates the run (no workflow code runs, so no Delete: its unit stays, owned by no
+/// running run) and waits until its external worker `pid` has stopped by itself (its dead-man
+/// switch).
+pub(crate) async fn terminate_and_wait_for_its_worker(handle: &RunHandle, pid: u32) {
     handle
         .terminate(WorkflowTerminateOptions::builder().reason("test").build())
         .await

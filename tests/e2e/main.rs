@@ -11,6 +11,7 @@ mod docker;
 mod guardrails;
 mod job_args;
 mod local;
+mod metrics;
 mod operator;
 mod ownership;
 

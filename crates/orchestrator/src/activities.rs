@@ -84,6 +84,57 @@ pub use tea_contract::WaitProgress;
 pub struct DeleteComputeInput {
     pub compute_name: String,
     pub compute_id: Option<String>,
+    /// Why the unit is deleted, when it is more than the run's ordinary teardown (absent in
+    /// histories recorded before it existed, and for an ordinary teardown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DeleteReason>,
+}
+
+/// Why `Delete` deletes a unit, beyond "its run is done with it".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteReason {
+    /// The unit reached `MAX_COMPUTE_LIFETIME` while its run still used it: the run's lifetime
+    /// timer fired. Counted in `tea_compute_lifetime_kills_total{by="workflow"}` once removed.
+    LifetimeExceeded,
+    /// An operator asked for it (`compute delete`, see [`crate::operator_delete`]).
+    Operator,
+}
+
+/// Who deleted a unit for outliving `MAX_COMPUTE_LIFETIME`: the `by` label of
+/// `tea_compute_lifetime_kills_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifetimeKiller {
+    /// The run itself, when its lifetime timer fired.
+    Workflow,
+    /// The sweeper, for a unit whose run did not tear it down in time.
+    Sweeper,
+}
+
+/// Counts `kills` units deleted for outliving `MAX_COMPUTE_LIFETIME` (`dry_run`: a sweep that
+/// only reported them).
+pub fn count_lifetime_kills(
+    metrics: &Metrics,
+    provider: &str,
+    by: LifetimeKiller,
+    dry_run: bool,
+    kills: u64,
+) {
+    let by = match by {
+        LifetimeKiller::Workflow => "workflow",
+        LifetimeKiller::Sweeper => "sweeper",
+    };
+    metrics.count(
+        "tea_compute_lifetime_kills",
+        "Compute deleted for outliving MAX_COMPUTE_LIFETIME, by the run's own lifetime timer \
+         (by=workflow) or by the sweeper under a run that did not act (by=sweeper)",
+        &[
+            ("provider", provider.to_owned()),
+            ("dry_run", dry_run.to_string()),
+            ("by", by.to_owned()),
+        ],
+        kills,
+    );
 }
 
 /// Result of `Delete`.
@@ -120,12 +171,11 @@ impl PollBackoff {
     }
 }
 
-/// Input of `RequestCapacity` (the run asking is the activity's workflow run).
+/// Input of `RequestCapacity`: nothing, the run asking is the activity's workflow run, and it
+/// asks once, before its first attempt, holding the slot across all its attempts. (Histories
+/// recorded before carry `{"attempt": 1}`, always 1; it decodes, and is ignored.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestCapacityInput {
-    /// The attempt about to create compute.
-    pub attempt: u32,
-}
+pub struct RequestCapacityInput {}
 
 /// Result of `RequestCapacity`: the cap in force (`None`: unlimited, nothing was requested)
 /// and, when capped, the semaphore the run now waits on and releases to.
@@ -454,7 +504,7 @@ impl ProvisioningActivities {
     pub async fn request_capacity(
         self: Arc<Self>,
         ctx: ActivityContext,
-        input: RequestCapacityInput,
+        _input: RequestCapacityInput,
     ) -> Result<CapacityRequested, ActivityError> {
         let deploy_timeout = Some(GoDuration(self.deploy_timeout()));
         let Some(cap) = self.max_concurrent_compute else {
@@ -501,7 +551,7 @@ impl ProvisioningActivities {
                     "asking {semaphore} for a compute slot failed: {e}"
                 ))
             })?;
-        tracing::info!(%semaphore, cap, attempt = input.attempt, "compute capacity requested");
+        tracing::info!(%semaphore, cap, "compute capacity requested");
         self.metrics.count(
             "tea_capacity_waits",
             "Runs that asked for a compute slot under MAX_CONCURRENT_COMPUTE",
@@ -537,10 +587,24 @@ impl ProvisioningActivities {
     ) -> Result<DeletedCompute, ActivityError> {
         let started = Instant::now();
         let name = input.compute_name.clone();
+        let reason = input.reason;
         let result = heartbeating(&ctx, "delete", &name, self.delete_compute(input))
             .await
             .and_then(|deleted| deleted);
         self.record("teardown", started, &result);
+        // Counted only by the attempt that succeeded, and only when it removed the unit: a
+        // unit the sweeper removed first was counted by the sweeper.
+        if let (Some(DeleteReason::LifetimeExceeded), Ok(deleted)) = (reason, &result)
+            && deleted.outcome == Deleted::Removed
+        {
+            count_lifetime_kills(
+                &self.metrics,
+                self.provider.kind(),
+                LifetimeKiller::Workflow,
+                false,
+                1,
+            );
+        }
         result
     }
 }
@@ -663,7 +727,7 @@ impl ProvisioningActivities {
                 .map_err(|e| provider_failure("delete", &input.compute_name, e))?,
             None => Deleted::AlreadyGone,
         };
-        tracing::info!(compute = %input.compute_name, id = id.as_deref().unwrap_or(""), ?outcome, "compute deleted");
+        tracing::info!(compute = %input.compute_name, id = id.as_deref().unwrap_or(""), ?outcome, reason = ?input.reason, "compute deleted");
         Ok(DeletedCompute {
             compute_name: input.compute_name,
             compute_id: id,
@@ -863,6 +927,32 @@ mod tests {
         header.grpc_meta = [("x_tenant".to_owned(), "t1".to_owned())].into();
         let err = connection_env(header).unwrap_err();
         assert!(err.contains("x_tenant"), "{err}");
+    }
+
+    #[test]
+    fn delete_inputs_recorded_before_the_reason_still_decode_and_ordinary_ones_omit_it() {
+        let old: DeleteComputeInput =
+            serde_json::from_str(r#"{"compute_name":"ext-1","compute_id":"app-1"}"#).unwrap();
+        assert_eq!(old.reason, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("reason"));
+        let kill = DeleteComputeInput {
+            reason: Some(DeleteReason::LifetimeExceeded),
+            ..old
+        };
+        let json = serde_json::to_string(&kill).unwrap();
+        assert!(json.contains(r#""reason":"lifetime_exceeded""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<DeleteComputeInput>(&json).unwrap(),
+            kill
+        );
+    }
+
+    #[test]
+    fn request_capacity_inputs_recorded_with_an_attempt_still_decode() {
+        // Every recorded `RequestCapacity` carries the always-1 attempt it no longer has.
+        let request: RequestCapacityInput = serde_json::from_str(r#"{"attempt":1}"#).unwrap();
+        assert_eq!(request, RequestCapacityInput::default());
+        assert_eq!(serde_json::to_string(&request).unwrap(), "{}");
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! - [`worker`]: the workflow-worker process: one worker on `taskQueueName` hosting both.
 //! - [`sweeper`]: deleting this owner's compute that no running run owns.
 //! - [`operator`]: `compute list`, `compute delete` and the sweep report, for people.
+//! - [`operator_delete`]: `OperatorDeleteCompute`, an operator's delete carried out (and
+//!   counted) by the workflow-worker.
 
 pub mod activities;
 pub mod capacity;
 pub mod operator;
+pub mod operator_delete;
 pub mod sweeper;
 pub mod worker;
 pub mod workflow;

@@ -13,7 +13,8 @@ use tea_compute::{
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
     activities::{PollBackoff, forwarded_temporal_env, job_secret_env},
-    operator,
+    operator::{self, DeleteRoute},
+    operator_delete::{Operator, ThroughWorker},
     sweeper::{SweepOptions, failure_summary, remove_schedule, schedule_id, sweep_once},
     worker::{WorkflowWorkerConfig, run},
 };
@@ -117,16 +118,27 @@ enum ComputeCommand {
         json: bool,
     },
     /// Delete one unit of this owner's compute. Refused while a running run owns it, unless
-    /// --cancel-run: then the run is cancelled and its teardown deletes the unit.
+    /// --cancel-run: then the run is cancelled and its teardown deletes the unit. The delete is
+    /// carried out by a workflow-worker (workflow `OperatorDeleteCompute` on the task queue:
+    /// counted in tea_operator_deletes_total and recorded in Temporal), unless --direct.
     Delete {
         /// The compute's name (`ext-...`, as `compute list` shows it).
         name: String,
         /// Cancel the running run that owns it and wait for its teardown.
         #[arg(long)]
         cancel_run: bool,
-        /// How long to wait for the cancelled run to close.
+        /// How long to wait for the cancelled run to close, and for the workflow-worker's
+        /// delete to end.
         #[arg(long, default_value = "5m")]
         wait: GoDuration,
+        /// How long a workflow-worker may take to pick the delete up; then the command fails
+        /// and nothing is deleted.
+        #[arg(long, default_value = "15s")]
+        pickup_timeout: GoDuration,
+        /// Delete from this command with its own provider client, for when no workflow-worker
+        /// runs: not counted in tea_operator_deletes_total, not recorded in Temporal.
+        #[arg(long)]
+        direct: bool,
     },
 }
 
@@ -339,7 +351,10 @@ async fn compute_main(
     (provider, owner): (ProviderConfig, Option<ComputeOwner>),
     command: &ComputeCommand,
 ) -> anyhow::Result<()> {
-    let (client, _) = tea_runtime::connect().await?;
+    let (mut client, _) = tea_runtime::connect().await?;
+    let operator = Operator::of_this_process();
+    // Temporal records it with what this command does (a run's cancellation, a delete).
+    *client.connection_mut().identity_mut() = format!("{operator} workflow-worker compute");
     let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
     match command {
         ComputeCommand::List { json } => {
@@ -354,18 +369,34 @@ async fn compute_main(
             name,
             cancel_run,
             wait,
+            pickup_timeout,
+            direct,
         } => {
-            let outcome = operator::delete_compute(
+            let route = if *direct {
+                DeleteRoute::Direct
+            } else {
+                DeleteRoute::Worker(ThroughWorker {
+                    task_queue: args.task_queue.clone(),
+                    requested_by: operator,
+                    pickup_timeout: pickup_timeout.as_duration(),
+                    result_timeout: wait.as_duration(),
+                })
+            };
+            let done = operator::delete_compute(
                 provider.as_ref(),
                 &client,
                 name,
-                *cancel_run,
-                wait.as_duration(),
+                (*cancel_run, wait.as_duration()),
+                &route,
             )
             .await?;
+            let how = match &done.recorded_as {
+                Some(workflow_id) => format!("by a workflow-worker: workflow {workflow_id}"),
+                None => "directly: not counted, not recorded in Temporal".to_owned(),
+            };
             println!(
-                "{}",
-                match outcome {
+                "{} ({how})",
+                match done.outcome {
                     operator::DeleteOutcome::Deleted(Deleted::Removed) => format!("deleted {name}"),
                     operator::DeleteOutcome::Deleted(Deleted::AlreadyGone) =>
                         format!("{name} was already gone"),

@@ -4,7 +4,9 @@
 //! the sweep's report as a table.
 //!
 //! Everything here goes through the provider's `list_ours` (so only this owner's compute is
-//! ever shown or deleted) and through Temporal for the runs; nothing is cached.
+//! ever shown or deleted) and through Temporal for the runs; nothing is cached. The delete
+//! itself is carried out by the workflow-worker ([`crate::operator_delete`]: counted, and
+//! recorded in Temporal), or with `--direct` by this command.
 
 use std::{
     collections::HashMap,
@@ -24,7 +26,10 @@ use temporalio_client::{
     WorkflowListOptions, WorkflowQueryOptions,
 };
 
-use crate::sweeper::SweepReport;
+use crate::{
+    operator_delete::{OperatorDeleteOutcome, ThroughWorker, delete_through_worker},
+    sweeper::SweepReport,
+};
 
 /// How many owner runs `compute list` queries at once.
 const PHASE_QUERIES_AT_ONCE: usize = 16;
@@ -189,16 +194,35 @@ pub enum DeleteOutcome {
     },
 }
 
-/// Deletes the unit `name` of this owner. Refused while a running run owns it, unless
-/// `cancel_run`: then that run is cancelled, its teardown is waited for (at most `wait`), and
-/// the unit is deleted directly if the teardown left it.
+/// How `compute delete` removes a unit once no running run owns it.
+#[derive(Clone, Debug)]
+pub enum DeleteRoute {
+    /// Through a workflow-worker (`OperatorDeleteCompute`): counted in
+    /// `tea_operator_deletes_total` and recorded in Temporal's history.
+    Worker(ThroughWorker),
+    /// From this command with its own provider client (`--direct`, when no workflow-worker
+    /// runs): neither counted nor recorded.
+    Direct,
+}
+
+/// What `compute delete` did, and where that is recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeleteDone {
+    pub outcome: DeleteOutcome,
+    /// The `OperatorDeleteCompute` workflow that carried it out (`None`: `--direct`).
+    pub recorded_as: Option<String>,
+}
+
+/// Deletes the unit `name` of this owner by `route`. Refused while a running run owns it,
+/// unless `cancel_run`: then that run is cancelled, its teardown is waited for (at most
+/// `wait`), and the unit is deleted if the teardown left it.
 pub async fn delete_compute(
     provider: &dyn ComputeProvider,
     client: &Client,
     name: &str,
-    cancel_run: bool,
-    wait: Duration,
-) -> anyhow::Result<DeleteOutcome> {
+    (cancel_run, wait): (bool, Duration),
+    route: &DeleteRoute,
+) -> anyhow::Result<DeleteDone> {
     let unit = find_unit(provider, name).await?.ok_or_else(|| {
         anyhow!(
             "no compute named {name} belongs to owner {} on the {} provider (see `workflow-worker \
@@ -209,11 +233,19 @@ pub async fn delete_compute(
     })?;
     let runs = running_runs_by_compute_name(client).await?;
     let Some((workflow_id, run_id)) = runs.get(name) else {
-        let outcome = provider
-            .delete(&unit)
-            .await
-            .map_err(|e| anyhow!("deleting {name} failed: {e}"))?;
-        return Ok(DeleteOutcome::Deleted(outcome));
+        let (outcome, recorded_as) = match route {
+            DeleteRoute::Direct => (delete_directly(provider, name, &unit).await?, None),
+            DeleteRoute::Worker(worker) => {
+                let owner = provider.owner();
+                let (deleted, id) =
+                    delete_through_worker(client, worker, owner, (name, &unit), None).await?;
+                (removed_or_gone(deleted.outcome), Some(id))
+            }
+        };
+        return Ok(DeleteDone {
+            outcome: DeleteOutcome::Deleted(outcome),
+            recorded_as,
+        });
     };
     if !cancel_run {
         bail!(
@@ -251,20 +283,54 @@ pub async fn delete_compute(
         }
         tokio::time::sleep(POLL).await;
     }
-    match find_unit(provider, name).await? {
-        None => Ok(DeleteOutcome::DeletedByItsRun {
-            workflow_id: workflow_id.clone(),
-        }),
-        Some(id) => {
-            let outcome = provider
-                .delete(&id)
-                .await
-                .map_err(|e| anyhow!("deleting {name} after its run closed failed: {e}"))?;
-            Ok(DeleteOutcome::DeletedAfterItsRunClosed {
-                workflow_id: workflow_id.clone(),
-                outcome,
-            })
+    // Whether its teardown removed it or not, the unit is confirmed gone (by the
+    // workflow-worker: counted and recorded with the run it cancelled).
+    let (left, recorded_as) = match route {
+        DeleteRoute::Direct => match find_unit(provider, name).await? {
+            None => (None, None),
+            Some(id) => (Some(delete_directly(provider, name, &id).await?), None),
+        },
+        DeleteRoute::Worker(worker) => {
+            let owner = provider.owner();
+            let cancelled = Some(workflow_id.clone());
+            let (deleted, id) =
+                delete_through_worker(client, worker, owner, (name, &unit), cancelled).await?;
+            let left =
+                (deleted.outcome == OperatorDeleteOutcome::Deleted).then_some(Deleted::Removed);
+            (left, Some(id))
         }
+    };
+    let workflow_id = workflow_id.clone();
+    let outcome = match left {
+        None => DeleteOutcome::DeletedByItsRun { workflow_id },
+        Some(outcome) => DeleteOutcome::DeletedAfterItsRunClosed {
+            workflow_id,
+            outcome,
+        },
+    };
+    Ok(DeleteDone {
+        outcome,
+        recorded_as,
+    })
+}
+
+/// Deletes the unit with this command's own provider client (`--direct`).
+async fn delete_directly(
+    provider: &dyn ComputeProvider,
+    name: &str,
+    id: &str,
+) -> anyhow::Result<Deleted> {
+    provider
+        .delete(id)
+        .await
+        .map_err(|e| anyhow!("deleting {name} failed: {e}"))
+}
+
+/// What the workflow-worker's delete did to the unit.
+fn removed_or_gone(outcome: OperatorDeleteOutcome) -> Deleted {
+    match outcome {
+        OperatorDeleteOutcome::Deleted => Deleted::Removed,
+        _ => Deleted::AlreadyGone,
     }
 }
 

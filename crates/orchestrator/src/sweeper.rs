@@ -47,6 +47,8 @@ use temporalio_sdk::{
 };
 use tokio::time::Instant;
 
+use crate::activities::{LifetimeKiller, count_lifetime_kills};
+
 /// Workflow type of the sweep.
 pub const SWEEP_WORKFLOW_TYPE: &str = "SweepLeakedCompute";
 /// Start of every sweep schedule ID; the rest names the owner (see [`schedule_id`]).
@@ -375,10 +377,11 @@ impl SweepActivities {
             &labels,
             report.deleted.len() as u64,
         );
-        self.metrics.count(
-            "tea_compute_lifetime_kills",
-            "Compute the sweeper deleted for outliving MAX_COMPUTE_LIFETIME under a running run",
-            &labels,
+        count_lifetime_kills(
+            &self.metrics,
+            &report.provider,
+            LifetimeKiller::Sweeper,
+            report.dry_run,
             report.deleted.iter().filter(|d| d.past_lifetime()).count() as u64,
         );
         self.metrics.count(

@@ -13,6 +13,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::PollerBehavior};
 use crate::{
     activities::{PollBackoff, ProvisioningActivities},
     capacity::{self, CapacityActivities, ComputeCapacity},
+    operator_delete::{OperatorDeleteActivities, OperatorDeleteCompute},
     sweeper::{self, SweepActivities, SweepLeakedCompute, SweepOptions},
     workflow::TriggerExternalWorkflow,
 };
@@ -123,8 +124,11 @@ pub async fn run(
         .map_err(|e| anyhow!("could not register the sweep workflow: {e}"))?
         .register_workflow::<ComputeCapacity>()
         .map_err(|e| anyhow!("could not register the capacity workflow: {e}"))?
+        .register_workflow::<OperatorDeleteCompute>()
+        .map_err(|e| anyhow!("could not register the operator delete workflow: {e}"))?
         .register_activities(activities)
         .register_activities(CapacityActivities)
+        .register_activities(OperatorDeleteActivities::new(kind, metrics.clone()))
         .register_activities(SweepActivities::new(provider, metrics))
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),

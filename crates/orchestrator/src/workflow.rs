@@ -29,8 +29,9 @@ use temporalio_sdk::{
 };
 
 use crate::activities::{
-    CapacityRequested, CreateComputeInput, CreatedCompute, DeleteComputeInput, DeletedCompute,
-    ProvisioningActivities, RequestCapacityInput, WaitForComputeInput, WaitProgress,
+    CapacityRequested, CreateComputeInput, CreatedCompute, DeleteComputeInput, DeleteReason,
+    DeletedCompute, ProvisioningActivities, RequestCapacityInput, WaitForComputeInput,
+    WaitProgress,
 };
 use crate::capacity::{ComputeCapacity, RunRef};
 
@@ -183,6 +184,8 @@ enum BodyEnd {
     Failed {
         message: String,
         fresh_compute_helps: bool,
+        /// The compute reached its maximum lifetime: its teardown is a lifetime kill.
+        lifetime_exceeded: bool,
     },
 }
 
@@ -265,7 +268,7 @@ async fn acquire_capacity(
     versions: Versions,
 ) -> Result<Admission, WorkflowTermination> {
     // Detached: whether the request reached the semaphore is always known.
-    let request = RequestCapacityInput { attempt: 1 };
+    let request = RequestCapacityInput::default();
     let requested = if versions.quick {
         ctx.execute_local_activity(
             ProvisioningActivities::request_capacity,
@@ -437,7 +440,7 @@ async fn provision_and_run(
             }
             // The provider may have stored it before failing: delete by name.
             enter(ctx, Phase::Deprovisioning);
-            let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout).await;
+            let cleanup = delete(ctx, &compute_name, None, heartbeat_timeout, None).await;
             let mut message = format!(
                 "creating compute {compute_name} failed: {}",
                 describe(&error)
@@ -489,11 +492,19 @@ async fn provision_and_run(
     };
 
     enter(ctx, Phase::Deprovisioning);
+    let lifetime_exceeded = matches!(
+        body,
+        BodyEnd::Failed {
+            lifetime_exceeded: true,
+            ..
+        }
+    );
     let deleted = delete(
         ctx,
         &created.handle.name,
         Some(created.handle.id.clone()),
         heartbeat_timeout,
+        lifetime_exceeded.then_some(DeleteReason::LifetimeExceeded),
     )
     .await;
 
@@ -507,6 +518,7 @@ async fn provision_and_run(
             BodyEnd::Failed {
                 message,
                 fresh_compute_helps: true,
+                ..
             },
             Ok(_),
         ) => AttemptEnd::ComputeLost(message),
@@ -567,6 +579,7 @@ async fn use_compute_within(
                         humantime::format_duration(limit)
                     ),
                     fresh_compute_helps: false,
+                    lifetime_exceeded: true,
                 },
             }
         }
@@ -909,6 +922,7 @@ fn body_error(
         BodyEnd::Failed {
             message: format!("{what}: {}", describe(&error)),
             fresh_compute_helps,
+            lifetime_exceeded: false,
         }
     }
 }
@@ -934,6 +948,7 @@ async fn delete(
     compute_name: &str,
     compute_id: Option<String>,
     heartbeat_timeout: Duration,
+    reason: Option<DeleteReason>,
 ) -> Result<DeletedCompute, String> {
     let deleted = ctx
         .execute_activity(
@@ -941,6 +956,7 @@ async fn delete(
             DeleteComputeInput {
                 compute_name: compute_name.to_owned(),
                 compute_id,
+                reason,
             },
             delete_options(heartbeat_timeout),
         )
