@@ -171,11 +171,28 @@ impl PollBackoff {
     }
 }
 
-/// Input of `RequestCapacity`: nothing, the run asking is the activity's workflow run, and it
-/// asks once, before its first attempt, holding the slot across all its attempts. (Histories
-/// recorded before carry `{"attempt": 1}`, always 1; it decodes, and is ignored.)
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestCapacityInput {}
+/// Input of `RequestCapacity`. The run asking is the activity's workflow run; it asks once,
+/// before its first attempt, and holds the slot across all its attempts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCapacityInput {
+    /// Always 1 (the request comes before the first attempt) and ignored. It is still sent
+    /// because workflow-workers of before require it: during a rolling deployment one of them
+    /// may take the request of a run started by this version.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+impl Default for RequestCapacityInput {
+    fn default() -> Self {
+        Self {
+            attempt: first_attempt(),
+        }
+    }
+}
+
+fn first_attempt() -> u32 {
+    1
+}
 
 /// Result of `RequestCapacity`: the cap in force (`None`: unlimited, nothing was requested)
 /// and, when capped, the semaphore the run now waits on and releases to.
@@ -948,11 +965,11 @@ mod tests {
     }
 
     #[test]
-    fn request_capacity_inputs_recorded_with_an_attempt_still_decode() {
-        // Every recorded `RequestCapacity` carries the always-1 attempt it no longer has.
-        let request: RequestCapacityInput = serde_json::from_str(r#"{"attempt":1}"#).unwrap();
-        assert_eq!(request, RequestCapacityInput::default());
-        assert_eq!(serde_json::to_string(&request).unwrap(), "{}");
+    fn request_capacity_input_keeps_the_attempt_earlier_workers_require() {
+        let request = RequestCapacityInput::default();
+        assert_eq!(serde_json::to_string(&request).unwrap(), r#"{"attempt":1}"#);
+        let empty: RequestCapacityInput = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, request);
     }
 
     #[test]
