@@ -25,14 +25,17 @@ use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
     WorkflowIdConflictPolicy, WorkflowStartOptions, WorkflowTerminateOptions,
 };
-use temporalio_common::{RetryPolicy, protos::temporal::api::enums::v1::PendingWorkflowTaskState};
+use temporalio_common::protos::temporal::api::enums::v1::PendingWorkflowTaskState;
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ApplicationFailure, LocalActivityOptions, WorkflowContext, WorkflowResult,
     activities::{ActivityContext, ActivityError},
 };
 
-use crate::activities::{DeleteComputeInput, DeleteReason, ProvisioningActivities};
+use crate::{
+    activities::{DeleteComputeInput, DeleteReason, ProvisioningActivities},
+    workflow::provider_call_retry_policy,
+};
 
 /// Workflow type of an operator's delete.
 pub const OPERATOR_DELETE_WORKFLOW_TYPE: &str = "OperatorDeleteCompute";
@@ -162,14 +165,7 @@ impl OperatorDeleteCompute {
     ) -> WorkflowResult<OperatorDeleted> {
         let options = ActivityOptions::with_start_to_close_timeout(DELETE_ATTEMPT_TIMEOUT)
             .heartbeat_timeout(DELETE_HEARTBEAT_TIMEOUT)
-            .retry_policy(
-                RetryPolicy::builder()
-                    .initial_interval(Duration::from_secs(1))
-                    .backoff_coefficient(2.0)
-                    .maximum_interval(Duration::from_secs(30))
-                    .maximum_attempts(DELETE_ATTEMPTS)
-                    .build(),
-            )
+            .retry_policy(provider_call_retry_policy(DELETE_ATTEMPTS))
             .build();
         let deleted = ctx
             .execute_activity(

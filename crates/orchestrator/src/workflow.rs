@@ -81,11 +81,17 @@ const START_TO_CLOSE: Duration = Duration::from_secs(3600);
 const DEADLINE_MARGIN: Duration = Duration::from_secs(300);
 
 fn retry_policy() -> RetryPolicy {
+    provider_call_retry_policy(5)
+}
+
+/// How a call to the provider is retried: from 1 s, doubling, at most 30 s apart, at most
+/// `maximum_attempts` attempts (the operator's delete uses it too).
+pub(crate) fn provider_call_retry_policy(maximum_attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
         .maximum_interval(Duration::from_secs(30))
-        .maximum_attempts(5)
+        .maximum_attempts(maximum_attempts)
         .build()
 }
 
