@@ -746,3 +746,188 @@ async fn a_command_runs_on_the_app_and_its_secret_travels_as_a_secret() {
     );
     assert!(fx.fake.snapshot().apps.is_empty(), "app left");
 }
+
+/// How often each activity type's attempts ended in each way, from the history: `(activity
+/// type, "scheduled" | "started" | "completed" | "failed" | "timed_out" | "canceled")`.
+pub(crate) fn activity_events(
+    events: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
+) -> Vec<(String, &'static str)> {
+    let mut types = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for event in events {
+        let (scheduled, what) = match &event.attributes {
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
+                let name = a.activity_type.as_ref().map(|t| t.name.clone());
+                types.insert(event.event_id, name.unwrap_or_default());
+                (event.event_id, "scheduled")
+            }
+            Some(Attributes::ActivityTaskStartedEventAttributes(a)) => {
+                (a.scheduled_event_id, "started")
+            }
+            Some(Attributes::ActivityTaskCompletedEventAttributes(a)) => {
+                (a.scheduled_event_id, "completed")
+            }
+            Some(Attributes::ActivityTaskFailedEventAttributes(a)) => {
+                (a.scheduled_event_id, "failed")
+            }
+            Some(Attributes::ActivityTaskTimedOutEventAttributes(a)) => {
+                (a.scheduled_event_id, "timed_out")
+            }
+            Some(Attributes::ActivityTaskCanceledEventAttributes(a)) => {
+                (a.scheduled_event_id, "canceled")
+            }
+            _ => continue,
+        };
+        out.push((types.get(&scheduled).cloned().unwrap_or_default(), what));
+    }
+    out
+}
+
+/// App Platform can keep a deployment DEPLOYING while its container already runs: here for
+/// longer than `DEPLOY_TIMEOUT`, with the worker taking the job meanwhile. A job that started
+/// makes the unit ready: the run completes, its job started once, on the one app ever made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_running_while_the_deployment_still_rolls_out_is_not_thrown_away() {
+    let fx = Fixture::start_with(
+        "slow-rollout",
+        DO_TOKEN,
+        &[("DEPLOY_TIMEOUT", "10s"), ("SWEEP_INTERVAL", "0")],
+    )
+    .await;
+    // The deployment reads DEPLOYING for 10 min while its worker runs; the job (20 s) outlasts
+    // the deploy timeout (10 s, ample for a worker to start and take the job), which would
+    // otherwise end the readiness wait in failure and cancel the running job.
+    fx.fake.inject(Fault::SlowRollout {
+        count: 1,
+        hold_ms: 600_000,
+    });
+    let handle = fx.start_run("slow-rollout", "20s").await;
+    let end = fx.finish(&handle).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    assert_eq!(outcome.attempts, 1, "{outcome:?}");
+
+    let events = history(&handle).await;
+    let job: Vec<&str> = activity_events(&events)
+        .into_iter()
+        .filter(|(activity, _)| activity == LONG_RUNNING_ACTIVITY)
+        .map(|(_, what)| what)
+        .collect();
+    assert_eq!(
+        job,
+        ["scheduled", "started", "completed"],
+        "the job ran once"
+    );
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "exactly one app ever");
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+    assert!(
+        fx.worker.output().contains("the job has started"),
+        "the readiness wait ended on the job's start: {}",
+        fx.worker.output()
+    );
+}
+
+/// A job that completed is never thrown away: the create call stores the app but answers
+/// 500, its lookup is held in a 30 s `Retry-After` while the app's worker runs the job (queued
+/// with `Create`), and once the job has completed the lookup is refused for good (422), so
+/// `Create` fails. The run reports the job's result, and the app is deleted by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_completed_before_its_create_failed_is_the_runs_result() {
+    let fx = Fixture::start_with("create-fails-late", DO_TOKEN, &[("SWEEP_INTERVAL", "0")]).await;
+    fx.fake.inject(Fault::CreateStoresThen500 { count: 1 });
+    fx.fake.inject(Fault::RateLimit {
+        count: 1,
+        retry_after_secs: 30,
+        op: Op::List,
+    });
+    let handle = fx.start_run("create-fails-late", "1s").await;
+    let activities = wait_for("the job to complete", RUN_TIMEOUT, || async {
+        let activities = activity_events(&history(&handle).await);
+        activities
+            .contains(&(LONG_RUNNING_ACTIVITY.to_owned(), "completed"))
+            .then_some(activities)
+    })
+    .await;
+    assert!(
+        !activities.iter().any(|(activity, what)| activity == "Create"
+            && matches!(*what, "completed" | "failed")),
+        "Create ended before the job did (its lookup waits 30 s): {activities:?}"
+    );
+    fx.fake.inject(Fault::ClientError {
+        count: 1,
+        status: 422,
+        op: Op::List,
+    });
+    let end = fx.finish(&handle).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    assert_eq!(outcome.attempts, 1, "{outcome:?}");
+    assert!(outcome.deleted, "{outcome:?}");
+    assert_eq!(outcome.provider, "digitalocean", "{outcome:?}");
+    let activities = activity_events(&history(&handle).await);
+    assert!(
+        activities.contains(&("Create".to_owned(), "failed")),
+        "Create failed: {activities:?}"
+    );
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "exactly one app ever");
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+    assert!(
+        snapshot.request_count("list", 422) == 1,
+        "the refusal was hit: {:?}",
+        snapshot.requests
+    );
+}
+
+/// The compute lifetime counts from `Create`'s scheduling, as the sweeper counts from the
+/// unit's creation: a create held 6 s by a 429 leaves the unit at most 14 s of its 20 s
+/// lifetime, so it is torn down within 20 s of its creation, not 20 s after the create
+/// returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compute_lifetime_counts_the_time_its_create_took() {
+    let fx = Fixture::start_with(
+        "lifetime-slow-create",
+        DO_TOKEN,
+        &[("MAX_COMPUTE_LIFETIME", "20s"), ("SWEEP_INTERVAL", "0")],
+    )
+    .await;
+    fx.fake.inject(Fault::RateLimit {
+        count: 1,
+        retry_after_secs: 6,
+        op: Op::Create,
+    });
+    let handle = fx.start_run("lifetime-slow-create", "10m").await;
+    let end = fx.finish(&handle).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!("expected a lifetime kill, the run ended {end}");
+    };
+    assert!(
+        message.contains("exceeded the maximum compute lifetime of 20s"),
+        "{message}"
+    );
+    let timers: Vec<Duration> = history(&handle)
+        .await
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(Attributes::TimerStartedEventAttributes(t)) => t
+                .start_to_fire_timeout
+                .and_then(|d| Duration::try_from(d).ok()),
+            _ => None,
+        })
+        .collect();
+    let lifetime_timer = timers
+        .iter()
+        .copied()
+        .find(|d| *d > Duration::from_secs(1))
+        .unwrap_or_else(|| panic!("no lifetime timer in {timers:?}"));
+    assert!(
+        lifetime_timer <= Duration::from_secs(14),
+        "the lifetime timer ({lifetime_timer:?}) did not count the 6 s the create took"
+    );
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "exactly one app ever");
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+}

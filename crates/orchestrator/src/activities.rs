@@ -26,9 +26,10 @@ use temporalio_common::envconfig::{
     ClientConfigProfile, DataSource, LoadClientConfigProfileOptions, load_client_config_profile,
 };
 use temporalio_common::protos::temporal::api::{
-    enums::v1::{TaskQueueKind, TaskQueueType},
+    common::v1::WorkflowExecution,
+    enums::v1::{PendingActivityState, TaskQueueKind, TaskQueueType},
     taskqueue::v1::TaskQueue,
-    workflowservice::v1::DescribeTaskQueueRequest,
+    workflowservice::v1::{DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest},
 };
 use temporalio_macros::activities;
 use temporalio_sdk::{
@@ -143,6 +144,9 @@ pub struct DeletedCompute {
     pub compute_name: String,
     pub compute_id: Option<String>,
     pub outcome: Deleted,
+    /// The provider that deleted it (absent in histories recorded before it was reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// How `WaitForAppBuild` waits: polls exponentially from `initial` to `max`, for at most
@@ -590,7 +594,17 @@ impl ProvisioningActivities {
         input: WaitForComputeInput,
     ) -> Result<WaitProgress, ActivityError> {
         let started = Instant::now();
-        let result = self.wait_until_ready(&ctx, &input).await;
+        let mut result = self.wait_until_ready(&ctx, &input).await;
+        // Once the job has started on the unit, the unit is ready, whatever the provider says
+        // (App Platform can keep a deployment DEPLOYING while its container already runs):
+        // failing here would cancel a running job and throw its work away.
+        if let Err(error) = &result
+            && !matches!(error, ActivityError::Cancelled { .. })
+            && job_started(&ctx, &input.task_queue).await
+        {
+            tracing::info!(compute = %input.handle.name, ?error, "the job has started on the compute: it is ready");
+            result = Ok(job_started_progress());
+        }
         self.record("ready", started, &result);
         result
     }
@@ -670,6 +684,10 @@ impl ProvisioningActivities {
                     worker_polling: false,
                 },
             };
+            if job_started(ctx, &input.task_queue).await {
+                tracing::info!(compute = %input.handle.name, phase = %progress.phase, "the job has started while the deployment is pending: the compute is ready");
+                return Ok(job_started_progress());
+            }
             if tokio::time::Instant::now() >= deploy_deadline {
                 return Err(non_retryable(format!(
                     "compute {} did not become ready within the deploy timeout of {} (last \
@@ -749,6 +767,7 @@ impl ProvisioningActivities {
             compute_name: input.compute_name,
             compute_id: id,
             outcome,
+            provider: Some(self.provider.kind().to_owned()),
         })
     }
 }
@@ -795,6 +814,59 @@ async fn pause(ctx: &ActivityContext, duration: Duration) -> Result<(), Activity
         _ = tokio::time::sleep(duration) => Ok(()),
         _ = ctx.cancelled() => Err(ActivityError::cancelled()),
     }
+}
+
+/// What the readiness wait reports when it ends because the job has started.
+fn job_started_progress() -> WaitProgress {
+    WaitProgress {
+        phase: "RUNNING_JOB".into(),
+        detail: Some("the job has started on the compute".into()),
+        worker_polling: true,
+    }
+}
+
+/// Whether this run's job has started on `task_queue` (the compute's own queue): a worker on
+/// the compute has taken it. Read from the run's pending activities; a failed lookup counts as
+/// "not known to have started" (the caller then decides on the provider's word alone).
+async fn job_started(ctx: &ActivityContext, task_queue: &str) -> bool {
+    let info = ctx.info();
+    let (Some(workflow_id), Some(run_id)) = (&info.workflow_id, &info.workflow_run_id) else {
+        return false;
+    };
+    let request = DescribeWorkflowExecutionRequest {
+        namespace: info.namespace.clone(),
+        execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.clone(),
+            run_id: run_id.clone(),
+        }),
+    };
+    let mut client = ctx.client();
+    let response = match client
+        .describe_workflow_execution(tonic::Request::new(request))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            tracing::debug!(%task_queue, error = %status.message(), "could not look up whether the job has started");
+            return false;
+        }
+    };
+    response.pending_activities.iter().any(|activity| {
+        let on_the_compute = match activity
+            .activity_options
+            .as_ref()
+            .and_then(|options| options.task_queue.as_ref())
+        {
+            Some(queue) => queue.name == task_queue,
+            // A server that does not report the options: the job is the run's only activity
+            // of these types.
+            None => activity.activity_type.as_ref().is_some_and(|t| {
+                t.name == tea_contract::LONG_RUNNING_ACTIVITY
+                    || t.name == tea_contract::RUN_COMMAND_ACTIVITY
+            }),
+        };
+        on_the_compute && activity.state() == PendingActivityState::Started
+    })
 }
 
 /// Whether any worker currently polls `task_queue` for activities.

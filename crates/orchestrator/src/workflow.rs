@@ -74,6 +74,18 @@ pub const COMPUTE_CAPACITY_PATCH: &str = "compute-capacity";
 /// deploy timeout from `RequestCapacity`, the job is scheduled with the wait instead.
 pub const QUICK_START_PATCH: &str = "quick-start";
 
+/// Patch (2026-12): a job that completed is never thrown away. When `Create` finally fails
+/// after the job queued beside it ([`QUICK_START_PATCH`]) has completed, the unit is deleted by
+/// name and the run reports the job's result, instead of failing as if nothing ran.
+pub const FINISHED_JOB_KEPT_PATCH: &str = "finished-job-kept";
+
+/// Patch (2026-12): the compute lifetime is measured from when `Create` was scheduled, no
+/// later than the unit's creation, instead of from when `Create` returned: a slow or
+/// rate-limited create no longer lets a unit outlive `MAX_COMPUTE_LIFETIME` by the time it
+/// took, so the workflow tears the unit down before the sweeper, which measures from the
+/// provider's creation time plus its grace period, would.
+pub const LIFETIME_FROM_CREATE_PATCH: &str = "lifetime-from-create";
+
 /// Activity timeouts and retries of the original.
 const START_TO_CLOSE: Duration = Duration::from_secs(3600);
 
@@ -170,6 +182,10 @@ struct Versions {
     capacity: bool,
     /// [`QUICK_START_PATCH`].
     quick: bool,
+    /// [`FINISHED_JOB_KEPT_PATCH`].
+    keep_finished_job: bool,
+    /// [`LIFETIME_FROM_CREATE_PATCH`].
+    lifetime_from_create: bool,
 }
 
 /// How one compute attempt ended.
@@ -206,12 +222,16 @@ impl TriggerExternalWorkflow {
         let commands = bounded && ctx.patched(RUN_COMMAND_PATCH);
         let lifetime = commands && ctx.patched(COMPUTE_LIFETIME_PATCH);
         let capacity = lifetime && ctx.patched(COMPUTE_CAPACITY_PATCH);
+        let quick = capacity && ctx.patched(QUICK_START_PATCH);
+        let keep_finished_job = quick && ctx.patched(FINISHED_JOB_KEPT_PATCH);
         let versions = Versions {
             bounded,
             commands,
             lifetime,
             capacity,
-            quick: capacity && ctx.patched(QUICK_START_PATCH),
+            quick,
+            keep_finished_job,
+            lifetime_from_create: keep_finished_job && ctx.patched(LIFETIME_FROM_CREATE_PATCH),
         };
         // Decoded here, not by the SDK: bad input from any client fails the run at once
         // instead of failing workflow tasks forever (see `tea_contract::input`).
@@ -404,6 +424,8 @@ async fn provision_and_run(
         s.status.task_queue = None;
     });
     ctx.state_mut(|s| s.unit_may_exist = true);
+    // No unit of this attempt can have been created before now (its name is this attempt's).
+    let create_scheduled_at = ctx.workflow_time();
     // Detached from cancellation: the workflow always learns what exists before it decides.
     let create = ctx.execute_activity(
         ProvisioningActivities::create,
@@ -441,8 +463,14 @@ async fn provision_and_run(
     let created: CreatedCompute = match created {
         Ok(created) => created,
         Err(error) => {
-            if let Some(queued) = queued {
-                queued.withdraw("creating the compute failed").await;
+            let finished = match queued {
+                Some(queued) => queued.withdraw("creating the compute failed").await,
+                None => None,
+            };
+            let finished = finished.filter(|_| versions.keep_finished_job);
+            if finished.is_some() {
+                // The unit ran the job before its creation was reported failed.
+                enter(ctx, Phase::Running);
             }
             // The provider may have stored it before failing: delete by name.
             enter(ctx, Phase::Deprovisioning);
@@ -451,10 +479,29 @@ async fn provision_and_run(
                 "creating compute {compute_name} failed: {}",
                 describe(&error)
             );
-            if let Err(cleanup_error) = cleanup {
-                message.push_str(&format!("; cleanup also failed: {cleanup_error}"));
-            }
-            return AttemptEnd::Fatal(message);
+            return match (cleanup, finished) {
+                (Ok(deleted), Some(job)) => {
+                    if !ctx.is_replaying() {
+                        tracing::warn!(compute = %compute_name, %message, "the job completed on a unit whose creation failed; keeping its result");
+                    }
+                    AttemptEnd::Completed(Box::new(RunOutcome {
+                        compute_name: compute_name.clone(),
+                        compute_id: deleted.compute_id.unwrap_or_default(),
+                        task_queue: compute_name,
+                        provider: deleted.provider.unwrap_or_default(),
+                        job_duration: GoDuration(input.job_duration()),
+                        deleted: true,
+                        attempts: attempt,
+                        job,
+                        usage: ctx.state(|s| s.status.usage.clone()),
+                    }))
+                }
+                (Ok(_), None) => AttemptEnd::Fatal(message),
+                (Err(cleanup_error), _) => {
+                    message.push_str(&format!("; cleanup also failed: {cleanup_error}"));
+                    AttemptEnd::Fatal(message)
+                }
+            };
         }
     };
     let created_at = ctx.workflow_time();
@@ -484,14 +531,25 @@ async fn provision_and_run(
     // From here on the compute is always deleted.
     let body = if ctx.cancellation_token().is_cancelled() {
         if let Some(queued) = queued {
-            queued.withdraw("the run was cancelled").await;
+            let _ = queued.withdraw("the run was cancelled").await;
         }
         BodyEnd::Cancelled
     } else {
         match (versions.lifetime, created.max_lifetime) {
             (true, Some(limit)) => {
                 let limit = limit.as_duration();
-                use_compute_within(ctx, input, &created, versions, limit, lifetime, queued).await
+                // Measured from `Create`'s scheduling, the limit's timer fires no later than
+                // `limit` after the unit's creation, as the sweeper measures it.
+                let left = if versions.lifetime_from_create {
+                    let spent = workflow_time_since(ctx, create_scheduled_at).unwrap_or_default();
+                    limit.saturating_sub(spent)
+                } else {
+                    limit
+                };
+                use_compute_within(
+                    ctx, input, &created, versions, limit, left, lifetime, queued,
+                )
+                .await
             }
             _ => use_compute(ctx, input, &created, versions, None, queued).await,
         }
@@ -543,23 +601,25 @@ async fn provision_and_run(
     }
 }
 
-/// [`use_compute`] for at most `limit`: when the lifetime timer fires first, the deployment
-/// wait or the job is cancelled, and the attempt fails for good (fresh compute would only hit
-/// the same limit).
+/// [`use_compute`] within the unit's lifetime `limit`, of which `left` remains: when the
+/// lifetime timer fires first, the deployment wait or the job is cancelled, and the attempt
+/// fails for good (fresh compute would only hit the same limit).
 /// `lifetime` is a child of the run's cancellation (and the parent of a queued job's).
+#[allow(clippy::too_many_arguments)]
 async fn use_compute_within(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     created: &CreatedCompute,
     versions: Versions,
     limit: Duration,
+    left: Duration,
     lifetime: WorkflowCancellationToken,
     queued: Option<QueuedJob<'_>>,
 ) -> BodyEnd {
     use futures::future::{Either, select};
     use temporalio_sdk::CancellableFuture;
 
-    let timer = Box::pin(ctx.timer(limit));
+    let timer = Box::pin(ctx.timer(left));
     let body = Box::pin(use_compute(
         ctx,
         input,
@@ -829,12 +889,17 @@ impl<'a> QueuedJob<'a> {
         (created, Some(Self { job, token }))
     }
 
-    /// Cancels the job, unless it has ended, and waits until it has.
-    async fn withdraw(self, reason: &str) {
-        if let QueuedJobState::Queued(job) = self.job {
-            self.token.cancel_with_reason(reason);
-            let _ = job.await;
-        }
+    /// Cancels the job, unless it has ended, and waits until it has; the job's result when
+    /// it completed all the same (before or while it was withdrawn).
+    async fn withdraw(self, reason: &str) -> Option<Option<CommandResult>> {
+        let ended = match self.job {
+            QueuedJobState::Queued(job) => {
+                self.token.cancel_with_reason(reason);
+                job.await
+            }
+            QueuedJobState::Ended(job) => *job,
+        };
+        ended.ok()
     }
 }
 

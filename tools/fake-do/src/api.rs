@@ -153,6 +153,11 @@ async fn v2_middleware(
             RequestFault::ServerError { status } => {
                 error_response(status, "Unexpected server-side error", Some(&rid))
             }
+            RequestFault::ClientError { status } => error_response(
+                status,
+                "The request was refused (injected by fake-do)",
+                Some(&rid),
+            ),
         }
     } else {
         req.extensions_mut().insert(RequestId(rid.clone()));
@@ -283,6 +288,11 @@ async fn create_app(
         let run_env =
             secrets::seal_spec(&mut spec, &mut st.vault, valid.spec.first_worker.as_deref());
         let fail = st.faults.take_deployment_error();
+        let running_while_deploying = if fail {
+            None
+        } else {
+            st.faults.take_slow_rollout()
+        };
         let now = Utc::now();
         let id = Uuid::new_v4().to_string();
         let log_file = shared
@@ -306,6 +316,7 @@ async fn create_app(
                 created_at: now,
                 updated_at: now,
                 fail,
+                running_while_deploying,
             },
             first_worker: valid.spec.first_worker.clone(),
             run_env,

@@ -60,6 +60,10 @@ fn default_status() -> u16 {
     500
 }
 
+fn default_client_status() -> u16 {
+    422
+}
+
 /// A fault to inject. JSON form (admin endpoint `POST /_fake/faults`) is internally tagged by
 /// `kind`, e.g. `{"kind":"RateLimit","count":2,"retry_after_secs":1,"op":"create"}`;
 /// snake_case kind names (`rate_limit`, ...) are accepted too.
@@ -86,6 +90,17 @@ pub enum Fault {
         #[serde(default)]
         op: Op,
     },
+    /// The next `count` matching `/v2` requests answer `status` (a 4xx other than 401 and 429,
+    /// default 422) with `{"id":"unprocessable_entity",...}`: a refusal that retrying cannot
+    /// fix (a quota reached, a spec the account may not use); nothing is changed on the server.
+    #[serde(alias = "client_error")]
+    ClientError {
+        count: u32,
+        #[serde(default = "default_client_status")]
+        status: u16,
+        #[serde(default)]
+        op: Op,
+    },
     /// The next `count` matching `/v2` requests that name app `app_id` in their path answer
     /// `status` (a 5xx, default 500); other apps' requests are served. For "the delete of this
     /// one unit keeps failing" scenarios.
@@ -105,6 +120,13 @@ pub enum Fault {
     /// is started and `active_deployment` stays absent.
     #[serde(alias = "deployment_error")]
     DeploymentError { count: u32 },
+    /// The next `count` created apps start their worker as soon as the deployment reaches
+    /// `DEPLOYING`, and the deployment stays `DEPLOYING` for `hold_ms` more before it becomes
+    /// `ACTIVE`: App Platform runs the new container while it still rolls out (health checks,
+    /// a slow region), so a worker can poll, and run a job, before the deployment is reported
+    /// ready.
+    #[serde(alias = "slow_rollout")]
+    SlowRollout { count: u32, hold_ms: u64 },
     /// Changes the delay between deployment phases from now on (not a counted fault).
     #[serde(alias = "deploy_delay")]
     DeployDelay { step_delay_ms: u64 },
@@ -131,6 +153,14 @@ impl Fault {
             {
                 Err(format!("ServerError status must be 500-599, got {status}"))
             }
+            Fault::ClientError { status, .. }
+                if !(400..=499).contains(status) || matches!(status, 401 | 429) =>
+            {
+                Err(format!(
+                    "ClientError status must be 400-499 (not 401 or 429: use a wrong token or \
+                     RateLimit), got {status}"
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -139,9 +169,11 @@ impl Fault {
         match self {
             Fault::RateLimit { count, .. }
             | Fault::ServerError { count, .. }
+            | Fault::ClientError { count, .. }
             | Fault::AppServerError { count, .. }
             | Fault::CreateStoresThen500 { count }
-            | Fault::DeploymentError { count } => Some(count),
+            | Fault::DeploymentError { count }
+            | Fault::SlowRollout { count, .. } => Some(count),
             Fault::DeployDelay { .. } | Fault::DeleteDelay { .. } | Fault::DeleteLinger { .. } => {
                 None
             }
@@ -154,6 +186,7 @@ impl Fault {
 pub(crate) enum RequestFault {
     RateLimit { retry_after_secs: u64 },
     ServerError { status: u16 },
+    ClientError { status: u16 },
 }
 
 /// Armed counted faults, in injection order; each entry's count is what remains.
@@ -214,6 +247,9 @@ impl FaultQueue {
             Fault::ServerError {
                 status, op: scope, ..
             } if scope.matches(op) => Some(RequestFault::ServerError { status }),
+            Fault::ClientError {
+                status, op: scope, ..
+            } if scope.matches(op) => Some(RequestFault::ClientError { status }),
             _ => None,
         })
     }
@@ -226,6 +262,15 @@ impl FaultQueue {
     pub fn take_deployment_error(&mut self) -> bool {
         self.take(|f| matches!(f, Fault::DeploymentError { .. }).then_some(()))
             .is_some()
+    }
+
+    /// How long a new app's deployment stays `DEPLOYING` with its worker running, when a
+    /// `SlowRollout` fault is armed.
+    pub fn take_slow_rollout(&mut self) -> Option<std::time::Duration> {
+        self.take(|f| match *f {
+            Fault::SlowRollout { hold_ms, .. } => Some(std::time::Duration::from_millis(hold_ms)),
+            _ => None,
+        })
     }
 }
 

@@ -42,7 +42,11 @@
 //!   `get`, `list`, `delete`, `get_deployment`, `propose`.
 //!   `{"kind":"DeleteDelay","delay_ms":7000}` (asynchronous delete: a deleted app stays
 //!   visible for 7 s), `{"kind":"DeleteLinger","reads":2}` (a deleted app is shown by the next
-//!   2 reads of it), `{"kind":"AppServerError","app_id":"...","count":9,"op":"delete"}`
+//!   2 reads of it), `{"kind":"AppServerError","app_id":"...","count":9,"op":"delete"}`,
+//!   `{"kind":"SlowRollout","count":1,"hold_ms":20000}` (the worker runs while the deployment
+//!   still reads `DEPLOYING` for 20 s),
+//!   `{"kind":"ClientError","count":1,"status":422,"op":"create"}` (a refusal retrying cannot
+//!   fix)
 //!   -> `{"pending_faults":[...],"step_delay_ms":N,"delete_delay_ms":N,"delete_linger_reads":N}`.
 //!   A 429 with a long `Retry-After` is `RateLimit` with a large `retry_after_secs`.
 //! - `GET /_fake/faults` -> same body; `DELETE /_fake/faults` disarms all counted faults.
@@ -306,6 +310,7 @@ pub(crate) fn seed_apps(shared: &Shared, seed: &SeedApps) -> Result<Vec<String>,
                 created_at: now,
                 updated_at: now,
                 fail: phase == Phase::Error,
+                running_while_deploying: None,
             },
             first_worker: None,
             run_env: Vec::new(),

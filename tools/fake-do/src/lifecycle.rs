@@ -84,35 +84,63 @@ async fn run_app(shared: Arc<Shared>, app_id: String, mut stop: watch::Receiver<
     {
         return;
     }
+    let rollout = shared
+        .lock()
+        .app(&app_id)
+        .and_then(|a| a.deployment.running_while_deploying);
+    if let Some(hold) = rollout {
+        // The container runs while the deployment still reads DEPLOYING.
+        let Some(launch) = launch_of(&shared, &app_id) else {
+            return;
+        };
+        let mut promote_stop = stop.clone();
+        let promote = async {
+            if pause(hold, &mut promote_stop).await {
+                finish_deployment(&shared, &app_id);
+            }
+        };
+        tokio::join!(supervise(&shared, &app_id, &launch, &mut stop), promote);
+        return;
+    }
     if !pause(shared.step_delay(), &mut stop).await {
         return;
     }
-    let launch = {
-        let mut st = shared.lock();
-        let Some(app) = st.app_mut(&app_id) else {
-            return;
-        };
-        let phase = if app.deployment.fail {
-            Phase::Error
-        } else {
-            Phase::Active
-        };
-        app.deployment.phase = phase;
-        app.deployment.updated_at = Utc::now();
-        tracing::info!(app_id = %app_id, app = %app.name, phase = phase.as_str(), "deployment finished");
-        match (&shared.cfg.worker_command, &app.first_worker, phase) {
-            (Some((program, args)), Some(_), Phase::Active) => Some(Launch {
-                program: program.clone(),
-                args: args.clone(),
-                env: app.run_env.clone(),
-                log_file: app.log_file.clone(),
-                app_name: app.name.clone(),
-            }),
-            _ => None,
-        }
-    };
-    if let Some(launch) = launch {
+    if finish_deployment(&shared, &app_id) == Some(Phase::Active)
+        && let Some(launch) = launch_of(&shared, &app_id)
+    {
         supervise(&shared, &app_id, &launch, &mut stop).await;
+    }
+}
+
+/// Ends the app's deployment in `ACTIVE` (or `ERROR` under a `DeploymentError` fault); the
+/// phase it ended in, or `None` when the app is gone.
+fn finish_deployment(shared: &Shared, app_id: &str) -> Option<Phase> {
+    let mut st = shared.lock();
+    let app = st.app_mut(app_id)?;
+    let phase = if app.deployment.fail {
+        Phase::Error
+    } else {
+        Phase::Active
+    };
+    app.deployment.phase = phase;
+    app.deployment.updated_at = Utc::now();
+    tracing::info!(app_id = %app_id, app = %app.name, phase = phase.as_str(), "deployment finished");
+    Some(phase)
+}
+
+/// How to start the app's worker, when the fake runs workers and the app has one.
+fn launch_of(shared: &Shared, app_id: &str) -> Option<Launch> {
+    let st = shared.lock();
+    let app = st.app(app_id)?;
+    match (&shared.cfg.worker_command, &app.first_worker) {
+        (Some((program, args)), Some(_)) => Some(Launch {
+            program: program.clone(),
+            args: args.clone(),
+            env: app.run_env.clone(),
+            log_file: app.log_file.clone(),
+            app_name: app.name.clone(),
+        }),
+        _ => None,
     }
 }
 

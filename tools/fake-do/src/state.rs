@@ -200,6 +200,9 @@ pub(crate) struct DeploymentRecord {
     pub updated_at: DateTime<Utc>,
     /// Set by a `DeploymentError` fault: the deployment ends in `ERROR`.
     pub fail: bool,
+    /// Set by a `SlowRollout` fault: the worker starts at `DEPLOYING`, and the deployment
+    /// stays there this long before it becomes `ACTIVE`.
+    pub running_while_deploying: Option<std::time::Duration>,
 }
 
 /// Deliberately not `Debug`: `run_env` holds plain secret values.
