@@ -18,7 +18,8 @@
 #
 # Usage (as root, with the Docker daemon running): scripts/docker-base-images.sh
 #   TEA_DOCKER_CACHE=DIR   where the debootstrap root is cached
-#   DEBIAN_MIRROR=URL      the Debian mirror debootstrap uses (default http://deb.debian.org/debian)
+#   DEBIAN_MIRROR=URL      the Debian mirror debootstrap uses (default: the machine's own, the
+#                          first Debian archive in its APT sources; else debootstrap's default)
 #   FORCE=1                re-make our images even when they are up to date (keeps the cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,21 @@ RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 RUST_VERSION=1.95.0
 RUST_TRIPLE=x86_64-unknown-linux-gnu
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+# The machine's own Debian archive: the first URI of its APT sources (deb822 or one-line
+# format) serving the main archive (not -security, -updates or another vendor's repository).
+machine_debian_mirror() {
+    local file
+    for file in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -f $file ]] || continue
+        awk '
+            /^[[:space:]]*#/ { next }
+            $1 == "URIs:" { for (i = 2; i <= NF; i++) print $i }
+            $1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; break } }
+        ' "$file"
+    done | grep -E '/debian/?$' | head -n 1
+}
+MIRROR=${DEBIAN_MIRROR:-$(machine_debian_mirror)}
 CACHE=${TEA_DOCKER_CACHE:-/var/cache/tea-docker}
 # What a Rust build needs on top of minbase (the official image has these and more: it is
 # buildpack-deps, with git, curl and the -dev packages of common C libraries; this workspace
@@ -117,12 +132,12 @@ make_images() {
                 { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } ||
                 fail "could not install debootstrap"
         fi
-        log "Debian root: debootstrap --variant=minbase ${SUITE} from ${MIRROR} (a few minutes, once)"
+        log "Debian root: debootstrap --variant=minbase ${SUITE} from ${MIRROR:-the default mirror of debootstrap} (a few minutes, once)"
         rm -rf "${rootfs}.partial"
         mkdir -p "$CACHE"
         started=$SECONDS
         if ! nice -n 10 debootstrap --variant=minbase --include="${BUILDER_PACKAGES}" \
-            "$SUITE" "${rootfs}.partial" "$MIRROR" >"${rootfs}.log" 2>&1; then
+            "$SUITE" "${rootfs}.partial" ${MIRROR:+"$MIRROR"} >"${rootfs}.log" 2>&1; then
             tail -n 20 "${rootfs}.log" >&2
             fail "debootstrap failed (log: ${rootfs}.log)"
         fi
