@@ -118,13 +118,17 @@ async fn a_missing_program_fails_at_once_without_fresh_compute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_and_a_json_result_reach_the_workflow() {
     let fx = Fixture::start("cmd-progress").await;
+    let seen = fx.dir.join("progress-seen");
     let handle = start(
         &fx,
         "cmd-progress",
-        &sh(concat!(
-            r#"echo '{"fraction":0.5,"message":"half way"}' > "$TEA_PROGRESS_FILE"; "#,
-            r#"while [ ! -e "$TEA_PROGRESS_FILE.seen" ]; do sleep 0.1; done; "#,
-            r#"echo '{"rows":42}' > "$TEA_RESULT_FILE""#
+        &sh(&format!(
+            concat!(
+                r#"echo '{{"fraction":0.5,"message":"half way"}}' > "$TEA_PROGRESS_FILE"; "#,
+                r#"while [ ! -e '{}' ]; do sleep 0.1; done; "#,
+                r#"echo '{{"rows":42}}' > "$TEA_RESULT_FILE""#
+            ),
+            seen.display()
         )),
     )
     .await;
@@ -145,15 +149,7 @@ async fn progress_and_a_json_result_reach_the_workflow() {
         format!("{report:?}").contains("half way"),
         "starter status shows the job's progress: {report:?}"
     );
-    for dir in std::fs::read_dir(std::env::temp_dir())
-        .expect("temp dir")
-        .flatten()
-    {
-        let progress = dir.path().join("progress.json");
-        if dir.file_name().to_string_lossy().starts_with("tea-job-") && progress.exists() {
-            std::fs::write(dir.path().join("progress.json.seen"), "").expect("signal the job");
-        }
-    }
+    std::fs::write(&seen, "").expect("signal the job");
     let end = run::finish(&handle, &fx.worker).await;
     let RunEnd::Completed(outcome) = &end else {
         panic!("run ended {end}");
@@ -167,10 +163,14 @@ async fn progress_and_a_json_result_reach_the_workflow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_ignoring_sigterm_is_killed_on_cancel_before_the_compute_goes() {
     let fx = Fixture::start_with_env("cmd-cancel", &[("JOB_KILL_GRACE", "1s")]).await;
+    let pid_file = fx.dir.join("job.pid");
     let handle = start(
         &fx,
         "cmd-cancel",
-        &sh("trap '' TERM; echo $$ > /tmp/tea-cmd-cancel-$PPID.pid; echo started; while :; do sleep 1; done"),
+        &sh(&format!(
+            "trap '' TERM; echo $$ > '{}'; echo started; while :; do sleep 1; done",
+            pid_file.display()
+        )),
     )
     .await;
     let progress = wait_for("the job's first output", RUN_TIMEOUT, || async {
@@ -181,23 +181,12 @@ async fn a_command_ignoring_sigterm_is_killed_on_cancel_before_the_compute_goes(
     })
     .await;
     assert_eq!(progress.tail[0].line, "started");
-    let job_pid: u32 = wait_for("the job's pid file", RUN_TIMEOUT, || async {
-        std::fs::read_dir("/tmp").ok()?.flatten().find_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let worker = name
-                .strip_prefix("tea-cmd-cancel-")?
-                .strip_suffix(".pid")?
-                .to_owned();
-            let _: u32 = worker.parse().ok()?;
-            let pid = std::fs::read_to_string(entry.path())
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            pid_alive(pid).then_some(pid)
-        })
-    })
-    .await;
+    // Written before "started": the job's own pid, not another run's.
+    let job_pid: u32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("the job's pid file");
+    assert!(pid_alive(job_pid), "the job {job_pid} runs");
     let end = run::cancel_and_finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
     assert!(
@@ -258,30 +247,42 @@ async fn a_job_secret_reaches_the_job_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_output_stays_bounded_and_completes() {
     let fx = Fixture::start("cmd-flood").await;
-    // About 40 MB of output.
+    // About 40 MB of output, once the sampler below has seen the worker.
+    let go = fx.dir.join("flood-go");
     let handle = start(
         &fx,
         "cmd-flood",
-        &sh("head -c 30000000 /dev/zero | tr '\\0' 'x' | fold -w 100"),
+        &sh(&format!(
+            "while [ ! -e '{}' ]; do sleep 0.1; done; head -c 30000000 /dev/zero | tr '\\0' 'x' | fold -w 100",
+            go.display()
+        )),
     )
     .await;
-    // The external worker's resident memory, sampled while the job floods it.
+    // The external worker's resident memory (KiB), sampled while the job floods it.
     let state_dir = fx.dir.join("compute");
+    let units = state_dir.clone();
+    let rss = move || {
+        tea_compute::local::compute_dirs(&units)
+            .into_iter()
+            .filter_map(|(_, dir)| {
+                let pid = tea_compute::local::recorded_pid(&dir)?;
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .max()
+    };
+    let first = wait_for("the external worker to run", RUN_TIMEOUT, || {
+        let seen = rss();
+        async move { seen }
+    })
+    .await;
+    std::fs::write(&go, "").expect("let the job flood");
     let sampler = tokio::spawn(async move {
-        let mut peak_kib = 0u64;
+        let mut peak_kib = first;
         loop {
-            for (_, dir) in tea_compute::local::compute_dirs(&state_dir) {
-                let rss = tea_compute::local::recorded_pid(&dir)
-                    .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-                    .and_then(|status| {
-                        status
-                            .lines()
-                            .find(|l| l.starts_with("VmRSS:"))
-                            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    });
-                peak_kib = peak_kib.max(rss.unwrap_or(0));
-            }
-            if peak_kib > 0 && tea_compute::local::compute_dirs(&state_dir).is_empty() {
+            peak_kib = peak_kib.max(rss().unwrap_or(0));
+            if tea_compute::local::compute_dirs(&state_dir).is_empty() {
                 return peak_kib;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

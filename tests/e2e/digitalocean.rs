@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tea_compute::digitalocean::{DEFAULT_INSTANCE_SIZE_SLUG, pricing};
 use tea_contract::Phase;
 use tea_contract::{JobProgress, LONG_RUNNING_ACTIVITY};
 use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op};
@@ -120,17 +121,19 @@ fn worker_pid(fake: &FakeDo) -> Option<u32> {
 async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
     let fx = Fixture::start("happy").await;
     let workflow_id = format!("happy-{}", uuid::Uuid::new_v4().simple());
+    let job_duration = run::observable_job_duration();
     let mut starter = ProcBuilder::new(bin("starter"), fx.dir.join("starter.log"))
         .env("TEMPORAL_ADDRESS", fx.server.address())
         .env("WORKFLOW_TASK_QUEUE", &fx.task_queue)
         .arg("--id")
         .arg(&workflow_id)
-        .env("JOB_DURATION", "4s")
+        .env("JOB_DURATION", run::OBSERVABLE_JOB)
         .env("PAUSE_DURATION", "200ms")
         .env("HEARTBEAT_TIMEOUT", "5s")
         .spawn();
 
-    // While the job runs: one app, its worker process up, heartbeats with progress recorded.
+    // While the job runs: one app, its worker process up, heartbeats with progress recorded
+    // (a job long enough that its first heartbeat is surely seen before it ends).
     let client = fx.server.client().await;
     let handle = tea_starter::handle(&client, &workflow_id);
     let heartbeat = wait_for(
@@ -144,7 +147,7 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
         },
     )
     .await;
-    assert!(heartbeat.elapsed.as_duration() <= Duration::from_secs(4));
+    assert!(heartbeat.elapsed.as_duration() <= job_duration);
     let pid = worker_pid(&fx.fake).expect("the app's worker process runs during the job");
     assert!(pid_alive(pid));
 
@@ -156,11 +159,21 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
         fx.worker.output()
     );
     assert!(output.contains("completed"), "{output}");
-    // One app of the default size for at least the job's 4 s: its cost is estimated.
-    assert!(
-        output.contains("compute-seconds in 1 unit(s), est. $0.0000"),
-        "usage and cost: {output}"
+    // One app of the default size for at least the job's duration: its cost is estimated at
+    // that size's price per second.
+    let (seconds, cost) = output
+        .split_once(" compute-seconds in 1 unit(s), est. $")
+        .and_then(|(before, after)| {
+            let seconds: f64 = before.rsplit(' ').next()?.parse().ok()?;
+            let cost: f64 = after.split_whitespace().next()?.parse().ok()?;
+            Some((seconds, cost))
+        })
+        .unwrap_or_else(|| panic!("usage and cost: {output}"));
+    assert!(seconds >= job_duration.as_secs_f64(), "{output}");
+    let per_second = pricing::usd_per_second(
+        pricing::usd_per_month(DEFAULT_INSTANCE_SIZE_SLUG).expect("the default size's price"),
     );
+    assert!((cost - seconds * per_second).abs() < 1e-6, "{output}");
     assert!(
         output.contains(&workflow_id),
         "starter prints the workflow ID: {output}"
@@ -255,7 +268,8 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
         );
     }
     assert_eq!(
-        payloads[0].data, b"4000000000",
+        payloads[0].data,
+        job_duration.as_nanos().to_string().as_bytes(),
         "job duration as Go nanoseconds"
     );
     assert_eq!(
@@ -578,10 +592,11 @@ async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() 
         .expect("the run's app")
         .id
         .clone();
-    // The teardown's first DELETE is rate limited for 3 s: time to cancel during it.
+    // The teardown's DELETEs are rate limited until the test has cancelled during it (the
+    // workflow retries its Delete without limit): the teardown cannot end before it is seen.
     fx.fake.inject(Fault::RateLimit {
-        count: 1,
-        retry_after_secs: 3,
+        count: 1_000,
+        retry_after_secs: 1,
         op: Op::Delete,
     });
     assert!(
@@ -601,6 +616,7 @@ async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() 
         .cancel(WorkflowCancelOptions::builder().reason("test").build())
         .await
         .expect("cancel");
+    fx.fake.clear_faults();
     let end = fx.finish(&handle).await;
     assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
     let snapshot = fx.fake.snapshot();
@@ -672,6 +688,7 @@ async fn a_terminated_run_s_app_worker_parks_instead_of_crash_looping() {
     );
     assert_eq!(parked.worker_pid, Some(pid));
     assert!(pid_alive(pid));
+    run::wait_until_listed(&handle, false).await;
 
     let mut sweep = workflow_worker(&dir, &server, &fake, DO_TOKEN, &task_queue, "sweep.log")
         .env("SWEEP_GRACE_PERIOD", "0")

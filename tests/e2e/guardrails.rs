@@ -9,25 +9,29 @@ use tea_starter::RunEnd;
 
 use crate::{
     local::Fixture,
-    metrics::{counter, free_metrics_addr},
+    metrics::{ANY_METRICS_ADDR, counter, served_at},
     support::{pid_alive, run},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_past_the_maximum_lifetime_is_torn_down_and_the_run_fails_clearly() {
-    let metrics = free_metrics_addr();
+    // Long enough for the job to start and be seen running before the unit's time is up.
     let fx = Fixture::start_with_env(
         "lifetime-kill",
-        &[("MAX_COMPUTE_LIFETIME", "5s"), ("METRICS_ADDR", &metrics)],
+        &[
+            ("MAX_COMPUTE_LIFETIME", "15s"),
+            ("METRICS_ADDR", ANY_METRICS_ADDR),
+        ],
     )
     .await;
+    let metrics = served_at(&fx.worker).await;
     let (handle, pid) = fx.start_job("lifetime-kill", "10m").await;
     let end = run::finish(&handle, &fx.worker).await;
     let RunEnd::Failed(message) = &end else {
         panic!("expected a failure, the run ended {end}");
     };
     assert!(
-        message.contains("exceeded the maximum compute lifetime of 5s"),
+        message.contains("exceeded the maximum compute lifetime of 15s"),
         "{message}"
     );
     assert!(!pid_alive(pid), "external worker {pid} still running");
@@ -54,7 +58,8 @@ async fn a_unit_past_the_maximum_lifetime_is_torn_down_and_the_run_fails_clearly
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_within_the_maximum_lifetime_completes() {
     let fx = Fixture::start_with_env("lifetime-ok", &[("MAX_COMPUTE_LIFETIME", "10m")]).await;
-    let (handle, _) = fx.start_job("lifetime-ok", "2s").await;
+    let client = fx.server.client().await;
+    let handle = run::start(&client, &fx.task_queue, "lifetime-ok", "2s").await;
     let end = run::finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Completed(_)), "run ended {end}");
     fx.assert_no_compute_left();
@@ -63,7 +68,8 @@ async fn a_run_within_the_maximum_lifetime_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_deletes_a_unit_past_the_lifetime_whose_run_cannot_act() {
     let mut fx = Fixture::start("lifetime-sweep").await;
-    let (_handle, pid) = fx.start_job("lifetime-sweep", "10m").await;
+    let (handle, pid) = fx.start_job("lifetime-sweep", "10m").await;
+    run::wait_until_listed(&handle, true).await;
     // The run stays open, but nothing acts for it any more.
     fx.worker.sigkill();
     let _ = fx.worker.wait(Duration::from_secs(10)).await;

@@ -1,13 +1,18 @@
 //! The external worker's `long-running-command` as any client may call it: started here as a
 //! standalone activity by the Temporal CLI, with Go's two `json/plain` payloads or bad ones.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use crate::support::{DevServer, ProcBuilder, bin, test_dir};
 
-/// `temporal activity execute` of `long-running-command` with these raw JSON arguments; waits
-/// for the activity's end and returns (success, CLI output).
-fn execute(server: &DevServer, task_queue: &str, args: &[&str]) -> (bool, String) {
+/// `temporal activity execute` of `long-running-command` as `activity_id` with these raw JSON
+/// arguments; waits for the activity's end and returns (success, CLI output).
+fn execute(
+    server: &DevServer,
+    task_queue: &str,
+    activity_id: &str,
+    args: &[&str],
+) -> (bool, String) {
     let mut command = Command::new("timeout");
     command.args([
         "60",
@@ -17,7 +22,7 @@ fn execute(server: &DevServer, task_queue: &str, args: &[&str]) -> (bool, String
         "--address",
         &server.address(),
         "--activity-id",
-        &format!("job-{}", uuid::Uuid::new_v4().simple()),
+        activity_id,
         "--type",
         tea_contract::LONG_RUNNING_ACTIVITY,
         "--task-queue",
@@ -37,6 +42,26 @@ fn execute(server: &DevServer, task_queue: &str, args: &[&str]) -> (bool, String
     (output.status.success(), text)
 }
 
+/// `temporal activity describe` of the standalone activity `activity_id`, as JSON.
+fn describe(server: &DevServer, activity_id: &str) -> serde_json::Value {
+    let output = Command::new("temporal")
+        .args(["activity", "describe", "--address", &server.address()])
+        .args(["--activity-id", activity_id, "--output", "json"])
+        .output()
+        .expect("run the temporal CLI");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "activity describe printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn activity_id() -> String {
+    format!("job-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A bad argument fails the activity at once and for good (non-retryable, naming the
 /// argument), where an argument the SDK could not decode would be retried forever; Go's
 /// encoding still works.
@@ -50,7 +75,12 @@ async fn bad_job_arguments_fail_the_activity_at_once_naming_the_argument() {
         .env("EXTERNAL_TASK_QUEUE", &task_queue)
         .env("IDLE_TIMEOUT", "0")
         .spawn();
-    let (ok, output) = execute(&server, &task_queue, &["100000000", "1000000000"]);
+    let (ok, output) = execute(
+        &server,
+        &task_queue,
+        &activity_id(),
+        &["100000000", "1000000000"],
+    );
     assert!(ok, "Go's two integer payloads: {output}");
     for (args, expected) in [
         (
@@ -67,15 +97,16 @@ async fn bad_job_arguments_fail_the_activity_at_once_naming_the_argument() {
         ),
         (&["100000000"][..], "expected two payloads"),
     ] {
-        let started = std::time::Instant::now();
-        let (ok, output) = execute(&server, &task_queue, args);
+        let id = activity_id();
+        let (ok, output) = execute(&server, &task_queue, &id, args);
         assert!(!ok, "{args:?} must fail: {output}");
         assert!(output.contains(expected), "{args:?}: {output}");
-        // Retried, it would still be running when the CLI's 60 s ran out.
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{args:?} took {:?}",
-            started.elapsed()
+        // For good: its first attempt failed it, not to be retried.
+        let described = describe(&server, &id);
+        assert_eq!(described["info"]["attempt"], 1, "{args:?}: {described}");
+        assert_eq!(
+            described["outcome"]["retryState"], "RETRY_STATE_NON_RETRYABLE_FAILURE",
+            "{args:?}: {described}"
         );
     }
 }

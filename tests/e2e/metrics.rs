@@ -1,17 +1,33 @@
-//! Reading a process's Prometheus endpoint (`METRICS_ADDR`) in the tests: a free address to
-//! serve it on, and one counter's value, waited for with a deadline.
+//! Reading a process's Prometheus endpoint (`METRICS_ADDR`) in the tests: the address it serves
+//! it on, and one counter's value, waited for with a deadline.
 
 use std::time::Duration;
 
-use crate::support::wait_for;
+use crate::support::{Proc, wait_for};
 
 /// How long a counter may take to appear on the endpoint.
 const METRICS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free loopback address for `METRICS_ADDR`.
-pub(crate) fn free_metrics_addr() -> String {
-    let port = tea_harness::temporal::free_port().expect("free port");
-    format!("127.0.0.1:{port}")
+/// `METRICS_ADDR` for a process under test: a loopback port the process picks and binds itself
+/// (a port found free here could be taken before the process binds it); [`served_at`] reads
+/// which.
+pub(crate) const ANY_METRICS_ADDR: &str = "127.0.0.1:0";
+
+/// The address `process` serves its metrics on, from the line its log has for it.
+pub(crate) async fn served_at(process: &Proc) -> String {
+    wait_for(
+        "the metrics endpoint's address",
+        METRICS_TIMEOUT,
+        || async {
+            let log = process.output();
+            let line = log
+                .lines()
+                .find(|l| l.contains("serving Prometheus metrics"))?;
+            let address = line.split_once("address=")?.1.split_whitespace().next()?;
+            Some(address.to_owned())
+        },
+    )
+    .await
 }
 
 /// The value of the counter `name` (`..._total`) whose labels include all of `labels`, once

@@ -15,7 +15,7 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 
 use crate::{
     local::{Fixture, terminate_and_wait_for_its_worker, workflow_worker},
-    metrics::{counter, free_metrics_addr},
+    metrics::{ANY_METRICS_ADDR, counter, served_at},
     support::{Proc, bin, pid_alive, run},
 };
 
@@ -71,9 +71,11 @@ async fn operator_deletes(addr: &str, outcome: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compute_list_shows_the_owner_run_and_delete_needs_cancel_run() {
-    let metrics = free_metrics_addr();
-    let fx = Fixture::start_with_env("operator-commands", &[("METRICS_ADDR", &metrics)]).await;
+    let fx =
+        Fixture::start_with_env("operator-commands", &[("METRICS_ADDR", ANY_METRICS_ADDR)]).await;
+    let metrics = served_at(&fx.worker).await;
     let (handle, pid) = fx.start_job("operator-commands", "10m").await;
+    run::wait_until_listed(&handle, true).await;
     let workflow_id = handle.info().workflow_id.clone();
 
     let (ok, json) = operator(&fx, &["compute", "list", "--json"]).await;
@@ -140,8 +142,9 @@ async fn compute_list_shows_the_owner_run_and_delete_needs_cancel_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compute_delete_goes_through_the_workflow_worker_and_without_one_fails_at_once() {
-    let metrics = free_metrics_addr();
-    let mut fx = Fixture::start_with_env("operator-delete", &[("METRICS_ADDR", &metrics)]).await;
+    let mut fx =
+        Fixture::start_with_env("operator-delete", &[("METRICS_ADDR", ANY_METRICS_ADDR)]).await;
+    let metrics = served_at(&fx.worker).await;
     let client = fx.server.client().await;
 
     // A unit no running run owns: deleted, counted and recorded by the workflow-worker.

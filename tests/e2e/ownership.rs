@@ -138,13 +138,17 @@ async fn two_deployments_never_touch_each_other(server: &DevServer, shared: Shar
     let _worker_a = worker(&qa, &owner_a, "worker-a.log")
         .env("SWEEP_INTERVAL", "0")
         .spawn();
+    let client = server.client().await;
+    let run_a = start_job(&client, &qa, &format!("{label}-a")).await;
+    // B's sweeps start once B's run is listed as running: with no grace period, a sweep that
+    // does not see it yet would take its new unit for an orphan.
+    let run_b = run::start(&client, &qb, &format!("{label}-b"), "10m").await;
+    run::wait_until_listed(&run_b, true).await;
     let worker_b = worker(&qb, &owner_b, "worker-b.log")
         .env("SWEEP_INTERVAL", "2s")
         .env("SWEEP_GRACE_PERIOD", "0s")
         .spawn();
-    let client = server.client().await;
-    let run_a = start_job(&client, &qa, &format!("{label}-a")).await;
-    let run_b = start_job(&client, &qb, &format!("{label}-b")).await;
+    wait_for("B's job to start", RUN_TIMEOUT, || pending_job(&run_b)).await;
     let (unit_a, unit_b) = (compute_of(&run_a), compute_of(&run_b));
     foreign.sort();
     let mut everything = foreign.clone();
@@ -153,6 +157,7 @@ async fn two_deployments_never_touch_each_other(server: &DevServer, shared: Shar
     assert_eq!(names(), everything);
 
     terminate(&run_a).await;
+    run::wait_until_listed(&run_a, false).await;
     watch_sweeps(&worker_b).await;
     assert_eq!(names(), everything, "B's sweeps touched compute not B's");
 
@@ -263,6 +268,14 @@ impl Orphans {
         let server = DevServer::start(&dir).await;
         let fake = digitalocean::start_fake(&dir).await;
         let queue = queue(label);
+        // The sweeps start once both runs are listed as running: with no grace period, a sweep
+        // that does not see a run yet would take its new app for an orphan.
+        let client = server.client().await;
+        let first = run::start(&client, &queue, &format!("{label}-1"), "10m").await;
+        let second = run::start(&client, &queue, &format!("{label}-2"), "10m").await;
+        for run in [&first, &second] {
+            run::wait_until_listed(run, true).await;
+        }
         let mut orphans = Orphans {
             worker: Self::worker_command(&dir, &server, &fake, &queue, "workflow-worker.log")
                 .env("SWEEP_INTERVAL", sweep_interval)
@@ -276,9 +289,9 @@ impl Orphans {
             stuck_id: String::new(),
             other: String::new(),
         };
-        let client = orphans.server.client().await;
-        let first = start_job(&client, &orphans.queue, &format!("{label}-1")).await;
-        let second = start_job(&client, &orphans.queue, &format!("{label}-2")).await;
+        for run in [&first, &second] {
+            wait_for("the job to start", RUN_TIMEOUT, || pending_job(run)).await;
+        }
         orphans.stuck = compute_of(&first);
         orphans.other = compute_of(&second);
         let snapshot = orphans.fake.snapshot();
@@ -293,8 +306,10 @@ impl Orphans {
             status: 500,
             op: Op::Delete,
         });
-        terminate(&first).await;
-        terminate(&second).await;
+        for run in [&first, &second] {
+            terminate(run).await;
+            run::wait_until_listed(run, false).await;
+        }
         orphans
     }
 

@@ -4,12 +4,28 @@ use std::time::Duration;
 
 use tea_contract::{GoDuration, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{Client, WorkflowCancelOptions, WorkflowFetchHistoryOptions};
+use temporalio_client::{
+    Client, WorkflowCancelOptions, WorkflowCountOptions, WorkflowFetchHistoryOptions,
+};
 
-use tea_harness::Proc;
+use tea_harness::{Proc, wait_for};
 
 /// Longest a test run may take end to end.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A job a test is sure to see while it runs, however loaded the machine: with the 5 s
+/// heartbeat timeout of [`input`] it must record a heartbeat within 5 s of starting (else its
+/// attempt times out), and it runs 10 s longer than that. A test waiting for the running job,
+/// or for its first heartbeat, has those 10 s to see it; a shorter job can end first.
+pub const OBSERVABLE_JOB: &str = "15s";
+
+/// How long [`OBSERVABLE_JOB`] runs.
+pub fn observable_job_duration() -> Duration {
+    let job: GoDuration = OBSERVABLE_JOB
+        .parse()
+        .expect("OBSERVABLE_JOB is a duration");
+    job.as_duration()
+}
 
 /// Input with short pauses and the given job duration (`4s`, `10m`, ...).
 pub fn input(job: &str) -> WorkflowInput {
@@ -57,6 +73,28 @@ pub async fn cancel_and_finish(handle: &RunHandle, worker: &Proc) -> RunEnd {
         .await
         .expect("cancel");
     finish(handle, worker).await
+}
+
+/// Waits until Temporal's visibility, where the sweeper and the operator's commands look for
+/// running runs, lists the run as running (`running`) or as closed. It follows the run's state
+/// with a lag: a sweep right after a terminate can still take the run for a running one.
+pub async fn wait_until_listed(handle: &RunHandle, running: bool) {
+    let id = &handle.info().workflow_id;
+    let query = format!("WorkflowId = '{id}' AND ExecutionStatus = 'Running'");
+    let state = if running { "running" } else { "closed" };
+    wait_for(
+        &format!("visibility to list {id} as {state}"),
+        RUN_TIMEOUT,
+        || async {
+            let listed = handle
+                .client()
+                .count_workflows(query.as_str(), WorkflowCountOptions::default())
+                .await
+                .ok()?;
+            ((listed.count() > 0) == running).then_some(())
+        },
+    )
+    .await;
 }
 
 /// With `TEA_RECORD_HISTORIES=<dir>`, writes the closed run's history to

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tea_fake_do::{FakeDo, FakeDoConfig};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Fake DigitalOcean App Platform API (apps create/get/list/delete, deployments) that runs
 /// each app's worker as a local process.
@@ -84,12 +85,14 @@ async fn main() -> anyhow::Result<()> {
         worker_args.extend(args.trailing_worker_args);
         (program, worker_args)
     });
+    // Before the base URL is printed: whoever reads it may stop us at once.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let fake = FakeDo::start(cfg).await?;
     println!("{}", fake.base_url());
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
     }
     fake.shutdown().await;

@@ -516,7 +516,8 @@ async fn propose_validates_without_storing() {
 async fn delete_delay_keeps_a_deleted_app_visible_then_404() {
     let fake = start().await;
     let api = Api::new(&fake);
-    fake.inject(Fault::DeleteDelay { delay_ms: 400 });
+    // Long enough that the reads below surely come before the app is gone.
+    fake.inject(Fault::DeleteDelay { delay_ms: 5_000 });
     let (_, _, v) = api
         .call(Method::POST, "/v2/apps", Some(&create_body("slow-delete")))
         .await;
@@ -537,10 +538,10 @@ async fn delete_delay_keeps_a_deleted_app_visible_then_404() {
     assert_eq!(s, StatusCode::CONFLICT);
     let snap = fake.snapshot();
     assert!(snap.apps[0].deleting, "{snap:?}");
-    assert_eq!(snap.delete_delay_ms, 400);
+    assert_eq!(snap.delete_delay_ms, 5_000);
     assert!(snap.deleted_app_ids.is_empty());
     // Then gone.
-    eventually(Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(30), || async {
         (api.call(Method::GET, &path, None).await.0 == StatusCode::NOT_FOUND).then_some(())
     })
     .await;

@@ -95,21 +95,34 @@ async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
 
 #[tokio::test]
 async fn worker_ignoring_sigterm_is_killed_after_grace() {
+    let dir = temp_dir("stubborn");
     let mut cfg = config().with_worker_command(
         "/bin/sh",
-        ["-c", "trap '' TERM; while :; do sleep 0.05; done"],
+        [
+            "-c",
+            r#"trap '' TERM; : > "$1/trapped"; while :; do sleep 0.05; done"#,
+            "sh",
+            dir.to_str().unwrap(),
+        ],
     );
     cfg.kill_grace = Duration::from_millis(300);
     let fake = FakeDo::start(cfg).await.unwrap();
     let api = Api::new(&fake);
     let app_id = create_ok(&api, "stubborn-app").await;
     let pid = wait_pid(&fake, &app_id).await;
+    // Only once the trap is set does the worker ignore SIGTERM.
+    let trapped = dir.join("trapped");
+    eventually(Duration::from_secs(10), || async {
+        trapped.exists().then_some(())
+    })
+    .await;
     let started = std::time::Instant::now();
     let (s, _) = api.delete(&app_id).await;
     assert_eq!(s, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(!alive(pid));
     fake.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

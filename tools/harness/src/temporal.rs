@@ -114,11 +114,18 @@ impl DevServer {
         self.wait_ready().await
     }
 
-    /// Waits until a client can connect; fails early when the server process has exited.
+    /// Waits until a client can connect to this server; fails early when the server process
+    /// has exited. A client that connects to another process (one that took the same free
+    /// port first: this server then exits) does not count.
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if self.try_client().await.is_some() {
+            if self.try_client().await.is_some()
+                && self
+                    .child
+                    .id()
+                    .is_some_and(|pid| serves_port(pid, self.port))
+            {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -156,6 +163,82 @@ impl DevServer {
             None => panic!("could not connect to the dev server at {}", self.address()),
         }
     }
+}
+
+/// Whether process `pid`, or a process it started, listens on TCP `port` (from Linux's
+/// `/proc`; assumed where there is no `/proc/net/tcp`).
+fn serves_port(pid: u32, port: u16) -> bool {
+    if !Path::new("/proc/net/tcp").exists() {
+        return true;
+    }
+    let sockets = listening_sockets(port);
+    !sockets.is_empty()
+        && with_descendants(pid).into_iter().any(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|fds| {
+                    fds.flatten().any(|fd| {
+                        std::fs::read_link(fd.path())
+                            .is_ok_and(|target| sockets.contains(&target.display().to_string()))
+                    })
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// The `socket:[<inode>]` links of the sockets listening on TCP `port`, IPv4 and IPv6.
+fn listening_sockets(port: u16) -> Vec<String> {
+    const LISTEN: &str = "0A";
+    let mut sockets = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+            if *state == LISTEN && local_port == Some(port) {
+                sockets.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    sockets
+}
+
+/// `pid` and every process started by it or by its descendants.
+fn with_descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| {
+                    let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+                    let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                    // pid (comm) state ppid ...
+                    let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                    Some((child, ppid.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut family = vec![pid];
+    let mut next = 0;
+    while next < family.len() {
+        let parent = family[next];
+        family.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(child, _)| *child),
+        );
+        next += 1;
+    }
+    family
 }
 
 fn spawn(log_dir: &Path, options: &DevServerOptions) -> anyhow::Result<Child> {

@@ -522,11 +522,11 @@ async fn readiness_maps_phases_and_missing_apps() {
 
 #[tokio::test]
 async fn connection_errors_are_retried_then_transient() {
-    // Bind and drop a listener to get a port nothing listens on.
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port bound but not listening: connections to it are refused, and no other process
+    // can take it while the test runs (a port merely found free could be).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
     let mut cfg = DigitalOceanConfig::new(AccessToken::new(TOKEN));
     cfg.api_url = format!("http://{addr}");
     cfg.base_backoff = Duration::from_millis(1);
@@ -538,6 +538,7 @@ async fn connection_errors_are_retried_then_transient() {
     let stats = p.request_stats();
     assert_eq!(stats.requests(Operation::Delete), 3);
     assert_eq!(stats.operations[&Operation::Delete].transport_errors, 3);
+    drop(socket);
 }
 
 /// The provider contract (`crate::conformance`) against the fake App Platform API
