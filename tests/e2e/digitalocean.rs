@@ -808,17 +808,18 @@ async fn a_job_running_while_the_deployment_still_rolls_out_is_not_thrown_away()
     let fx = Fixture::start_with(
         "slow-rollout",
         DO_TOKEN,
-        &[("DEPLOY_TIMEOUT", "10s"), ("SWEEP_INTERVAL", "0")],
+        &[("DEPLOY_TIMEOUT", "30s"), ("SWEEP_INTERVAL", "0")],
     )
     .await;
-    // The deployment reads DEPLOYING for 10 min while its worker runs; the job (20 s) outlasts
-    // the deploy timeout (10 s, ample for a worker to start and take the job), which would
-    // otherwise end the readiness wait in failure and cancel the running job.
+    // The deployment reads DEPLOYING for 10 min while its worker runs; the job (35 s) outlasts
+    // the deploy timeout (30 s: ample for the worker to start and take the job, which it must
+    // do before the wait gives up), which would otherwise end the readiness wait in failure
+    // and cancel the running job.
     fx.fake.inject(Fault::SlowRollout {
         count: 1,
         hold_ms: 600_000,
     });
-    let handle = fx.start_run("slow-rollout", "20s").await;
+    let handle = fx.start_run("slow-rollout", "35s").await;
     let end = fx.finish(&handle).await;
     let RunEnd::Completed(outcome) = &end else {
         panic!("run ended {end}; worker: {}", fx.worker.output());
@@ -846,17 +847,19 @@ async fn a_job_running_while_the_deployment_still_rolls_out_is_not_thrown_away()
     );
 }
 
-/// A job that completed is never thrown away: the create call stores the app but answers
-/// 500, its lookup is held in a 30 s `Retry-After` while the app's worker runs the job (queued
-/// with `Create`), and once the job has completed the lookup is refused for good (422), so
-/// `Create` fails. The run reports the job's result, and the app is deleted by name.
+/// A job that completed is never thrown away. The create call stores the app but answers 500,
+/// and its lookup of the app waits out a `Retry-After` of 110 s while the app's worker runs the
+/// job (queued with `Create`). Once the job has completed, the lookup is armed to be refused for
+/// good (422) and the workflow-worker is killed and started again: `Create`'s next attempt is
+/// refused, so `Create` fails. The run reports the job's result, and the app is deleted by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_completed_before_its_create_failed_is_the_runs_result() {
-    let fx = Fixture::start_with("create-fails-late", DO_TOKEN, &[("SWEEP_INTERVAL", "0")]).await;
+    let mut fx =
+        Fixture::start_with("create-fails-late", DO_TOKEN, &[("SWEEP_INTERVAL", "0")]).await;
     fx.fake.inject(Fault::CreateStoresThen500 { count: 1 });
     fx.fake.inject(Fault::RateLimit {
         count: 1,
-        retry_after_secs: 30,
+        retry_after_secs: 110,
         op: Op::List,
     });
     let handle = fx.start_run("create-fails-late", "1s").await;
@@ -870,13 +873,27 @@ async fn a_job_that_completed_before_its_create_failed_is_the_runs_result() {
     assert!(
         !activities.iter().any(|(activity, what)| activity == "Create"
             && matches!(*what, "completed" | "failed")),
-        "Create ended before the job did (its lookup waits 30 s): {activities:?}"
+        "Create ended before the job did (its lookup waits 110 s): {activities:?}"
     );
     fx.fake.inject(Fault::ClientError {
         count: 1,
         status: 422,
         op: Op::List,
     });
+    // The waiting create attempt dies with its workflow-worker; the next one is refused.
+    fx.worker.sigkill();
+    fx.worker = workflow_worker(
+        &fx.dir,
+        &fx.server,
+        &fx.fake,
+        DO_TOKEN,
+        &fx.task_queue,
+        "workflow-worker-restarted.log",
+    )
+    .env("TEMPORAL_API_KEY", &fx.api_key)
+    .env("SWEEP_INTERVAL", "0")
+    .env("LOG_LEVEL", "debug")
+    .spawn();
     let end = fx.finish(&handle).await;
     let RunEnd::Completed(outcome) = &end else {
         panic!("run ended {end}; worker: {}", fx.worker.output());
