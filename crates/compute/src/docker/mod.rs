@@ -56,9 +56,8 @@ use tokio::sync::OnceCell;
 pub use config::{DEFAULT_NETWORK, DEFAULT_PULL_TIMEOUT, DEFAULT_STOP_GRACE, DockerConfig};
 
 use crate::{
-    ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ImageRef,
-    ProviderError, Readiness,
-    naming::{is_generated_name, is_portable_name},
+    ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
+    FoundCompute, ImageRef, ProviderError, Readiness, naming::is_portable_name,
 };
 
 /// Label holding the ownership mark.
@@ -141,12 +140,8 @@ impl DockerProvider {
         container: &ContainerInspectResponse,
         doing: &str,
     ) -> Result<(), ProviderError> {
-        let mark = container
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|labels| labels.get(OWNER_LABEL));
-        if self.owner.marks(mark.map(String::as_str)) {
+        let mark = mark_of(container);
+        if self.owner.marks(mark) {
             return Ok(());
         }
         Err(ProviderError::permanent(format!(
@@ -546,21 +541,19 @@ impl ComputeProvider for DockerProvider {
             .map_err(|e| engine_error("listing containers", e))?;
         let mut units: Vec<ComputeSummary> = containers
             .into_iter()
-            .filter(|c| {
-                // The engine filtered by label; checked again so a filter it ignores (an old
-                // engine, a proxy) can never let foreign compute through.
-                c.labels
-                    .as_ref()
-                    .and_then(|l| l.get(OWNER_LABEL))
-                    .is_some_and(|mark| self.owner.marks(Some(mark)))
-            })
             .filter_map(|c| {
+                // The engine filtered by label; claimed again so a filter it ignores (an old
+                // engine, a proxy) can never let foreign compute through.
+                let mark = c.labels.as_ref().and_then(|l| l.get(OWNER_LABEL));
                 let name = c
                     .names
                     .as_ref()?
                     .iter()
                     .map(|n| n.trim_start_matches('/'))
-                    .find(|n| is_generated_name(n) && n.starts_with(prefix))?
+                    .find(|n| {
+                        n.starts_with(prefix)
+                            && self.owner.claim(n, mark.map(String::as_str)).is_ok()
+                    })?
                     .to_owned();
                 let created_at = c
                     .created
@@ -575,6 +568,27 @@ impl ComputeProvider for DockerProvider {
             .collect();
         units.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(units)
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<FoundCompute>, ProviderError> {
+        if !is_portable_name(name) {
+            return Ok(None);
+        }
+        let docker = self.engine().await?;
+        let container = match docker.inspect_container(name, None).await {
+            Ok(container) => container,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
+        };
+        let mark = mark_of(&container).map(str::to_owned);
+        Ok(Some(FoundCompute {
+            unit: ComputeSummary {
+                id: name.to_owned(),
+                name: name.to_owned(),
+                created_at: container.created,
+            },
+            mark,
+        }))
     }
 }
 
@@ -774,6 +788,16 @@ fn is_loopback_address(address: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The container's owner mark (its [`OWNER_LABEL`]), if it carries one.
+fn mark_of(container: &ContainerInspectResponse) -> Option<&str> {
+    container
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|labels| labels.get(OWNER_LABEL))
+        .map(String::as_str)
 }
 
 fn state_of(container: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
