@@ -122,14 +122,17 @@ enum ComputeCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete one unit of this owner's compute. Refused while a running run owns it, unless
-    /// --cancel-run: then the run is cancelled and its teardown deletes the unit. The delete is
-    /// carried out by a workflow-worker (workflow `OperatorDeleteCompute` on the task queue:
-    /// counted in tea_operator_deletes_total and recorded in Temporal), unless --direct.
+    /// Delete one unit of this owner's compute. Refused, touching nothing, for a unit another
+    /// owner marked (naming both owners) or none did, and while a running run owns it, unless
+    /// --cancel-run: then that run (by its run ID) is cancelled and its teardown deletes the
+    /// unit. The delete is carried out by a workflow-worker (workflow `OperatorDeleteCompute`
+    /// on the task queue: counted in tea_operator_deletes_total, recorded in Temporal, the
+    /// owner checked again there), unless --direct.
     Delete {
         /// The compute's name (`ext-...`, as `compute list` shows it).
         name: String,
-        /// Cancel the running run that owns it and wait for its teardown.
+        /// Cancel the running run that owns it (exactly that run, by its run ID: never a newer
+        /// run under the same workflow ID) and wait for its teardown.
         #[arg(long)]
         cancel_run: bool,
         /// How long to wait for the cancelled run to close, and for the workflow-worker's
@@ -424,10 +427,10 @@ async fn compute_main(
                     operator::DeleteOutcome::Deleted(Deleted::Removed) => format!("deleted {name}"),
                     operator::DeleteOutcome::Deleted(Deleted::AlreadyGone) =>
                         format!("{name} was already gone"),
-                    operator::DeleteOutcome::DeletedByItsRun { workflow_id } =>
-                        format!("cancelled run {workflow_id}; its teardown deleted {name}"),
-                    operator::DeleteOutcome::DeletedAfterItsRunClosed { workflow_id, .. } =>
-                        format!("cancelled run {workflow_id}; it closed, then {name} was deleted"),
+                    operator::DeleteOutcome::DeletedByItsRun { run } =>
+                        format!("{run}; its teardown deleted {name}"),
+                    operator::DeleteOutcome::DeletedAfterItsRunClosed { run, .. } =>
+                        format!("{run}; it closed, then {name} was deleted"),
                 }
             );
         }

@@ -5,8 +5,8 @@
 //!
 //! Two kinds of ownership, both checked:
 //! - which deployment: the provider lists only compute with a generated name carrying its
-//!   owner mark ([`tea_compute::ComputeOwner`]); foreign or unmarked compute is never seen,
-//!   so never deleted;
+//!   owner mark ([`tea_compute::ComputeOwner::claim`], the check `compute delete` runs too);
+//!   foreign or unmarked compute is never seen, so never deleted;
 //! - which run: compute names derive from the run ID and attempt (see
 //!   [`tea_compute::naming`]), so the set of names the running runs may own is known exactly.
 //!
