@@ -1,8 +1,12 @@
-//! Bad configuration and bad input: one clear line, exit status 2, no hang.
+//! Bad configuration and bad input: one clear line, exit status 2, no hang; and a setting that
+//! looks wrong but is allowed says why.
 
 use std::time::Duration;
 
-use crate::support::{ProcBuilder, bin, test_dir};
+use crate::{
+    local,
+    support::{DevServer, ProcBuilder, bin, test_dir, wait_for},
+};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -118,5 +122,58 @@ async fn a_compute_cap_of_zero_is_a_clear_startup_error() {
             .contains("MAX_CONCURRENT_COMPUTE must be > 0"),
         "{}",
         worker.output()
+    );
+}
+
+/// A sweep grace period shorter than the deploy timeout is allowed (a running run's compute is
+/// never swept, deploying or not; the grace only covers visibility's delay): the sweep and a
+/// worker managing the schedule start, and their log says why, naming both values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_grace_shorter_than_the_deploy_timeout_is_allowed_and_the_log_says_why() {
+    let dir = test_dir("grace-below-deploy");
+    let server = DevServer::start(&dir).await;
+    let queue = format!("wf-grace-{}", uuid::Uuid::new_v4().simple());
+    let command = |log: &str| {
+        local::workflow_worker(&dir, &server, &queue, &bin("external-worker"), log)
+            .env("SWEEP_GRACE_PERIOD", "5s")
+            .env("SWEEP_INTERVAL", "0")
+    };
+    let mut sweep = command("sweep.log").arg("sweep").spawn();
+    let status = sweep.wait(EXIT_TIMEOUT).await;
+    assert!(status.success(), "{}", sweep.output());
+    assert!(
+        sweep.output().contains(
+            "SWEEP_GRACE_PERIOD (5s) is shorter than the deploy timeout (1m, the local \
+             provider's default; DEPLOY_TIMEOUT): allowed"
+        ),
+        "{}",
+        sweep.output()
+    );
+
+    let worker = command("worker.log")
+        .env("SWEEP_INTERVAL", "1m")
+        .env("DEPLOY_TIMEOUT", "30s")
+        .spawn();
+    let said = "SWEEP_GRACE_PERIOD (5s) is shorter than the deploy timeout (30s, DEPLOY_TIMEOUT)";
+    wait_for(
+        "the worker to explain its grace period",
+        EXIT_TIMEOUT,
+        || {
+            let explained = worker.output().contains(said);
+            async move { explained.then_some(()) }
+        },
+    )
+    .await;
+
+    let mut sweep = command("sweep-long.log")
+        .env("SWEEP_GRACE_PERIOD", "1m")
+        .arg("sweep")
+        .spawn();
+    let status = sweep.wait(EXIT_TIMEOUT).await;
+    assert!(status.success(), "{}", sweep.output());
+    assert!(
+        !sweep.output().contains("SWEEP_GRACE_PERIOD"),
+        "{}",
+        sweep.output()
     );
 }

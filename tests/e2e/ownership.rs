@@ -203,7 +203,7 @@ async fn two_do_deployments_in_one_account_never_touch_each_other_s_compute() {
 
 /// A unit in the local state directory that no provider of ours created: a directory named
 /// `name` whose `meta.json` carries `owner` (`None`: no mark).
-fn seed_local_dir(state_dir: &Path, name: &str, owner: Option<&str>) -> String {
+pub(crate) fn seed_local_dir(state_dir: &Path, name: &str, owner: Option<&str>) -> String {
     let dir = state_dir.join(name);
     std::fs::create_dir_all(&dir).expect("create a foreign compute dir");
     let meta = json!({

@@ -6,7 +6,9 @@
 //! What it checks: creating twice, and twice at once, leaves one unit (adopted, same ID);
 //! readiness reaches `Ready`; deleting twice succeeds (`Removed`, then `AlreadyGone`), as does
 //! deleting an ID that never existed; `list_ours` returns our unit with its creation time and
-//! never a unit of another owner or with a foreign name; readiness reports a deployment that
+//! never a unit of another owner or with a foreign name; `find` returns each of them with its
+//! mark (ours claimed, the others refused) and no unit for a name nothing has; readiness
+//! reports a deployment that
 //! failed; readiness reports a unit that died out of band (`Failed`, or a `NotFound` error).
 
 use std::{sync::Arc, time::Duration};
@@ -219,7 +221,52 @@ async fn list_returns_only_ours(subject: &dyn Subject) -> Result<(), String> {
         }
         Ok(())
     })();
+    let result = match result {
+        Ok(()) => find_tells_whose_a_unit_is(provider.as_ref(), &handle, &foreign_lookalike).await,
+        failed => failed,
+    };
     cleanup(provider.as_ref(), &handle, result).await
+}
+
+/// `find` gives our unit (claimed by our owner, with our ID), another's unit refused by the
+/// claim, and nothing for a name no unit has.
+async fn find_tells_whose_a_unit_is(
+    provider: &dyn ComputeProvider,
+    ours: &ComputeHandle,
+    foreign: &str,
+) -> Result<(), String> {
+    let owner = provider.owner();
+    let found = provider
+        .find(&ours.name)
+        .await
+        .map_err(|e| err("find", e))?
+        .ok_or_else(|| format!("our unit {} is not found by name", ours.name))?;
+    let mark = found.mark.clone();
+    let unit = found.claimed_by(owner).map_err(|why| {
+        format!(
+            "our unit {} is not claimed ({why}, mark {mark:?})",
+            ours.name
+        )
+    })?;
+    if unit.id != ours.id {
+        return Err(format!(
+            "found our unit with ID {}, created as {}",
+            unit.id, ours.id
+        ));
+    }
+    for name in [foreign, "ext-api"] {
+        let found = provider.find(name).await.map_err(|e| err("find", e))?;
+        match found.map(|f| f.claimed_by(owner)) {
+            Some(Err(_)) => {}
+            Some(Ok(unit)) => return Err(format!("a unit that is not ours is claimed: {unit:?}")),
+            None => return Err(format!("the unit {name} that is not ours is not found")),
+        }
+    }
+    let missing = fresh_name();
+    match provider.find(&missing).await.map_err(|e| err("find", e))? {
+        None => Ok(()),
+        Some(found) => Err(format!("found a unit nothing created: {found:?}")),
+    }
 }
 
 async fn failed_deployment_is_reported(subject: &dyn Subject) -> Result<(), String> {

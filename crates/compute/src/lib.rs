@@ -16,5 +16,5 @@ pub mod owner;
 mod provider;
 pub mod registry;
 
-pub use owner::ComputeOwner;
+pub use owner::{ComputeOwner, NotOurs};
 pub use provider::*;

@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use crate::naming::is_generated_name;
+
 /// Name of the variable that configures the owner, and of the DigitalOcean app env var that
 /// carries the mark (a different name, so a worker's own environment cannot be mistaken for it).
 pub const ENV_COMPUTE_OWNER: &str = "COMPUTE_OWNER";
@@ -100,6 +102,42 @@ impl ComputeOwner {
     pub fn marks(&self, mark: Option<&str>) -> bool {
         mark == Some(self.0.as_str())
     }
+
+    /// Whether the unit of compute `name`, carrying `mark`, is this owner's to list, sweep or
+    /// delete: a generated name ([`is_generated_name`]) with exactly this owner's mark. The
+    /// one ownership check: every provider's `list_ours` (so the sweeper) and the operator's
+    /// `compute delete` decide with it; a unit it refuses is never touched.
+    pub fn claim(&self, name: &str, mark: Option<&str>) -> Result<(), NotOurs> {
+        if !is_generated_name(name) {
+            return Err(NotOurs::NotGenerated);
+        }
+        match mark {
+            _ if self.marks(mark) => Ok(()),
+            None => Err(NotOurs::Unmarked),
+            Some(other) => Err(NotOurs::MarkedBy(other.to_owned())),
+        }
+    }
+}
+
+/// Why a unit of compute is not this owner's (see [`ComputeOwner::claim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotOurs {
+    /// Its name is not one this project generates (`ext-api`): none of ours is named so.
+    NotGenerated,
+    /// It carries no owner mark: no deployment of this project created it.
+    Unmarked,
+    /// It carries another deployment's mark (the value of the mark).
+    MarkedBy(String),
+}
+
+impl fmt::Display for NotOurs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotGenerated => f.write_str("its name is not one this project generates"),
+            Self::Unmarked => f.write_str("it carries no owner mark"),
+            Self::MarkedBy(other) => write!(f, "it carries the owner mark {other:?}"),
+        }
+    }
 }
 
 /// 8 hex digits of the SHA-256 of `raw`.
@@ -155,5 +193,25 @@ mod tests {
         assert!(plain.marks(Some("default/taskQueueName")));
         assert!(!plain.marks(None));
         assert!(!plain.marks(Some("default/other")));
+    }
+
+    #[test]
+    fn a_unit_is_claimed_only_with_a_generated_name_and_exactly_our_mark() {
+        let owner = ComputeOwner::new("prod").unwrap();
+        let name = crate::naming::compute_name("run-1", 1);
+        assert_eq!(owner.claim(&name, Some("prod")), Ok(()));
+        assert_eq!(owner.claim(&name, None), Err(NotOurs::Unmarked));
+        assert_eq!(
+            owner.claim(&name, Some("staging")),
+            Err(NotOurs::MarkedBy("staging".into()))
+        );
+        assert_eq!(
+            owner.claim("ext-api", Some("prod")),
+            Err(NotOurs::NotGenerated)
+        );
+        assert_eq!(
+            NotOurs::MarkedBy("staging".into()).to_string(),
+            "it carries the owner mark \"staging\""
+        );
     }
 }

@@ -109,6 +109,22 @@ impl ComputeSummary {
     }
 }
 
+/// A unit of compute found by name by [`ComputeProvider::find`], whoever marked it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundCompute {
+    pub unit: ComputeSummary,
+    /// Its owner mark as stored with it (`None`: it carries none).
+    pub mark: Option<String>,
+}
+
+impl FoundCompute {
+    /// The unit when `owner` may act on it ([`ComputeOwner::claim`]), else why not.
+    pub fn claimed_by(self, owner: &ComputeOwner) -> Result<ComputeSummary, crate::NotOurs> {
+        owner.claim(&self.unit.name, self.mark.as_deref())?;
+        Ok(self.unit)
+    }
+}
+
 /// How an error should be treated by the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -165,7 +181,10 @@ impl ProviderError {
 ///   ([`crate::naming::is_generated_name`]) **and** whose mark equals this provider's owner.
 ///   Foreign compute (`ext-api`, an app named like ours but unmarked or marked by another
 ///   owner) is never returned, so nothing built on `list_ours` (the sweeper, delete-by-name,
-///   metrics) ever deletes or counts it.
+///   metrics) ever deletes or counts it. Each provider decides with [`ComputeOwner::claim`].
+/// - [`find`](Self::find) returns the unit of exactly that name whoever marked it, with its
+///   mark, so a caller can say whose it is; nothing acts on it unless
+///   [`FoundCompute::claimed_by`] this provider's owner.
 ///
 /// - Concurrent [`create_or_adopt`](Self::create_or_adopt) calls for one name leave one unit:
 ///   the platform's name uniqueness (App Platform and the Docker Engine answer 409) or an
@@ -219,6 +238,12 @@ pub trait ComputeProvider: Send + Sync + 'static {
     /// Every unit of compute this provider owns whose name starts with `prefix`: generated
     /// names only, marked with this provider's owner (see the trait's guarantees).
     async fn list_ours(&self, prefix: &str) -> Result<Vec<ComputeSummary>, ProviderError>;
+
+    /// The unit named exactly `name` with its owner mark, whoever marked it (`None`: no unit
+    /// has that name). For callers that must say whose a unit is before they act on it (the
+    /// operator's delete): act only on what [`FoundCompute::claimed_by`] this owner. Costs what
+    /// a look-up by name costs on the platform (on App Platform: a list of the account).
+    async fn find(&self, name: &str) -> Result<Option<FoundCompute>, ProviderError>;
 
     /// Cumulative API request counts by (operation, status), for metrics; status 0 counts
     /// attempts that got no response. Providers without a remote API report none.

@@ -22,6 +22,7 @@ use temporalio_client::{WorkflowStartOptions, grpc::WorkflowService, tonic};
 use crate::capacity::{
     AcquireRequest, CapacityState, ComputeCapacity, RunRef, capacity_workflow_id,
 };
+use crate::operator::{Refuser, UnitClaim, claim_unit, refusal};
 use temporalio_common::envconfig::{
     ClientConfigProfile, DataSource, LoadClientConfigProfileOptions, load_client_config_profile,
 };
@@ -743,9 +744,12 @@ impl ProvisioningActivities {
         &self,
         input: DeleteComputeInput,
     ) -> Result<DeletedCompute, ActivityError> {
-        let id = match &input.compute_id {
-            Some(id) => Some(id.clone()),
-            None => self
+        let id = match (&input.compute_id, input.reason) {
+            (Some(id), Some(DeleteReason::Operator)) => {
+                self.operator_target(&input.compute_name, id).await?
+            }
+            (Some(id), _) => Some(id.clone()),
+            (None, _) => self
                 .provider
                 .list_ours(&input.compute_name)
                 .await
@@ -769,6 +773,35 @@ impl ProvisioningActivities {
             outcome,
             provider: Some(self.provider.kind().to_owned()),
         })
+    }
+}
+
+impl ProvisioningActivities {
+    /// The unit an operator asked to delete, checked right before the delete (the command's
+    /// check ran elsewhere, maybe as another owner): refused unless this workflow-worker's
+    /// owner claims it ([`claim_unit`]); `None` when it is gone, or when its name now holds
+    /// another unit than the one the operator listed (left alone).
+    async fn operator_target(&self, name: &str, id: &str) -> Result<Option<String>, ActivityError> {
+        let claim = claim_unit(self.provider.as_ref(), name)
+            .await
+            .map_err(|e| provider_failure("look up", name, e))?;
+        match claim {
+            UnitClaim::Ours(unit) if unit.id == id => Ok(Some(unit.id)),
+            UnitClaim::Ours(unit) => {
+                tracing::warn!(compute = %name, listed = %id, now = %unit.id, "the unit the operator listed is gone; its name holds another one, left alone");
+                Ok(None)
+            }
+            UnitClaim::Missing => Ok(None),
+            UnitClaim::Refused(why) => {
+                let provider = (self.provider.kind(), self.provider.owner());
+                Err(non_retryable(refusal(
+                    Refuser::WorkflowWorker,
+                    provider,
+                    name,
+                    &why,
+                )))
+            }
+        }
     }
 }
 

@@ -15,7 +15,10 @@ use tea_orchestrator::{
     activities::{PollBackoff, forwarded_temporal_env, job_secret_env},
     operator::{self, DeleteRoute},
     operator_delete::{Operator, ThroughWorker},
-    sweeper::{SweepOptions, failure_summary, remove_schedule, schedule_id, sweep_once},
+    sweeper::{
+        SweepOptions, failure_summary, grace_shorter_than_deploy_note, remove_schedule,
+        schedule_id, sweep_once,
+    },
     worker::{WorkflowWorkerConfig, run},
 };
 use temporalio_client::Client;
@@ -62,7 +65,9 @@ struct Args {
     /// worker does not manage the schedule (an existing one stays; see delete-sweep-schedule).
     #[arg(long, env = "SWEEP_INTERVAL", default_value = "5m", global = true)]
     sweep_interval: GoDuration,
-    /// Compute younger than this is never swept.
+    /// Compute younger than this is never swept: the delay a new run may take to show as
+    /// running in Temporal's visibility. May be shorter than the deploy timeout (a running
+    /// run's compute is never swept, deploying or not; the start-up log says so).
     #[arg(long, env = "SWEEP_GRACE_PERIOD", default_value = "10m", global = true)]
     sweep_grace_period: GoDuration,
     /// Sweeps only report what they would delete.
@@ -117,14 +122,17 @@ enum ComputeCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete one unit of this owner's compute. Refused while a running run owns it, unless
-    /// --cancel-run: then the run is cancelled and its teardown deletes the unit. The delete is
-    /// carried out by a workflow-worker (workflow `OperatorDeleteCompute` on the task queue:
-    /// counted in tea_operator_deletes_total and recorded in Temporal), unless --direct.
+    /// Delete one unit of this owner's compute. Refused, touching nothing, for a unit another
+    /// owner marked (naming both owners) or none did, and while a running run owns it, unless
+    /// --cancel-run: then that run (by its run ID) is cancelled and its teardown deletes the
+    /// unit. The delete is carried out by a workflow-worker (workflow `OperatorDeleteCompute`
+    /// on the task queue: counted in tea_operator_deletes_total, recorded in Temporal, the
+    /// owner checked again there), unless --direct.
     Delete {
         /// The compute's name (`ext-...`, as `compute list` shows it).
         name: String,
-        /// Cancel the running run that owns it and wait for its teardown.
+        /// Cancel the running run that owns it (exactly that run, by its run ID: never a newer
+        /// run under the same workflow ID) and wait for its teardown.
         #[arg(long)]
         cancel_run: bool,
         /// How long to wait for the cancelled run to close, and for the workflow-worker's
@@ -277,6 +285,9 @@ async fn run_main(
         metrics,
     } = tea_runtime::start_worker_process(args.metrics_addr).await?;
     let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
+    if !args.sweep_interval.as_duration().is_zero() {
+        explain_sweep_grace(&args, provider.as_ref());
+    }
     let config = WorkflowWorkerConfig {
         task_queue: args.task_queue.clone(),
         poll: PollBackoff {
@@ -303,6 +314,21 @@ async fn run_main(
     .await
 }
 
+/// Logs why a sweep grace period shorter than the deploy timeout is allowed, when it is.
+fn explain_sweep_grace(args: &Args, provider: &dyn ComputeProvider) {
+    let (deploy_timeout, from) = match args.deploy_timeout {
+        Some(timeout) => (timeout.as_duration(), "DEPLOY_TIMEOUT".to_owned()),
+        None => (
+            provider.default_deploy_timeout(),
+            format!("the {} provider's default; DEPLOY_TIMEOUT", provider.kind()),
+        ),
+    };
+    let grace = args.sweep_grace_period.as_duration();
+    if let Some(note) = grace_shorter_than_deploy_note(grace, deploy_timeout, &from) {
+        tracing::info!("{note}");
+    }
+}
+
 fn sweep_options(args: &Args) -> SweepOptions {
     SweepOptions {
         grace_period: args.sweep_grace_period,
@@ -321,6 +347,7 @@ async fn sweep_main(
 ) -> anyhow::Result<()> {
     let (client, _) = tea_runtime::connect().await?;
     let provider = build_provider(provider, owner_of(owner, &client, &args.task_queue))?;
+    explain_sweep_grace(args, provider.as_ref());
     let options = sweep_options(args);
     let report = sweep_once(provider.as_ref(), &client, &options, None).await?;
     if json {
@@ -400,10 +427,10 @@ async fn compute_main(
                     operator::DeleteOutcome::Deleted(Deleted::Removed) => format!("deleted {name}"),
                     operator::DeleteOutcome::Deleted(Deleted::AlreadyGone) =>
                         format!("{name} was already gone"),
-                    operator::DeleteOutcome::DeletedByItsRun { workflow_id } =>
-                        format!("cancelled run {workflow_id}; its teardown deleted {name}"),
-                    operator::DeleteOutcome::DeletedAfterItsRunClosed { workflow_id, .. } =>
-                        format!("cancelled run {workflow_id}; it closed, then {name} was deleted"),
+                    operator::DeleteOutcome::DeletedByItsRun { run } =>
+                        format!("{run}; its teardown deleted {name}"),
+                    operator::DeleteOutcome::DeletedAfterItsRunClosed { run, .. } =>
+                        format!("{run}; it closed, then {name} was deleted"),
                 }
             );
         }

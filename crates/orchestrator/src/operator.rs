@@ -3,10 +3,13 @@
 //! running run unless that run is cancelled first, so its own teardown deletes the unit), and
 //! the sweep's report as a table.
 //!
-//! Everything here goes through the provider's `list_ours` (so only this owner's compute is
-//! ever shown or deleted) and through Temporal for the runs; nothing is cached. The delete
-//! itself is carried out by the workflow-worker ([`crate::operator_delete`]: counted, and
-//! recorded in Temporal), or with `--direct` by this command.
+//! Everything here goes through the provider's ownership check ([`ComputeOwner::claim`], the
+//! one behind `list_ours` and so the sweeper: only this owner's compute is ever shown or
+//! deleted; a unit another owner marked, or none did, is refused naming both owners) and
+//! through Temporal for the runs; nothing is cached. A run is cancelled by its run ID, never
+//! by its workflow ID alone (a newer run under that ID is not the unit's). The delete itself
+//! is carried out by the workflow-worker ([`crate::operator_delete`]: counted, recorded in
+//! Temporal, and checked again there with [`claim_unit`]), or with `--direct` by this command.
 
 use std::{
     collections::HashMap,
@@ -17,13 +20,16 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use futures::{StreamExt, stream};
 use serde::Serialize;
-use tea_compute::{ComputeProvider, Deleted, naming};
+use tea_compute::{
+    ComputeOwner, ComputeProvider, ComputeSummary, Deleted, NotOurs, ProviderError, naming,
+};
 use tea_contract::{
     MAX_COMPUTE_ATTEMPTS_LIMIT, Phase, StatusQuery, TriggerExternalWorkflowClient, WORKFLOW_TYPE,
 };
 use temporalio_client::{
-    Client, WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowExecutionStatus,
-    WorkflowListOptions, WorkflowQueryOptions,
+    Client, WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowExecutionInfo,
+    WorkflowExecutionStatus, WorkflowHandle, WorkflowListOptions, WorkflowQueryOptions,
+    errors::WorkflowInteractionError,
 };
 
 use crate::{
@@ -101,7 +107,7 @@ pub async fn list_compute(
                 let owner_run = match owner {
                     None => None,
                     Some((workflow_id, run_id)) => Some(OwnerRun {
-                        phase: run_phase(client, &workflow_id).await,
+                        phase: run_phase(client, &workflow_id, &run_id).await,
                         workflow_id,
                         run_id,
                     }),
@@ -124,8 +130,8 @@ pub async fn list_compute(
     Ok(rows)
 }
 
-async fn run_phase(client: &Client, workflow_id: &str) -> Option<Phase> {
-    let handle = client.get_workflow_handle::<TriggerExternalWorkflowClient>(workflow_id);
+async fn run_phase(client: &Client, workflow_id: &str, run_id: &str) -> Option<Phase> {
+    let handle = run_handle(client, workflow_id, run_id);
     let query = handle.query(StatusQuery, (), WorkflowQueryOptions::default());
     match tokio::time::timeout(QUERY_TIMEOUT, query).await {
         Ok(Ok(status)) => Some(status.phase),
@@ -180,18 +186,120 @@ pub fn compute_table(rows: &[ComputeRow]) -> String {
     )
 }
 
+/// A handle on exactly the run `run_id` of `workflow_id`: a cancel, describe or query through
+/// it never reaches a newer run started under the same workflow ID.
+pub fn run_handle(
+    client: &Client,
+    workflow_id: &str,
+    run_id: &str,
+) -> WorkflowHandle<Client, TriggerExternalWorkflowClient> {
+    let info = WorkflowExecutionInfo::builder()
+        .namespace(client.options().namespace.clone())
+        .workflow_id(workflow_id)
+        .run_id(run_id)
+        .build();
+    WorkflowHandle::new(client.clone(), info)
+}
+
+/// What the ownership check made of the unit of a name (see [`claim_unit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnitClaim {
+    /// This owner's unit.
+    Ours(ComputeSummary),
+    /// No unit has that name.
+    Missing,
+    /// A unit has that name but is not this owner's (why, see [`refusal`]). Nothing may act
+    /// on it.
+    Refused(NotOurs),
+}
+
+/// Looks up the unit `name` whoever marked it and runs on it the ownership check the sweeper's
+/// listing runs ([`ComputeOwner::claim`], behind every provider's `list_ours`). `compute
+/// delete` runs it in the command, and the workflow-worker again right before it deletes.
+pub async fn claim_unit(
+    provider: &dyn ComputeProvider,
+    name: &str,
+) -> Result<UnitClaim, ProviderError> {
+    let Some(found) = provider.find(name).await? else {
+        return Ok(UnitClaim::Missing);
+    };
+    Ok(match found.claimed_by(provider.owner()) {
+        Ok(unit) => UnitClaim::Ours(unit),
+        Err(why) => UnitClaim::Refused(why),
+    })
+}
+
+/// Who refuses to delete a unit that is not its owner's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refuser {
+    /// The `compute delete` command.
+    Command,
+    /// The workflow-worker carrying out the command's delete.
+    WorkflowWorker,
+}
+
+/// Why `refuser`, of owner `ours`, refuses to delete the unit `name` of the `kind` provider:
+/// naming both owners when another one marked it, and what to do.
+pub fn refusal(
+    refuser: Refuser,
+    (kind, ours): (&str, &ComputeOwner),
+    name: &str,
+    why: &NotOurs,
+) -> String {
+    let ours = ours.as_str();
+    match (why, refuser) {
+        (NotOurs::MarkedBy(theirs), Refuser::Command) => format!(
+            "compute {name} belongs to another deployment: its owner mark is {theirs:?} and this \
+             deployment's owner is {ours:?}; refusing to delete it, nothing was touched (if that \
+             deployment is yours, run the command as it: COMPUTE_OWNER={theirs})"
+        ),
+        (NotOurs::MarkedBy(theirs), Refuser::WorkflowWorker) => format!(
+            "compute {name} carries the owner mark {theirs:?} but this workflow-worker's owner is \
+             {ours:?}; refusing to delete it, nothing was touched (the command and the \
+             workflow-workers of its task queue must share COMPUTE_OWNER)"
+        ),
+        (NotOurs::Unmarked, _) => format!(
+            "compute {name} carries no owner mark, so no deployment of this project created it \
+             (this deployment's owner is {ours:?}); refusing to delete it, nothing was touched \
+             (remove it by hand on the {kind} provider if it is yours)"
+        ),
+        (NotOurs::NotGenerated, _) => format!(
+            "{name} is not a compute name this project generates (`ext-`, 26 hex digits, \
+             `-<attempt>`, as `compute list` shows them); refusing to delete it, nothing was \
+             touched"
+        ),
+    }
+}
+
+/// The run that owned a unit, as `compute delete --cancel-run` cancelled it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CancelledRun {
+    pub workflow_id: String,
+    pub run_id: String,
+    /// `false`: the run had closed already (nothing was cancelled).
+    pub cancelled: bool,
+}
+
+impl std::fmt::Display for CancelledRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (workflow_id, run_id) = (&self.workflow_id, &self.run_id);
+        if self.cancelled {
+            write!(f, "cancelled run {workflow_id} (run {run_id})")
+        } else {
+            write!(f, "run {workflow_id} (run {run_id}) had closed already")
+        }
+    }
+}
+
 /// What `compute delete` did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum DeleteOutcome {
     /// No running run owned it; deleted directly.
     Deleted(Deleted),
     /// Its run was cancelled and its teardown deleted it.
-    DeletedByItsRun { workflow_id: String },
+    DeletedByItsRun { run: CancelledRun },
     /// Its run was cancelled and closed, but the unit was still there: deleted directly.
-    DeletedAfterItsRunClosed {
-        workflow_id: String,
-        outcome: Deleted,
-    },
+    DeletedAfterItsRunClosed { run: CancelledRun, outcome: Deleted },
 }
 
 /// How `compute delete` removes a unit once no running run owns it.
@@ -225,10 +333,10 @@ pub async fn delete_compute(
 ) -> anyhow::Result<DeleteDone> {
     let unit = find_unit(provider, name).await?.ok_or_else(|| {
         anyhow!(
-            "no compute named {name} belongs to owner {} on the {} provider (see `workflow-worker \
-             compute list`)",
-            provider.owner(),
-            provider.kind()
+            "no compute named {name} on the {} provider (`workflow-worker compute list` shows \
+             owner {}'s)",
+            provider.kind(),
+            provider.owner()
         )
     })?;
     let runs = running_runs_by_compute_name(client).await?;
@@ -254,35 +362,7 @@ pub async fn delete_compute(
              teardown deletes the compute"
         );
     }
-    let handle = client.get_workflow_handle::<TriggerExternalWorkflowClient>(workflow_id.clone());
-    handle
-        .cancel(
-            WorkflowCancelOptions::builder()
-                .reason(format!("operator: compute delete {name} --cancel-run"))
-                .build(),
-        )
-        .await
-        .with_context(|| format!("cancelling run {workflow_id}"))?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let description = handle
-            .describe(WorkflowDescribeOptions::default())
-            .await
-            .with_context(|| format!("describing run {workflow_id}"))?;
-        let closed = description.run_id() != run_id.as_str()
-            || description.status() != WorkflowExecutionStatus::Running;
-        if closed {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "run {workflow_id} was cancelled but has not closed within {}; compute {name} \
-                 is left to its teardown (look again with `compute list`)",
-                humantime::format_duration(wait)
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let run = cancel_run_and_wait(client, (workflow_id, run_id.as_str()), name, wait).await?;
     // Whether its teardown removed it or not, the unit is confirmed gone (by the
     // workflow-worker: counted and recorded with the run it cancelled).
     let (left, recorded_as) = match route {
@@ -292,7 +372,7 @@ pub async fn delete_compute(
         },
         DeleteRoute::Worker(worker) => {
             let owner = provider.owner();
-            let cancelled = Some(workflow_id.clone());
+            let cancelled = Some((run.workflow_id.clone(), run.run_id.clone()));
             let (deleted, id) =
                 delete_through_worker(client, worker, owner, (name, &unit), cancelled).await?;
             let left =
@@ -300,18 +380,67 @@ pub async fn delete_compute(
             (left, Some(id))
         }
     };
-    let workflow_id = workflow_id.clone();
     let outcome = match left {
-        None => DeleteOutcome::DeletedByItsRun { workflow_id },
-        Some(outcome) => DeleteOutcome::DeletedAfterItsRunClosed {
-            workflow_id,
-            outcome,
-        },
+        None => DeleteOutcome::DeletedByItsRun { run },
+        Some(outcome) => DeleteOutcome::DeletedAfterItsRunClosed { run, outcome },
     };
     Ok(DeleteDone {
         outcome,
         recorded_as,
     })
+}
+
+/// Cancels exactly the run `run_id` of `workflow_id`, the run that owned the unit `name` (a
+/// newer run under the same workflow ID is never cancelled: it does not own the unit, whose
+/// name derives from the run ID), and waits at most `wait` for it to close. A run that has
+/// closed already is not an error (nor cancelled): its unit is no longer under a running run.
+pub async fn cancel_run_and_wait(
+    client: &Client,
+    (workflow_id, run_id): (&str, &str),
+    name: &str,
+    wait: Duration,
+) -> anyhow::Result<CancelledRun> {
+    let handle = run_handle(client, workflow_id, run_id);
+    let running = || async {
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => Ok(description.status() == WorkflowExecutionStatus::Running),
+            // Exactly this run is asked for: not found means it is gone (out of retention).
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
+            Err(e) => {
+                Err(e).with_context(|| format!("describing run {workflow_id} (run {run_id})"))
+            }
+        }
+    };
+    let mut cancelled = CancelledRun {
+        workflow_id: workflow_id.to_owned(),
+        run_id: run_id.to_owned(),
+        cancelled: false,
+    };
+    if !running().await? {
+        return Ok(cancelled);
+    }
+    // The server takes a cancel of a run that has closed meanwhile as a no-op.
+    handle
+        .cancel(
+            WorkflowCancelOptions::builder()
+                .reason(format!("operator: compute delete {name} --cancel-run"))
+                .build(),
+        )
+        .await
+        .with_context(|| format!("cancelling run {workflow_id} (run {run_id})"))?;
+    cancelled.cancelled = true;
+    let deadline = tokio::time::Instant::now() + wait;
+    while running().await? {
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "run {workflow_id} (run {run_id}) was cancelled but has not closed within {}; \
+                 compute {name} is left to its teardown (look again with `compute list`)",
+                humantime::format_duration(wait)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(cancelled)
 }
 
 /// Deletes the unit with this command's own provider client (`--direct`).
@@ -334,15 +463,23 @@ fn removed_or_gone(outcome: OperatorDeleteOutcome) -> Deleted {
     }
 }
 
-/// The provider ID of this owner's unit `name`, if it exists.
+/// The provider ID of this owner's unit `name`, if it exists; an error when a unit of that
+/// name is not this owner's ([`claim_unit`]).
 async fn find_unit(provider: &dyn ComputeProvider, name: &str) -> anyhow::Result<Option<String>> {
-    Ok(provider
-        .list_ours(name)
-        .await
-        .map_err(|e| anyhow!("listing {} compute failed: {e}", provider.kind()))?
-        .into_iter()
-        .find(|u| u.name == name)
-        .map(|u| u.id))
+    let claim = claim_unit(provider, name).await.map_err(|e| {
+        anyhow!(
+            "looking up {name} on the {} provider failed: {e}",
+            provider.kind()
+        )
+    })?;
+    match claim {
+        UnitClaim::Ours(unit) => Ok(Some(unit.id)),
+        UnitClaim::Missing => Ok(None),
+        UnitClaim::Refused(why) => {
+            let provider = (provider.kind(), provider.owner());
+            bail!("{}", refusal(Refuser::Command, provider, name, &why))
+        }
+    }
 }
 
 /// A sweep report for people: a summary line, then what was deleted and what failed.
@@ -439,6 +576,38 @@ fn format_age(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::sweeper::{SweepFailure, SweptCompute};
+
+    #[test]
+    fn refusals_name_both_owners_and_what_to_do() {
+        let ours = ComputeOwner::new("prod").unwrap();
+        let say = |refuser, why| refusal(refuser, ("docker", &ours), "ext-1", &why);
+        let theirs = || NotOurs::MarkedBy("staging".into());
+        let command = say(Refuser::Command, theirs());
+        assert!(
+            command
+                .contains(r#"its owner mark is "staging" and this deployment's owner is "prod""#)
+                && command.contains("COMPUTE_OWNER=staging"),
+            "{command}"
+        );
+        let worker = say(Refuser::WorkflowWorker, theirs());
+        assert!(
+            worker.contains(r#""staging" but this workflow-worker's owner is "prod""#),
+            "{worker}"
+        );
+        let unmarked = say(Refuser::Command, NotOurs::Unmarked);
+        assert!(
+            unmarked.contains("no owner mark") && unmarked.contains("docker provider"),
+            "{unmarked}"
+        );
+        for text in [
+            command,
+            worker,
+            unmarked,
+            say(Refuser::Command, NotOurs::NotGenerated),
+        ] {
+            assert!(text.contains("nothing was touched"), "{text}");
+        }
+    }
 
     #[test]
     fn ages_read_well() {

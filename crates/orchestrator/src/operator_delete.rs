@@ -3,8 +3,11 @@
 //! `OperatorDeleteCompute` workflow on the workflow-worker's task queue, which runs the same
 //! `Delete` activity a run's teardown runs (confirmed gone, retried) on the workflow-worker that
 //! holds the provider, and counts the outcome there in `tea_operator_deletes_total{provider,
-//! outcome}`. Each delete is also an audit record in Temporal's history: which unit, who asked
-//! (user, host, pid; no secrets), when, and how it ended.
+//! outcome}`. Right before it deletes, that activity checks the unit again: only the unit the
+//! operator listed, and only when this workflow-worker's owner claims it
+//! ([`crate::operator::claim_unit`]; its owner may differ from the command's). Each delete is
+//! also an audit record in Temporal's history: which unit, who asked (user, host, pid; no
+//! secrets), when, and how it ended.
 //!
 //! The workflow ID derives from the owner and the unit's name ([`operator_delete_workflow_id`]),
 //! and a request while another one for the same unit runs joins it: two operators deleting one
@@ -28,7 +31,8 @@ use temporalio_client::{
 use temporalio_common::protos::temporal::api::enums::v1::PendingWorkflowTaskState;
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, LocalActivityOptions, WorkflowContext, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, LocalActivityOptions,
+    WorkflowContext, WorkflowResult,
     activities::{ActivityContext, ActivityError},
 };
 
@@ -103,10 +107,13 @@ pub struct OperatorDeleteRequest {
     /// The owner whose compute the command listed.
     pub owner: String,
     pub requested_by: Operator,
-    /// With `--cancel-run`: the run the operator cancelled first, whose teardown may already
-    /// have deleted the unit.
+    /// With `--cancel-run`: the workflow ID of the run the operator cancelled first, whose
+    /// teardown may already have deleted the unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_run: Option<String>,
+    /// The run ID of that run (requests of before did not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_run_id: Option<String>,
 }
 
 /// How an operator's delete ended: the `outcome` label of `tea_operator_deletes_total`.
@@ -201,12 +208,25 @@ impl OperatorDeleteCompute {
                 outcome,
             }),
             Err(e) => Err(ApplicationFailure::non_retryable(anyhow!(
-                "deleting compute {} failed: {e}",
-                request.compute_name
+                "deleting compute {} failed: {}",
+                request.compute_name,
+                innermost_cause(&e)
             ))
             .into()),
         }
     }
+}
+
+/// The activity's own words for why it failed (a refusal names both owners): the innermost
+/// message of the failure chain, under the SDK's "Activity task failed" wrappers.
+fn innermost_cause(error: &ActivityExecutionError) -> String {
+    let Some(mut failure) = error.failure() else {
+        return error.to_string();
+    };
+    while let Some(cause) = failure.cause.as_deref().filter(|c| !c.message.is_empty()) {
+        failure = cause;
+    }
+    failure.message.clone()
 }
 
 /// Counts operators' deletes on the workflow-worker (where `METRICS_ADDR` is scraped).
@@ -258,8 +278,9 @@ pub struct ThroughWorker {
     pub result_timeout: Duration,
 }
 
-/// Has the workflow-worker delete `owner`'s unit `compute_name` (ID `compute_id`) and waits
-/// for the outcome; returns it with the workflow's ID (the audit record). Fails, never hangs,
+/// Has the workflow-worker delete `owner`'s unit `compute_name` (ID `compute_id`; with
+/// `--cancel-run`, `cancelled_run` is the workflow and run ID of the run cancelled first) and
+/// waits for the outcome; returns it with the workflow's ID (the audit record). Fails, never hangs,
 /// when no workflow-worker picks it up within `pickup_timeout` (the workflow is withdrawn) or
 /// the delete does not end within `result_timeout` (it goes on).
 pub async fn delete_through_worker(
@@ -267,15 +288,17 @@ pub async fn delete_through_worker(
     route: &ThroughWorker,
     owner: &ComputeOwner,
     (compute_name, compute_id): (&str, &str),
-    cancelled_run: Option<String>,
+    cancelled_run: Option<(String, String)>,
 ) -> anyhow::Result<(OperatorDeleted, String)> {
     let workflow_id = operator_delete_workflow_id(owner, compute_name);
+    let (cancelled_run, cancelled_run_id) = cancelled_run.unzip();
     let request = OperatorDeleteRequest {
         compute_name: compute_name.to_owned(),
         compute_id: compute_id.to_owned(),
         owner: owner.to_string(),
         requested_by: route.requested_by.clone(),
         cancelled_run,
+        cancelled_run_id,
     };
     let options = WorkflowStartOptions::new(route.task_queue.clone(), workflow_id.clone())
         // Another operator's delete of this unit in progress: wait for that one.
@@ -364,6 +387,7 @@ mod tests {
                 pid: 42,
             },
             cancelled_run: cancelled_run.map(str::to_owned),
+            cancelled_run_id: cancelled_run.map(|_| "run-1".to_owned()),
         }
     }
 
@@ -412,6 +436,14 @@ mod tests {
         let json = serde_json::to_value(request(None)).unwrap();
         assert_eq!(json["requested_by"]["user"], "alice");
         assert!(json.get("cancelled_run").is_none(), "{json}");
+        assert!(json.get("cancelled_run_id").is_none(), "{json}");
+        let old: OperatorDeleteRequest = serde_json::from_value(serde_json::json!({
+            "compute_name": "ext-1", "compute_id": "app-1", "owner": "default/q",
+            "requested_by": {"user": null, "host": null, "pid": 1},
+            "cancelled_run": "nightly-export",
+        }))
+        .expect("a request of before the run ID still decodes");
+        assert_eq!(old.cancelled_run_id, None);
         assert_eq!(
             request(None).requested_by.to_string(),
             "alice@ops-1 (pid 42)"

@@ -5,8 +5,8 @@
 //!
 //! Two kinds of ownership, both checked:
 //! - which deployment: the provider lists only compute with a generated name carrying its
-//!   owner mark ([`tea_compute::ComputeOwner`]); foreign or unmarked compute is never seen,
-//!   so never deleted;
+//!   owner mark ([`tea_compute::ComputeOwner::claim`], the check `compute delete` runs too);
+//!   foreign or unmarked compute is never seen, so never deleted;
 //! - which run: compute names derive from the run ID and attempt (see
 //!   [`tea_compute::naming`]), so the set of names the running runs may own is known exactly.
 //!
@@ -95,6 +95,33 @@ impl Default for SweepOptions {
             max_lifetime: None,
         }
     }
+}
+
+/// Why a sweep grace period shorter than the deploy timeout (`deploy_timeout`, named by
+/// `deploy_timeout_from`) is allowed, for the start-up log; `None` when it is not shorter.
+///
+/// Allowed because the grace period does not protect deployments: a unit whose run is running
+/// is never swept, deploying or not (its name derives from the run ID, and every name a
+/// running run may own is spared whatever its age, up to `MAX_COMPUTE_LIFETIME`). The grace
+/// period only covers the moment a just-started run takes to show as running in Temporal's
+/// visibility store; a unit whose run has closed is of no use to anyone, however far its
+/// deployment got. (The defaults differ the other way round on DigitalOcean: 10m of grace,
+/// 15m to deploy.)
+pub fn grace_shorter_than_deploy_note(
+    grace: Duration,
+    deploy_timeout: Duration,
+    deploy_timeout_from: &str,
+) -> Option<String> {
+    (grace < deploy_timeout).then(|| {
+        format!(
+            "SWEEP_GRACE_PERIOD ({}) is shorter than the deploy timeout ({}, {deploy_timeout_from}): \
+             allowed, the sweeper never deletes a unit whose run is running, deploying or not; \
+             the grace period only has to cover the delay before a new run shows as running in \
+             Temporal's visibility, so keep it above that delay on your Temporal service",
+            humantime::format_duration(grace),
+            humantime::format_duration(deploy_timeout)
+        )
+    })
 }
 
 /// One unit of compute the sweep deleted (or would have).
@@ -659,6 +686,22 @@ mod tests {
                 .all(|f| f.error.contains("ran out of time")),
             "{:?}",
             report.failed
+        );
+    }
+
+    #[test]
+    fn a_grace_shorter_than_the_deploy_timeout_is_explained_with_both_values() {
+        let minute = Duration::from_secs(60);
+        let note = grace_shorter_than_deploy_note(Duration::ZERO, minute, "DEPLOY_TIMEOUT")
+            .expect("explained");
+        assert!(
+            note.starts_with("SWEEP_GRACE_PERIOD (0s) is shorter than the deploy timeout (1m, DEPLOY_TIMEOUT): allowed"),
+            "{note}"
+        );
+        assert_eq!(grace_shorter_than_deploy_note(minute, minute, "x"), None);
+        assert_eq!(
+            grace_shorter_than_deploy_note(2 * minute, minute, "x"),
+            None
         );
     }
 

@@ -42,11 +42,11 @@ pub use self::http::{Operation, OperationStats, RequestStats};
 use self::model::{
     App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request, readiness_of,
 };
-use crate::naming::{is_generated_name, is_portable_name};
+use crate::naming::is_portable_name;
 use crate::owner::OWNER_ENV;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
-    ProviderError, Readiness,
+    FoundCompute, ProviderError, Readiness,
 };
 
 /// Apps requested per list page (the API maximum).
@@ -503,17 +503,35 @@ impl ComputeProvider for DigitalOceanProvider {
             .filter_map(|app| {
                 let name = app.name()?.to_string();
                 let id = app.id.clone()?;
-                let ours = name.starts_with(prefix)
-                    && is_generated_name(&name)
-                    && self.owner.marks(app.owner_mark());
+                let ours =
+                    name.starts_with(prefix) && self.owner.claim(&name, app.owner_mark()).is_ok();
                 ours.then(|| ComputeSummary {
                     id,
                     name,
-                    created_at: app
-                        .created_at
-                        .filter(|t| !t.is_empty() && !t.starts_with("0001-01-01")),
+                    created_at: created_at(&app),
                 })
             })
             .collect())
     }
+
+    async fn find(&self, name: &str) -> Result<Option<FoundCompute>, ProviderError> {
+        let Some(app) = self.find_by_name(name).await? else {
+            return Ok(None);
+        };
+        Ok(Some(FoundCompute {
+            unit: ComputeSummary {
+                id: app.id.clone().unwrap_or_default(),
+                name: name.to_owned(),
+                created_at: created_at(&app),
+            },
+            mark: app.owner_mark().map(str::to_owned),
+        }))
+    }
+}
+
+/// The app's creation time, when the API gave a real one.
+fn created_at(app: &App) -> Option<String> {
+    app.created_at
+        .clone()
+        .filter(|t| !t.is_empty() && !t.starts_with("0001-01-01"))
 }

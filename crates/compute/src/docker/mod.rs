@@ -17,7 +17,8 @@
 //! Readiness follows the container's state (`created` is pending, `running` is ready, `exited`
 //! or `dead` is failed, with the exit code and the last log lines). Delete stops the container
 //! (SIGTERM, then SIGKILL after the stop grace), copies its log to
-//! `<log_dir>/<name>.log`, removes it and confirms it is gone.
+//! `<log_dir>/<name>.log` (through a temporary file renamed into place: two deletes of one
+//! unit never mix their copies), removes it and confirms it is gone.
 //!
 //! Networking: containers join [`DockerConfig::network`] (default `host`, so a dev server on the
 //! host is reached at the address the workflow-worker uses). On any other network the host's
@@ -34,7 +35,8 @@ mod tests;
 use std::{
     collections::HashMap,
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -48,15 +50,14 @@ use bollard::{
         LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
     },
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 pub use config::{DEFAULT_NETWORK, DEFAULT_PULL_TIMEOUT, DEFAULT_STOP_GRACE, DockerConfig};
 
 use crate::{
-    ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ImageRef,
-    ProviderError, Readiness,
-    naming::{is_generated_name, is_portable_name},
+    ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
+    FoundCompute, ImageRef, ProviderError, Readiness, naming::is_portable_name,
 };
 
 /// Label holding the ownership mark.
@@ -139,12 +140,8 @@ impl DockerProvider {
         container: &ContainerInspectResponse,
         doing: &str,
     ) -> Result<(), ProviderError> {
-        let mark = container
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|labels| labels.get(OWNER_LABEL));
-        if self.owner.marks(mark.map(String::as_str)) {
+        let mark = mark_of(container);
+        if self.owner.marks(mark) {
             return Ok(());
         }
         Err(ProviderError::permanent(format!(
@@ -322,7 +319,8 @@ impl DockerProvider {
         }
     }
 
-    /// Copies the container's whole log to [`Self::kept_log_path`], with a closing line.
+    /// Copies the container's whole log to [`Self::kept_log_path`], with a closing line (see
+    /// [`write_kept_log`]: two deletes of one unit never mix their copies).
     async fn keep_log(
         &self,
         docker: &Docker,
@@ -331,28 +329,10 @@ impl DockerProvider {
         how: &str,
     ) -> std::io::Result<PathBuf> {
         let path = self.kept_log_path(name);
-        let mut file = std::fs::File::create(&path)?;
-        writeln!(
-            file,
-            "=== log of container {name} ({id}), kept by the docker compute provider"
-        )?;
+        let header =
+            format!("=== log of container {name} ({id}), kept by the docker compute provider");
         let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
-        let mut stream = docker.logs(name, Some(options));
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) => file.write_all(chunk.as_ref())?,
-                Err(e) => {
-                    writeln!(file, "=== the log could not be read to its end: {e}")?;
-                    break;
-                }
-            }
-        }
-        writeln!(
-            file,
-            "=== {} deleted: {how}",
-            chrono::Utc::now().to_rfc3339()
-        )?;
-        file.sync_all()?;
+        write_kept_log(&path, &header, docker.logs(name, Some(options)), how).await?;
         Ok(path)
     }
 
@@ -561,21 +541,19 @@ impl ComputeProvider for DockerProvider {
             .map_err(|e| engine_error("listing containers", e))?;
         let mut units: Vec<ComputeSummary> = containers
             .into_iter()
-            .filter(|c| {
-                // The engine filtered by label; checked again so a filter it ignores (an old
-                // engine, a proxy) can never let foreign compute through.
-                c.labels
-                    .as_ref()
-                    .and_then(|l| l.get(OWNER_LABEL))
-                    .is_some_and(|mark| self.owner.marks(Some(mark)))
-            })
             .filter_map(|c| {
+                // The engine filtered by label; claimed again so a filter it ignores (an old
+                // engine, a proxy) can never let foreign compute through.
+                let mark = c.labels.as_ref().and_then(|l| l.get(OWNER_LABEL));
                 let name = c
                     .names
                     .as_ref()?
                     .iter()
                     .map(|n| n.trim_start_matches('/'))
-                    .find(|n| is_generated_name(n) && n.starts_with(prefix))?
+                    .find(|n| {
+                        n.starts_with(prefix)
+                            && self.owner.claim(n, mark.map(String::as_str)).is_ok()
+                    })?
                     .to_owned();
                 let created_at = c
                     .created
@@ -591,6 +569,90 @@ impl ComputeProvider for DockerProvider {
         units.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(units)
     }
+
+    async fn find(&self, name: &str) -> Result<Option<FoundCompute>, ProviderError> {
+        if !is_portable_name(name) {
+            return Ok(None);
+        }
+        let docker = self.engine().await?;
+        let container = match docker.inspect_container(name, None).await {
+            Ok(container) => container,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
+        };
+        let mark = mark_of(&container).map(str::to_owned);
+        Ok(Some(FoundCompute {
+            unit: ComputeSummary {
+                id: name.to_owned(),
+                name: name.to_owned(),
+                created_at: container.created,
+            },
+            mark,
+        }))
+    }
+}
+
+/// Writes a kept log to `path`: the `header` line, every chunk of `log`, and a closing line
+/// saying when and `how` the unit was deleted. It is written to a temporary file of its own in
+/// the same directory and renamed into place, so two deletes of one unit (a run's teardown and
+/// an operator's, or two workflow-workers) each write a whole copy and the kept log is one of
+/// them, never the two interleaved; a copy whose log could not be read to its end does not
+/// replace one already kept. The temporary file is removed on failure.
+async fn write_kept_log<B, E>(
+    path: &Path,
+    header: &str,
+    log: impl Stream<Item = Result<B, E>>,
+    how: &str,
+) -> std::io::Result<()>
+where
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let (dir, file) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(file)) => (dir, file.to_string_lossy()),
+        _ => {
+            return Err(std::io::Error::other(format!(
+                "no file name in {}",
+                path.display()
+            )));
+        }
+    };
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file}.{}-{write}.tmp", std::process::id()));
+    let written = async {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        writeln!(out, "{header}")?;
+        let mut complete = true;
+        futures::pin_mut!(log);
+        while let Some(chunk) = log.next().await {
+            match chunk {
+                Ok(chunk) => out.write_all(chunk.as_ref())?,
+                Err(e) => {
+                    writeln!(out, "=== the log could not be read to its end: {e}")?;
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        writeln!(
+            out,
+            "=== {} deleted: {how}",
+            chrono::Utc::now().to_rfc3339()
+        )?;
+        out.sync_all()?;
+        if complete || !path.exists() {
+            std::fs::rename(&tmp, path)?;
+        }
+        Ok(())
+    }
+    .await;
+    // Renamed: gone already. Otherwise (failed, or a partial copy not kept) it goes now.
+    let _ = std::fs::remove_file(&tmp);
+    written
 }
 
 /// A client for the engine `cfg` names (no connection is made yet).
@@ -726,6 +788,16 @@ fn is_loopback_address(address: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The container's owner mark (its [`OWNER_LABEL`]), if it carries one.
+fn mark_of(container: &ContainerInspectResponse) -> Option<&str> {
+    container
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|labels| labels.get(OWNER_LABEL))
+        .map(String::as_str)
 }
 
 fn state_of(container: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {

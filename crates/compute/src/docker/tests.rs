@@ -1,7 +1,7 @@
 //! Tests of the Docker provider: pure helpers, and the provider on the real engine (skipped,
 //! saying why, where none is reachable; a failure under `REQUIRE_DOCKER=1`).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bollard::{models::ContainerCreateBody, query_parameters::CreateContainerOptionsBuilder};
@@ -66,6 +66,93 @@ fn loopback_addresses_are_recognised() {
     ] {
         assert!(!is_loopback_address(address), "{address}");
     }
+}
+
+/// A log of `chunks` chunks tagged `tag`, yielding to the other tasks before each one (so two
+/// copies written at once interleave chunk by chunk), ending in `error` when given.
+fn slow_log(
+    tag: &'static str,
+    chunks: usize,
+    error: Option<&'static str>,
+) -> impl futures::Stream<Item = Result<String, &'static str>> {
+    let chunks = (0..chunks).map(move |i| Ok(format!("{tag} line {i}\n")));
+    futures::stream::iter(chunks.chain(error.map(Err))).then(|chunk| async move {
+        tokio::task::yield_now().await;
+        chunk
+    })
+}
+
+/// A fresh, empty directory for a test of kept logs.
+fn log_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tea-kept-log-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("log directory");
+    dir
+}
+
+/// The files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read the log directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn two_deletes_keeping_one_log_at_once_leave_one_whole_copy() {
+    let dir = log_dir("concurrent");
+    let path = dir.join("ext-unit-1.log");
+    let (a, b) = tokio::join!(
+        write_kept_log(&path, "=== copy a", slow_log("a", 200, None), "by a"),
+        write_kept_log(&path, "=== copy b", slow_log("b", 200, None), "by b"),
+    );
+    a.expect("copy a");
+    b.expect("copy b");
+    let kept = std::fs::read_to_string(&path).expect("kept log");
+    let tag = if kept.starts_with("=== copy a") {
+        "a"
+    } else {
+        "b"
+    };
+    let lines: Vec<&str> = kept.lines().collect();
+    assert_eq!(lines.len(), 202, "{kept}");
+    for (i, line) in lines[1..201].iter().enumerate() {
+        assert_eq!(*line, format!("{tag} line {i}"), "a mixed copy: {kept}");
+    }
+    assert!(
+        lines[201].ends_with(&format!("deleted: by {tag}")),
+        "{kept}"
+    );
+    assert_eq!(files_in(&dir), ["ext-unit-1.log"], "temporary files left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_log_read_only_in_part_does_not_replace_a_whole_one() {
+    let dir = log_dir("partial");
+    let path = dir.join("ext-unit-1.log");
+    let cut = Some("the container is gone");
+    write_kept_log(&path, "=== first", slow_log("p", 2, cut), "x")
+        .await
+        .expect("partial copy");
+    let partial = std::fs::read_to_string(&path).expect("kept log");
+    assert!(
+        partial
+            .contains("p line 1\n=== the log could not be read to its end: the container is gone"),
+        "a partial copy is kept when there is none: {partial}"
+    );
+    write_kept_log(&path, "=== whole", slow_log("w", 3, None), "y")
+        .await
+        .expect("whole copy");
+    write_kept_log(&path, "=== second partial", slow_log("q", 1, cut), "z")
+        .await
+        .expect("second partial copy");
+    let kept = std::fs::read_to_string(&path).expect("kept log");
+    assert!(kept.starts_with("=== whole\nw line 0\n"), "{kept}");
+    assert_eq!(files_in(&dir), ["ext-unit-1.log"], "temporary files left");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A provider of a fresh owner, with its logs in a fresh directory.

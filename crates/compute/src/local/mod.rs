@@ -46,7 +46,7 @@ pub use state::Meta;
 
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    ProviderError, Readiness,
+    FoundCompute, ProviderError, Readiness,
     naming::{is_generated_name, is_portable_name},
 };
 use process::{is_alive, is_being_reaped, read_stat, reap_in_background, signal_group};
@@ -462,7 +462,8 @@ impl ComputeProvider for LocalProvider {
             .filter_map(|name| {
                 let meta = read_meta(&self.compute_dir(&name)).ok().flatten()?;
                 self.owner
-                    .marks(meta.owner.as_deref())
+                    .claim(&name, meta.owner.as_deref())
+                    .is_ok()
                     .then(|| ComputeSummary {
                         id: name.clone(),
                         name,
@@ -470,6 +471,27 @@ impl ComputeProvider for LocalProvider {
                     })
             })
             .collect())
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<FoundCompute>, ProviderError> {
+        // No unit can have a name that is not a portable one (nor `..`, nor a path).
+        if !is_portable_name(name) || name == LOGS_DIR {
+            return Ok(None);
+        }
+        let dir = self.compute_dir(name);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        // A directory without a readable `meta.json` carries no mark.
+        let meta = read_meta(&dir)?;
+        Ok(Some(FoundCompute {
+            unit: ComputeSummary {
+                id: name.to_owned(),
+                name: name.to_owned(),
+                created_at: meta.as_ref().map(|m| m.created_at.clone()),
+            },
+            mark: meta.and_then(|m| m.owner),
+        }))
     }
 }
 
