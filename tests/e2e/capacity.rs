@@ -313,8 +313,7 @@ async fn the_cap_survives_a_workflow_worker_sigkill_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
-    let fx = Fixture::start_with_env("cap-cancel", &[("MAX_CONCURRENT_COMPUTE", "1")]).await;
-    let (holder, _) = fx.start_job("cap-holder", "10m").await;
+    let (fx, holder) = one_slot_held("cap-cancel", "cap-holder", &[]).await;
     let client = fx.server.client().await;
     let waiting = run::start(&client, &fx.task_queue, "capacity-cancel-waiting", "1s").await;
     waits_for_capacity(&waiting, "the second run").await;
@@ -322,9 +321,7 @@ async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
     waits_for_capacity(&next, "the third run").await;
 
     // Cancelling the semaphore only makes it continue as new: holder and queue stay.
-    let semaphore = client.get_workflow_handle::<ComputeCapacity>(capacity_workflow_id(
-        &ComputeOwner::derive("default", &fx.task_queue),
-    ));
+    let semaphore = semaphore(&fx, &client);
     let first_run = current_run(&semaphore).await;
     assert!(first_run.is_some(), "the semaphore runs");
     semaphore
@@ -347,6 +344,9 @@ async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
         (1, 2),
         "{state:?}"
     );
+    if let Some(first_run) = &first_run {
+        record_history_as(&run_of(&client, &semaphore, first_run), "semaphore-started").await;
+    }
 
     let end = run::cancel_and_finish(&waiting, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "waiting run ended {end}");
@@ -387,6 +387,7 @@ async fn a_waiting_run_cancelled_ends_without_compute_and_the_queue_moves_on() {
         2,
         "the holder's unit and the next run's"
     );
+    record_semaphore(&client, &semaphore, "semaphore-cancel-waiting").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
