@@ -16,8 +16,7 @@ use tea_orchestrator::{
 };
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
-    WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowFetchHistoryOptions,
-    WorkflowGetResultOptions,
+    WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
 };
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
@@ -195,16 +194,7 @@ async fn compute_delete_goes_through_the_workflow_worker_and_without_one_fails_a
         .expect("the delete's result");
     assert_eq!(result.compute_name, name);
     assert_eq!(result.outcome, OperatorDeleteOutcome::Deleted);
-    let events = record
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("history");
-    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) =
-        events.first().and_then(|e| e.attributes.clone())
-    else {
-        panic!("no start event: {events:?}");
-    };
+    let started = run::start_event(&record).await;
     let input = &started.input.expect("input").payloads[0].data;
     let request: OperatorDeleteRequest = serde_json::from_slice(input).expect("the request");
     assert_eq!(request.compute_name, name);

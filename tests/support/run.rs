@@ -6,6 +6,13 @@ use tea_contract::{GoDuration, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
     Client, WorkflowCancelOptions, WorkflowCountOptions, WorkflowFetchHistoryOptions,
+    WorkflowHandle,
+};
+use temporalio_common::{
+    HasWorkflowDefinition,
+    protos::temporal::api::history::v1::{
+        WorkflowExecutionStartedEventAttributes, history_event::Attributes,
+    },
 };
 
 use tea_harness::{Proc, wait_for};
@@ -101,20 +108,46 @@ pub async fn wait_until_listed(handle: &RunHandle, running: bool) {
 /// `<dir>/<test>.json` (the workflow ID without its unique suffix): how the replay tests'
 /// histories in `crates/orchestrator/tests/histories/` are made.
 async fn record_history(handle: &RunHandle) {
+    let id = handle.info().workflow_id.clone();
+    let test = id.rsplit_once('-').map_or(id.as_str(), |(test, _)| test);
+    record_history_as(handle, test).await;
+}
+
+/// With `TEA_RECORD_HISTORIES=<dir>`, writes the history of `handle`'s run (any workflow) to
+/// `<dir>/<name>.json`.
+pub async fn record_history_as<W: HasWorkflowDefinition>(
+    handle: &WorkflowHandle<Client, W>,
+    name: &str,
+) {
     let Some(dir) = std::env::var_os("TEA_RECORD_HISTORIES") else {
         return;
     };
-    let id = handle.info().workflow_id.clone();
-    let test = id.rsplit_once('-').map_or(id.as_str(), |(test, _)| test);
     let mut json = handle
         .fetch_history(WorkflowFetchHistoryOptions::default())
         .to_json()
         .await
         .expect("fetch the run's history");
     json.push(b'\n');
-    let path = std::path::Path::new(&dir).join(format!("{test}.json"));
+    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
     std::fs::create_dir_all(&dir).expect("create the history directory");
     std::fs::write(&path, json).expect("write the history");
+}
+
+/// How `handle`'s run (any workflow) was started: its first event's attributes.
+pub async fn start_event<W: HasWorkflowDefinition>(
+    handle: &WorkflowHandle<Client, W>,
+) -> WorkflowExecutionStartedEventAttributes {
+    let events = handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("the run's history");
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) =
+        events.first().and_then(|e| e.attributes.clone())
+    else {
+        panic!("no start event: {events:?}");
+    };
+    started
 }
 
 pub use tea_starter::status::pending_job;

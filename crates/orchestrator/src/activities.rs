@@ -17,11 +17,9 @@ use tea_contract::{
     OWNER_WORKFLOW_ID_ENV, TEMPORAL_ENV_ONLY_ENV,
 };
 use tea_runtime::Metrics;
-use temporalio_client::{WorkflowStartOptions, grpc::WorkflowService, tonic};
+use temporalio_client::{grpc::WorkflowService, tonic};
 
-use crate::capacity::{
-    AcquireRequest, CapacityState, ComputeCapacity, RunRef, capacity_workflow_id,
-};
+use crate::capacity::{AcquireRequest, RunRef, capacity_workflow_id, send_acquire};
 use crate::operator::{Refuser, UnitClaim, claim_unit, refusal};
 use temporalio_common::envconfig::{
     ClientConfigProfile, DataSource, LoadClientConfigProfileOptions, load_client_config_profile,
@@ -176,8 +174,10 @@ impl PollBackoff {
     }
 }
 
-/// Input of `RequestCapacity`. The run asking is the activity's workflow run; it asks once,
-/// before its first attempt, and holds the slot across all its attempts.
+/// Input of `RequestCapacity`. The run asking is the activity's workflow run; it asks before
+/// its first attempt, and holds the slot across all its attempts. Under the
+/// `capacity-reassert` patch it asks again while it waits, and re-asserts its slot
+/// (`holding`) while it holds one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCapacityInput {
     /// Always 1 (the request comes before the first attempt) and ignored. It is still sent
@@ -185,14 +185,29 @@ pub struct RequestCapacityInput {
     /// may take the request of a run started by this version.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+    /// Set when the run asked before: it re-asserts its request or its slot. Workflow-workers
+    /// of before ignore it and ask for a slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassert: Option<Reassertion>,
 }
 
 impl Default for RequestCapacityInput {
     fn default() -> Self {
         Self {
             attempt: first_attempt(),
+            reassert: None,
         }
     }
+}
+
+/// What a run that asked before re-asserts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reassertion {
+    /// It still waits for a slot (its queue entry may have been lost): ask again.
+    Waiting,
+    /// It holds a slot: count it (see [`AcquireRequest::holding`]).
+    Holding,
 }
 
 fn first_attempt() -> u32 {
@@ -210,6 +225,12 @@ pub struct CapacityRequested {
     /// ([`crate::workflow::QUICK_START_PATCH`]). Absent in histories recorded before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_timeout: Option<GoDuration>,
+    /// How often the run re-asserts its request while it waits and its slot while it holds one
+    /// (`CAPACITY_CHECK_INTERVAL`; [`crate::workflow::CAPACITY_REASSERT_PATCH`]): recorded
+    /// here so that replay never reads it from the environment. Absent when uncapped, and in
+    /// histories recorded before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassert_every: Option<GoDuration>,
 }
 
 /// Heartbeat details of `Create` and `Delete` while they wait on the provider.
@@ -519,14 +540,14 @@ impl ProvisioningActivities {
         })
     }
 
-    /// The cap in force; when capped, asks this owner's semaphore for a slot for this run
-    /// (signal-with-start `acquire`: idempotent, so retries are safe). The run then waits for
-    /// `capacity-granted`.
+    /// The cap in force; when capped, asks this owner's semaphore for a slot for this run, or
+    /// re-asserts the slot it holds (`holding`): signal-with-start `acquire`, idempotent, so
+    /// retries are safe ([`send_acquire`]). A run that asked then waits for `capacity-granted`.
     #[activity(name = "RequestCapacity")]
     pub async fn request_capacity(
         self: Arc<Self>,
         ctx: ActivityContext,
-        _input: RequestCapacityInput,
+        input: RequestCapacityInput,
     ) -> Result<CapacityRequested, ActivityError> {
         let deploy_timeout = Some(GoDuration(self.deploy_timeout()));
         let Some(cap) = self.max_concurrent_compute else {
@@ -552,38 +573,31 @@ impl ProvisioningActivities {
             },
             cap,
             check_every,
+            holding: input.reassert == Some(Reassertion::Holding),
         };
-        let start = CapacityState {
-            cap,
-            check_every,
-            ..Default::default()
-        };
-        let options = WorkflowStartOptions::new(info.task_queue.clone(), semaphore.clone()).build();
-        ctx.client()
-            .signal_with_start_workflow(
-                ComputeCapacity::run,
-                start,
-                ComputeCapacity::acquire,
-                request,
-                options,
-            )
+        send_acquire(&ctx.client(), &info.task_queue, &semaphore, &request)
             .await
             .map_err(|e| {
                 ActivityError::from(anyhow::anyhow!(
                     "asking {semaphore} for a compute slot failed: {e}"
                 ))
             })?;
-        tracing::info!(%semaphore, cap, "compute capacity requested");
-        self.metrics.count(
-            "tea_capacity_waits",
-            "Runs that asked for a compute slot under MAX_CONCURRENT_COMPUTE",
-            &[("provider", self.provider.kind().to_owned())],
-            1,
-        );
+        if let Some(reassert) = input.reassert {
+            tracing::debug!(%semaphore, cap, ?reassert, "compute capacity re-asserted");
+        } else {
+            tracing::info!(%semaphore, cap, "compute capacity requested");
+            self.metrics.count(
+                "tea_capacity_waits",
+                "Runs that asked for a compute slot under MAX_CONCURRENT_COMPUTE",
+                &[("provider", self.provider.kind().to_owned())],
+                1,
+            );
+        }
         Ok(CapacityRequested {
             cap: Some(cap),
             semaphore: Some(semaphore),
             deploy_timeout,
+            reassert_every: check_every,
         })
     }
 
@@ -1075,6 +1089,16 @@ mod tests {
         assert_eq!(serde_json::to_string(&request).unwrap(), r#"{"attempt":1}"#);
         let empty: RequestCapacityInput = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, request);
+        let holding = RequestCapacityInput {
+            reassert: Some(Reassertion::Holding),
+            ..request
+        };
+        let json = serde_json::to_string(&holding).unwrap();
+        assert_eq!(json, r#"{"attempt":1,"reassert":"holding"}"#);
+        assert_eq!(
+            serde_json::from_str::<RequestCapacityInput>(&json).unwrap(),
+            holding
+        );
     }
 
     #[test]

@@ -85,7 +85,8 @@ struct Args {
     #[arg(long, env = "MAX_CONCURRENT_COMPUTE")]
     max_concurrent_compute: Option<u32>,
     /// How often the capacity semaphore frees slots of runs that closed without releasing
-    /// them (terminated, timed out).
+    /// them (terminated, timed out), and how often capped runs re-assert their request or
+    /// their slot to it.
     #[arg(long, env = "CAPACITY_CHECK_INTERVAL", default_value = "30s")]
     capacity_check_interval: GoDuration,
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.

@@ -129,7 +129,9 @@ pub async fn run(
         .register_activities(activities)
         .register_activities(CapacityActivities)
         .register_activities(OperatorDeleteActivities::new(kind, metrics.clone()))
-        .register_activities(SweepActivities::new(provider, metrics))
+        .register_activities(SweepActivities::new(provider, metrics.clone()))
+        // The capacity semaphore counts the malformed signals it refuses.
+        .register_workflow_interceptors(vec![capacity::metrics_interceptor(metrics)])
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))

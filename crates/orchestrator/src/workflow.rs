@@ -30,7 +30,7 @@ use temporalio_sdk::{
 
 use crate::activities::{
     CapacityRequested, CreateComputeInput, CreatedCompute, DeleteComputeInput, DeleteReason,
-    DeletedCompute, ProvisioningActivities, RequestCapacityInput, WaitForComputeInput,
+    DeletedCompute, ProvisioningActivities, Reassertion, RequestCapacityInput, WaitForComputeInput,
     WaitProgress,
 };
 use crate::capacity::{ComputeCapacity, RunRef};
@@ -74,8 +74,17 @@ pub const COMPUTE_CAPACITY_PATCH: &str = "compute-capacity";
 /// deploy timeout from `RequestCapacity`, the job is scheduled with the wait instead.
 pub const QUICK_START_PATCH: &str = "quick-start";
 
+/// Patch (2026-12): the capacity semaphore is soft state; the runs are the truth. A capped run
+/// (under [`QUICK_START_PATCH`]) re-asserts, every `CAPACITY_CHECK_INTERVAL` (told by
+/// `RequestCapacity`, so recorded in history): its request while it waits (`RequestCapacity`
+/// again, so that a queue entry lost to a reset of the run, a terminated semaphore or one
+/// served elsewhere is made again), and its slot while it holds one (`RequestCapacity` with
+/// `reassert: holding`, so that a semaphore that lost its state counts it; from the grant
+/// until the release, through cancellation and cleanup). See [`crate::capacity`].
+pub const CAPACITY_REASSERT_PATCH: &str = "capacity-reassert";
+
 /// Patch (2026-12): a job that completed is never thrown away. When `Create` finally fails
-/// after the job queued beside it ([`QUICK_START_PATCH`]) has completed, the unit is deleted by
+/// after the job queued beside it ([`QUICK_START_PATCH`]; under [`CAPACITY_REASSERT_PATCH`]) has completed, the unit is deleted by
 /// name and the run reports the job's result, instead of failing as if nothing ran.
 pub const FINISHED_JOB_KEPT_PATCH: &str = "finished-job-kept";
 
@@ -182,6 +191,8 @@ struct Versions {
     capacity: bool,
     /// [`QUICK_START_PATCH`].
     quick: bool,
+    /// [`CAPACITY_REASSERT_PATCH`].
+    reassert: bool,
     /// [`FINISHED_JOB_KEPT_PATCH`].
     keep_finished_job: bool,
     /// [`LIFETIME_FROM_CREATE_PATCH`].
@@ -223,13 +234,15 @@ impl TriggerExternalWorkflow {
         let lifetime = commands && ctx.patched(COMPUTE_LIFETIME_PATCH);
         let capacity = lifetime && ctx.patched(COMPUTE_CAPACITY_PATCH);
         let quick = capacity && ctx.patched(QUICK_START_PATCH);
-        let keep_finished_job = quick && ctx.patched(FINISHED_JOB_KEPT_PATCH);
+        let reassert = quick && ctx.patched(CAPACITY_REASSERT_PATCH);
+        let keep_finished_job = reassert && ctx.patched(FINISHED_JOB_KEPT_PATCH);
         let versions = Versions {
             bounded,
             commands,
             lifetime,
             capacity,
             quick,
+            reassert,
             keep_finished_job,
             lifetime_from_create: keep_finished_job && ctx.patched(LIFETIME_FROM_CREATE_PATCH),
         };
@@ -253,7 +266,14 @@ impl TriggerExternalWorkflow {
         } else {
             Admission::default()
         };
-        let end = attempts(ctx, &input, versions, admission.deploy_timeout).await;
+        let end = match (&admission.semaphore, admission.reassert_every) {
+            (Some(_), Some(every)) => {
+                let holder = ctx.clone();
+                let body = attempts(ctx, &input, versions, admission.deploy_timeout);
+                hold_reasserting(&holder, every, body).await
+            }
+            _ => attempts(ctx, &input, versions, admission.deploy_timeout).await,
+        };
         if let Some(semaphore) = admission.semaphore {
             release_capacity(ctx, &semaphore).await;
         }
@@ -271,9 +291,11 @@ impl TriggerExternalWorkflow {
         self.status.clone()
     }
 
-    /// The capacity semaphore gives this run a slot (see [`COMPUTE_CAPACITY_PATCH`]).
+    /// The capacity semaphore gives this run a slot (see [`COMPUTE_CAPACITY_PATCH`]). It has
+    /// no argument; any is accepted and ignored, so no client can fail the run's workflow task
+    /// with it.
     #[signal(name = "capacity-granted")]
-    pub fn capacity_granted(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+    pub fn capacity_granted(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: RawValue) {
         self.granted = true;
     }
 }
@@ -285,6 +307,8 @@ struct Admission {
     semaphore: Option<String>,
     /// The provider's deploy timeout, when the workflow-worker told it ([`QUICK_START_PATCH`]).
     deploy_timeout: Option<Duration>,
+    /// How often the slot is re-asserted while held ([`CAPACITY_REASSERT_PATCH`]).
+    reassert_every: Option<Duration>,
 }
 
 /// Asks for a slot and waits for it. Cancelled while waiting: gives the queue place back and
@@ -318,15 +342,28 @@ async fn acquire_capacity(
         }
     };
     let deploy_timeout = requested.deploy_timeout.map(GoDuration::as_duration);
+    // A workflow-worker of before told no interval: the default one.
+    let reassert_every = versions.reassert.then(|| {
+        requested
+            .reassert_every
+            .map(GoDuration::as_duration)
+            .filter(|every| !every.is_zero())
+            .unwrap_or(crate::capacity::DEFAULT_CHECK_EVERY)
+    });
     let (Some(_), Some(semaphore)) = (requested.cap, requested.semaphore) else {
         return Ok(Admission {
             semaphore: None,
             deploy_timeout,
+            reassert_every: None,
         });
     };
     enter(ctx, Phase::WaitingForCapacity);
     let asked_at = ctx.workflow_time();
-    if ctx.wait_condition(|s| s.granted).await.is_err() {
+    let granted = match reassert_every {
+        Some(every) => wait_reasserting(ctx, every).await,
+        None => ctx.wait_condition(|s| s.granted).await.is_ok(),
+    };
+    if !granted {
         release_capacity(ctx, &semaphore).await;
         return Err(cancelled(ctx));
     }
@@ -337,7 +374,86 @@ async fn acquire_capacity(
     Ok(Admission {
         semaphore: Some(semaphore),
         deploy_timeout,
+        reassert_every,
     })
+}
+
+/// [`CAPACITY_REASSERT_PATCH`]: waits for the grant, asking again every `every`; false when
+/// the run was cancelled first.
+async fn wait_reasserting(ctx: &WorkflowContext<TriggerExternalWorkflow>, every: Duration) -> bool {
+    use futures::future::{Either, select};
+    use temporalio_sdk::CancellableFuture;
+
+    loop {
+        let timer = Box::pin(ctx.timer(every));
+        let granted = Box::pin(ctx.wait_condition(|s| s.granted));
+        match select(granted, timer).await {
+            Either::Left((granted, timer)) => {
+                timer.cancel();
+                timer.await;
+                return granted.is_ok();
+            }
+            Either::Right((TimerResult::Fired, _)) => reassert(ctx, Reassertion::Waiting).await,
+            // Cancelled (a grant that came with it still counts, as without the patch).
+            Either::Right(_) => return ctx.state(|s| s.granted),
+        }
+    }
+}
+
+/// [`CAPACITY_REASSERT_PATCH`]: runs `body` (the attempts) while re-asserting the held slot
+/// every `every`, cancellation or not (cleanup uses the slot too). A re-assertion still in
+/// flight when the body ends is awaited, so that the release comes after it.
+async fn hold_reasserting<T>(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    every: Duration,
+    body: impl Future<Output = T>,
+) -> T {
+    use futures::future::{Either, select};
+    use temporalio_sdk::{CancellableFuture, TimerOptions};
+
+    let mut body = std::pin::pin!(body);
+    loop {
+        let options = TimerOptions::builder(every)
+            .cancellation_token(WorkflowCancellationToken::new())
+            .build();
+        let timer = Box::pin(ctx.timer(options));
+        match select(body.as_mut(), timer).await {
+            Either::Left((end, timer)) => {
+                timer.cancel();
+                timer.await;
+                return end;
+            }
+            Either::Right(_) => {
+                let reasserted = Box::pin(reassert(ctx, Reassertion::Holding));
+                if let Either::Left((end, reasserted)) = select(body.as_mut(), reasserted).await {
+                    reasserted.await;
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+/// [`CAPACITY_REASSERT_PATCH`]: tells the semaphore again that this run waits or holds a slot
+/// (`RequestCapacity` as a local activity, detached from cancellation). A failure only waits for
+/// the next time.
+async fn reassert(ctx: &WorkflowContext<TriggerExternalWorkflow>, what: Reassertion) {
+    let request = RequestCapacityInput {
+        reassert: Some(what),
+        ..Default::default()
+    };
+    let asked = ctx
+        .execute_local_activity(
+            ProvisioningActivities::request_capacity,
+            request,
+            request_capacity_local_options(),
+        )
+        .await;
+    if let Err(error) = asked
+        && !ctx.is_replaying()
+    {
+        tracing::warn!(?what, error = %describe(&error), "could not re-assert compute capacity; trying again later");
+    }
 }
 
 /// Gives the slot (or the queue place) back, unless a unit of this run may still exist.
@@ -354,7 +470,7 @@ async fn release_capacity(ctx: &mut WorkflowContext<TriggerExternalWorkflow>, se
         .build();
     let sent = ctx
         .external_workflow(semaphore.to_owned(), None)
-        .signal(ComputeCapacity::release, run, options)
+        .signal(ComputeCapacity::release, run.to_raw(), options)
         .await;
     if let Err(e) = sent
         && !ctx.is_replaying()

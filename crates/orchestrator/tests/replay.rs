@@ -1,16 +1,18 @@
-//! Replay tests: every committed history of `TriggerExternalWorkflow` must replay against
-//! today's workflow code without a nondeterminism error. A change to the workflow's command
+//! Replay tests: every committed history of `TriggerExternalWorkflow` and of the capacity
+//! semaphore `ComputeCapacity` must replay against today's workflow code without a
+//! nondeterminism error. A change to the workflow's command
 //! sequence that is not guarded by a patch (`ctx.patched`) fails here, before it can fail the
 //! workflow tasks of runs in flight.
 //!
 //! The histories in `tests/histories/` were recorded from real runs on a dev server by the
 //! end-to-end tests (`TEA_RECORD_HISTORIES=<dir> cargo test --test e2e`). Histories of older
 //! workflow versions stay: they are what runs in flight look like after a deployment. Files
-//! are named `<version>-<scenario>.json`.
+//! are named `<version>-<scenario>.json`, the semaphore's `semaphore-<version>-<scenario>.json`
+//! (a semaphore runs for as long as its owner has runs: a deployment always replays one).
 
 use std::path::{Path, PathBuf};
 
-use tea_orchestrator::workflow::TriggerExternalWorkflow;
+use tea_orchestrator::{capacity::ComputeCapacity, workflow::TriggerExternalWorkflow};
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
@@ -34,8 +36,10 @@ async fn every_recorded_history_replays_against_todays_workflow() {
     // under `compute-capacity` too (uncapped, and capped runs that waited for a slot), v6
     // under `quick-start` too (the capacity check a local activity, the job queued on the
     // compute's queue together with `Create`: a failed create or deployment cancels it while
-    // queued).
-    for version in ["v1", "v2", "v3", "v4", "v5", "v6"] {
+    // queued), v7 under `capacity-reassert` too (capped runs re-assert their request while
+    // they wait and their slot while they hold it: through a terminated semaphore, and a
+    // reset while waiting).
+    for version in ["v1", "v2", "v3", "v4", "v5", "v6", "v7"] {
         for scenario in [
             "happy",
             "cancel",
@@ -43,20 +47,23 @@ async fn every_recorded_history_replays_against_todays_workflow() {
             "failed-create",
             "failed-deployment",
         ] {
-            let prefix = format!("{version}-{scenario}");
-            assert!(
-                files.iter().any(|f| f
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|s| s.starts_with(&prefix))),
-                "no recorded history {prefix}* in {files:?}"
-            );
+            assert_recorded(&files, &format!("{version}-{scenario}"));
+        }
+    }
+    // The semaphore: v1 as first shipped (the loop before `capacity-recovery`), v2 under it
+    // (refused malformed signals, re-asserted holders, a start that recovered).
+    for version in ["v1", "v2"] {
+        for scenario in ["started", "cancel-waiting"] {
+            assert_recorded(&files, &format!("semaphore-{version}-{scenario}"));
         }
     }
     let mut options = WorkflowReplayerOptions::new().build();
     options
         .register_workflow::<TriggerExternalWorkflow>()
         .expect("register the workflow");
+    options
+        .register_workflow::<ComputeCapacity>()
+        .expect("register the capacity semaphore");
     let replayer = WorkflowReplayer::new(options).expect("replayer");
     let mut failures = Vec::new();
     for file in &files {
@@ -71,5 +78,16 @@ async fn every_recorded_history_replays_against_todays_workflow() {
         failures.is_empty(),
         "histories that no longer replay:\n{}",
         failures.join("\n")
+    );
+}
+
+/// Fails unless a history whose name starts with `prefix` is in `files`.
+fn assert_recorded(files: &[PathBuf], prefix: &str) {
+    assert!(
+        files.iter().any(|f| f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.starts_with(prefix))),
+        "no recorded history {prefix}* in {files:?}"
     );
 }

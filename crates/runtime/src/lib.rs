@@ -12,6 +12,6 @@ mod temporal;
 pub use logging::{LogFormat, init_logging};
 pub use metrics::Metrics;
 pub use temporal::{
-    ConnectionSummary, WorkerProcess, build_id, connect, new_runtime, run_status, shutdown_signal,
-    start_worker_process,
+    ConnectionSummary, WorkerProcess, build_id, connect, new_runtime, run_description, run_status,
+    shutdown_signal, start_worker_process,
 };

@@ -9,8 +9,9 @@ use temporalio_client::{
     grpc::WorkflowService, tonic,
 };
 use temporalio_common::protos::temporal::api::{
-    common::v1::WorkflowExecution, enums::v1::WorkflowExecutionStatus,
-    workflowservice::v1::DescribeWorkflowExecutionRequest,
+    common::v1::WorkflowExecution,
+    enums::v1::WorkflowExecutionStatus,
+    workflowservice::v1::{DescribeWorkflowExecutionRequest, DescribeWorkflowExecutionResponse},
 };
 
 use temporalio_common::telemetry::{TelemetryOptions, metrics::CoreMeter};
@@ -110,6 +111,22 @@ pub async fn run_status(
     workflow_id: &str,
     run_id: Option<&str>,
 ) -> Result<Option<WorkflowExecutionStatus>, tonic::Status> {
+    let description = run_description(client, workflow_id, run_id).await?;
+    Ok(description.map(|description| {
+        description
+            .workflow_execution_info
+            .map(|info| info.status())
+            .unwrap_or(WorkflowExecutionStatus::Unspecified)
+    }))
+}
+
+/// What Temporal knows of a workflow run (`run_id` `None`: the latest run of `workflow_id`),
+/// in the client's namespace; `Ok(None)` when it does not know the run.
+pub async fn run_description(
+    client: &Client,
+    workflow_id: &str,
+    run_id: Option<&str>,
+) -> Result<Option<DescribeWorkflowExecutionResponse>, tonic::Status> {
     let request = DescribeWorkflowExecutionRequest {
         namespace: client.namespace(),
         execution: Some(WorkflowExecution {
@@ -122,13 +139,7 @@ pub async fn run_status(
         .describe_workflow_execution(tonic::Request::new(request))
         .await
     {
-        Ok(response) => Ok(Some(
-            response
-                .into_inner()
-                .workflow_execution_info
-                .map(|info| info.status())
-                .unwrap_or(WorkflowExecutionStatus::Unspecified),
-        )),
+        Ok(response) => Ok(Some(response.into_inner())),
         Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
         Err(status) => Err(status),
     }
