@@ -11,7 +11,7 @@ use temporalio_client::WorkflowFetchHistoryOptions;
 use crate::{
     local::Fixture,
     support::{
-        ProcBuilder, bin,
+        ProcBuilder, bin, processes_with,
         run::{self, RUN_TIMEOUT, pending_job},
         test_dir, wait_for,
     },
@@ -47,19 +47,6 @@ async fn printed(handle: &RunHandle, line: &str) -> CommandProgress {
         },
     )
     .await
-}
-
-/// Live processes whose command line holds `marker` (a zombie's is empty).
-fn processes_with(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .collect()
 }
 
 /// A job whose processes ignore SIGTERM: the first one, a child in its group, and a child

@@ -583,6 +583,7 @@ fn read_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tea_harness::processes_with;
 
     fn sh(script: &str) -> CommandSpec {
         CommandSpec {
@@ -599,19 +600,6 @@ mod tests {
 
     fn no_secrets() -> Arc<Secrets> {
         Arc::default()
-    }
-
-    /// Pids of live processes whose command line contains `marker`.
-    fn processes_with(marker: &str) -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-            })
-            .collect()
     }
 
     async fn wait_until_it_printed(job: &RunningCommand, lines: u64) {
