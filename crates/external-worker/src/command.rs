@@ -20,8 +20,6 @@ use std::{
 };
 
 use nix::{sys::signal::Signal, unistd::Pid};
-
-use crate::{mask::Secrets, tree::JobGroup};
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
@@ -29,6 +27,8 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
+
+use crate::{mask::Secrets, tree::JobGroup};
 
 /// Environment variable naming the file the job may write its progress to.
 pub const PROGRESS_FILE_ENV: &str = "TEA_PROGRESS_FILE";
@@ -387,14 +387,15 @@ impl RunningCommand {
         self.child.wait().await
     }
 
-    /// Stops the job: SIGTERM to each of its processes, SIGKILL to them all after the grace
-    /// period (at once when its first process ends earlier); returns once its first process
-    /// has exited, no process of the job is left and its output is read.
+    /// Stops the job: SIGTERM to each of its processes, which have the grace period to end
+    /// (all of them, not only the first), then SIGKILL to whatever is left; returns once its
+    /// first process has exited, no process of the job is left and its output is read.
     pub async fn stop(&mut self) -> std::io::Result<Finished> {
+        let deadline = Instant::now() + self.limits.kill_grace;
         if let Some(group) = &self.group {
             group.signal(Signal::SIGTERM);
         }
-        let status = match tokio::time::timeout(self.limits.kill_grace, self.child.wait()).await {
+        let status = match tokio::time::timeout_at(deadline, self.child.wait()).await {
             Ok(status) => status?,
             Err(_) => {
                 tracing::warn!(grace = ?self.limits.kill_grace, "job ignored SIGTERM; SIGKILL");
@@ -404,6 +405,11 @@ impl RunningCommand {
                 self.child.wait().await?
             }
         };
+        if let Some(group) = &self.group
+            && !group.ended_by(deadline).await
+        {
+            tracing::warn!(grace = ?self.limits.kill_grace, "processes of the job ignored SIGTERM; SIGKILL");
+        }
         Ok(self.finish(status).await)
     }
 
@@ -597,6 +603,16 @@ mod tests {
     /// Taken for writing by a test that needs its job to be the only one running in this
     /// process, for reading by every other test.
     static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+    /// The lines of the job's output tail.
+    fn tail_lines(finished: &Finished) -> Vec<&str> {
+        finished
+            .snapshot
+            .tail
+            .iter()
+            .map(|l| l.line.as_str())
+            .collect()
+    }
 
     fn no_secrets() -> Arc<Secrets> {
         Arc::default()
@@ -838,12 +854,7 @@ mod tests {
         assert!(finished.exit.success());
         let text = format!("{finished:?} {:?}", logged.lock().unwrap());
         assert!(!text.contains("pa55"), "{text}");
-        let lines: Vec<&str> = finished
-            .snapshot
-            .tail
-            .iter()
-            .map(|l| l.line.as_str())
-            .collect();
+        let lines = tail_lines(&finished);
         assert!(lines.contains(&"out ***"), "{lines:?}");
         assert_eq!(finished.stderr_tail(), ["err ***"]);
         // Cut at the line limit in the middle of the secret: its start is masked.
@@ -853,5 +864,24 @@ mod tests {
             Some("at ***")
         );
         assert_eq!(finished.result, Some(serde_json::json!({"token": "***"})));
+    }
+
+    #[tokio::test]
+    async fn every_process_of_the_job_has_the_grace_period_to_end_on_sigterm() {
+        let _beside_others = ALONE.read().await;
+        // The first process ends at once; its child cleans up for a while first.
+        let spec = sh(
+            "sh -c 'trap \"sleep 0.3; echo cleaned; exit 0\" TERM; while :; do sleep 0.05; done' & \
+             echo started; wait",
+        );
+        let limits = Limits {
+            kill_grace: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let mut job = RunningCommand::spawn(&spec, limits, no_secrets(), quiet).unwrap();
+        wait_until_it_printed(&job, 1).await;
+        let finished = job.stop().await.unwrap();
+        let lines = tail_lines(&finished);
+        assert_eq!(lines.last(), Some(&"cleaned"), "{lines:?}");
     }
 }

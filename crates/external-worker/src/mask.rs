@@ -50,7 +50,7 @@ impl Secrets {
                     .map(|l| l.trim_end_matches('\r').to_owned())
                     .collect::<Vec<_>>()
             })
-            .filter(|l| l.chars().count() >= MIN_LEN && !l.starts_with("-----"))
+            .filter(|l| l.chars().count() >= MIN_LEN && !is_pem_armour(l))
             .collect();
         kept.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         kept.dedup();
@@ -141,6 +141,11 @@ impl Secrets {
     }
 }
 
+/// A PEM `-----BEGIN ...-----` or `-----END ...-----` line: the same in every key.
+fn is_pem_armour(line: &str) -> bool {
+    (line.starts_with("-----BEGIN ") || line.starts_with("-----END ")) && line.ends_with("-----")
+}
+
 /// The credentials of this process's Temporal connection, resolved as the client resolves
 /// them (see `tea_runtime::connect`).
 fn temporal_credentials(env: &HashMap<String, String>) -> Vec<String> {
@@ -198,7 +203,8 @@ mod tests {
     #[test]
     fn a_multi_line_value_is_masked_line_by_line_without_its_armour() {
         let pem = "-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n";
-        let secrets = Secrets::new([pem]);
+        let secrets = Secrets::new([pem, "-----not-armour"]);
+        assert_eq!(secrets.mask("pw -----not-armour"), "pw ***");
         assert_eq!(
             secrets.mask("-----BEGIN PRIVATE KEY-----"),
             "-----BEGIN PRIVATE KEY-----"

@@ -180,6 +180,22 @@ impl JobGroup {
         members.len()
     }
 
+    /// Waits until no process of the job is left or `deadline` passes; true when none is.
+    pub(crate) async fn ended_by(&self, deadline: tokio::time::Instant) -> bool {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            reap_orphans();
+            if self.members().is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILLs every process of the job until none is left (processes may fork while they
     /// are being killed), reaping the orphans among them; gives up after `limit`, returning
     /// how many were still alive.
