@@ -14,6 +14,7 @@ use std::{
 };
 
 use bollard::Docker;
+use futures::TryStreamExt;
 use tea_compute::docker::{
     OWNER_LABEL,
     testing::{docker_required, engine_or_skip, remove_owned},
@@ -67,6 +68,17 @@ struct Fixture {
 
 impl Fixture {
     async fn start(test: &str, docker: Docker, image: String, network: Option<String>) -> Fixture {
+        Self::start_with_env(test, docker, image, network, &[]).await
+    }
+
+    /// Like [`Fixture::start`], with more settings for the workflow-worker.
+    async fn start_with_env(
+        test: &str,
+        docker: Docker,
+        image: String,
+        network: Option<String>,
+        env: &[(&str, &str)],
+    ) -> Fixture {
         let dir = test_dir(test);
         let options = DevServerOptions {
             // Containers on a bridge network reach the host's bridge address, not its loopback.
@@ -96,6 +108,9 @@ impl Fixture {
                 "DOCKER_TEMPORAL_ADDRESS",
                 format!("host.docker.internal:{}", server.port),
             );
+        }
+        for (key, value) in env {
+            worker = worker.env(key, *value);
         }
         Fixture {
             worker: worker.spawn(),
@@ -438,6 +453,63 @@ async fn docker_cancel_mid_job_removes_the_container() {
         fx.docker.inspect_container(&container, None).await.is_err(),
         "container {container} still exists"
     );
+    fx.assert_nothing_left().await;
+}
+
+/// The container's secrets (the Temporal API key, a job secret) are not in its configuration,
+/// where `docker inspect` shows them: the worker took them from the file the provider put in
+/// and deleted it before it polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_secrets_reach_the_worker_in_a_file_it_deletes_not_in_the_configuration() {
+    const API_KEY: &str = "tea-e2e-docker-api-key";
+    const SECRET: &str = "tea-e2e-docker-job-secret";
+    let test = "docker-secrets";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let env = [
+        ("TEMPORAL_API_KEY", API_KEY),
+        ("TEMPORAL_TLS", "false"),
+        ("JOB_SECRET_ENV", "JOB_TEST_SECRET"),
+        ("JOB_TEST_SECRET", SECRET),
+    ];
+    let fx = Fixture::start_with_env(test, docker, image, None, &env).await;
+    let handle = fx.start_run(test, fx.input("10m")).await;
+    let container = fx.job_container(&handle).await;
+
+    let inspected = fx
+        .docker
+        .inspect_container(&container, None)
+        .await
+        .expect("inspect");
+    let shown = format!("{inspected:?}");
+    for secret in [API_KEY, SECRET] {
+        assert!(
+            !shown.contains(secret),
+            "{secret} is in the container's configuration"
+        );
+    }
+    let vars = inspected.config.and_then(|c| c.env).unwrap_or_default();
+    assert!(
+        vars.iter().any(|v| v.starts_with("TEA_SECRETS_FILE=")),
+        "{vars:?}"
+    );
+    // The worker polled (the job runs), so it had started: the file is gone.
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+        .path("/.tea-secrets/env.json")
+        .build();
+    let download = fx
+        .docker
+        .download_from_container(&container, Some(options))
+        .try_collect::<Vec<_>>()
+        .await;
+    assert!(
+        download.is_err(),
+        "the secrets file is still in the container"
+    );
+
+    let end = run::cancel_and_finish(&handle, &fx.worker).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
     fx.assert_nothing_left().await;
 }
 

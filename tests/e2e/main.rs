@@ -10,6 +10,7 @@ mod digitalocean;
 mod docker;
 mod guardrails;
 mod job_args;
+mod jobs;
 mod local;
 mod metrics;
 mod operator;

@@ -5,7 +5,7 @@ pub mod run;
 
 use std::path::PathBuf;
 
-pub use tea_harness::{DevServer, Proc, ProcBuilder, pid_alive, wait_for};
+pub use tea_harness::{DevServer, Proc, ProcBuilder, pid_alive, processes_with, wait_for};
 
 /// A fresh directory for one test's files (logs, state), kept after the test for debugging.
 pub fn test_dir(test: &str) -> PathBuf {

@@ -51,6 +51,43 @@ pub struct ComputeSpec {
     pub env: Vec<EnvVar>,
 }
 
+impl ComputeSpec {
+    /// The environment every provider gives the worker: the spec's, plus
+    /// [`tea_contract::SECRET_NAMES_ENV`] naming its secret variables (when it has any), so the
+    /// worker knows which values to mask in a job's output.
+    pub fn worker_env(&self) -> Vec<EnvVar> {
+        let names_env = tea_contract::SECRET_NAMES_ENV;
+        let mut env: Vec<EnvVar> = self
+            .env
+            .iter()
+            .filter(|v| v.key != names_env)
+            .cloned()
+            .collect();
+        let names: Vec<&str> = env
+            .iter()
+            .filter(|v| v.secret)
+            .map(|v| v.key.as_str())
+            .collect();
+        if !names.is_empty() {
+            let value = names.join(",");
+            env.push(EnvVar {
+                key: names_env.to_owned(),
+                value,
+                secret: false,
+            });
+        }
+        env
+    }
+
+    /// This spec with [`Self::worker_env`] as its environment.
+    pub fn for_worker(&self) -> ComputeSpec {
+        ComputeSpec {
+            env: self.worker_env(),
+            ..self.clone()
+        }
+    }
+}
+
 /// What the workflow keeps about a unit of compute: identifiers only, never the spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComputeHandle {
@@ -267,5 +304,54 @@ pub trait ComputeProvider: Send + Sync + 'static {
     /// worker that is no longer needed must stay down instead of exiting, or it crash-loops.
     fn restarts_exited_workers(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_is_told_the_names_of_its_secret_variables() {
+        let var = |key: &str, secret: bool| EnvVar {
+            key: key.into(),
+            value: format!("value of {key}"),
+            secret,
+        };
+        let spec = ComputeSpec {
+            name: "ext-x-1".into(),
+            image: ImageRef {
+                registry: String::new(),
+                repository: "r".into(),
+                tag: "t".into(),
+            },
+            env: vec![
+                var("TEMPORAL_ADDRESS", false),
+                var("TEMPORAL_API_KEY", true),
+                var("DB_PASSWORD", true),
+                // A stale one from the caller is replaced, never doubled.
+                var(tea_contract::SECRET_NAMES_ENV, false),
+            ],
+        };
+        let env = spec.for_worker().env;
+        let names: Vec<(&str, &str, bool)> = env
+            .iter()
+            .map(|v| (v.key.as_str(), v.value.as_str(), v.secret))
+            .filter(|(k, _, _)| *k == tea_contract::SECRET_NAMES_ENV)
+            .collect();
+        assert_eq!(
+            names,
+            [(
+                tea_contract::SECRET_NAMES_ENV,
+                "TEMPORAL_API_KEY,DB_PASSWORD",
+                false
+            )]
+        );
+        assert_eq!(env.len(), 4);
+        let plain = ComputeSpec {
+            env: vec![var("TEMPORAL_ADDRESS", false)],
+            ..spec
+        };
+        assert_eq!(plain.worker_env().len(), 1);
     }
 }

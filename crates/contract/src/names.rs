@@ -1,5 +1,7 @@
 //! Names fixed by the original Go implementation; changing any of them breaks interop.
 
+use std::time::Duration;
+
 /// Workflow type registered by the workflow-worker and started by the starter.
 pub const WORKFLOW_TYPE: &str = "TriggerExternalWorkflow";
 
@@ -40,3 +42,22 @@ pub const TEMPORAL_ENV_ONLY_ENV: &str = "TEA_TEMPORAL_ENV_ONLY";
 /// `park` on platforms that restart exited processes (stop polling and stay down, idle, until
 /// the compute is deleted), so a worker whose run is gone does not crash-loop.
 pub const DEAD_MAN_ACTION_ENV: &str = "DEAD_MAN_ACTION";
+
+/// Set by every compute provider on the external worker: the comma-separated names of the
+/// variables it was given as secrets (job secrets, the Temporal API key and client key). The
+/// worker masks their values in whatever a job prints.
+pub const SECRET_NAMES_ENV: &str = "TEA_SECRET_NAMES";
+
+/// Set by a provider that hands the external worker its secrets in a file instead of its
+/// environment (Docker: the environment shows in `docker inspect`): the path of a JSON object
+/// of variable names to values, which the worker moves into its environment and deletes
+/// before it connects.
+pub const SECRETS_FILE_ENV: &str = "TEA_SECRETS_FILE";
+
+/// The external worker's setting: how long a job has between SIGTERM and SIGKILL when it is
+/// cancelled or the worker stops. A provider that stops a worker gives it at least this long
+/// (and the time to report) before it kills it.
+pub const JOB_KILL_GRACE_ENV: &str = "JOB_KILL_GRACE";
+
+/// [`JOB_KILL_GRACE_ENV`] when it is not set.
+pub const DEFAULT_JOB_KILL_GRACE: Duration = Duration::from_secs(10);

@@ -1,8 +1,9 @@
 //! Running the user's command on the compute: a child process in its own process group, its
 //! stdout and stderr streamed line by line to this worker's log (so the provider's log store
 //! has the whole output) and counted, a bounded tail of the output kept for heartbeats and the
-//! result, the job's own progress and JSON result read from files it writes, and a stop that
-//! reaches every process of the group.
+//! result, the job's own progress and JSON result read from files it writes, secrets masked in
+//! all of it ([`crate::mask`]), and a stop that reaches every process of the job
+//! ([`crate::tree`]).
 //!
 //! The channel a job reports through is language-neutral: the runner sets
 //! [`PROGRESS_FILE_ENV`] and [`RESULT_FILE_ENV`] to paths in a directory of the job's own. The
@@ -27,6 +28,8 @@ use tokio::{
     time::Instant,
 };
 
+use crate::{mask::Secrets, tree::JobGroup};
+
 /// Environment variable naming the file the job may write its progress to.
 pub const PROGRESS_FILE_ENV: &str = "TEA_PROGRESS_FILE";
 /// Environment variable naming the file the job may write its JSON result to.
@@ -34,6 +37,9 @@ pub const RESULT_FILE_ENV: &str = "TEA_RESULT_FILE";
 
 /// The longest output line kept whole; longer lines are cut (and counted in full).
 const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// How long killing what is left of a job may take before the runner gives up on it.
+const KILL_CONFIRM: Duration = Duration::from_secs(5);
 
 /// What to run. The job inherits the worker's environment (so secrets given to the compute
 /// reach it) except the worker's own Temporal connection (`TEMPORAL_*`, `TEA_*`: the API key
@@ -175,6 +181,16 @@ impl Finished {
 pub enum SpawnError {
     #[error("no command was given")]
     Empty,
+    #[error("working directory {} does not exist", path.display())]
+    WorkdirMissing { path: PathBuf },
+    #[error("working directory {} is not a directory", path.display())]
+    WorkdirNotADirectory { path: PathBuf },
+    #[error("working directory {} cannot be used: {source}", path.display())]
+    WorkdirUnusable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("program {program:?} was not found (not a path to a file, nor on PATH)")]
     NotFound { program: String },
     #[error("program {program:?} cannot be run: {source}")]
@@ -216,7 +232,9 @@ impl Output {
 /// A started command.
 pub struct RunningCommand {
     child: Child,
-    pgid: Option<Pid>,
+    /// The job's process group; every process of the job is killed when this is dropped.
+    group: Option<JobGroup>,
+    secrets: Arc<Secrets>,
     started: Instant,
     output: Arc<Mutex<Output>>,
     readers: Vec<JoinHandle<()>>,
@@ -250,16 +268,20 @@ impl Drop for JobFiles {
 }
 
 impl RunningCommand {
-    /// Starts `spec` in a process group of its own; each output line goes to `log_line` (and
-    /// is counted and kept in the tail).
+    /// Starts `spec` in a process group of its own; each output line, its secrets masked, goes
+    /// to `log_line` (and is counted and kept in the tail).
     pub fn spawn(
         spec: &CommandSpec,
         limits: Limits,
+        secrets: Arc<Secrets>,
         log_line: impl Fn(Stream, &str) + Send + Sync + 'static,
     ) -> Result<RunningCommand, SpawnError> {
         let Some(program) = spec.argv.first() else {
             return Err(SpawnError::Empty);
         };
+        if let Some(dir) = &spec.workdir {
+            check_workdir(dir)?;
+        }
         let files = JobFiles::create().map_err(|source| SpawnError::Other {
             program: program.clone(),
             source,
@@ -293,19 +315,18 @@ impl RunningCommand {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }
-        let mut child = command.spawn().map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => SpawnError::NotFound {
-                program: program.clone(),
-            },
-            _ => SpawnError::Other {
-                program: program.clone(),
-                source,
-            },
-        })?;
-        let pgid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw);
+        let (mut child, group) =
+            JobGroup::spawn(|| command.spawn(), Child::id).map_err(|source| {
+                match source.kind() {
+                    std::io::ErrorKind::NotFound => SpawnError::NotFound {
+                        program: program.clone(),
+                    },
+                    _ => SpawnError::Other {
+                        program: program.clone(),
+                        source,
+                    },
+                }
+            })?;
         let output = Arc::new(Mutex::new(Output::default()));
         let log_line = Arc::new(log_line);
         let mut readers = Vec::new();
@@ -315,6 +336,7 @@ impl RunningCommand {
                 Stream::Stdout,
                 Arc::clone(&output),
                 limits.tail_bytes,
+                Arc::clone(&secrets),
                 Arc::clone(&log_line),
             ));
         }
@@ -324,12 +346,14 @@ impl RunningCommand {
                 Stream::Stderr,
                 Arc::clone(&output),
                 limits.tail_bytes,
+                Arc::clone(&secrets),
                 log_line,
             ));
         }
         Ok(RunningCommand {
             child,
-            pgid,
+            group,
+            secrets,
             started: Instant::now(),
             output,
             readers,
@@ -347,7 +371,7 @@ impl RunningCommand {
             stderr_lines: output.stderr_lines,
             output_bytes: output.bytes,
             tail: output.tail.iter().cloned().collect(),
-            report: read_report(&self.files.progress()),
+            report: read_report(&self.files.progress(), &self.secrets),
         }
     }
 
@@ -363,41 +387,57 @@ impl RunningCommand {
         self.child.wait().await
     }
 
-    /// Stops the job: SIGTERM to its whole process group, SIGKILL after the grace period;
-    /// returns once the job's process has exited and its output is read.
+    /// Stops the job: SIGTERM to each of its processes, which have the grace period to end
+    /// (all of them, not only the first), then SIGKILL to whatever is left; returns once its
+    /// first process has exited, no process of the job is left and its output is read.
     pub async fn stop(&mut self) -> std::io::Result<Finished> {
-        self.signal_group(Signal::SIGTERM);
-        let status = match tokio::time::timeout(self.limits.kill_grace, self.child.wait()).await {
+        let deadline = Instant::now() + self.limits.kill_grace;
+        if let Some(group) = &self.group {
+            group.signal(Signal::SIGTERM);
+        }
+        let status = match tokio::time::timeout_at(deadline, self.child.wait()).await {
             Ok(status) => status?,
             Err(_) => {
                 tracing::warn!(grace = ?self.limits.kill_grace, "job ignored SIGTERM; SIGKILL");
-                self.signal_group(Signal::SIGKILL);
+                if let Some(group) = &self.group {
+                    group.signal(Signal::SIGKILL);
+                }
                 self.child.wait().await?
             }
         };
-        // Whatever else of the group is left (a child that ignored SIGTERM) goes too.
-        self.signal_group(Signal::SIGKILL);
+        if let Some(group) = &self.group
+            && !group.ended_by(deadline).await
+        {
+            tracing::warn!(grace = ?self.limits.kill_grace, "processes of the job ignored SIGTERM; SIGKILL");
+        }
         Ok(self.finish(status).await)
     }
 
-    fn signal_group(&self, signal: Signal) {
-        if let Some(pgid) = self.pgid
-            && pgid.as_raw() > 1
-        {
-            let _ = nix::sys::signal::killpg(pgid, signal);
-        }
+    /// The job's process group (its first process's pid).
+    pub fn pgid(&self) -> Option<Pid> {
+        self.group.as_ref().map(JobGroup::pgid)
     }
 
     /// Collects what the job left once its process has exited: the rest of its output, its
-    /// result file.
+    /// result file. Whatever is left of the job (a background process, one that ignored
+    /// SIGTERM, one that left the group) is killed first: the job is over.
     pub async fn finish(&mut self, status: ExitStatus) -> Finished {
-        // The readers end when every writer of the pipes is gone; a grandchild that keeps
-        // them open must not hold the job forever.
-        self.signal_group(Signal::SIGKILL);
+        if let Some(group) = &self.group {
+            let left = group.kill(KILL_CONFIRM).await;
+            if left > 0 {
+                tracing::warn!(left, "processes of the job survived SIGKILL");
+            }
+        }
+        // The readers end when every writer of the pipes is gone; a process that keeps them
+        // open (one that could not be killed) must not hold the job forever.
         for reader in self.readers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
-        let (result, result_error) = read_result(&self.files.result(), self.limits.result_bytes);
+        let (result, result_error) = read_result(
+            &self.files.result(),
+            self.limits.result_bytes,
+            &self.secrets,
+        );
         Finished {
             exit: Exit::of(status),
             snapshot: self.snapshot(),
@@ -407,11 +447,29 @@ impl RunningCommand {
     }
 }
 
+/// Fails when `dir` is not a directory the job can start in, naming it.
+fn check_workdir(dir: &Path) -> Result<(), SpawnError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(SpawnError::WorkdirNotADirectory {
+            path: dir.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SpawnError::WorkdirMissing {
+            path: dir.to_owned(),
+        }),
+        Err(source) => Err(SpawnError::WorkdirUnusable {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
 fn read_lines(
     stream: impl AsyncRead + Unpin + Send + 'static,
     which: Stream,
     output: Arc<Mutex<Output>>,
     tail_limit: usize,
+    secrets: Arc<Secrets>,
     log_line: Arc<impl Fn(Stream, &str) + Send + Sync + 'static>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -422,10 +480,16 @@ fn read_lines(
             match read_line_bounded(&mut reader, &mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(raw_len) => {
+                    let cut = buf.len() < raw_len;
                     while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                         buf.pop();
                     }
-                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    let text = String::from_utf8_lossy(&buf);
+                    let line = if cut {
+                        secrets.mask_cut(&text)
+                    } else {
+                        secrets.mask(&text).into_owned()
+                    };
                     log_line(which, &line);
                     output
                         .lock()
@@ -464,7 +528,7 @@ async fn read_line_bounded(
     }
 }
 
-fn read_report(path: &Path) -> Option<JobReport> {
+fn read_report(path: &Path, secrets: &Secrets) -> Option<JobReport> {
     let bytes = std::fs::read(path).ok()?;
     if bytes.len() > 4096 {
         return None;
@@ -474,6 +538,9 @@ fn read_report(path: &Path) -> Option<JobReport> {
         .fraction
         .filter(|f| f.is_finite())
         .map(|f| f.clamp(0.0, 1.0));
+    if let Some(message) = &mut report.message {
+        *message = secrets.mask(message).into_owned();
+    }
     if let Some(message) = &mut report.message
         && message.len() > 512
     {
@@ -486,7 +553,11 @@ fn read_report(path: &Path) -> Option<JobReport> {
     Some(report)
 }
 
-fn read_result(path: &Path, limit: usize) -> (Option<serde_json::Value>, Option<String>) {
+fn read_result(
+    path: &Path,
+    limit: usize,
+    secrets: &Secrets,
+) -> (Option<serde_json::Value>, Option<String>) {
     let Ok(metadata) = std::fs::metadata(path) else {
         return (None, None);
     };
@@ -500,7 +571,10 @@ fn read_result(path: &Path, limit: usize) -> (Option<serde_json::Value>, Option<
         );
     }
     match std::fs::read(path).map(|bytes| serde_json::from_slice(&bytes)) {
-        Ok(Ok(value)) => (Some(value), None),
+        Ok(Ok(mut value)) => {
+            secrets.mask_json(&mut value);
+            (Some(value), None)
+        }
         Ok(Err(e)) => (
             None,
             Some(format!("the job's result file is not JSON: {e}")),
@@ -515,6 +589,7 @@ fn read_result(path: &Path, limit: usize) -> (Option<serde_json::Value>, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tea_harness::processes_with;
 
     fn sh(script: &str) -> CommandSpec {
         CommandSpec {
@@ -525,10 +600,37 @@ mod tests {
 
     fn quiet(_: Stream, _: &str) {}
 
+    /// Taken for writing by a test that needs its job to be the only one running in this
+    /// process, for reading by every other test.
+    static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+    /// The lines of the job's output tail.
+    fn tail_lines(finished: &Finished) -> Vec<&str> {
+        finished
+            .snapshot
+            .tail
+            .iter()
+            .map(|l| l.line.as_str())
+            .collect()
+    }
+
+    fn no_secrets() -> Arc<Secrets> {
+        Arc::default()
+    }
+
+    async fn wait_until_it_printed(job: &RunningCommand, lines: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while job.snapshot().stdout_lines < lines {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test]
     async fn exit_code_output_tail_and_counts() {
+        let _beside_others = ALONE.read().await;
         let spec = sh("echo one; echo two; echo oops >&2; exit 3");
-        let mut job = RunningCommand::spawn(&spec, Limits::default(), quiet).unwrap();
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
         let finished = job.wait().await.unwrap();
         assert_eq!(finished.exit, Exit::Code(3));
         assert_eq!(finished.snapshot.stdout_lines, 2);
@@ -540,12 +642,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_tail_is_bounded_and_keeps_the_last_lines() {
+        let _beside_others = ALONE.read().await;
         let spec = sh("i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done");
         let limits = Limits {
             tail_bytes: 100,
             ..Limits::default()
         };
-        let mut job = RunningCommand::spawn(&spec, limits, quiet).unwrap();
+        let mut job = RunningCommand::spawn(&spec, limits, no_secrets(), quiet).unwrap();
         let finished = job.wait().await.unwrap();
         assert_eq!(finished.snapshot.stdout_lines, 2000);
         let tail = &finished.snapshot.tail;
@@ -555,10 +658,11 @@ mod tests {
 
     #[tokio::test]
     async fn progress_and_result_files_reach_the_runner() {
+        let _beside_others = ALONE.read().await;
         let spec = sh(
             r#"echo '{"fraction":0.5,"message":"half"}' > "$TEA_PROGRESS_FILE"; echo '{"rows":42}' > "$TEA_RESULT_FILE""#,
         );
-        let mut job = RunningCommand::spawn(&spec, Limits::default(), quiet).unwrap();
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
         let finished = job.wait().await.unwrap();
         assert!(finished.exit.success());
         let report = finished.snapshot.report.expect("progress");
@@ -569,12 +673,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_result_is_refused_naming_the_limit() {
+        let _beside_others = ALONE.read().await;
         let spec = sh(r#"head -c 2000 /dev/zero | tr '\0' 'a' > "$TEA_RESULT_FILE""#);
         let limits = Limits {
             result_bytes: 1000,
             ..Limits::default()
         };
-        let mut job = RunningCommand::spawn(&spec, limits, quiet).unwrap();
+        let mut job = RunningCommand::spawn(&spec, limits, no_secrets(), quiet).unwrap();
         let finished = job.wait().await.unwrap();
         assert_eq!(finished.result, None);
         assert!(
@@ -590,24 +695,26 @@ mod tests {
 
     #[tokio::test]
     async fn the_workers_temporal_credentials_do_not_reach_the_job() {
+        let _beside_others = ALONE.read().await;
         // SAFETY: set before any thread of this test reads the environment concurrently.
         unsafe { std::env::set_var("TEMPORAL_API_KEY", "worker-k3y") };
         let spec = CommandSpec {
             env: vec![("JOB_VAR".into(), "x".into())],
             ..sh(r#"echo "key=${TEMPORAL_API_KEY:-none} job=$JOB_VAR""#)
         };
-        let mut job = RunningCommand::spawn(&spec, Limits::default(), quiet).unwrap();
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
         let finished = job.wait().await.unwrap();
         assert_eq!(finished.snapshot.tail[0].line, "key=none job=x");
     }
 
     #[tokio::test]
     async fn a_missing_program_is_named() {
+        let _beside_others = ALONE.read().await;
         let spec = CommandSpec {
             argv: vec!["no-such-program-tea".into()],
             ..Default::default()
         };
-        let err = RunningCommand::spawn(&spec, Limits::default(), quiet)
+        let err = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet)
             .err()
             .expect("spawn fails");
         assert!(matches!(err, SpawnError::NotFound { .. }), "{err}");
@@ -616,19 +723,16 @@ mod tests {
 
     #[tokio::test]
     async fn stop_kills_a_group_that_ignores_sigterm_after_the_grace_period() {
+        let _beside_others = ALONE.read().await;
         // The shell ignores SIGTERM, and so does its background child.
         let spec = sh("trap '' TERM; sleep 600 & echo started; wait");
         let limits = Limits {
             kill_grace: Duration::from_millis(300),
             ..Limits::default()
         };
-        let mut job = RunningCommand::spawn(&spec, limits, quiet).unwrap();
-        let pgid = job.pgid.expect("pgid");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while job.snapshot().stdout_lines == 0 {
-            assert!(Instant::now() < deadline, "the job never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut job = RunningCommand::spawn(&spec, limits, no_secrets(), quiet).unwrap();
+        let pgid = job.pgid().expect("pgid");
+        wait_until_it_printed(&job, 1).await;
         let started = Instant::now();
         let finished = job.stop().await.unwrap();
         assert_eq!(finished.exit, Exit::Signal(Signal::SIGKILL as i32));
@@ -643,5 +747,141 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn every_process_of_the_job_goes_even_those_that_left_its_group_or_session() {
+        let _beside_others = ALONE.read().await;
+        let marker = format!("tea-tree-{}", uuid::Uuid::new_v4().simple());
+        // A child in the group ignoring SIGTERM, one in a group of its own, one in a session
+        // of its own (each a shell loop whose command line carries the marker).
+        let looping = format!("sh -c 'trap \"\" TERM; while :; do sleep 1; done' {marker}");
+        let spec = sh(&format!(
+            "{looping} & setsid {looping} & perl -e 'setpgrp(0,0); exec @ARGV' {looping} & \
+             echo started; wait"
+        ));
+        let limits = Limits {
+            kill_grace: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let mut job = RunningCommand::spawn(&spec, limits, no_secrets(), quiet).unwrap();
+        wait_until_it_printed(&job, 1).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_with(&marker).len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the job's processes never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let finished = job.stop().await.unwrap();
+        // The first process did not trap SIGTERM: it ended by it, the rest was killed.
+        assert_eq!(finished.exit, Exit::Signal(Signal::SIGTERM as i32));
+        assert_eq!(processes_with(&marker), Vec::<u32>::new());
+    }
+
+    #[tokio::test]
+    async fn what_a_job_leaves_running_is_killed_when_it_ends() {
+        // The job's orphan is told from another job's only while no other job runs.
+        let _alone = ALONE.write().await;
+        // As the worker runs: its orphans come to it instead of init.
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let marker = format!("tea-left-{}", uuid::Uuid::new_v4().simple());
+        let spec = sh(&format!(
+            "setsid sh -c 'while :; do sleep 1; done' {marker} & echo done"
+        ));
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
+        let finished = job.wait().await.unwrap();
+        assert!(finished.exit.success());
+        assert_eq!(processes_with(&marker), Vec::<u32>::new());
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_directory_is_named_before_anything_runs() {
+        let _beside_others = ALONE.read().await;
+        let missing = std::env::temp_dir().join(format!("tea-no-dir-{}", uuid::Uuid::new_v4()));
+        let spec = CommandSpec {
+            workdir: Some(missing.clone()),
+            ..sh("true")
+        };
+        let err = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet)
+            .err()
+            .expect("spawn fails");
+        assert!(matches!(err, SpawnError::WorkdirMissing { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("working directory {} does not exist", missing.display())
+        );
+        let file = std::env::current_exe().unwrap();
+        let spec = CommandSpec {
+            workdir: Some(file.clone()),
+            ..sh("true")
+        };
+        let err = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet)
+            .err()
+            .expect("spawn fails");
+        assert_eq!(
+            err.to_string(),
+            format!("working directory {} is not a directory", file.display())
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_are_masked_in_the_log_the_tail_progress_and_result() {
+        let _beside_others = ALONE.read().await;
+        let secret = "pa55-w0rd-of-the-job";
+        let secrets = Arc::new(Secrets::new([secret]));
+        let limits = Limits {
+            tail_bytes: 2 * MAX_LINE_BYTES,
+            ..Limits::default()
+        };
+        let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = Arc::clone(&logged);
+        let long = "x".repeat(MAX_LINE_BYTES - 8);
+        let spec = CommandSpec {
+            env: vec![("THE_SECRET".into(), secret.into())],
+            ..sh(&format!(
+                r#"echo "out $THE_SECRET"; echo "err $THE_SECRET" >&2; echo "{long}$THE_SECRET";
+                   echo "{{\"message\":\"at $THE_SECRET\"}}" > "$TEA_PROGRESS_FILE";
+                   echo "{{\"token\":\"$THE_SECRET\"}}" > "$TEA_RESULT_FILE""#
+            ))
+        };
+        let mut job = RunningCommand::spawn(&spec, limits, secrets, move |_, line| {
+            log.lock().unwrap().push(line.to_owned())
+        })
+        .unwrap();
+        let finished = job.wait().await.unwrap();
+        assert!(finished.exit.success());
+        let text = format!("{finished:?} {:?}", logged.lock().unwrap());
+        assert!(!text.contains("pa55"), "{text}");
+        let lines = tail_lines(&finished);
+        assert!(lines.contains(&"out ***"), "{lines:?}");
+        assert_eq!(finished.stderr_tail(), ["err ***"]);
+        // Cut at the line limit in the middle of the secret: its start is masked.
+        assert!(lines.contains(&format!("{long}***").as_str()));
+        assert_eq!(
+            finished.snapshot.report.and_then(|r| r.message).as_deref(),
+            Some("at ***")
+        );
+        assert_eq!(finished.result, Some(serde_json::json!({"token": "***"})));
+    }
+
+    #[tokio::test]
+    async fn every_process_of_the_job_has_the_grace_period_to_end_on_sigterm() {
+        let _beside_others = ALONE.read().await;
+        // The first process ends at once; its child cleans up for a while first.
+        let spec = sh(
+            "sh -c 'trap \"sleep 0.3; echo cleaned; exit 0\" TERM; while :; do sleep 0.05; done' & \
+             echo started; wait",
+        );
+        let limits = Limits {
+            kill_grace: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let mut job = RunningCommand::spawn(&spec, limits, no_secrets(), quiet).unwrap();
+        wait_until_it_printed(&job, 1).await;
+        let finished = job.stop().await.unwrap();
+        let lines = tail_lines(&finished);
+        assert_eq!(lines.last(), Some(&"cleaned"), "{lines:?}");
     }
 }

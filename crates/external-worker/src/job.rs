@@ -13,7 +13,11 @@ use tea_contract::{
     decode_long_running_args,
 };
 
-use crate::command::{CommandSpec, Exit, Limits, RunningCommand, Snapshot, Stream};
+use crate::{
+    command::{CommandSpec, Exit, Limits, RunningCommand, Snapshot, Stream},
+    mask::Secrets,
+    tree,
+};
 use tea_runtime::Metrics;
 use temporalio_common::data_converters::RawValue;
 use temporalio_macros::activities;
@@ -46,8 +50,9 @@ impl Default for JobTracker {
 }
 
 impl JobTracker {
-    /// Stops every running command now (SIGTERM to its group, SIGKILL after the grace), as the
-    /// worker shuts down: the compute is going away, and a job must not outlive its worker.
+    /// Stops every running command now (SIGTERM to each of its processes, SIGKILL after the
+    /// grace), as the worker shuts down: the compute is going away, and a job must not
+    /// outlive its worker.
     pub fn stop_jobs(&self) {
         self.stopping.send_replace(true);
     }
@@ -84,6 +89,8 @@ pub struct JobActivities {
     tracker: Arc<JobTracker>,
     metrics: Metrics,
     limits: Limits,
+    /// Masked in everything a user's command reports.
+    secrets: Arc<Secrets>,
 }
 
 impl JobActivities {
@@ -92,7 +99,14 @@ impl JobActivities {
             tracker,
             metrics,
             limits: Limits::default(),
+            secrets: Arc::default(),
         }
+    }
+
+    /// With these secrets masked in a user's command's output, progress and result.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = Arc::new(secrets);
+        self
     }
 
     /// With these bounds on the user's command (tail, result size, kill grace).
@@ -180,7 +194,8 @@ impl JobActivities {
 
     /// Runs the user's command (see [`crate::command`]): output streamed to this worker's log,
     /// progress in heartbeats, a non-zero exit a non-retryable failure naming the exit and the
-    /// last lines of stderr; cancelled, it stops the job's whole process group first.
+    /// last lines of stderr; cancelled, it stops every process of the job first. Secrets are
+    /// masked in all it reports (see [`crate::mask`]).
     #[activity(name = "run-command")]
     pub async fn run_command(
         self: Arc<Self>,
@@ -243,16 +258,18 @@ impl JobActivities {
             "starting the job's command"
         );
         let log_workflow_id = workflow_id.clone();
-        let mut running = RunningCommand::spawn(&spec, self.limits, move |stream, line| {
-            tracing::info!(
-                target: "job_output",
-                workflow_id = %log_workflow_id,
-                attempt,
-                stream = ?stream,
-                "{line}"
-            );
-        })
-        .map_err(|e| job_failure("JobNotStarted", format!("the job could not start: {e}")))?;
+        let secrets = Arc::clone(&self.secrets);
+        let mut running =
+            RunningCommand::spawn(&spec, self.limits, secrets, move |stream, line| {
+                tracing::info!(
+                    target: "job_output",
+                    workflow_id = %log_workflow_id,
+                    attempt,
+                    stream = ?stream,
+                    "{line}"
+                );
+            })
+            .map_err(|e| job_failure("JobNotStarted", format!("the job could not start: {e}")))?;
         let mut heartbeat = tokio::time::interval(heartbeat_interval(job.heartbeat_timeout));
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stopping = self.tracker.stopping.subscribe();
@@ -279,6 +296,7 @@ impl JobActivities {
                     return Err(ActivityError::cancelled());
                 }
                 _ = heartbeat.tick() => {
+                    tree::reap_orphans();
                     ctx.record_heartbeat(progress_of(&running.snapshot())).await?;
                 }
             }

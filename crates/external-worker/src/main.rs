@@ -5,10 +5,12 @@ use tea_runtime::cli::LogArgs;
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use tea_contract::{DEFAULT_EXTERNAL_TASK_QUEUE, GoDuration};
+use tea_contract::{DEFAULT_EXTERNAL_TASK_QUEUE, DEFAULT_JOB_KILL_GRACE, GoDuration};
 use tea_external_worker::{
     command::Limits,
     deadman::{DeadManAction, DeadManConfig},
+    mask::Secrets,
+    secrets_file, tree,
     worker::{ExternalWorkerConfig, run},
 };
 
@@ -42,7 +44,7 @@ struct Args {
     dead_man_action: DeadManAction,
     /// How long a user's command has between SIGTERM and SIGKILL when it is cancelled or the
     /// worker shuts down.
-    #[arg(long, env = "JOB_KILL_GRACE", default_value = "10s")]
+    #[arg(long, env = "JOB_KILL_GRACE", default_value_t = GoDuration(DEFAULT_JOB_KILL_GRACE))]
     job_kill_grace: GoDuration,
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
@@ -51,13 +53,39 @@ struct Args {
     log: LogArgs,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // First, while this is the only thread: nothing below may see the process dumpable, and
+    // setting environment variables is only sound before other threads exist.
+    let hardened = tree::harden();
+    let secrets = secrets_file::take();
+    if let Ok(secrets) = &secrets {
+        for (key, value) in secrets {
+            // SAFETY: no other thread exists yet (the runtime is built below).
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
     let args = Args::parse();
     if let Err(code) = args.log.init("external-worker") {
         return code;
     }
-    match run_main(args).await {
+    if let Err(e) = hardened {
+        tracing::warn!("{e}; a job running as this user could read this worker's credentials");
+    }
+    if let Err(e) = secrets {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_main(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -90,6 +118,7 @@ async fn run_main(args: Args) -> anyhow::Result<()> {
             kill_grace: args.job_kill_grace.as_duration(),
             ..Limits::default()
         },
+        secrets: Secrets::of_this_process(),
     };
     run(&runtime, client, &config, tea_runtime::shutdown_signal()).await
 }

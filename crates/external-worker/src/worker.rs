@@ -18,6 +18,8 @@ use crate::{
     command::Limits,
     deadman::{self, DeadManAction, DeadManConfig},
     job::{JobActivities, JobTracker},
+    mask::Secrets,
+    tree,
 };
 
 /// How the external worker runs.
@@ -33,6 +35,8 @@ pub struct ExternalWorkerConfig {
     pub metrics: Metrics,
     /// Bounds on a user's command (output tail, result size, kill grace).
     pub job_limits: Limits,
+    /// What is masked in a user's command's output, progress and result.
+    pub secrets: Secrets,
 }
 
 /// Runs the worker until `shutdown` resolves (then drains gracefully) or the worker fails.
@@ -46,7 +50,8 @@ pub async fn run(
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_activities(
             JobActivities::new(Arc::clone(&tracker), config.metrics.clone())
-                .with_limits(config.job_limits),
+                .with_limits(config.job_limits)
+                .with_secrets(config.secrets.clone()),
         )
         .deployment_options(WorkerDeploymentOptions::from_build_id(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
@@ -97,6 +102,8 @@ pub async fn run(
     tracing::info!(task_queue = %config.task_queue, "external worker polling");
     let result = worker.run().await.context("external worker failed");
     drop(worker);
+    // Every job has been stopped; whatever a job left behind goes now.
+    tree::kill_descendants().await;
     if result.is_ok() && stopping.load(Ordering::SeqCst) {
         // Stopped by the signal task: wait until it says the process may end.
         let _ = signal_task.await;

@@ -72,34 +72,66 @@ pub struct WorkerProcess {
 }
 
 /// External-worker processes alive now whose environment points at the dev server `address`.
-pub fn external_workers(address: &str, local_state_dir: &Path) -> Vec<WorkerProcess> {
+///
+/// External workers are non-dumpable (so a job cannot read their credentials): only root
+/// (CAP_SYS_PTRACE) reads their environment. Run as another user, this fails rather than
+/// count none of them.
+pub fn external_workers(
+    address: &str,
+    local_state_dir: &Path,
+) -> anyhow::Result<Vec<WorkerProcess>> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let address_var = format!("TEMPORAL_ADDRESS={address}");
     let state_var = format!("LOCAL_STATE_DIR={}", local_state_dir.display());
-    entries
+    let mut workers = Vec::new();
+    for pid in entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != std::process::id())
-        .filter_map(|pid| {
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-            let has = |var: &str| vars.contains(&var.as_bytes());
-            if !has(&address_var) {
-                return None;
+    {
+        let environ = match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(environ) => environ,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied && is_external_worker(pid) =>
+            {
+                anyhow::bail!(
+                    "cannot read the environment of external-worker process {pid} (it is \
+                     non-dumpable, to keep its credentials from jobs): run chaos as root"
+                );
             }
-            let queue = vars
-                .iter()
-                .find_map(|v| v.strip_prefix(b"EXTERNAL_TASK_QUEUE="))
-                .map(|q| String::from_utf8_lossy(q).into_owned())?;
-            pid_alive(pid).then(|| WorkerProcess {
+            Err(_) => continue,
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let has = |var: &str| vars.contains(&var.as_bytes());
+        if !has(&address_var) {
+            continue;
+        }
+        let Some(queue) = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(b"EXTERNAL_TASK_QUEUE="))
+            .map(|q| String::from_utf8_lossy(q).into_owned())
+        else {
+            continue;
+        };
+        if pid_alive(pid) {
+            workers.push(WorkerProcess {
                 pid,
                 queue,
                 local: has(&state_var),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(workers)
+}
+
+/// Whether `pid` runs a binary named `external-worker` (its command line is readable by all).
+fn is_external_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        program.ends_with(b"/external-worker") || program == b"external-worker"
+    })
 }
 
 /// Kills every external worker of this chaos run (by its dev server address) when dropped.
@@ -116,7 +148,8 @@ impl StrayGuard {
 impl Drop for StrayGuard {
     fn drop(&mut self) {
         // Any state dir: only the address matters for killing.
-        for worker in external_workers(&self.address, Path::new("/nonexistent")) {
+        let workers = external_workers(&self.address, Path::new("/nonexistent"));
+        for worker in workers.unwrap_or_default() {
             if let Ok(pid) = i32::try_from(worker.pid) {
                 // Each worker leads its own process group (local provider and fake alike).
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -160,7 +193,7 @@ impl Lane {
         let procs: Vec<WorkerProcess> = match self.kind {
             // Containers' workers are the containers: counted below.
             Kind::Docker => Vec::new(),
-            kind => external_workers(address, local_state_dir)
+            kind => external_workers(address, local_state_dir)?
                 .into_iter()
                 .filter(|p| p.local == (kind == Kind::Local))
                 .collect(),

@@ -326,7 +326,8 @@ impl ComputeProvider for DigitalOceanProvider {
             instance_size_slug: &self.cfg.instance_size_slug,
             region: self.cfg.region.as_deref(),
         };
-        let body = serde_json::to_vec(&create_request(spec, &settings)).map_err(|e| {
+        let worker_spec = spec.for_worker();
+        let body = serde_json::to_vec(&create_request(&worker_spec, &settings)).map_err(|e| {
             ProviderError::permanent(format!("cannot encode the create request: {e}"))
         })?;
         let env_keys: Vec<&str> = spec.env.iter().map(|e| e.key.as_str()).collect();

@@ -40,6 +40,10 @@ pub struct DockerConfig {
     pub memory_bytes: Option<i64>,
     /// CPU limit of each container, in billionths of a CPU (`DOCKER_CPUS`, e.g. `1.5`).
     pub nano_cpus: Option<i64>,
+    /// Whether secrets go into the container's environment (`DOCKER_SECRETS=env`, for images
+    /// whose external-worker predates the secrets file) instead of a file deleted at start
+    /// (`file`, the default; see the provider's `secrets` module).
+    pub secrets_in_env: bool,
 }
 
 impl DockerConfig {
@@ -54,6 +58,7 @@ impl DockerConfig {
             pull_timeout: DEFAULT_PULL_TIMEOUT,
             memory_bytes: None,
             nano_cpus: None,
+            secrets_in_env: false,
         }
     }
 
@@ -67,7 +72,8 @@ impl DockerConfig {
     ///   `$HOME/.local/state/...`, else `/tmp/temporal-external-activity/docker/logs`;
     /// - `DOCKER_STOP_GRACE` (humantime, default 10 s, at most 5 min);
     /// - `DOCKER_PULL_TIMEOUT` (humantime, default 10 min);
-    /// - `DOCKER_MEMORY` (`512m`, `2g`, or bytes) and `DOCKER_CPUS` (`0.5`, `2`): limits.
+    /// - `DOCKER_MEMORY` (`512m`, `2g`, or bytes) and `DOCKER_CPUS` (`0.5`, `2`): limits;
+    /// - `DOCKER_SECRETS`: `file` (default) or `env`.
     pub fn from_env() -> Result<Self, ProviderError> {
         Self::from_lookup(|key| std::env::var_os(key))
     }
@@ -167,6 +173,19 @@ impl DockerConfig {
             })
             .transpose()?;
 
+        let secrets_in_env = match get("DOCKER_SECRETS")?.as_deref() {
+            None | Some("file") => false,
+            Some("env") => true,
+            Some(other) => {
+                return Err(ProviderError::permanent(format!(
+                    "DOCKER_SECRETS={other:?}: expected `file` (secrets in a file the worker \
+                     deletes at start; the default) or `env` (in the container's environment, \
+                     visible in `docker inspect`; for images whose external-worker predates \
+                     the file)"
+                )));
+            }
+        };
+
         Ok(Self {
             docker_host: get("DOCKER_HOST")?,
             network,
@@ -176,6 +195,7 @@ impl DockerConfig {
             pull_timeout,
             memory_bytes,
             nano_cpus,
+            secrets_in_env,
         })
     }
 }
@@ -236,6 +256,8 @@ mod tests {
             PathBuf::from("/home/u/.local/state/temporal-external-activity/docker/logs")
         );
         assert_eq!((cfg.memory_bytes, cfg.nano_cpus), (None, None));
+        assert!(!cfg.secrets_in_env);
+        assert!(from(&[("DOCKER_SECRETS", "env")]).unwrap().secrets_in_env);
     }
 
     #[test]
@@ -273,6 +295,7 @@ mod tests {
             ("DOCKER_MEMORY", "lots", "expected a size"),
             ("DOCKER_CPUS", "0", "number of CPUs"),
             ("DOCKER_CPUS", "NaN", "number of CPUs"),
+            ("DOCKER_SECRETS", "vault", "expected `file`"),
         ] {
             let err = from(&[(key, value)]).expect_err(value);
             assert!(

@@ -4,8 +4,9 @@
 //! Each unit is a container named after the compute (so a retried create meets the engine's
 //! name uniqueness, answered 409, and adopts), started from the run's image
 //! `[registry/]repository:tag` (pulled first when the engine does not have it), with the
-//! same environment an App Platform app gets (queue, owner run, Temporal settings, secrets)
-//! and two labels:
+//! same environment an App Platform app gets (queue, owner run, Temporal settings), its
+//! secrets in a file the worker deletes at start rather than in its environment (see
+//! [`secrets`]), and two labels:
 //!
 //! ```text
 //! io.github.temporal-external-activity.owner     the ownership mark (ComputeOwner)
@@ -27,6 +28,7 @@
 //! `host`), or create fails with a message that says so.
 
 mod config;
+mod secrets;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -48,6 +50,7 @@ use bollard::{
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
         LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+        UploadToContainerOptionsBuilder,
     },
 };
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -78,6 +81,9 @@ const POLL: Duration = Duration::from_millis(100);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many of the last log lines a `Failed` readiness quotes.
 const LOG_LINES_IN_FAILURE: usize = 5;
+
+/// The secret variables of a container, for its secrets file (never printed).
+struct SecretsFile(std::collections::BTreeMap<String, String>);
 
 /// Runs external workers as containers; see the [module documentation](self).
 pub struct DockerProvider {
@@ -153,10 +159,15 @@ impl DockerProvider {
         )))
     }
 
-    /// The container's environment: the spec's, with the Temporal address containers use.
-    fn container_env(&self, spec: &ComputeSpec) -> Result<Vec<String>, ProviderError> {
-        let mut env = Vec::with_capacity(spec.env.len());
-        for var in &spec.env {
+    /// The container's environment (the spec's, with the Temporal address containers use),
+    /// and what goes into its secrets file when its secrets do not go into the environment.
+    fn container_env(
+        &self,
+        spec: &ComputeSpec,
+    ) -> Result<(Vec<String>, Option<SecretsFile>), ProviderError> {
+        let (plain, file) = secrets::split(spec.worker_env(), self.cfg.secrets_in_env);
+        let mut env = Vec::with_capacity(plain.len());
+        for var in &plain {
             let value = if var.key == "TEMPORAL_ADDRESS" {
                 match &self.cfg.temporal_address {
                     Some(address) => address.clone(),
@@ -176,7 +187,43 @@ impl DockerProvider {
             };
             env.push(format!("{}={value}", var.key));
         }
-        Ok(env)
+        Ok((env, (!file.is_empty()).then_some(SecretsFile(file))))
+    }
+
+    /// Uploads the secrets file into the created (not yet started) container `name`, owned by
+    /// the container's user.
+    async fn upload_secrets(
+        &self,
+        docker: &Docker,
+        name: &str,
+        file: &SecretsFile,
+    ) -> Result<(), ProviderError> {
+        let user = docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| engine_error(&format!("inspecting container {name}"), e))?
+            .config
+            .and_then(|c| c.user)
+            .unwrap_or_default();
+        let owner = secrets::Owner::of_user(&user);
+        let options = UploadToContainerOptionsBuilder::new()
+            .path("/")
+            .copy_uidgid(if owner == secrets::Owner::ByName {
+                "true"
+            } else {
+                "false"
+            })
+            .build();
+        let archive = secrets::archive(&file.0, owner);
+        docker
+            .upload_to_container(name, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| {
+                engine_error(
+                    &format!("putting the secrets file into container {name}"),
+                    e,
+                )
+            })
     }
 
     fn container_body(
@@ -252,12 +299,14 @@ impl DockerProvider {
     }
 
     /// Adopts the container `name` that a create found in place (ours, or an error).
-    /// `found` is the container when the caller has just inspected it.
+    /// `found` is the container when the caller has just inspected it; `secrets` the archive of
+    /// its secrets file, put in before a container that was never started is started.
     async fn adopt(
         &self,
         docker: &Docker,
         name: &str,
         found: Option<ContainerInspectResponse>,
+        secrets: Option<&SecretsFile>,
     ) -> Result<ComputeHandle, ProviderError> {
         // The engine reserves a name before the container it names can be inspected: a
         // concurrent create's container shows up shortly.
@@ -283,7 +332,11 @@ impl DockerProvider {
         };
         self.check_mark(name, &container, "adopt")?;
         if state_of(&container) == Some(ContainerStateStatusEnum::CREATED) {
-            // Created by an earlier attempt that stopped before starting it.
+            // Created by an earlier attempt that stopped before starting it (perhaps before
+            // it put the secrets file in).
+            if let Some(file) = secrets {
+                self.upload_secrets(docker, name, file).await?;
+            }
             docker
                 .start_container(name, None)
                 .await
@@ -378,11 +431,15 @@ impl ComputeProvider for DockerProvider {
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
         let name = self.checked_name(&spec.name)?;
         let image = image_reference(&spec.image)?;
-        let env = self.container_env(spec)?;
+        let (env, secrets) = self.container_env(spec)?;
         let docker = self.engine().await?;
         // Our container may be in place already (a retried create): adopt it before pulling.
         match docker.inspect_container(name, None).await {
-            Ok(container) => return self.adopt(docker, name, Some(container)).await,
+            Ok(container) => {
+                return self
+                    .adopt(docker, name, Some(container), secrets.as_ref())
+                    .await;
+            }
             Err(e) if status_of(&e) == Some(404) => {}
             Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
         }
@@ -393,7 +450,9 @@ impl ComputeProvider for DockerProvider {
             .await
         {
             Ok(created) => created,
-            Err(e) if status_of(&e) == Some(409) => return self.adopt(docker, name, None).await,
+            Err(e) if status_of(&e) == Some(409) => {
+                return self.adopt(docker, name, None, secrets.as_ref()).await;
+            }
             Err(e) if matches!(status_of(&e), Some(400 | 404)) => {
                 return Err(ProviderError::permanent(format!(
                     "the Docker engine refused to create container {name} from image {image}: {}",
@@ -402,6 +461,10 @@ impl ComputeProvider for DockerProvider {
             }
             Err(e) => return Err(engine_error(&format!("creating container {name}"), e)),
         };
+        if let Some(file) = &secrets {
+            // The container stays (labelled) on failure: the caller deletes it by name.
+            self.upload_secrets(docker, name, file).await?;
+        }
         if let Err(e) = docker.start_container(name, None).await {
             // The container stays (labelled): the caller deletes it by name.
             let message = format!(

@@ -410,6 +410,74 @@ async fn a_loopback_temporal_address_off_the_host_network_is_refused_clearly() {
     clean_up(&docker, &owner, &dir).await;
 }
 
+#[tokio::test]
+async fn secrets_reach_the_container_in_a_file_of_its_user_not_in_its_configuration() {
+    let Some(docker) = engine_or_skip("docker secrets file").await else {
+        return;
+    };
+    sleeper_images(&docker).await.expect("test images");
+    let (provider, owner, dir) = provider("secrets", |_| {});
+    let name = fresh_name("secrets");
+    let mut with_secret = spec(&name, SLEEPER_IMAGE);
+    with_secret.env.push(EnvVar {
+        key: "DB_PASSWORD".into(),
+        value: "hunter22-in-a-file".into(),
+        secret: true,
+    });
+    let handle = provider
+        .create_or_adopt(&with_secret)
+        .await
+        .expect("create");
+
+    // `docker inspect` shows no secret value, only where the file is and which names are secret.
+    let inspected = docker
+        .inspect_container(&name, None)
+        .await
+        .expect("inspect");
+    let shown = format!("{inspected:?}");
+    assert!(
+        !shown.contains("hunter22"),
+        "the secret is in the container's configuration"
+    );
+    let env = inspected.config.and_then(|c| c.env).unwrap_or_default();
+    assert!(env.contains(&format!(
+        "{}={}",
+        tea_contract::SECRETS_FILE_ENV,
+        secrets::SECRETS_PATH
+    )));
+    assert!(env.contains(&format!("{}=DB_PASSWORD", tea_contract::SECRET_NAMES_ENV)));
+
+    // The file (still there: this image has no worker to take it) is the container user's
+    // (65532), readable by it alone.
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+        .path(secrets::SECRETS_PATH)
+        .build();
+    let tar: Vec<u8> = docker
+        .download_from_container(&name, Some(options))
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+        .expect("download the secrets file");
+    let field = |at: usize, len: usize| {
+        let text = String::from_utf8_lossy(&tar[at..at + len]).into_owned();
+        u64::from_str_radix(text.trim_matches(|c: char| c == '\0' || c == ' '), 8).expect("octal")
+    };
+    assert_eq!(&tar[0..9], b"env.json\0");
+    assert_eq!(field(100, 8) & 0o777, 0o400, "mode");
+    assert_eq!((field(108, 8), field(116, 8)), (65532, 65532), "owner");
+    let size = usize::try_from(field(124, 12)).unwrap();
+    let content: serde_json::Value = serde_json::from_slice(&tar[512..512 + size]).expect("json");
+    assert_eq!(
+        content,
+        serde_json::json!({"DB_PASSWORD": "hunter22-in-a-file"})
+    );
+
+    provider.delete(&handle.id).await.expect("delete");
+    clean_up(&docker, &owner, &dir).await;
+}
+
 /// Removes what a test made (its owner's containers, foreign ones, its log directory) and
 /// fails when any container of its owner was left behind.
 async fn clean_up(docker: &Docker, owner: &ComputeOwner, dir: &std::path::Path) {

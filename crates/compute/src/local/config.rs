@@ -14,8 +14,13 @@ use crate::ProviderError;
 /// File name of the worker binary looked up next to the current executable and on `PATH`.
 pub const WORKER_BIN_NAME: &str = "external-worker";
 
-/// How long [`ComputeProvider::delete`] waits after SIGTERM before SIGKILL, by default.
+/// How long [`ComputeProvider::delete`] waits after SIGTERM before SIGKILL, by default (never
+/// less than the worker's job kill grace plus [`WORKER_REPORT_MARGIN`]).
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// What delete adds to a worker's job kill grace (`JOB_KILL_GRACE`) before it SIGKILLs the
+/// worker: the time the worker needs, after its job is gone, to report and exit.
+pub const WORKER_REPORT_MARGIN: Duration = Duration::from_secs(5);
 
 /// Configuration of the local provider.
 #[derive(Clone, Debug)]
@@ -24,8 +29,11 @@ pub struct LocalConfig {
     pub state_dir: PathBuf,
     /// The `external-worker` binary to start.
     pub worker_bin: PathBuf,
-    /// How long delete waits after SIGTERM before SIGKILL.
+    /// How long delete waits after SIGTERM before SIGKILL (at least a worker's job kill grace
+    /// plus [`Self::report_margin`]).
     pub kill_grace: Duration,
+    /// What delete adds to a worker's job kill grace before SIGKILL ([`WORKER_REPORT_MARGIN`]).
+    pub report_margin: Duration,
 }
 
 impl LocalConfig {
@@ -35,6 +43,7 @@ impl LocalConfig {
             state_dir: state_dir.into(),
             worker_bin: worker_bin.into(),
             kill_grace: DEFAULT_KILL_GRACE,
+            report_margin: WORKER_REPORT_MARGIN,
         }
     }
 
@@ -107,6 +116,7 @@ impl LocalConfig {
             state_dir,
             worker_bin,
             kill_grace,
+            report_margin: WORKER_REPORT_MARGIN,
         })
     }
 }

@@ -1,13 +1,29 @@
 //! Local-process provider: one `external-worker` OS process per run.
 //!
 //! Each unit of compute is a process started from [`LocalConfig::worker_bin`] with the spec's
-//! environment (the same variables a DigitalOcean app would get), in its own process group.
+//! environment (the same variables a DigitalOcean app would get), as the leader of a session
+//! of its own: the jobs it runs stay in that session (in process groups of their own), so
+//! delete ends every process of the unit, even when the worker itself was killed, by killing
+//! what is left of the session. A job's process that starts a session of its own (`setsid`,
+//! a daemon's double fork) leaves it: the worker kills such processes while it lives (they
+//! are its descendants; it is their subreaper), but once the worker is SIGKILLed nothing
+//! finds them.
+//!
+//! Delete first sends SIGTERM to the worker alone, which stops its job (SIGTERM, SIGKILL after
+//! the job kill grace) and reports; it SIGKILLs the session only after the worker's
+//! [`Meta::stop_grace_ms`], at least the job kill grace plus [`LocalConfig::report_margin`], so
+//! the two grace periods do not race.
+//!
+//! Creating a provider makes this process non-dumpable: the jobs run as this user, and must
+//! not read this process's environment (`/proc/<pid>/environ`: the Temporal API key, the job
+//! secrets, a DigitalOcean token) or attach to it.
 //! Everything the provider knows lives on disk under [`LocalConfig::state_dir`], so a
 //! workflow-worker that is killed and restarted finds, adopts and deletes what an earlier
 //! process started:
 //!
 //! ```text
-//! <state_dir>/<name>/meta.json     name, pid, /proc start time, created_at, worker_bin, owner
+//! <state_dir>/<name>/meta.json     name, pid, /proc start time, created_at, worker_bin, owner,
+//!                                  session, stop grace
 //! <state_dir>/<name>/worker.log    stdout + stderr of the worker (appended)
 //! <state_dir>/<name>/exit_status   exit status, when the worker exited while we owned it
 //! <state_dir>/.locks/<name>.lock   flock serialising processes working on one name
@@ -41,7 +57,7 @@ use std::{
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
 
-pub use config::{DEFAULT_KILL_GRACE, LocalConfig, WORKER_BIN_NAME};
+pub use config::{DEFAULT_KILL_GRACE, LocalConfig, WORKER_BIN_NAME, WORKER_REPORT_MARGIN};
 pub use state::Meta;
 
 use crate::{
@@ -49,7 +65,10 @@ use crate::{
     FoundCompute, ProviderError, Readiness,
     naming::{is_generated_name, is_portable_name},
 };
-use process::{is_alive, is_being_reaped, read_stat, reap_in_background, signal_group};
+use process::{
+    is_alive, is_being_reaped, kill_session, read_stat, reap_in_background, session_alive,
+    signal_group,
+};
 use state::{
     EXIT_FILE, LOG_FILE, LOGS_DIR, NameLocks, append_line, io_err, keep_log, last_lines,
     open_append, read_exit, read_meta, remove_dir, write_exit, write_meta,
@@ -83,6 +102,11 @@ impl LocalProvider {
     /// A provider over `cfg`, creating the state directory if needed. Everything it starts is
     /// marked with `owner`; only units with that mark are listed, adopted or deleted.
     pub fn new(cfg: LocalConfig, owner: ComputeOwner) -> Result<Self, ProviderError> {
+        // The jobs of the workers run as this user: keep them out of this process's
+        // environment and memory (root still can: CAP_SYS_PTRACE).
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "cannot make this process non-dumpable: jobs running as this user could read its environment");
+        }
         fs::create_dir_all(&cfg.state_dir).map_err(|e| {
             ProviderError::permanent(format!(
                 "local provider: cannot create state directory {}: {e}",
@@ -180,6 +204,19 @@ impl LocalProvider {
         )))
     }
 
+    /// How long delete gives a worker with environment `env` between SIGTERM and SIGKILL: the
+    /// provider's kill grace, but never less than the worker's job kill grace plus
+    /// [`LocalConfig::report_margin`].
+    fn stop_grace(&self, env: &[(OsString, OsString)]) -> Duration {
+        let job_grace = env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == tea_contract::JOB_KILL_GRACE_ENV)
+            .and_then(|(_, value)| value.to_str()?.parse::<tea_contract::GoDuration>().ok())
+            .map_or(tea_contract::DEFAULT_JOB_KILL_GRACE, |g| g.as_duration());
+        self.cfg.kill_grace.max(job_grace + self.cfg.report_margin)
+    }
+
     /// Start a worker for `spec` in `dir` (the name lock is held by the caller).
     fn spawn(
         &self,
@@ -213,26 +250,37 @@ impl LocalProvider {
             Some(env) => env.clone(),
             None => std::env::vars_os().collect(),
         };
-        let mut child = Command::new(&self.cfg.worker_bin)
+        let env = process::child_env(parent_env, &spec.worker_env());
+        let stop_grace = self.stop_grace(&env);
+        let mut command = Command::new(&self.cfg.worker_bin);
+        command
             .env_clear()
-            .envs(process::child_env(parent_env, &spec.env))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                let message = format!(
-                    "local provider: cannot start {} for {name}: {e}",
-                    self.cfg.worker_bin.display()
-                );
-                match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                        ProviderError::permanent(message)
-                    }
-                    _ => ProviderError::transient(message),
+            .stderr(stderr);
+        // SAFETY: the closure runs in the forked child before exec and makes one
+        // async-signal-safe system call (setsid).
+        unsafe {
+            // The leader of a session (and process group) of its own: its jobs stay in it.
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            let message = format!(
+                "local provider: cannot start {} for {name}: {e}",
+                self.cfg.worker_bin.display()
+            );
+            match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    ProviderError::permanent(message)
                 }
-            })?;
+                _ => ProviderError::transient(message),
+            }
+        })?;
         let pid = child.id();
 
         // The child is not reaped yet, so its /proc entry exists even if it already exited.
@@ -244,6 +292,8 @@ impl LocalProvider {
             started_at: Some(now.clone()),
             worker_bin: self.cfg.worker_bin.clone(),
             owner: Some(self.owner.as_str().to_owned()),
+            session: true,
+            stop_grace_ms: Some(u64::try_from(stop_grace.as_millis()).unwrap_or(u64::MAX)),
         });
         let written = match &recorded {
             Some(meta) => write_meta(dir, meta),
@@ -287,13 +337,13 @@ impl LocalProvider {
     }
 }
 
-/// Poll until the recorded process is gone or `limit` passes; true when it is gone.
-async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
+/// Poll until `done` says so or `limit` passes; true when it did. Looks again soon, then less
+/// often: an idle worker exits within milliseconds of SIGTERM.
+async fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
-    // An idle worker exits within milliseconds of SIGTERM: look again soon, then less often.
     let mut interval = FIRST_POLL;
     loop {
-        if !is_alive(meta.pid, meta.start_time) {
+        if done() {
             return true;
         }
         if Instant::now() >= deadline {
@@ -302,6 +352,24 @@ async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
         tokio::time::sleep(interval).await;
         interval = (interval * 2).min(POLL);
     }
+}
+
+/// Poll until the recorded process is gone or `limit` passes; true when it is gone.
+async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
+    poll_until(limit, || !is_alive(meta.pid, meta.start_time)).await
+}
+
+/// Poll until no process is left in the worker's session, or `limit` passes (SIGKILLing
+/// each look, as processes may fork while being killed); true when none is left.
+async fn wait_session_gone(meta: &Meta, limit: Duration) -> bool {
+    poll_until(limit, || {
+        if !session_alive(meta.pid, meta.start_time) {
+            return true;
+        }
+        kill_session(meta.pid, meta.start_time);
+        false
+    })
+    .await
 }
 
 /// Poll until this process's reaper thread for `pid` (if any) has finished, bounded.
@@ -405,7 +473,11 @@ impl ComputeProvider for LocalProvider {
             if meta.owner.is_some() {
                 self.check_mark(id, &meta, "delete")?;
             }
+            let grace = meta
+                .stop_grace_ms
+                .map_or(self.cfg.kill_grace, Duration::from_millis);
             if is_alive(meta.pid, meta.start_time) {
+                // The worker alone: it stops its job within its own grace, then reports.
                 signal_group(meta.pid, Signal::SIGTERM).map_err(|e| {
                     ProviderError::transient(format!(
                         "local provider: SIGTERM to worker {id} (pid {}): {e}",
@@ -413,13 +485,16 @@ impl ComputeProvider for LocalProvider {
                     ))
                 })?;
                 how = "stopped by SIGTERM".to_owned();
-                if !wait_gone(&meta, self.cfg.kill_grace).await {
+                if !wait_gone(&meta, grace).await {
                     tracing::warn!(
                         name = id,
                         pid = meta.pid,
-                        grace = ?self.cfg.kill_grace,
+                        ?grace,
                         "local external worker ignored SIGTERM; sending SIGKILL"
                     );
+                    if meta.session {
+                        kill_session(meta.pid, meta.start_time);
+                    }
                     signal_group(meta.pid, Signal::SIGKILL).map_err(|e| {
                         ProviderError::transient(format!(
                             "local provider: SIGKILL to worker {id} (pid {}): {e}",
@@ -428,11 +503,34 @@ impl ComputeProvider for LocalProvider {
                     })?;
                     how = format!(
                         "killed by SIGKILL after ignoring SIGTERM for {}",
-                        humantime::format_duration(self.cfg.kill_grace)
+                        humantime::format_duration(grace)
                     );
                     if !wait_gone(&meta, KILL_CONFIRM).await {
                         return Err(ProviderError::transient(format!(
                             "local provider: worker {id} (pid {}) still alive {} after SIGKILL",
+                            meta.pid,
+                            humantime::format_duration(KILL_CONFIRM)
+                        )));
+                    }
+                }
+            }
+            if meta.session {
+                // What the worker could not stop (it was killed, or died): its jobs' processes.
+                let left = kill_session(meta.pid, meta.start_time);
+                if left > 0 {
+                    tracing::warn!(
+                        name = id,
+                        pid = meta.pid,
+                        left,
+                        "processes of the worker's jobs outlived it; killed them"
+                    );
+                    how.push_str(&format!(
+                        "; {left} processes of its jobs left after it were killed"
+                    ));
+                    if !wait_session_gone(&meta, KILL_CONFIRM).await {
+                        return Err(ProviderError::transient(format!(
+                            "local provider: processes of worker {id}'s session {} still alive \
+                             {} after SIGKILL",
                             meta.pid,
                             humantime::format_duration(KILL_CONFIRM)
                         )));

@@ -1,6 +1,6 @@
 //! Operating-system details of the local provider: reading `/proc/<pid>/stat`, deciding whether
-//! a recorded process is still the one we started, signalling its process group, building the
-//! child's environment and reaping children of this process.
+//! a recorded process is still the one we started, signalling its process group and killing
+//! its session, building the child's environment and reaping children of this process.
 
 use std::{
     collections::HashSet,
@@ -23,6 +23,8 @@ use crate::EnvVar;
 pub(crate) struct ProcStat {
     /// Field 3: `R`, `S`, `D`, `Z`, `T`, ...
     pub state: char,
+    /// Field 6: the session.
+    pub session: u32,
     /// Field 22: start time in clock ticks after boot (guards against pid reuse).
     pub start_time: u64,
 }
@@ -34,8 +36,13 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     let mut fields = text.get(close + 1..)?.split_ascii_whitespace();
     // After the command name: field 3 (state) is the first, field 22 (starttime) the 20th.
     let state = fields.next()?.chars().next()?;
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
+    let session = fields.nth(2)?.parse().ok()?;
+    let start_time = fields.nth(15)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        session,
+        start_time,
+    })
 }
 
 /// The current `/proc/<pid>/stat` of `pid`, or `None` when there is no such process.
@@ -73,6 +80,58 @@ pub(crate) fn signal_group(pid: u32, sig: Signal) -> Result<(), Errno> {
         },
         Err(e) => Err(e),
     }
+}
+
+fn is_dead(stat: &ProcStat) -> bool {
+    stat.state == 'Z' || stat.state == 'X'
+}
+
+/// The live processes of the session `sid` now, other than this process.
+fn session_members(sid: u32) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| read_stat(*pid).is_some_and(|s| s.session == sid && !is_dead(&s)))
+        .collect()
+}
+
+/// SIGKILLs every process left in the session of the worker `leader` (started at
+/// `leader_start` as the leader of a session of its own): the worker itself and whatever of
+/// its jobs is left, even processes that moved to process groups of their own. Not those
+/// that started sessions of their own (`setsid`). Returns how many processes it signalled.
+///
+/// Never this process's own session. A session id outlives its leader only while a process
+/// is still in the session (the kernel does not reuse the number until then), so a live
+/// process with the leader's pid and another start time means the session is gone and the
+/// id now names someone else's: nothing is signalled.
+pub(crate) fn kill_session(leader: u32, leader_start: u64) -> usize {
+    if leader <= 1 || nix::unistd::getsid(None).is_ok_and(|own| own.as_raw() as u32 == leader) {
+        return 0;
+    }
+    if read_stat(leader).is_some_and(|s| s.start_time != leader_start) {
+        return 0;
+    }
+    let members = session_members(leader);
+    for pid in &members {
+        if let Ok(raw) = i32::try_from(*pid) {
+            let _ = signal::kill(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+    }
+    members.len()
+}
+
+/// Whether any process but this one is left in the session `sid` of a worker started at
+/// `leader_start` (see [`kill_session`] for how a reused id is told).
+pub(crate) fn session_alive(sid: u32, leader_start: u64) -> bool {
+    if read_stat(sid).is_some_and(|s| s.start_time != leader_start) {
+        return false;
+    }
+    !session_members(sid).is_empty()
 }
 
 /// Whether an environment variable of the parent reaches the worker. The worker's environment
@@ -173,6 +232,7 @@ mod tests {
         let tail = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
         let s = parse_stat(&format!("123 (a) b (c)) {tail}")).expect("parse");
         assert_eq!(s.state, 'S');
+        assert_eq!(s.session, 3);
         assert_eq!(s.start_time, 424242);
         assert_eq!(parse_stat("123 (x) Z 1 2"), None);
         assert_eq!(parse_stat("garbage"), None);

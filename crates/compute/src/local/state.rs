@@ -31,7 +31,8 @@ pub(crate) const EXIT_FILE: &str = "exit_status";
 pub struct Meta {
     /// The compute name (also the directory name).
     pub name: String,
-    /// Process ID of the worker (leader of its own process group).
+    /// Process ID of the worker (leader of its own process group, and of its own session when
+    /// [`Self::session`]).
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat` at spawn, to tell our process from a reused pid.
     pub start_time: u64,
@@ -46,6 +47,17 @@ pub struct Meta {
     /// Absent in state written before marks existed: such a unit is nobody's.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Whether the worker was started as the leader of a session of its own (the session ID is
+    /// its pid): every process of its jobs is in that session unless it started one of its
+    /// own, and delete kills what is left of it. False in state written before: only the
+    /// worker's process group is signalled.
+    #[serde(default)]
+    pub session: bool,
+    /// How long delete waits after SIGTERM before SIGKILL, in milliseconds: at least the
+    /// worker's own job kill grace plus the time to report, so the worker stops its job and
+    /// reports before it is killed. Absent in state written before: the provider's kill grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_ms: Option<u64>,
 }
 
 /// What the reaper thread records when a worker it owned exits.

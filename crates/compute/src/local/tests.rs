@@ -248,14 +248,24 @@ async fn concurrent_creates_spawn_once() {
 #[tokio::test]
 async fn delete_escalates_to_sigkill_when_term_is_ignored() {
     let t = TestDir::new("sigkill");
-    let grace = Duration::from_millis(300);
     let mut cfg = LocalConfig::new(t.state_dir(), t.script("stubborn", TERM_IGNORER));
-    cfg.kill_grace = grace;
+    cfg.kill_grace = Duration::from_millis(300);
+    cfg.report_margin = Duration::from_millis(200);
     let p = LocalProvider::new(cfg, owner("test/owner")).expect("provider");
+    // The worker's own job kill grace is longer than the provider's: delete waits for it,
+    // and for the margin to report, before SIGKILL.
+    let grace = Duration::from_millis(700);
     let h = p
-        .create_or_adopt(&spec("ext-stubborn-1", &[]))
+        .create_or_adopt(&spec(
+            "ext-stubborn-1",
+            &[("JOB_KILL_GRACE", "500ms", false)],
+        ))
         .await
         .expect("create");
+    let meta = read_meta(&p.compute_dir("ext-stubborn-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.stop_grace_ms, Some(700));
     let pid = pid_of(&h);
     let start = read_stat(pid).expect("stat").start_time;
     // Only once the trap is installed does the worker ignore SIGTERM.
@@ -267,6 +277,58 @@ async fn delete_escalates_to_sigkill_when_term_is_ignored() {
     assert!(gone(pid, start));
     let kept = fs::read_to_string(p.kept_log_path("ext-stubborn-1")).expect("kept log");
     assert!(kept.contains("SIGKILL"), "{kept}");
+}
+
+/// A worker whose job left processes behind, one ignoring SIGTERM in the worker's group and
+/// one in a group of its own, each printing its pid.
+const JOB_LEAVER: &str = "#!/bin/sh\n\
+    (trap '' TERM; exec sleep 1000) &\n\
+    echo in-group=$!\n\
+    perl -e 'setpgrp(0,0); $SIG{TERM}=\"IGNORE\"; sleep 1000' &\n\
+    echo own-group=$!\n\
+    exec sleep 1000\n";
+
+#[tokio::test]
+async fn delete_kills_what_the_jobs_of_a_killed_worker_left_in_its_session() {
+    let t = TestDir::new("leftovers");
+    let p = t.provider(&t.script("leaver", JOB_LEAVER));
+    let h = p
+        .create_or_adopt(&spec("ext-leaver-1", &[]))
+        .await
+        .expect("create");
+    let log = wait_for_log(&p.log_path("ext-leaver-1"), "own-group=").await;
+    let left: Vec<(u32, u64)> = ["in-group=", "own-group="]
+        .iter()
+        .map(|key| {
+            let pid: u32 = log
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|pid| pid.trim().parse().ok())
+                .expect("a pid in the log");
+            (pid, read_stat(pid).expect("alive").start_time)
+        })
+        .collect();
+    let meta = read_meta(&p.compute_dir("ext-leaver-1")).unwrap().unwrap();
+    assert!(meta.session);
+    // The worker dies with no chance to stop anything; what it started lives on.
+    let worker = nix::unistd::Pid::from_raw(i32::try_from(pid_of(&h)).unwrap());
+    nix::sys::signal::kill(worker, Signal::SIGKILL).expect("kill the worker");
+    let deadline = Instant::now() + DEADLINE;
+    while !gone(meta.pid, meta.start_time) {
+        assert!(Instant::now() < deadline, "the worker survived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(left.iter().all(|(pid, start)| !gone(*pid, *start)));
+
+    assert_eq!(p.delete(&h.id).await.expect("delete"), Deleted::Removed);
+    for (pid, start) in left {
+        assert!(
+            gone(pid, start),
+            "process {pid} of the worker's job survived delete"
+        );
+    }
+    let kept = fs::read_to_string(p.kept_log_path("ext-leaver-1")).expect("kept log");
+    assert!(kept.contains("2 processes of its jobs"), "{kept}");
 }
 
 #[tokio::test]
@@ -410,6 +472,11 @@ async fn only_the_explicit_environment_is_inherited() {
     let lines: Vec<&str> = log.lines().collect();
     assert!(lines.contains(&"TEMPORAL_ADDRESS=spec:7233"), "{log}");
     assert!(lines.contains(&"TEMPORAL_API_KEY=spec-secret"), "{log}");
+    // The worker is told which of its variables are secrets, to mask them in job output.
+    assert!(
+        lines.contains(&"TEA_SECRET_NAMES=TEMPORAL_API_KEY"),
+        "{log}"
+    );
     assert!(lines.contains(&"IDLE_TIMEOUT=kept"), "{log}");
     assert!(!log.contains("KEEP_ME"), "{log}");
     assert!(!lines.iter().any(|l| l.starts_with("HOME=")), "{log}");
