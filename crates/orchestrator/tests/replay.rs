@@ -38,8 +38,11 @@ async fn every_recorded_history_replays_against_todays_workflow() {
     // compute's queue together with `Create`: a failed create or deployment cancels it while
     // queued), v7 under `capacity-reassert` too (capped runs re-assert their request while
     // they wait and their slot while they hold it: through a terminated semaphore, and a
-    // reset while waiting).
-    for version in ["v1", "v2", "v3", "v4", "v5", "v6", "v7"] {
+    // reset while waiting), v8 under `finished-job-kept` and `lifetime-from-create` too (a job
+    // that completed before its `Create` failed is the run's result; a job that started while
+    // the deployment still rolled out made the unit ready; the lifetime counted from `Create`'s
+    // scheduling).
+    for version in ["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"] {
         for scenario in [
             "happy",
             "cancel",
