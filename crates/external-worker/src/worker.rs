@@ -39,6 +39,10 @@ pub struct ExternalWorkerConfig {
     pub secrets: Secrets,
 }
 
+/// The longest the SDK may hold back a recorded heartbeat. This worker runs one job at a time,
+/// so sending its heartbeats at the job's own pace costs the server little.
+const MAX_HEARTBEAT_THROTTLE: Duration = Duration::from_secs(1);
+
 /// Runs the worker until `shutdown` resolves (then drains gracefully) or the worker fails.
 pub async fn run(
     runtime: &Runtime,
@@ -57,6 +61,10 @@ pub async fn run(
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))
         .graceful_shutdown_period(config.graceful_shutdown)
+        // The job records a heartbeat every half heartbeat timeout: send each one as it comes
+        // (the SDK would otherwise hold them back to 0.8 x the timeout, leaving a fifth of it
+        // as slack for a loaded machine or network), at most one a second.
+        .max_heartbeat_throttle_interval(MAX_HEARTBEAT_THROTTLE)
         .build();
     let watchdog = deadman::watch(
         config.dead_man.clone(),
