@@ -1,6 +1,6 @@
 //! The one place that knows every provider: its name, how its configuration is read from the
 //! environment, and how it is built. The workflow-worker's command line asks it; adding a
-//! provider means one arm in each match here (see README, "Adding a compute provider").
+//! provider means one arm in each match here (see CONTRIBUTING.md, "Adding a compute provider").
 
 use std::{fmt, str::FromStr, sync::Arc};
 

@@ -11,7 +11,7 @@
 //! patch ([`BOUNDED_WAITS_PATCH`] and its successors: `ctx.patched(ID)` is true for runs that
 //! first executed the new code, false on replay of older histories, which keep the old
 //! behaviour). The replay tests (`tests/replay.rs`) replay recorded histories of every earlier
-//! version; README "Changing the workflow" says how to ship a change.
+//! version; CONTRIBUTING.md, "Changing the workflow", says how to ship a change.
 
 use std::time::Duration;
 

@@ -78,7 +78,7 @@ pub async fn check_image(docker: &Docker, image: &str) -> anyhow::Result<()> {
     docker.inspect_image(image).await.map(|_| ()).map_err(|e| {
         anyhow!(
             "the docker lane runs the image {image}, which the engine does not have ({e}): \
-             build it (README, \"Container image\") or name another with --docker-image"
+             build it (docs/deployment.md) or name another with --docker-image"
         )
     })
 }
