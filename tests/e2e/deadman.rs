@@ -48,7 +48,7 @@ async fn external_worker_whose_owner_run_does_not_exist_exits_by_itself() {
     assert!(worker.output().contains("not found"), "{}", worker.output());
 }
 
-/// Problem 8: where the platform restarts an exited process (App Platform), the switch parks
+/// Where the platform restarts an exited process (App Platform), the switch parks
 /// the worker instead: it stops polling and stays up, idle, until SIGTERM (the compute's
 /// deletion), rather than exiting into a crash loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

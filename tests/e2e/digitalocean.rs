@@ -513,7 +513,7 @@ pub(crate) fn activity_timeouts(
         .count()
 }
 
-/// Problem 3: a 429 whose Retry-After is longer than the heartbeat timeout (5 s here). The
+/// A 429 whose Retry-After is longer than the heartbeat timeout (5 s here). The
 /// create call waits it out inside one attempt, heartbeating, so the attempt never times out
 /// while it still runs (a timed-out attempt's late POST could race its own retry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +548,7 @@ async fn retry_after_longer_than_the_heartbeat_timeout_does_not_time_the_create_
     );
 }
 
-/// Problem 4: a deployment that never finishes is bounded by the deploy timeout: each attempt
+/// A deployment that never finishes is bounded by the deploy timeout: each attempt
 /// is torn down and counted as lost, and the run fails naming the timeout, every app deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_that_never_finishes_is_torn_down_at_the_deploy_timeout() {
@@ -577,7 +577,7 @@ async fn deployment_that_never_finishes_is_torn_down_at_the_deploy_timeout() {
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
 }
 
-/// Problem 5: a cancel that arrives while a lost attempt's compute is being torn down ends
+/// A cancel that arrives while a lost attempt's compute is being torn down ends
 /// the run CANCELED without provisioning the next attempt's compute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() {
@@ -624,7 +624,7 @@ async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() 
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
 }
 
-/// Problem 8: App Platform restarts a worker process that exits. Once the run that owns an
+/// App Platform restarts a worker process that exits. Once the run that owns an
 /// app is terminated, its worker's dead-man switch parks (stops polling, stays up, idle)
 /// instead of exiting into a crash loop, and the sweeper deletes the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -572,7 +572,7 @@ async fn workflow_worker_serves_sdk_and_provisioning_metrics() {
     );
 }
 
-/// Problem 2: runs started by another client (the Temporal CLI) with input the workflow cannot
+/// Runs started by another client (the Temporal CLI) with input the workflow cannot
 /// use fail within seconds, naming the problem, and never create compute. Before, the SDK
 /// failed to decode such input, and the run stayed Running with its workflow task retried
 /// forever.
@@ -671,10 +671,11 @@ async fn bad_input_from_the_temporal_cli_fails_the_run_at_once_without_compute()
     );
 }
 
-/// Problem 7: a workflow-worker configured only through a Temporal profile (no TEMPORAL_*
+/// A workflow-worker configured only through a Temporal profile (no TEMPORAL_*
 /// connection variables) starts external workers that connect the same way. Before, only four
 /// environment variables were forwarded, so the worker fell back to localhost:7233 and never
-/// polled. Also checks problem 4's job deadline and the patch marker in a new run's history.
+/// polled. Also checks that the job's deadline follows its duration and that a new run's
+/// history records the bounded-waits patch marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_worker_connects_as_the_workflow_worker_configured_by_a_profile() {
     let dir = test_dir("local-profile");

@@ -23,7 +23,7 @@ use crate::{
 };
 
 const SECTION: &str = "full cycle";
-/// Issue 14's target for the median full cycle.
+/// The target for the median full cycle, start request to result.
 const CYCLE_TARGET: Duration = Duration::from_millis(200);
 /// A cap the capped pass never reaches: what it measures is the semaphore's round trips.
 const UNREACHED_CAP: &str = "10000";

@@ -28,7 +28,7 @@ const STEP_DELAY: Duration = Duration::from_millis(200);
 const JOB: Duration = Duration::from_secs(1);
 /// Longest the whole batch may take.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(900);
-/// Issue 14's target for the workflow-worker's peak memory under the batch.
+/// The target for the workflow-worker's peak memory under the batch.
 const RSS_TARGET_MIB: u64 = 64;
 
 pub async fn run(

@@ -23,8 +23,8 @@ use crate::{
 
 const SECTION: &str = "external-worker";
 
-/// Targets from the issues: cold start to the first task 30 ms median at most and the
-/// stripped binary 12 MiB at most (issue 14), idle RSS 20 MiB at most.
+/// Targets: cold start to the first task 30 ms median at most, the stripped binary 12 MiB
+/// at most, idle RSS 20 MiB at most.
 const COLD_START_TARGET: Duration = Duration::from_millis(30);
 const IDLE_RSS_TARGET: u64 = 20 * 1024 * 1024;
 const BINARY_SIZE_TARGET: u64 = 12 * 1024 * 1024;
