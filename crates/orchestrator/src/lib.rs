@@ -6,6 +6,7 @@
 //! - [`activities`]: the provisioning activities (`Create`, `WaitForAppBuild`, `Delete`) over a
 //!   [`tea_compute::ComputeProvider`].
 //! - [`worker`]: the workflow-worker process: one worker on `taskQueueName` hosting both.
+//! - [`versioning`]: the worker's Worker Deployment Versioning settings.
 //! - [`sweeper`]: deleting this owner's compute that no running run owns.
 //! - [`operator`]: `compute list`, `compute delete` and the sweep report, for people.
 //! - [`operator_delete`]: `OperatorDeleteCompute`, an operator's delete carried out (and
@@ -16,5 +17,6 @@ pub mod capacity;
 pub mod operator;
 pub mod operator_delete;
 pub mod sweeper;
+pub mod versioning;
 pub mod worker;
 pub mod workflow;

@@ -19,6 +19,7 @@ use tea_orchestrator::{
         SweepOptions, failure_summary, grace_shorter_than_deploy_note, remove_schedule,
         schedule_id, sweep_once,
     },
+    versioning::Versioning,
     worker::{WorkflowWorkerConfig, run},
 };
 use temporalio_client::Client;
@@ -89,6 +90,19 @@ struct Args {
     /// their slot to it.
     #[arg(long, env = "CAPACITY_CHECK_INTERVAL", default_value = "30s")]
     capacity_check_interval: GoDuration,
+    /// Worker Deployment Versioning: the deployment this worker is a version of (the same for
+    /// every build). With --worker-build-id the worker is versioned; both unset: unversioned.
+    #[arg(long, env = "TEMPORAL_DEPLOYMENT_NAME")]
+    deployment_name: Option<String>,
+    /// Worker Deployment Versioning: this build's ID (e.g. the image tag or git SHA), unique
+    /// per workflow code change. Needs --deployment-name.
+    #[arg(long, env = "TEMPORAL_WORKER_BUILD_ID")]
+    worker_build_id: Option<String>,
+    /// How a versioned worker's runs move between versions: `pinned` (default: a run ends on
+    /// the build it started on, no patch needed) or `auto-upgrade` (runs move to the current
+    /// version; changes still need patches). Only with versioning.
+    #[arg(long, env = "TEMPORAL_VERSIONING_BEHAVIOR")]
+    versioning_behavior: Option<String>,
     /// Serve Prometheus metrics (the SDK's worker metrics and ours) on this address.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -189,6 +203,17 @@ async fn main() -> ExitCode {
             compute_main(&args, (config, owner), command).await
         }
         Some(Command::Run) | None => {
+            let versioning = match Versioning::from_settings(
+                args.deployment_name.as_deref(),
+                args.worker_build_id.as_deref(),
+                args.versioning_behavior.as_deref(),
+            ) {
+                Ok(versioning) => versioning,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
             let Some(config) = checked_provider_config(args.provider).await else {
                 return ExitCode::from(2);
             };
@@ -207,7 +232,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run_main(args, config, forwarded_env).await
+            run_main(args, config, forwarded_env, versioning).await
         }
     };
     match outcome {
@@ -262,6 +287,7 @@ async fn run_main(
     args: Args,
     (provider, owner): (ProviderConfig, Option<ComputeOwner>),
     forwarded_env: Vec<EnvVar>,
+    versioning: Option<Versioning>,
 ) -> anyhow::Result<()> {
     if args.deploy_poll_initial.as_duration().is_zero()
         || args.deploy_poll_max < args.deploy_poll_initial
@@ -302,6 +328,7 @@ async fn run_main(
         max_compute_lifetime: args.max_compute_lifetime.map(GoDuration::as_duration),
         max_concurrent_compute: args.max_concurrent_compute,
         capacity_check_interval: args.capacity_check_interval.as_duration(),
+        versioning,
     };
     run(
         &runtime,

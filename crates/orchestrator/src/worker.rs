@@ -7,7 +7,6 @@ use anyhow::{Context, anyhow};
 use tea_compute::{ComputeProvider, EnvVar};
 use tea_runtime::Metrics;
 use temporalio_client::Client;
-use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::PollerBehavior};
 
 use crate::{
@@ -15,6 +14,7 @@ use crate::{
     capacity::{self, CapacityActivities, ComputeCapacity},
     operator_delete::{OperatorDeleteActivities, OperatorDeleteCompute},
     sweeper::{self, SweepActivities, SweepLeakedCompute, SweepOptions},
+    versioning::{Versioning, deployment_options},
     workflow::TriggerExternalWorkflow,
 };
 
@@ -38,6 +38,8 @@ pub struct WorkflowWorkerConfig {
     pub max_concurrent_compute: Option<u32>,
     /// How often the capacity semaphore checks its holders and waiters for closed runs.
     pub capacity_check_interval: Duration,
+    /// This worker's deployment version (`None`: unversioned).
+    pub versioning: Option<Versioning>,
 }
 
 impl Default for WorkflowWorkerConfig {
@@ -51,6 +53,7 @@ impl Default for WorkflowWorkerConfig {
             max_compute_lifetime: None,
             max_concurrent_compute: None,
             capacity_check_interval: crate::capacity::DEFAULT_CHECK_EVERY,
+            versioning: None,
         }
     }
 }
@@ -132,7 +135,8 @@ pub async fn run(
         .register_activities(SweepActivities::new(provider, metrics.clone()))
         // The capacity semaphore counts the malformed signals it refuses.
         .register_workflow_interceptors(vec![capacity::metrics_interceptor(metrics)])
-        .deployment_options(WorkerDeploymentOptions::from_build_id(
+        .deployment_options(deployment_options(
+            config.versioning.as_ref(),
             tea_runtime::build_id(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         ))
         .graceful_shutdown_period(config.graceful_shutdown)
@@ -150,7 +154,19 @@ pub async fn run(
         tracing::info!("shutting down the workflow worker");
         stop();
     });
-    tracing::info!(task_queue = %config.task_queue, provider = kind, "workflow worker polling");
+    match &config.versioning {
+        Some(v) => tracing::info!(
+            task_queue = %config.task_queue,
+            provider = kind,
+            deployment = %v.deployment_name,
+            build_id = %v.build_id,
+            behavior = %v.behavior,
+            "workflow worker polling, versioned"
+        ),
+        None => {
+            tracing::info!(task_queue = %config.task_queue, provider = kind, "workflow worker polling")
+        }
+    }
     let result = worker.run().await.context("workflow worker failed");
     signal_task.abort();
     if let Some(sampler) = sampler {
