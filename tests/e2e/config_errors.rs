@@ -177,3 +177,52 @@ async fn a_sweep_grace_shorter_than_the_deploy_timeout_is_allowed_and_the_log_sa
         sweep.output()
     );
 }
+
+/// Half-configured Worker Deployment Versioning stops the workflow-worker before it connects,
+/// naming what to set or unset.
+#[tokio::test]
+async fn half_configured_versioning_is_a_clear_startup_error() {
+    type Env = &'static [(&'static str, &'static str)];
+    let cases: [(&str, Env, &str); 4] = [
+        (
+            "only-name",
+            &[("TEMPORAL_DEPLOYMENT_NAME", "tea")],
+            "TEMPORAL_DEPLOYMENT_NAME is set but TEMPORAL_WORKER_BUILD_ID is not",
+        ),
+        (
+            "only-build",
+            &[("TEMPORAL_WORKER_BUILD_ID", "a1")],
+            "TEMPORAL_WORKER_BUILD_ID is set but TEMPORAL_DEPLOYMENT_NAME is not",
+        ),
+        (
+            "behavior-unversioned",
+            &[("TEMPORAL_VERSIONING_BEHAVIOR", "pinned")],
+            "TEMPORAL_VERSIONING_BEHAVIOR is set but versioning is off",
+        ),
+        (
+            "bad-behavior",
+            &[
+                ("TEMPORAL_DEPLOYMENT_NAME", "tea"),
+                ("TEMPORAL_WORKER_BUILD_ID", "a1"),
+                ("TEMPORAL_VERSIONING_BEHAVIOR", "sticky"),
+            ],
+            "use `pinned` (the default) or `auto-upgrade`",
+        ),
+    ];
+    for (case, env, expected) in cases {
+        let dir = test_dir(&format!("versioning-{case}"));
+        let mut builder = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+            .env("TEMPORAL_ADDRESS", "127.0.0.1:1");
+        for (key, value) in env {
+            builder = builder.env(key, *value);
+        }
+        let mut worker = builder.spawn();
+        let status = worker.wait(EXIT_TIMEOUT).await;
+        assert_eq!(status.code(), Some(2), "{case}: {}", worker.output());
+        assert!(
+            worker.output().contains(expected),
+            "{case}: {}",
+            worker.output()
+        );
+    }
+}

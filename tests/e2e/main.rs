@@ -15,6 +15,7 @@ mod local;
 mod metrics;
 mod operator;
 mod ownership;
+mod versioning;
 
 /// The test support library, under the name the tests use.
 use tea_e2e as support;

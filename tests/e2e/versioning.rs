@@ -1,0 +1,191 @@
+//! Worker Deployment Versioning: two builds of the workflow-worker side by side on one queue and
+//! one dev server, rolled out with the Temporal CLI. A run pinned to the old build ends on it
+//! after the new build becomes current (its job, on the run's own unversioned queue, still
+//! reaches its external worker); new runs go to the new build.
+
+use std::time::Duration;
+
+use tea_starter::{RunEnd, RunHandle};
+use temporalio_client::WorkflowFetchHistoryOptions;
+use temporalio_common::protos::temporal::api::{
+    enums::v1::VersioningBehavior,
+    history::v1::{HistoryEvent, history_event::Attributes},
+};
+
+use crate::{
+    local,
+    support::{
+        DevServer, Proc, bin,
+        run::{self, OBSERVABLE_JOB, pending_job},
+        test_dir, wait_for,
+    },
+};
+
+/// The deployment both builds are versions of.
+const DEPLOYMENT: &str = "tea-versioning-test";
+
+/// How long a worker may take to show up in its deployment, and a CLI command to succeed.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_run_ends_on_its_build_after_the_next_build_becomes_current() {
+    let dir = test_dir("versioning");
+    let server = DevServer::start(&dir).await;
+    let task_queue = format!("wf-versioning-{}", uuid::Uuid::new_v4().simple());
+    let build = |build_id: &str| {
+        local::workflow_worker(
+            &dir,
+            &server,
+            &task_queue,
+            &bin("external-worker"),
+            &format!("workflow-worker-{build_id}.log"),
+        )
+        .env("TEMPORAL_DEPLOYMENT_NAME", DEPLOYMENT)
+        .env("TEMPORAL_WORKER_BUILD_ID", build_id)
+    };
+    let worker_a = build("A").spawn();
+    // One worker manages the sweep schedule.
+    let worker_b = build("B").env("SWEEP_INTERVAL", "0").spawn();
+    // A version is known to its deployment once its workers have polled.
+    for build_id in ["A", "B"] {
+        wait_for(
+            &format!("build {build_id} in deployment {DEPLOYMENT}"),
+            ROLLOUT_TIMEOUT,
+            || async { has_version(&server, build_id).then_some(()) },
+        )
+        .await;
+    }
+
+    set_current_version(&server, "A").await;
+    let client = server.client().await;
+    let first = run::start(&client, &task_queue, "versioning-first", OBSERVABLE_JOB).await;
+    wait_for("the first run's job to start", run::RUN_TIMEOUT, || {
+        pending_job(&first)
+    })
+    .await;
+    set_current_version(&server, "B").await;
+    // Whatever the first run does from here happened after the switch.
+    let switched_at = history(&first)
+        .await
+        .last()
+        .map_or(0, |event| event.event_id);
+    let second = run::start(&client, &task_queue, "versioning-second", "1s").await;
+
+    assert_completed(&first, &worker_a).await;
+    assert_completed(&second, &worker_b).await;
+
+    let first_tasks = workflow_tasks(&history(&first).await);
+    assert_all_on(&first_tasks, "A", "the first run");
+    assert!(
+        first_tasks.iter().any(|(id, _, _)| *id > switched_at),
+        "the first run completed workflow tasks after build B became current: {first_tasks:?}"
+    );
+    assert_all_on(
+        &workflow_tasks(&history(&second).await),
+        "B",
+        "the second run",
+    );
+}
+
+/// Waits for the run's end and fails unless it completed.
+async fn assert_completed(handle: &RunHandle, worker: &Proc) {
+    let end = run::finish(handle, worker).await;
+    assert!(
+        matches!(end, RunEnd::Completed(_)),
+        "{} ended {end}; its build's output:\n{}",
+        handle.info().workflow_id,
+        worker.output()
+    );
+}
+
+/// Fails unless every workflow task of the run was completed by `build_id` of the deployment,
+/// pinned.
+fn assert_all_on(tasks: &[(i64, String, VersioningBehavior)], build_id: &str, run: &str) {
+    assert!(!tasks.is_empty(), "{run} completed no workflow task");
+    for (id, on, behavior) in tasks {
+        assert_eq!(on, build_id, "{run}: workflow task {id}: {tasks:?}");
+        assert_eq!(
+            *behavior,
+            VersioningBehavior::Pinned,
+            "{run}: workflow task {id}: {tasks:?}"
+        );
+    }
+}
+
+/// The run's history so far.
+async fn history(handle: &RunHandle) -> Vec<HistoryEvent> {
+    handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("the run's history")
+}
+
+/// Each completed workflow task: its event ID, the build ID of the deployment version that
+/// completed it (empty when none of [`DEPLOYMENT`]) and its versioning behaviour.
+fn workflow_tasks(events: &[HistoryEvent]) -> Vec<(i64, String, VersioningBehavior)> {
+    events
+        .iter()
+        .filter_map(|event| match &event.attributes {
+            Some(Attributes::WorkflowTaskCompletedEventAttributes(done)) => {
+                let build_id = done
+                    .deployment_version
+                    .as_ref()
+                    .filter(|v| v.deployment_name == DEPLOYMENT)
+                    .map(|v| v.build_id.clone())
+                    .unwrap_or_default();
+                Some((event.event_id, build_id, done.versioning_behavior()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `temporal worker deployment describe` lists `build_id` as a version of
+/// [`DEPLOYMENT`].
+fn has_version(server: &DevServer, build_id: &str) -> bool {
+    let Some(described) = temporal_worker_deployment(server, &["describe", "--name", DEPLOYMENT])
+    else {
+        return false;
+    };
+    let Ok(described) = serde_json::from_str::<serde_json::Value>(&described) else {
+        return false;
+    };
+    described["versionSummaries"]
+        .as_array()
+        .is_some_and(|versions| versions.iter().any(|v| v["BuildID"] == build_id))
+}
+
+/// Makes `build_id` the deployment's current version, as an operator rolls out: retried until
+/// the server takes it (a version must have been polled recently).
+async fn set_current_version(server: &DevServer, build_id: &str) {
+    let args = [
+        "set-current-version",
+        "--deployment-name",
+        DEPLOYMENT,
+        "--build-id",
+        build_id,
+        "--yes",
+    ];
+    wait_for(
+        &format!("build {build_id} to become the current version"),
+        ROLLOUT_TIMEOUT,
+        || async { temporal_worker_deployment(server, &args) },
+    )
+    .await;
+}
+
+/// `temporal worker deployment <args>` against `server`, JSON output; its stdout, or `None`
+/// when it failed.
+fn temporal_worker_deployment(server: &DevServer, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("temporal")
+        .args(["worker", "deployment"])
+        .args(args)
+        .args(["--address", &server.address(), "--output", "json"])
+        .output()
+        .expect("run the temporal CLI");
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
