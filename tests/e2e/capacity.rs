@@ -154,7 +154,7 @@ async fn semaphore_state(
 
 /// Runs `temporal workflow <args>` against `server`, as any client or operator can; fails the
 /// test when the CLI fails.
-fn temporal_workflow(server: &DevServer, args: &[&str]) {
+pub(crate) fn temporal_workflow(server: &DevServer, args: &[&str]) {
     let output = std::process::Command::new("temporal")
         .arg("workflow")
         .args(args)

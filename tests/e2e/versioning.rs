@@ -1,10 +1,13 @@
 //! Worker Deployment Versioning: two builds of the workflow-worker side by side on one queue and
 //! one dev server, rolled out with the Temporal CLI. A run pinned to the old build ends on it
 //! after the new build becomes current (its job, on the run's own unversioned queue, still
-//! reaches its external worker); new runs go to the new build.
+//! reaches its external worker); new runs go to the new build. The capacity semaphore, which
+//! outlives runs, moves to the new build by the documented CLI step.
 
 use std::time::Duration;
 
+use tea_compute::ComputeOwner;
+use tea_orchestrator::capacity::capacity_workflow_id;
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::WorkflowFetchHistoryOptions;
 use temporalio_common::protos::temporal::api::{
@@ -13,6 +16,7 @@ use temporalio_common::protos::temporal::api::{
 };
 
 use crate::{
+    capacity::temporal_workflow,
     local,
     support::{
         DevServer, Proc, bin,
@@ -27,49 +31,79 @@ const DEPLOYMENT: &str = "tea-versioning-test";
 /// How long a worker may take to show up in its deployment, and a CLI command to succeed.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pinned_run_ends_on_its_build_after_the_next_build_becomes_current() {
-    let dir = test_dir("versioning");
-    let server = DevServer::start(&dir).await;
-    let task_queue = format!("wf-versioning-{}", uuid::Uuid::new_v4().simple());
-    let build = |build_id: &str| {
-        local::workflow_worker(
-            &dir,
-            &server,
-            &task_queue,
+/// A dev server and a task queue that builds of one deployment share.
+struct Deployment {
+    dir: std::path::PathBuf,
+    server: DevServer,
+    task_queue: String,
+}
+
+impl Deployment {
+    async fn start(test: &str) -> Deployment {
+        let dir = test_dir(test);
+        let server = DevServer::start(&dir).await;
+        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
+        Deployment {
+            dir,
+            server,
+            task_queue,
+        }
+    }
+
+    /// A workflow-worker of `build_id` (local provider), with `env` on top; the first build
+    /// manages the sweep schedule, later ones leave it alone.
+    fn spawn(&self, build_id: &str, env: &[(&str, &str)]) -> Proc {
+        let mut worker = local::workflow_worker(
+            &self.dir,
+            &self.server,
+            &self.task_queue,
             &bin("external-worker"),
             &format!("workflow-worker-{build_id}.log"),
         )
         .env("TEMPORAL_DEPLOYMENT_NAME", DEPLOYMENT)
-        .env("TEMPORAL_WORKER_BUILD_ID", build_id)
-    };
-    let worker_a = build("A").spawn();
-    // One worker manages the sweep schedule.
-    let worker_b = build("B").env("SWEEP_INTERVAL", "0").spawn();
-    // A version is known to its deployment once its workers have polled.
-    for build_id in ["A", "B"] {
+        .env("TEMPORAL_WORKER_BUILD_ID", build_id);
+        if build_id != "A" {
+            worker = worker.env("SWEEP_INTERVAL", "0");
+        }
+        for (key, value) in env {
+            worker = worker.env(key, *value);
+        }
+        worker.spawn()
+    }
+
+    /// Waits until the deployment knows `build_id` (its workers have polled), then makes it
+    /// current, as an operator rolls out.
+    async fn make_current(&self, build_id: &str) {
         wait_for(
             &format!("build {build_id} in deployment {DEPLOYMENT}"),
             ROLLOUT_TIMEOUT,
-            || async { has_version(&server, build_id).then_some(()) },
+            || async { has_version(&self.server, build_id).then_some(()) },
         )
         .await;
+        set_current_version(&self.server, build_id).await;
     }
+}
 
-    set_current_version(&server, "A").await;
-    let client = server.client().await;
-    let first = run::start(&client, &task_queue, "versioning-first", OBSERVABLE_JOB).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_run_ends_on_its_build_after_the_next_build_becomes_current() {
+    let deployment = Deployment::start("versioning").await;
+    let worker_a = deployment.spawn("A", &[]);
+    let worker_b = deployment.spawn("B", &[]);
+    deployment.make_current("A").await;
+    let client = deployment.server.client().await;
+    let queue = &deployment.task_queue;
+    let first = run::start(&client, queue, "versioning-first", OBSERVABLE_JOB).await;
     wait_for("the first run's job to start", run::RUN_TIMEOUT, || {
         pending_job(&first)
     })
     .await;
-    set_current_version(&server, "B").await;
+    deployment.make_current("B").await;
     // Whatever the first run does from here happened after the switch.
     let switched_at = history(&first)
         .await
         .last()
         .map_or(0, |event| event.event_id);
-    let second = run::start(&client, &task_queue, "versioning-second", "1s").await;
+    let second = run::start(&client, queue, "versioning-second", "1s").await;
 
     assert_completed(&first, &worker_a).await;
     assert_completed(&second, &worker_b).await;
@@ -80,6 +114,46 @@ async fn pinned_run_ends_on_its_build_after_the_next_build_becomes_current() {
         first_tasks.iter().any(|(id, _, _)| *id > switched_at),
         "the first run completed workflow tasks after build B became current: {first_tasks:?}"
     );
+    assert_all_on(
+        &workflow_tasks(&history(&second).await),
+        "B",
+        "the second run",
+    );
+}
+
+/// The capacity semaphore is pinned to the build that started it and outlives runs; the
+/// documented rollout step (`temporal workflow update-options ... auto_upgrade`) moves it to
+/// the current build, so capped runs still start once the old build's workers are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_semaphore_moves_to_the_current_build_with_update_options() {
+    let deployment = Deployment::start("versioning-capacity").await;
+    let capped = [("MAX_CONCURRENT_COMPUTE", "1")];
+    let mut worker_a = deployment.spawn("A", &capped);
+    deployment.make_current("A").await;
+    let client = deployment.server.client().await;
+    let queue = &deployment.task_queue;
+    let first = run::start(&client, queue, "versioning-capacity-first", "1s").await;
+    assert_completed(&first, &worker_a).await;
+
+    let worker_b = deployment.spawn("B", &capped);
+    deployment.make_current("B").await;
+    let owner = ComputeOwner::derive("default", queue);
+    let semaphore = capacity_workflow_id(&owner);
+    temporal_workflow(
+        &deployment.server,
+        &[
+            "update-options",
+            "--workflow-id",
+            &semaphore,
+            "--versioning-override-behavior",
+            "auto_upgrade",
+        ],
+    );
+    worker_a.sigkill();
+    worker_a.wait(ROLLOUT_TIMEOUT).await;
+
+    let second = run::start(&client, queue, "versioning-capacity-second", "1s").await;
+    assert_completed(&second, &worker_b).await;
     assert_all_on(
         &workflow_tasks(&history(&second).await),
         "B",
