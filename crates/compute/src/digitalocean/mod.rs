@@ -291,19 +291,36 @@ fn may_have_created(e: &CallError, name: &str) -> bool {
     }
 }
 
+/// How the registry describes and builds the DigitalOcean provider.
+#[async_trait]
+impl crate::registry::ProviderSettings for DigitalOceanConfig {
+    fn describe(&self) -> String {
+        format!(
+            "api_url={} instance_size={} region={}",
+            self.api_url,
+            self.instance_size_slug,
+            self.region.as_deref().unwrap_or("(nearest)")
+        )
+    }
+
+    fn build(
+        self: Box<Self>,
+        owner: ComputeOwner,
+    ) -> Result<std::sync::Arc<dyn ComputeProvider>, ProviderError> {
+        Ok(std::sync::Arc::new(DigitalOceanProvider::new(
+            *self, owner,
+        )?))
+    }
+}
+
 #[async_trait]
 impl ComputeProvider for DigitalOceanProvider {
-    fn kind(&self) -> &'static str {
-        "digitalocean"
+    fn registry_entry(&self) -> &'static crate::registry::Provider {
+        &crate::registry::DIGITALOCEAN
     }
 
     fn owner(&self) -> &ComputeOwner {
         &self.owner
-    }
-
-    /// App Platform pulls the image and rolls out the deployment: minutes, not seconds.
-    fn default_deploy_timeout(&self) -> Duration {
-        Duration::from_secs(15 * 60)
     }
 
     /// The instance size's price by the second (App Platform bills by the second).
