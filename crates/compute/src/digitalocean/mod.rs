@@ -7,7 +7,7 @@
 //!   duplicated. It adopts only an app carrying this provider's owner mark; an app of that
 //!   name marked by someone else (or not at all) is a permanent error and is left alone.
 //! - Every app carries the owner mark as the app-level `GENERAL` variable
-//!   [`crate::owner::OWNER_ENV`]; [`DigitalOceanProvider::list_ours`] keeps only apps with a
+//!   [`OWNER_ENV`]; [`DigitalOceanProvider::list_ours`] keeps only apps with a
 //!   generated name and exactly this mark.
 //! - [`DigitalOceanProvider::readiness`] maps the deployment phase (`ACTIVE` ready;
 //!   `ERROR`/`CANCELED`/`SUPERSEDED` failed; anything else pending).
@@ -43,11 +43,14 @@ use self::model::{
     App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request, readiness_of,
 };
 use crate::naming::is_portable_name;
-use crate::owner::OWNER_ENV;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
     FoundCompute, ProviderError, Readiness,
 };
+
+/// App-level env var (type `GENERAL`, scope `RUN_TIME`) holding the owner mark
+/// ([`ComputeOwner`]) on every app this provider creates.
+pub const OWNER_ENV: &str = "TEA_COMPUTE_OWNER";
 
 /// Apps requested per list page (the API maximum).
 const PER_PAGE: u32 = 200;
