@@ -9,10 +9,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
-use crate::{
-    ComputeOwner, ComputeProvider, ProviderError, digitalocean::DigitalOceanConfig,
-    docker::DockerConfig, local::LocalConfig,
-};
+use crate::{ComputeOwner, ComputeProvider, ProviderError};
 
 /// One provider, as the rest of the workspace knows it.
 pub struct Provider {
@@ -35,7 +32,7 @@ pub static LOCAL: Provider = Provider {
     about: "a process per run",
     // A local process is running as soon as it is spawned.
     default_deploy_timeout: Duration::from_secs(60),
-    from_env: || Ok(Box::new(LocalConfig::from_env()?)),
+    from_env: || Ok(Box::new(crate::local::LocalConfig::from_env()?)),
 };
 
 /// A DigitalOcean App Platform app per run (needs DIGITALOCEAN_ACCESS_TOKEN).
@@ -44,7 +41,11 @@ pub static DIGITALOCEAN: Provider = Provider {
     about: "an App Platform app per run",
     // App Platform pulls the image and rolls out the deployment: minutes, not seconds.
     default_deploy_timeout: Duration::from_secs(15 * 60),
-    from_env: || Ok(Box::new(DigitalOceanConfig::from_env()?)),
+    from_env: || {
+        Ok(Box::new(
+            crate::digitalocean::DigitalOceanConfig::from_env()?
+        ))
+    },
 };
 
 /// A container per run on a Docker Engine (`DOCKER_HOST`, else the local socket).
@@ -53,11 +54,11 @@ pub static DOCKER: Provider = Provider {
     about: "a container per run on a Docker Engine",
     // A container runs within seconds once its image is there; the budget covers a pull.
     default_deploy_timeout: Duration::from_secs(300),
-    from_env: || Ok(Box::new(DockerConfig::from_env()?)),
+    from_env: || Ok(Box::new(crate::docker::DockerConfig::from_env()?)),
 };
 
 /// Every provider, in the order `--help` lists them.
-pub static PROVIDERS: [&Provider; 3] = [&LOCAL, &DIGITALOCEAN, &DOCKER];
+pub static PROVIDERS: &[&Provider] = &[&LOCAL, &DIGITALOCEAN, &DOCKER];
 
 /// The provider `COMPUTE_PROVIDER` chooses when unset.
 pub static DEFAULT: &Provider = &LOCAL;
@@ -68,8 +69,9 @@ impl Provider {
     pub fn by_name(name: &str) -> Result<&'static Provider, String> {
         let wanted = name.trim().to_ascii_lowercase();
         PROVIDERS
-            .into_iter()
+            .iter()
             .find(|p| p.name == wanted)
+            .copied()
             .ok_or_else(|| {
                 let names: Vec<_> = PROVIDERS.iter().map(|p| p.name).collect();
                 format!(
@@ -190,7 +192,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_unknown_ones_are_listed() {
         for provider in PROVIDERS {
-            assert_eq!(Provider::by_name(provider.name), Ok(provider));
+            assert_eq!(Provider::by_name(provider.name), Ok(*provider));
         }
         assert_eq!(Provider::by_name(" DigitalOcean "), Ok(&DIGITALOCEAN));
         let err = Provider::by_name("k8s").unwrap_err();
