@@ -84,7 +84,11 @@ impl Provider {
     /// Every provider with its [`about`](Self::about), for `--help`: "`local` (a process per
     /// run), ... or `docker` (...)".
     pub fn help_list() -> String {
-        let items: Vec<String> = PROVIDERS
+        Self::list_for_help(PROVIDERS)
+    }
+
+    fn list_for_help(providers: &[&Provider]) -> String {
+        let items: Vec<String> = providers
             .iter()
             .map(|p| format!("`{}` ({})", p.name, p.about))
             .collect();
@@ -202,10 +206,18 @@ mod tests {
     #[test]
     fn help_lists_every_provider_with_what_it_runs() {
         assert_eq!(
-            Provider::help_list(),
+            Provider::list_for_help(&[&LOCAL]),
+            "`local` (a process per run)"
+        );
+        assert_eq!(
+            Provider::list_for_help(&[&LOCAL, &DIGITALOCEAN, &DOCKER]),
             "`local` (a process per run), `digitalocean` (an App Platform app per run) or \
              `docker` (a container per run on a Docker Engine)"
         );
+        let help = Provider::help_list();
+        for provider in PROVIDERS {
+            assert!(help.contains(&format!("`{}` ({})", provider.name, provider.about)));
+        }
     }
 
     /// The README's providers table (the first column of the table under "Compute providers")
