@@ -54,9 +54,12 @@ pub fn is_generated_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Whether `name` follows the portable name rule every provider accepts: 2-32 characters
-/// matching `^[a-z][a-z0-9-]{0,30}[a-z0-9]$` (DigitalOcean's app and component name rule, the
-/// strictest of our providers'; valid as a directory name, a DNS label and a container name).
+/// The portable name rule every provider accepts, as a pattern for messages (it implies 2-32
+/// characters): DigitalOcean's app and component name rule, the strictest of our providers';
+/// valid as a directory name, a DNS label and a container name.
+pub const PORTABLE_NAME_PATTERN: &str = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
+
+/// Whether `name` follows the portable name rule, [`PORTABLE_NAME_PATTERN`].
 pub fn is_portable_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (2..=MAX_NAME_LEN).contains(&bytes.len())

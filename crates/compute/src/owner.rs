@@ -1,10 +1,12 @@
 //! The ownership mark: which deployment a unit of compute belongs to.
 //!
 //! Every provider instance is built with one [`ComputeOwner`] and stamps it on every unit of
-//! compute it creates (DigitalOcean: the app-level `GENERAL` env var [`OWNER_ENV`]; local: the
-//! `owner` field of `meta.json`). Listing, sweeping and delete-by-name only ever consider
-//! compute that carries exactly this mark, so two deployments sharing one account (or one
-//! state directory) never touch each other's compute, and compute nobody marked is left alone.
+//! compute it creates, where its module says (DigitalOcean: the app-level variable
+//! [`crate::digitalocean::OWNER_ENV`]; Docker: the label [`crate::docker::OWNER_LABEL`];
+//! local: the `owner` field of `meta.json`). Listing, sweeping and delete-by-name only ever
+//! consider compute that carries exactly this mark, so two deployments sharing one account (or
+//! one state directory) never touch each other's compute, and compute nobody marked is left
+//! alone.
 //!
 //! The owner is configured with `COMPUTE_OWNER`; by default it is derived from the Temporal
 //! namespace and the workflow task queue as `<namespace>/<task_queue>` (see
@@ -14,12 +16,9 @@ use std::fmt;
 
 use crate::naming::is_generated_name;
 
-/// Name of the variable that configures the owner, and of the DigitalOcean app env var that
-/// carries the mark (a different name, so a worker's own environment cannot be mistaken for it).
+/// Name of the variable that configures the owner (providers store the mark under names of
+/// their own, so a worker's own environment cannot be mistaken for it).
 pub const ENV_COMPUTE_OWNER: &str = "COMPUTE_OWNER";
-
-/// App-level env var (type `GENERAL`, scope `RUN_TIME`) holding the mark on DigitalOcean.
-pub const OWNER_ENV: &str = "TEA_COMPUTE_OWNER";
 
 /// Longest owner accepted.
 pub const MAX_OWNER_LEN: usize = 100;

@@ -255,8 +255,13 @@ impl ProviderError {
 /// - Every workflow-worker of one deployment (one workflow task queue) uses the same owner.
 #[async_trait]
 pub trait ComputeProvider: Send + Sync + 'static {
-    /// Short provider name for logs (`digitalocean`, `docker`, `local`).
-    fn kind(&self) -> &'static str;
+    /// This provider's entry in the registry, where its name and defaults are written.
+    fn registry_entry(&self) -> &'static crate::registry::Provider;
+
+    /// Short provider name for logs (`digitalocean`, `docker`, `local`): its registry entry's.
+    fn kind(&self) -> &'static str {
+        self.registry_entry().name
+    }
 
     /// The deployment this provider works for; its mark is on everything it creates.
     fn owner(&self) -> &ComputeOwner;
@@ -289,9 +294,9 @@ pub trait ComputeProvider: Send + Sync + 'static {
     }
 
     /// How long new compute may take to be reported running before the attempt is torn down
-    /// and counted as lost (overridable with `DEPLOY_TIMEOUT`).
+    /// and counted as lost (overridable with `DEPLOY_TIMEOUT`): its registry entry's.
     fn default_deploy_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(600)
+        self.registry_entry().default_deploy_timeout
     }
 
     /// What one unit costs per second in USD, for the estimate in each run's result; `None`

@@ -30,9 +30,6 @@ pub const OWNER_RUN_ID_ENV: &str = "OWNER_RUN_ID";
 /// Queue an external worker polls when [`EXTERNAL_TASK_QUEUE_ENV`] is unset.
 pub const DEFAULT_EXTERNAL_TASK_QUEUE: &str = "externalTaskQueue";
 
-/// Name of the worker component inside a DigitalOcean app.
-pub const WORKER_COMPONENT_NAME: &str = "external-worker";
-
 /// Set to `true` on every unit of compute: the external worker takes its Temporal connection
 /// from its environment only (what the workflow-worker forwarded), never from a temporal.toml
 /// profile the compute may happen to have.

@@ -494,8 +494,9 @@ impl ProvisioningActivities {
     ) -> Result<CreatedCompute, ActivityError> {
         if !naming::is_portable_name(&input.compute_name) {
             return Err(non_retryable(format!(
-                "invalid compute name {:?}: must match ^[a-z][a-z0-9-]{{0,30}}[a-z0-9]$",
-                input.compute_name
+                "invalid compute name {:?}: must match {}",
+                input.compute_name,
+                naming::PORTABLE_NAME_PATTERN
             )));
         }
         if let (Some(waited), 1) = (input.capacity_waited, ctx.info().attempt) {

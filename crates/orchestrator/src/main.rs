@@ -8,7 +8,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use clap::{Parser, Subcommand};
 use tea_compute::{
     ComputeOwner, ComputeProvider, Deleted, EnvVar,
-    registry::{ProviderConfig, ProviderKind},
+    registry::{self, Provider, ProviderConfig},
 };
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
@@ -33,10 +33,16 @@ use temporalio_client::Client;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Where external workers run: `local` (a process per run), `digitalocean` (an App
-    /// Platform app per run) or `docker` (a container per run on a Docker Engine).
-    #[arg(long, env = "COMPUTE_PROVIDER", default_value = "local")]
-    provider: ProviderKind,
+    /// Where external workers run: one of the providers in the registry (the help text is
+    /// generated from it).
+    #[arg(
+        long,
+        env = "COMPUTE_PROVIDER",
+        default_value = registry::DEFAULT.name,
+        value_parser = Provider::by_name,
+        help = format!("Where external workers run: {}", Provider::help_list()),
+    )]
+    provider: &'static Provider,
     /// Task queue for workflows and provisioning activities.
     #[arg(long, env = "WORKFLOW_TASK_QUEUE", default_value = WORKFLOW_TASK_QUEUE)]
     task_queue: String,
@@ -47,8 +53,8 @@ struct Args {
     #[arg(long, env = "DEPLOY_POLL_MAX", default_value = "30s")]
     deploy_poll_max: GoDuration,
     /// How long new compute may take to be reported running before the attempt is torn down
-    /// and counted as lost (default: the provider's, 15m for digitalocean, 5m for docker, 1m for local).
-    #[arg(long, env = "DEPLOY_TIMEOUT")]
+    /// and counted as lost (default: the provider's, from the registry).
+    #[arg(long, env = "DEPLOY_TIMEOUT", help = deploy_timeout_help())]
     deploy_timeout: Option<GoDuration>,
     /// Comma-separated names of variables of this process to give each unit of compute as
     /// secrets, for the job (e.g. `DB_PASSWORD,S3_KEY`); never logged, never in history.
@@ -244,9 +250,28 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `--deploy-timeout`'s help, with each registered provider's default.
+fn deploy_timeout_help() -> String {
+    let defaults: Vec<String> = registry::PROVIDERS
+        .iter()
+        .map(|p| {
+            format!(
+                "{} for {}",
+                GoDuration::from(p.default_deploy_timeout),
+                p.name
+            )
+        })
+        .collect();
+    format!(
+        "How long new compute may take to be reported running before the attempt is torn down \
+         and counted as lost (default: the provider's, {})",
+        defaults.join(", ")
+    )
+}
+
 /// The provider's configuration, checked against the platform where the provider can, or
 /// `None` after logging why it is unusable.
-async fn checked_provider_config(kind: ProviderKind) -> Option<ProviderConfig> {
+async fn checked_provider_config(kind: &'static Provider) -> Option<ProviderConfig> {
     let config = provider_config(kind)
         .inspect_err(|e| tracing::error!("{e:#}"))
         .ok()?;
@@ -261,7 +286,7 @@ async fn checked_provider_config(kind: ProviderKind) -> Option<ProviderConfig> {
     Some(config)
 }
 
-fn provider_config(kind: ProviderKind) -> anyhow::Result<ProviderConfig> {
+fn provider_config(kind: &'static Provider) -> anyhow::Result<ProviderConfig> {
     let config = ProviderConfig::from_env(kind)?;
     tracing::info!(provider = %kind, "compute provider: {}", config.describe());
     Ok(config)

@@ -7,7 +7,7 @@
 //!   duplicated. It adopts only an app carrying this provider's owner mark; an app of that
 //!   name marked by someone else (or not at all) is a permanent error and is left alone.
 //! - Every app carries the owner mark as the app-level `GENERAL` variable
-//!   [`crate::owner::OWNER_ENV`]; [`DigitalOceanProvider::list_ours`] keeps only apps with a
+//!   [`OWNER_ENV`]; [`DigitalOceanProvider::list_ours`] keeps only apps with a
 //!   generated name and exactly this mark.
 //! - [`DigitalOceanProvider::readiness`] maps the deployment phase (`ACTIVE` ready;
 //!   `ERROR`/`CANCELED`/`SUPERSEDED` failed; anything else pending).
@@ -43,11 +43,14 @@ use self::model::{
     App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request, readiness_of,
 };
 use crate::naming::is_portable_name;
-use crate::owner::OWNER_ENV;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
     FoundCompute, ProviderError, Readiness,
 };
+
+/// App-level env var (type `GENERAL`, scope `RUN_TIME`) holding the owner mark
+/// ([`ComputeOwner`]) on every app this provider creates.
+pub const OWNER_ENV: &str = "TEA_COMPUTE_OWNER";
 
 /// Apps requested per list page (the API maximum).
 const PER_PAGE: u32 = 200;
@@ -291,19 +294,36 @@ fn may_have_created(e: &CallError, name: &str) -> bool {
     }
 }
 
+/// How the registry describes and builds the DigitalOcean provider.
+#[async_trait]
+impl crate::registry::ProviderSettings for DigitalOceanConfig {
+    fn describe(&self) -> String {
+        format!(
+            "api_url={} instance_size={} region={}",
+            self.api_url,
+            self.instance_size_slug,
+            self.region.as_deref().unwrap_or("(nearest)")
+        )
+    }
+
+    fn build(
+        self: Box<Self>,
+        owner: ComputeOwner,
+    ) -> Result<std::sync::Arc<dyn ComputeProvider>, ProviderError> {
+        Ok(std::sync::Arc::new(DigitalOceanProvider::new(
+            *self, owner,
+        )?))
+    }
+}
+
 #[async_trait]
 impl ComputeProvider for DigitalOceanProvider {
-    fn kind(&self) -> &'static str {
-        "digitalocean"
+    fn registry_entry(&self) -> &'static crate::registry::Provider {
+        &crate::registry::DIGITALOCEAN
     }
 
     fn owner(&self) -> &ComputeOwner {
         &self.owner
-    }
-
-    /// App Platform pulls the image and rolls out the deployment: minutes, not seconds.
-    fn default_deploy_timeout(&self) -> Duration {
-        Duration::from_secs(15 * 60)
     }
 
     /// The instance size's price by the second (App Platform bills by the second).

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::owner::OWNER_ENV;
+use super::OWNER_ENV;
 use crate::{ComputeSpec, Readiness};
 
 // ----- request -----
@@ -22,7 +22,7 @@ pub(crate) struct AppSpecRequest<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<&'a str>,
-    /// App-level variables: the ownership mark ([`crate::owner::OWNER_ENV`]).
+    /// App-level variables: the ownership mark ([`OWNER_ENV`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub envs: Vec<EnvRequest<'a>>,
     pub workers: Vec<WorkerSpecRequest<'a>>,

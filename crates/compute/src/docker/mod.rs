@@ -413,19 +413,41 @@ impl DockerProvider {
     }
 }
 
+/// How the registry describes, checks and builds the Docker provider.
+#[async_trait]
+impl crate::registry::ProviderSettings for DockerConfig {
+    fn describe(&self) -> String {
+        format!(
+            "engine={} network={} temporal_address={} log_dir={}",
+            self.docker_host.as_deref().unwrap_or("(local socket)"),
+            self.network,
+            self.temporal_address
+                .as_deref()
+                .unwrap_or("(the worker's own)"),
+            self.log_dir.display()
+        )
+    }
+
+    async fn preflight(&self) -> Result<Option<String>, ProviderError> {
+        preflight(self).await.map(Some)
+    }
+
+    fn build(
+        self: Box<Self>,
+        owner: ComputeOwner,
+    ) -> Result<std::sync::Arc<dyn ComputeProvider>, ProviderError> {
+        Ok(std::sync::Arc::new(DockerProvider::new(*self, owner)?))
+    }
+}
+
 #[async_trait]
 impl ComputeProvider for DockerProvider {
-    fn kind(&self) -> &'static str {
-        "docker"
+    fn registry_entry(&self) -> &'static crate::registry::Provider {
+        &crate::registry::DOCKER
     }
 
     fn owner(&self) -> &ComputeOwner {
         &self.owner
-    }
-
-    /// A container runs within seconds once its image is there; the budget covers a pull.
-    fn default_deploy_timeout(&self) -> Duration {
-        Duration::from_secs(300)
     }
 
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {

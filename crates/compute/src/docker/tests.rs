@@ -201,10 +201,16 @@ fn fresh_name(label: &str) -> String {
     )
 }
 
-/// Creates a container the provider did not make: `owner` labels it as another deployment's
-/// (`None`: no owner label at all).
-async fn add_container(docker: &Docker, name: &str, owner: Option<&str>) {
-    let mut labels = HashMap::from([(TEST_LABEL.to_owned(), "foreign".to_owned())]);
+/// The test label of the foreign containers a test made, whose provider has `owner`: each test
+/// removes only its own (tests run at once, and one must not remove another's mid-check).
+fn foreign_of(owner: &ComputeOwner) -> String {
+    format!("foreign/{owner}")
+}
+
+/// Creates a container the provider did not make, for the test whose provider has `made_by`:
+/// `owner` labels it as another deployment's (`None`: no owner label at all).
+async fn add_container(docker: &Docker, name: &str, owner: Option<&str>, made_by: &ComputeOwner) {
+    let mut labels = HashMap::from([(TEST_LABEL.to_owned(), foreign_of(made_by))]);
     if let Some(owner) = owner {
         labels.insert(OWNER_LABEL.to_owned(), owner.to_owned());
     }
@@ -248,10 +254,17 @@ impl Subject for DockerSubject {
     }
 
     async fn add_foreign(&self, name: &str) {
+        let made_by = self.provider.owner();
         if name.starts_with("ext-api") {
-            add_container(&self.docker, name, None).await;
+            add_container(&self.docker, name, None, made_by).await;
         } else {
-            add_container(&self.docker, name, Some("someone-else/their-queue")).await;
+            add_container(
+                &self.docker,
+                name,
+                Some("someone-else/their-queue"),
+                made_by,
+            )
+            .await;
         }
     }
 }
@@ -269,7 +282,7 @@ async fn conformance() {
     };
     let result = crate::conformance::run(&subject).await;
     let left = remove_owned(&docker, owner.as_str()).await;
-    remove_labelled(&docker, TEST_LABEL, Some("foreign")).await;
+    remove_labelled(&docker, TEST_LABEL, Some(&foreign_of(&owner))).await;
     let _ = std::fs::remove_dir_all(dir);
     result.expect("the docker provider honours the provider contract");
     assert!(
@@ -288,7 +301,7 @@ async fn delete_keeps_the_log_and_a_container_we_did_not_mark_is_left_alone() {
 
     // Our name, but no mark of ours: neither adopted nor deleted.
     let foreign = fresh_name("foreign");
-    add_container(&docker, &foreign, Some("someone-else/q")).await;
+    add_container(&docker, &foreign, Some("someone-else/q"), &owner).await;
     let err = provider
         .create_or_adopt(&spec(&foreign, SLEEPER_IMAGE))
         .await
@@ -481,7 +494,7 @@ async fn secrets_reach_the_container_in_a_file_of_its_user_not_in_its_configurat
 /// Removes what a test made (its owner's containers, foreign ones, its log directory) and
 /// fails when any container of its owner was left behind.
 async fn clean_up(docker: &Docker, owner: &ComputeOwner, dir: &std::path::Path) {
-    remove_labelled(docker, TEST_LABEL, Some("foreign")).await;
+    remove_labelled(docker, TEST_LABEL, Some(&foreign_of(owner))).await;
     let left = remove_owned(docker, owner.as_str()).await;
     let _ = std::fs::remove_dir_all(dir);
     assert!(left.is_empty(), "left behind: {left:?}");

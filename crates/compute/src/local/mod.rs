@@ -382,19 +382,33 @@ async fn wait_reaped(pid: u32) {
     }
 }
 
+/// How the registry describes and builds the local provider.
+#[async_trait]
+impl crate::registry::ProviderSettings for LocalConfig {
+    fn describe(&self) -> String {
+        format!(
+            "worker_bin={} state_dir={}",
+            self.worker_bin.display(),
+            self.state_dir.display()
+        )
+    }
+
+    fn build(
+        self: Box<Self>,
+        owner: ComputeOwner,
+    ) -> Result<std::sync::Arc<dyn ComputeProvider>, ProviderError> {
+        Ok(std::sync::Arc::new(LocalProvider::new(*self, owner)?))
+    }
+}
+
 #[async_trait]
 impl ComputeProvider for LocalProvider {
-    fn kind(&self) -> &'static str {
-        "local"
+    fn registry_entry(&self) -> &'static crate::registry::Provider {
+        &crate::registry::LOCAL
     }
 
     fn owner(&self) -> &ComputeOwner {
         &self.owner
-    }
-
-    /// A local process is running as soon as it is spawned.
-    fn default_deploy_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(60)
     }
 
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
