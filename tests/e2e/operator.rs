@@ -153,7 +153,12 @@ async fn compute_list_shows_the_owner_run_and_delete_needs_cancel_run() {
     let (ok, done) = operator(&fx, &["compute", "delete", &name, "--cancel-run"]).await;
     assert!(ok, "delete --cancel-run failed: {done}");
     assert!(done.contains("its teardown deleted"), "{done}");
-    recorded_as(&done);
+    let record = fx
+        .server
+        .client()
+        .await
+        .get_workflow_handle::<OperatorDeleteCompute>(recorded_as(&done));
+    run::record_history_as(&record, "operator-delete-by-its-run").await;
     let end = run::finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
     assert!(!pid_alive(pid), "external worker {pid} still running");
@@ -188,6 +193,7 @@ async fn compute_delete_goes_through_the_workflow_worker_and_without_one_fails_a
     assert_eq!(operator_deletes(&metrics, "deleted").await, 1.0);
     // The audit record: which unit, who asked, how it ended.
     let record = client.get_workflow_handle::<OperatorDeleteCompute>(recorded_as(&done));
+    run::record_history_as(&record, "operator-delete-deleted").await;
     let result = record
         .get_result(WorkflowGetResultOptions::default())
         .await

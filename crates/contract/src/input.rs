@@ -223,35 +223,6 @@ impl WorkflowInput {
         Ok(input)
     }
 
-    /// Decodes and validates the raw input by the first version's rules: serde's typed decode
-    /// (unknown fields ignored) and only the checks that version made. Replaying a run started
-    /// before the strict rules must decide exactly as that run did, so such runs keep these.
-    pub fn from_payloads_v1(payloads: &[Payload]) -> Result<WorkflowInput, String> {
-        let [payload] = payloads else {
-            return Err(missing_input());
-        };
-        let input: WorkflowInput = serde_json::from_slice(&payload.data)
-            .map_err(|e| format!("invalid workflow input: {e}"))?;
-        for (field, value) in [("repository", &input.repository), ("tag", &input.tag)] {
-            if value.trim().is_empty() {
-                return Err(format!("workflow input field `{field}` must not be empty"));
-            }
-        }
-        if input.heartbeat_timeout() < Duration::from_secs(1) {
-            return Err("workflow input field `heartbeat_timeout` must be at least 1s".into());
-        }
-        if input.worker_start_timeout() < Duration::from_secs(1) {
-            return Err("workflow input field `worker_start_timeout` must be at least 1s".into());
-        }
-        if !(1..=MAX_COMPUTE_ATTEMPTS_LIMIT).contains(&input.max_compute_attempts()) {
-            return Err(format!(
-                "workflow input field `max_compute_attempts` must be between 1 and \
-                 {MAX_COMPUTE_ATTEMPTS_LIMIT}"
-            ));
-        }
-        Ok(input)
-    }
-
     fn from_object(object: Map<String, Value>) -> Result<WorkflowInput, String> {
         let mut input = WorkflowInput::default();
         let mut seen: Vec<&str> = Vec::new();
@@ -607,27 +578,6 @@ mod tests {
             let err = decode(json).unwrap_err();
             assert!(err.contains(expected), "{json}: {err}");
         }
-    }
-
-    #[test]
-    fn first_version_rules_are_kept_for_replay() {
-        let payload = |json: &str| Payload {
-            metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into(),
-            data: json.as_bytes().to_vec(),
-            ..Default::default()
-        };
-        // Accepted then (an unknown field, a heartbeat longer than the job's deadline), so a
-        // replayed run of that version must accept it still.
-        let old = payload(
-            r#"{"registry":"r","repository":"e","tag":"t","job_duration":0,"heartbeat_timeout":1800000000000,"x":1}"#,
-        );
-        assert!(WorkflowInput::from_payloads_v1(std::slice::from_ref(&old)).is_ok());
-        assert!(WorkflowInput::from_payloads(&[old]).is_err());
-        let err = WorkflowInput::from_payloads_v1(&[payload(
-            r#"{"registry":"r","repository":"e","tag":""}"#,
-        )])
-        .unwrap_err();
-        assert!(err.contains("`tag` must not be empty"), "{err}");
     }
 
     #[test]

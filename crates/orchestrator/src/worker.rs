@@ -108,11 +108,13 @@ pub async fn run(
         config.poll,
         metrics.clone(),
     )
-    .with_max_compute_lifetime(config.max_compute_lifetime)
-    .with_max_concurrent_compute(
-        config.max_concurrent_compute,
-        config.capacity_check_interval,
-    );
+    .with_max_compute_lifetime(config.max_compute_lifetime);
+    let capacity =
+        CapacityActivities::new(&owner, kind, activities.deploy_timeout(), metrics.clone())
+            .with_cap(
+                config.max_concurrent_compute,
+                config.capacity_check_interval,
+            );
     if let Some(cap) = config.max_concurrent_compute {
         tracing::info!(
             cap,
@@ -130,7 +132,7 @@ pub async fn run(
         .register_workflow::<OperatorDeleteCompute>()
         .map_err(|e| anyhow!("could not register the operator delete workflow: {e}"))?
         .register_activities(activities)
-        .register_activities(CapacityActivities)
+        .register_activities(capacity)
         .register_activities(OperatorDeleteActivities::new(kind, metrics.clone()))
         .register_activities(SweepActivities::new(provider, metrics.clone()))
         // The capacity semaphore counts the malformed signals it refuses.

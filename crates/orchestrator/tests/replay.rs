@@ -1,20 +1,51 @@
-//! Replay tests: every committed history of `TriggerExternalWorkflow` and of the capacity
-//! semaphore `ComputeCapacity` must replay against today's workflow code without a
-//! nondeterminism error. A change to the workflow's command
-//! sequence that is not guarded by a patch (`ctx.patched`) fails here, before it can fail the
-//! workflow tasks of runs in flight.
+//! Replay tests: every committed history of the workflows the workflow-worker hosts
+//! (`TriggerExternalWorkflow`, the capacity semaphore `ComputeCapacity`, the operator's
+//! `OperatorDeleteCompute` and the scheduled `SweepLeakedCompute`) must replay against today's
+//! workflow code without a nondeterminism error. A change to a workflow's command sequence that
+//! is not guarded by a patch (`ctx.patched`) fails here, before it can fail the workflow tasks
+//! of runs in flight.
 //!
 //! The histories in `tests/histories/` were recorded from real runs on a dev server by the
-//! end-to-end tests (`TEA_RECORD_HISTORIES=<dir> cargo test --test e2e`). Histories of older
-//! workflow versions stay: they are what runs in flight look like after a deployment. Files
-//! are named `<version>-<scenario>.json`, the semaphore's `semaphore-<version>-<scenario>.json`
-//! (a semaphore runs for as long as its owner has runs: a deployment always replays one).
+//! end-to-end tests (`TEA_RECORD_HISTORIES=<dir> cargo test -p tea-e2e --test e2e`), which
+//! name each file after its test's workflow ID. They are kept as
+//! `<workflow>-<version>-<path>.json`: `run-0.1.0-happy-local.json` is a run of the baseline
+//! that took the happy path on the local provider. Histories stay when the code moves on: they
+//! are what runs in flight look like after a deployment. CONTRIBUTING.md, "Changing the
+//! workflow", says how to add a version's.
 
 use std::path::{Path, PathBuf};
 
-use tea_orchestrator::{capacity::ComputeCapacity, workflow::TriggerExternalWorkflow};
+use tea_orchestrator::{
+    capacity::ComputeCapacity, operator_delete::OperatorDeleteCompute, sweeper::SweepLeakedCompute,
+    workflow::TriggerExternalWorkflow,
+};
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+/// The paths of `TriggerExternalWorkflow`'s baseline (0.1.0) the guarantee rests on, each
+/// recorded at least once.
+const BASELINE_RUN_PATHS: &[&str] = &[
+    // Completed: the timed job, a command, after a capped wait, a job that started while the
+    // deployment still rolled out, a job that completed before its `Create` was reported failed.
+    "happy-local",
+    "happy-command",
+    "happy-capacity-waited",
+    "happy-job-started-while-deploying",
+    "happy-job-completed-before-create-failed",
+    // Cancelled while waiting for a slot, while the job ran (timed job, command).
+    "cancel-waiting-for-capacity",
+    "cancel-local",
+    "cancel-command",
+    // A fresh unit after a lost one: its worker died, its worker never polled.
+    "reprovision-dead-worker",
+    "reprovision-never-polls",
+    // Failed: `Create` refused (the queued job withdrawn), a deployment that failed, the
+    // compute lifetime reached (counted from `Create`'s scheduling).
+    "failed-create-rejected-token",
+    "failed-deployment",
+    "failed-lifetime-exceeded",
+    "failed-lifetime-counted-from-create",
+];
 
 fn history_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
@@ -28,38 +59,21 @@ fn history_files() -> Vec<PathBuf> {
 }
 
 #[tokio::test]
-async fn every_recorded_history_replays_against_todays_workflow() {
+async fn every_recorded_history_replays_against_todays_workflows() {
     let files = history_files();
-    // The scenarios the guarantee rests on, for every workflow version: v1 is the port as
-    // first shipped, v2 runs under the `bounded-waits` patch, v3 under `run-command` too, v4
-    // under `compute-lifetime` too (with and without a lifetime set, and one it ended), v5
-    // under `compute-capacity` too (uncapped, and capped runs that waited for a slot), v6
-    // under `quick-start` too (the capacity check a local activity, the job queued on the
-    // compute's queue together with `Create`: a failed create or deployment cancels it while
-    // queued), v7 under `capacity-reassert` too (capped runs re-assert their request while
-    // they wait and their slot while they hold it: through a terminated semaphore, and a
-    // reset while waiting), v8 under `finished-job-kept` and `lifetime-from-create` too (a job
-    // that completed before its `Create` failed is the run's result; a job that started while
-    // the deployment still rolled out made the unit ready; the lifetime counted from `Create`'s
-    // scheduling).
-    for version in ["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"] {
-        for scenario in [
-            "happy",
-            "cancel",
-            "reprovision",
-            "failed-create",
-            "failed-deployment",
-        ] {
-            assert_recorded(&files, &format!("{version}-{scenario}"));
-        }
+    for path in BASELINE_RUN_PATHS {
+        assert_recorded(&files, &format!("run-0.1.0-{path}"));
     }
-    // The semaphore: v1 as first shipped (the loop before `capacity-recovery`), v2 under it
-    // (refused malformed signals, re-asserted holders, a start that recovered).
-    for version in ["v1", "v2"] {
-        for scenario in ["started", "cancel-waiting"] {
-            assert_recorded(&files, &format!("semaphore-{version}-{scenario}"));
-        }
+    // The semaphore: started, a waiter cancelled, malformed signals refused, a start that
+    // recovered after its predecessor was terminated.
+    for path in ["started", "cancel-waiting", "malformed-signals", "rebuilt"] {
+        assert_recorded(&files, &format!("semaphore-0.1.0-{path}"));
     }
+    // The operator's delete: of a unit no run owns, of one whose run's teardown deleted it.
+    for path in ["deleted", "by-its-run"] {
+        assert_recorded(&files, &format!("operator-delete-0.1.0-{path}"));
+    }
+    assert_recorded(&files, "sweep-0.1.0-deleted");
     let mut options = WorkflowReplayerOptions::new().build();
     options
         .register_workflow::<TriggerExternalWorkflow>()
@@ -67,6 +81,12 @@ async fn every_recorded_history_replays_against_todays_workflow() {
     options
         .register_workflow::<ComputeCapacity>()
         .expect("register the capacity semaphore");
+    options
+        .register_workflow::<OperatorDeleteCompute>()
+        .expect("register the operator's delete");
+    options
+        .register_workflow::<SweepLeakedCompute>()
+        .expect("register the sweep");
     let replayer = WorkflowReplayer::new(options).expect("replayer");
     let mut failures = Vec::new();
     for file in &files {

@@ -1,0 +1,263 @@
+//! The job on a unit and the quick-start race: the job is queued on the unit's queue (named
+//! after the unit, so known before `Create`) in the same workflow task as `Create`, and starts
+//! the moment the new worker polls, while the workflow still learns what `Create` made.
+//! `WaitForAppBuild` runs beside it once `Create` has returned: a failed wait cancels the job
+//! (unless it has completed), an ended job cancels the wait. A `Create` that fails, or a run
+//! cancelled meanwhile, withdraws the queued job before the unit is deleted by name.
+
+use std::time::Duration;
+
+use futures::{
+    FutureExt,
+    future::{Either, LocalBoxFuture, select},
+};
+use tea_contract::{CommandJob, CommandResult, ExternalActivities, GoDuration, WorkflowInput};
+use temporalio_common::{ActivityCloseTimeouts, RetryPolicy, error::IncomingError};
+use temporalio_sdk::{
+    ActivityCancellationType, ActivityExecutionError, WorkflowCancellationToken, WorkflowContext,
+};
+
+use super::options::{DEADLINE_MARGIN, START_TO_CLOSE, activity_options};
+use super::{BodyEnd, Phase, TriggerExternalWorkflow, describe, enter};
+use crate::activities::{
+    CreatedCompute, ProvisioningActivities, WaitForComputeInput, WaitProgress,
+};
+
+/// The job's result: the user's command's, or none for the original's timed job.
+type JobResult = Result<Option<CommandResult>, ActivityExecutionError>;
+
+/// The attempt's job, queued on the unit's queue together with `Create`.
+///
+/// It may wait in the queue for `Create` (up to [`DEADLINE_MARGIN`]), the deployment and the
+/// worker's start. A job that ends before `Create` returns is kept until then. Its
+/// cancellation is a child of the attempt's lifetime limit.
+pub(super) struct QueuedJob<'a> {
+    job: QueuedJobState<'a>,
+    token: WorkflowCancellationToken,
+}
+
+enum QueuedJobState<'a> {
+    Queued(LocalBoxFuture<'a, JobResult>),
+    Ended(Box<JobResult>),
+}
+
+impl<'a> QueuedJob<'a> {
+    /// Schedules the job now (call it right after scheduling `Create`).
+    pub fn schedule(
+        ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
+        input: &WorkflowInput,
+        task_queue: &str,
+        lifetime: &WorkflowCancellationToken,
+        deploy_timeout: Duration,
+    ) -> Self {
+        let token = lifetime.child_token();
+        let may_wait = DEADLINE_MARGIN + deploy_timeout + input.worker_start_timeout();
+        let job = run_job(ctx, input, task_queue, token.clone(), may_wait);
+        Self {
+            job: QueuedJobState::Queued(job),
+            token,
+        }
+    }
+
+    /// Awaits `create` with the job in flight.
+    pub async fn alongside<C: Future>(self, create: C) -> (C::Output, Self) {
+        let QueuedJobState::Queued(job) = self.job else {
+            return (create.await, self);
+        };
+        let (created, job) = match select(Box::pin(create), job).await {
+            Either::Left((created, job)) => (created, QueuedJobState::Queued(job)),
+            Either::Right((ended, create)) => {
+                (create.await, QueuedJobState::Ended(Box::new(ended)))
+            }
+        };
+        let token = self.token;
+        (created, Self { job, token })
+    }
+
+    /// Cancels the job, unless it has ended, and waits until it has; the job's result when
+    /// it completed all the same (before or while it was withdrawn).
+    pub async fn withdraw(self, reason: &str) -> Option<Option<CommandResult>> {
+        let ended = match self.job {
+            QueuedJobState::Queued(job) => {
+                self.token.cancel_with_reason(reason);
+                job.await
+            }
+            QueuedJobState::Ended(job) => *job,
+        };
+        ended.ok()
+    }
+}
+
+/// Waits until the unit is ready while its queued job runs. `cancel`, when given, cancels the
+/// wait and the job instead of the run's own cancellation (the lifetime limit's token).
+pub(super) async fn use_compute(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    created: &CreatedCompute,
+    cancel: Option<&WorkflowCancellationToken>,
+    queued: QueuedJob<'_>,
+) -> BodyEnd {
+    let heartbeat_timeout = input.heartbeat_timeout();
+    enter(ctx, Phase::Deploying);
+    let job = match queued.job {
+        // It ended before `Create` returned: nothing to wait for.
+        QueuedJobState::Ended(job) => {
+            if job.is_ok() {
+                enter(ctx, Phase::Running);
+            }
+            return job_end(ctx, *job);
+        }
+        QueuedJobState::Queued(job) => job,
+    };
+    let mut wait_options = activity_options(heartbeat_timeout, false);
+    // Retries included, the wait ends by then: a deployment that never finishes is lost.
+    let schedule_to_close =
+        created.deploy_timeout.as_duration() + input.worker_start_timeout() + DEADLINE_MARGIN;
+    wait_options.close_timeouts = ActivityCloseTimeouts::ScheduleAndStartToClose {
+        schedule_to_close,
+        start_to_close: START_TO_CLOSE.min(schedule_to_close),
+    };
+    let parent = cancel.cloned().unwrap_or_else(|| ctx.cancellation_token());
+    let wait_token = parent.child_token();
+    wait_options.cancellation_token = Some(wait_token.clone());
+    let wait = ctx.execute_activity(
+        ProvisioningActivities::wait_for_app_build,
+        WaitForComputeInput {
+            handle: created.handle.clone(),
+            task_queue: created.task_queue.clone(),
+            heartbeat_timeout: GoDuration(heartbeat_timeout),
+            worker_start_timeout: GoDuration(input.worker_start_timeout()),
+        },
+        wait_options,
+    );
+    wait_and_run_together(ctx, Box::pin(wait), job, &wait_token, &queued.token).await
+}
+
+/// `WaitForAppBuild` and the job, both in flight. The job starts when the unit's worker polls,
+/// whether or not the wait has noticed yet; each token cancels its own activity.
+async fn wait_and_run_together<W, J>(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    wait: W,
+    job: J,
+    wait_token: &WorkflowCancellationToken,
+    job_token: &WorkflowCancellationToken,
+) -> BodyEnd
+where
+    W: Future<Output = Result<WaitProgress, ActivityExecutionError>> + Unpin,
+    J: Future<Output = JobResult> + Unpin,
+{
+    match select(wait, job).await {
+        Either::Left((Ok(_), job)) => {
+            enter(ctx, Phase::Running);
+            job_end(ctx, job.await)
+        }
+        Either::Left((Err(error), job)) => {
+            job_token.cancel_with_reason("the compute did not become ready");
+            match job.await {
+                // It finished meanwhile: the run has what it came for.
+                Ok(result) => {
+                    enter(ctx, Phase::Running);
+                    BodyEnd::Completed(result)
+                }
+                // A deployment that failed or a worker that never polled: fresh compute may
+                // work.
+                Err(_) => body_error(ctx, "the compute did not become ready", error, true),
+            }
+        }
+        Either::Right((job, wait)) => {
+            wait_token.cancel_with_reason("the job has ended");
+            // Its end (cancelled, or ready meanwhile) changes nothing.
+            let _ = wait.await;
+            if job.is_ok() {
+                enter(ctx, Phase::Running);
+            }
+            job_end(ctx, job)
+        }
+    }
+}
+
+/// The job on the unit's queue: the user's command, or the original's timed job. It may wait
+/// `may_wait` in the queue for the unit's worker; `cancel` cancels it.
+fn run_job<'a>(
+    ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
+    task_queue: &str,
+    cancel: WorkflowCancellationToken,
+    may_wait: Duration,
+) -> LocalBoxFuture<'a, JobResult> {
+    let heartbeat_timeout = input.heartbeat_timeout();
+    let mut job_options = activity_options(heartbeat_timeout, false);
+    job_options.task_queue = Some(task_queue.to_owned());
+    job_options.schedule_to_start_timeout = Some(may_wait);
+    job_options.cancellation_type = ActivityCancellationType::TryCancel;
+    // A job of many hours must not time out at a fixed hour.
+    job_options.close_timeouts = ActivityCloseTimeouts::StartToClose(input.job_start_to_close());
+    // Retrying on the same queue cannot outlive a dead worker (nobody polls it any more): the
+    // workflow retries the job on fresh compute instead.
+    job_options.retry_policy = Some(RetryPolicy::builder().maximum_attempts(1).build());
+    job_options.cancellation_token = Some(cancel);
+    match &input.command {
+        Some(command) => {
+            // The unit is deleted only once the job's processes are gone.
+            job_options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
+            let job = ctx.execute_activity(
+                ExternalActivities::run_command,
+                CommandJob {
+                    command: command.clone(),
+                    env: input.env.clone().unwrap_or_default(),
+                    workdir: input.workdir.clone(),
+                    heartbeat_timeout: GoDuration(heartbeat_timeout),
+                },
+                job_options,
+            );
+            async move { job.await.map(Some) }.boxed_local()
+        }
+        None => {
+            let job = ctx.execute_activity(
+                ExternalActivities::long_running_command,
+                (
+                    GoDuration(input.job_duration()),
+                    GoDuration(heartbeat_timeout),
+                ),
+                job_options,
+            );
+            async move { job.await.map(|()| None) }.boxed_local()
+        }
+    }
+}
+
+/// What the job's result means for the attempt.
+fn job_end(ctx: &WorkflowContext<TriggerExternalWorkflow>, job: JobResult) -> BodyEnd {
+    match job {
+        Ok(result) => BodyEnd::Completed(result),
+        Err(error) => {
+            // The job gave up (its command failed, or its arguments were refused): fresh
+            // compute would fail the same way.
+            let job_gave_up = matches!(
+                error.cause(),
+                Some(IncomingError::Application(failure)) if failure.is_non_retryable()
+            );
+            body_error(ctx, "the external job failed", error, !job_gave_up)
+        }
+    }
+}
+
+/// How an activity failure between create and delete ends the attempt.
+fn body_error(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    what: &str,
+    error: ActivityExecutionError,
+    fresh_compute_helps: bool,
+) -> BodyEnd {
+    if ctx.cancellation_token().is_cancelled()
+        || matches!(error, ActivityExecutionError::Cancelled(_))
+    {
+        BodyEnd::Cancelled
+    } else {
+        BodyEnd::Failed {
+            message: format!("{what}: {}", describe(&error)),
+            fresh_compute_helps,
+            lifetime_exceeded: false,
+        }
+    }
+}
