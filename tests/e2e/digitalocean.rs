@@ -967,3 +967,138 @@ async fn the_compute_lifetime_counts_the_time_its_create_took() {
     assert_eq!(snapshot.total_created, 1, "exactly one app ever");
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
 }
+
+/// Waits until `handle`'s run is in `phase` (its status query).
+async fn wait_for_phase(fx: &Fixture, handle: &RunHandle, phase: Phase) {
+    let client = fx.server.client().await;
+    let workflow_id = handle.info().workflow_id.clone();
+    wait_for(
+        &format!("the run to reach {phase:?}"),
+        RUN_TIMEOUT,
+        || async {
+            let report = tea_starter::status::report(&client, &workflow_id)
+                .await
+                .ok()?;
+            (report.status?.phase == phase).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Whether the run's job (`long-running-command`) ever started on a worker.
+async fn job_started(handle: &RunHandle) -> bool {
+    let events = history(handle).await;
+    let scheduled: Vec<i64> = events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
+                if a.activity_type.as_ref().map(|t| t.name.as_str())
+                    == Some(LONG_RUNNING_ACTIVITY) =>
+            {
+                Some(e.event_id)
+            }
+            _ => None,
+        })
+        .collect();
+    events.iter().any(|e| {
+        matches!(&e.attributes,
+            Some(Attributes::ActivityTaskStartedEventAttributes(a))
+                if scheduled.contains(&a.scheduled_event_id))
+    })
+}
+
+/// A run cancelled during its first pause ends CANCELED before it creates anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_the_first_pause_creates_nothing() {
+    let fx = Fixture::start("cancel-pausing").await;
+    let client = fx.server.client().await;
+    let mut input = run::input("1s");
+    input.pause = Some(tea_contract::GoDuration::from_secs(600));
+    let id = format!("cancel-pausing-{}", uuid::Uuid::new_v4().simple());
+    let handle = tea_starter::start(&client, &fx.task_queue, &id, input)
+        .await
+        .expect("start");
+    wait_for_phase(&fx, &handle, Phase::Waiting).await;
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    let end = fx.finish(&handle).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    assert_eq!(fx.fake.snapshot().total_created, 0, "nothing was created");
+}
+
+/// A cancel while `Create` is still in flight: the workflow waits to learn what exists, then
+/// withdraws the job it queued beside `Create` (which never starts) and deletes the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_creating_withdraws_the_queued_job_and_deletes_the_app() {
+    let fx = Fixture::start("cancel-creating").await;
+    // Creates are refused (429, retried after 1 s) until the test has cancelled.
+    fx.fake.inject(Fault::RateLimit {
+        count: 1_000,
+        retry_after_secs: 1,
+        op: Op::Create,
+    });
+    let handle = fx.start_run("cancel-creating", "10m").await;
+    wait_for("a create to be refused", RUN_TIMEOUT, || async {
+        (fx.fake.snapshot().request_count("create", 429) > 0).then_some(())
+    })
+    .await;
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    wait_for_cancel_request(&handle).await;
+    fx.fake.clear_faults();
+    let end = fx.finish(&handle).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    assert!(!job_started(&handle).await, "the withdrawn job started");
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1, "one app, created once");
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+}
+
+/// Waits until the run's history records the cancel request.
+async fn wait_for_cancel_request(handle: &RunHandle) {
+    wait_for("the cancel request in history", RUN_TIMEOUT, || async {
+        history(handle)
+            .await
+            .iter()
+            .any(|e| {
+                matches!(
+                    &e.attributes,
+                    Some(Attributes::WorkflowExecutionCancelRequestedEventAttributes(
+                        _
+                    ))
+                )
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// A cancel while the deployment rolls out (no worker yet): the wait and the queued job are
+/// cancelled and the app is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_deploying_deletes_the_app() {
+    let fx = Fixture::start("cancel-deploying").await;
+    // Phases advance once an hour from now on: the deployment never gets anywhere.
+    fx.fake.inject(Fault::DeployDelay {
+        step_delay_ms: 3_600_000,
+    });
+    let handle = fx.start_run("cancel-deploying", "10m").await;
+    wait_for_phase(&fx, &handle, Phase::Deploying).await;
+    handle
+        .cancel(WorkflowCancelOptions::builder().reason("test").build())
+        .await
+        .expect("cancel");
+    let end = fx.finish(&handle).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    assert!(
+        !job_started(&handle).await,
+        "the job started without a worker"
+    );
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 1);
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+}

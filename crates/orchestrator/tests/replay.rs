@@ -32,10 +32,16 @@ const BASELINE_RUN_PATHS: &[&str] = &[
     "happy-capacity-waited",
     "happy-job-started-while-deploying",
     "happy-job-completed-before-create-failed",
-    // Cancelled while waiting for a slot, while the job ran (timed job, command).
+    // Cancelled in each phase: the first pause, waiting for a slot, while `Create` ran (the
+    // queued job withdrawn), while deploying, while the job ran (timed job, command), while a
+    // lost attempt was torn down.
+    "cancel-pausing",
     "cancel-waiting-for-capacity",
+    "cancel-creating",
+    "cancel-deploying",
     "cancel-local",
     "cancel-command",
+    "cancel-between-attempts",
     // A fresh unit after a lost one: its worker died, its worker never polled.
     "reprovision-dead-worker",
     "reprovision-never-polls",
