@@ -11,6 +11,8 @@
 pub mod conformance;
 pub mod digitalocean;
 pub mod docker;
+mod kept_log;
+pub mod kubernetes;
 pub mod local;
 pub mod naming;
 pub mod owner;
