@@ -19,29 +19,35 @@
 //! (`<log_dir>/<name>.log`), deletes the Job in the foreground and returns once neither the
 //! Job, nor a pod, nor the Secret of the unit is listed.
 
+mod cluster;
 mod config;
 pub mod manifest;
 mod status;
+mod teardown;
+#[cfg(test)]
+mod tests;
 
 use std::{path::PathBuf, time::Duration};
 
 use async_trait::async_trait;
-use k8s_openapi::api::{
-    batch::v1::Job,
-    core::v1::{Pod, Secret},
-};
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, LogParams, ObjectMeta, PostParams},
 };
-use tokio::{sync::OnceCell, time::Instant};
+use tokio::sync::OnceCell;
+
+use cluster::{
+    Cluster, api_error, api_message, code_of, connect, delete_quietly, mark_of, namespace_of,
+    owned_by,
+};
 
 pub use config::{DEFAULT_IMAGE_PULL_GRACE, DEFAULT_STOP_GRACE, KubernetesConfig, LIFETIME_MARGIN};
 pub use manifest::{COMPUTE_LABEL, OWNER_ANNOTATION, OWNER_LABEL, RUN_LABEL};
 
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    FoundCompute, ProviderError, Readiness, kept_log::write_kept_log, naming::is_portable_name,
+    FoundCompute, ProviderError, Readiness, naming::is_portable_name,
 };
 
 /// Interval of the polls of a deletion in progress.
@@ -52,24 +58,6 @@ const REMOVE_CONFIRM: Duration = Duration::from_secs(60);
 const LOG_LINES_IN_FAILURE: i64 = 5;
 /// Page size of list calls.
 const PAGE: u32 = 500;
-
-/// The client and the namespace every object of the provider is in.
-struct Cluster {
-    client: Client,
-    namespace: String,
-}
-
-impl Cluster {
-    fn jobs(&self) -> Api<Job> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-}
 
 /// Runs external workers as Jobs; see the [module documentation](self).
 pub struct KubernetesProvider {
@@ -215,72 +203,6 @@ impl KubernetesProvider {
             .into_iter()
             .filter(|p| self.owner.marks(mark_of(&p.metadata)))
             .collect())
-    }
-
-    /// Copies the log of `pod` to [`Self::kept_log_path`].
-    async fn keep_log(
-        &self,
-        c: &Cluster,
-        name: &str,
-        pod: &str,
-        how: &str,
-    ) -> std::io::Result<PathBuf> {
-        let path = self.kept_log_path(name);
-        let header =
-            format!("=== log of pod {pod} of Job {name}, kept by the kubernetes compute provider");
-        let log = c.pods().logs(pod, &LogParams::default()).await;
-        let chunk = log.map_err(|e| format!("{e}"));
-        write_kept_log(&path, &header, futures::stream::iter([chunk]), how).await?;
-        Ok(path)
-    }
-
-    /// Polls until neither the Job `name` nor a pod of ours of it is listed, deleting what the
-    /// cluster leaves (pods of ours whose Job is gone, the Secret); an error after the wait.
-    async fn confirm_gone(&self, c: &Cluster, name: &str) -> Result<(), ProviderError> {
-        let deadline = Instant::now() + REMOVE_CONFIRM + self.cfg.stop_grace;
-        loop {
-            let job = c
-                .jobs()
-                .get_opt(name)
-                .await
-                .map_err(|e| api_error(&format!("confirming Job {name} is gone"), e))?;
-            let pods = self.our_pods(c, name).await?;
-            if job.is_none() {
-                for pod in pods
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                {
-                    // Orphaned (the Job was deleted without its dependents): ours to remove.
-                    delete_quietly(&c.pods(), pod.metadata.name.as_deref().unwrap_or("")).await?;
-                }
-                if pods.is_empty() {
-                    self.delete_secret(c, name).await?;
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ProviderError::transient(format!(
-                    "Job {name} ({}) or its pods ({}) still listed {} after the delete",
-                    if job.is_some() { "still there" } else { "gone" },
-                    pods.len(),
-                    humantime::format_duration(REMOVE_CONFIRM + self.cfg.stop_grace)
-                )));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Deletes the unit's Secret when it is ours (the cluster usually has, with the Job).
-    async fn delete_secret(&self, c: &Cluster, name: &str) -> Result<(), ProviderError> {
-        let secret_name = manifest::secret_name(name);
-        let secrets = c.secrets();
-        match secrets.get_opt(&secret_name).await {
-            Ok(Some(s)) if self.owner.marks(mark_of(&s.metadata)) => {
-                delete_quietly(&secrets, &secret_name).await
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(api_error(&format!("reading Secret {secret_name}"), e)),
-        }
     }
 }
 
@@ -544,79 +466,5 @@ impl ComputeProvider for KubernetesProvider {
                 created_at: job.metadata.creation_timestamp.map(|t| t.0.to_string()),
             },
         }))
-    }
-}
-
-/// The client of the standard configuration: `KUBECONFIG` (or `~/.kube/config`), else the
-/// in-cluster service account.
-async fn connect() -> Result<Client, ProviderError> {
-    Client::try_default().await.map_err(|e| {
-        ProviderError::permanent(format!(
-            "no usable cluster configuration: {e} (set KUBECONFIG to a kubeconfig file, or run \
-             in a pod with a service account)"
-        ))
-    })
-}
-
-fn namespace_of(cfg: &KubernetesConfig, client: &Client) -> String {
-    cfg.namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned())
-}
-
-/// The owner mark an object carries (its [`OWNER_ANNOTATION`]).
-fn mark_of(meta: &ObjectMeta) -> Option<&str> {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(OWNER_ANNOTATION))
-        .map(String::as_str)
-}
-
-/// Whether `meta` names the object of UID `uid` among its owners.
-fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references.iter().flatten().any(|r| r.uid == uid)
-}
-
-/// Deletes `name` (gone already is fine).
-async fn delete_quietly<K>(api: &Api<K>, name: &str) -> Result<(), ProviderError>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) if code_of(&e) == Some(404) => Ok(()),
-        Err(e) => Err(api_error(&format!("deleting {name}"), e)),
-    }
-}
-
-fn code_of(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(status) => Some(status.code),
-        _ => None,
-    }
-}
-
-/// The API server's own words for an error.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.reason),
-        other => other.to_string(),
-    }
-}
-
-/// An API error while `doing`: 404 not found; other 4xx but 409/429 permanent (a refusal, a
-/// permission); everything else transient (5xx, 429, timeouts, no connection).
-fn api_error(doing: &str, e: kube::Error) -> ProviderError {
-    let message = format!("Kubernetes API error while {doing}: {}", api_message(&e));
-    match code_of(&e) {
-        Some(404) => ProviderError::not_found(message),
-        Some(401 | 403) => ProviderError::permanent(format!(
-            "{message} (check the account's credentials and its Role: \
-             deploy/kubernetes/rbac.yaml lists what the provider needs)"
-        )),
-        Some(code) if (400..500).contains(&code) && code != 409 && code != 429 => {
-            ProviderError::permanent(message)
-        }
-        _ => ProviderError::transient(message),
     }
 }
