@@ -293,7 +293,6 @@ fn reconcile_job(st: &mut State, key: Key, mut job: Value) {
         st.put(key, job);
         return;
     }
-    let status = &mut job["status"];
     let phase_of = |p: &Value| {
         p["status"]["phase"]
             .as_str()
@@ -301,9 +300,7 @@ fn reconcile_job(st: &mut State, key: Key, mut job: Value) {
             .to_owned()
     };
     if pods.is_empty() {
-        if status["failed"].as_i64().unwrap_or(0) == 0
-            && status["active"].as_i64().unwrap_or(0) == 0
-        {
+        if st.jobs_with_pod.insert(uid.clone()) {
             create_pod(st, &job, ns, name, &uid);
             job["status"]["active"] = json!(1);
             job["status"]["ready"] = json!(0);
@@ -321,6 +318,7 @@ fn reconcile_job(st: &mut State, key: Key, mut job: Value) {
             );
         }
     } else {
+        let status = &mut job["status"];
         let (_, pod) = &pods[0];
         match phase_of(pod).as_str() {
             "Succeeded" => {

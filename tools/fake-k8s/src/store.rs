@@ -64,6 +64,8 @@ pub struct State {
     pub create_bodies: Vec<(Kind, Value)>,
     /// Pods that ran a process, by name, ever (for tests that check a unit ran).
     pub pods_started: Vec<String>,
+    /// Jobs (UIDs) the Job controller made a pod for: one pod per Job, never replaced.
+    pub jobs_with_pod: std::collections::HashSet<String>,
     /// Pods whose image cannot be pulled (a fault), by name.
     pub pull_failures: std::collections::HashSet<String>,
 }
