@@ -1,6 +1,6 @@
 //! `tea-fake-k8s`: a fake Kubernetes cluster for the Kubernetes provider's tests and the
 //! end-to-end tests: an API server over HTTP with the real REST paths and semantics kube uses
-//! ([`api`]), a control plane (Job controller, TTL-after-finished, garbage collector:
+//! (its `api` module), a control plane (Job controller, TTL-after-finished, garbage collector:
 //! [`controller`]) and a one-node kubelet that runs each pod's container as a local process,
 //! chosen from the image reference by [`FakeK8sConfig::images`] ([`kubelet`]).
 //!

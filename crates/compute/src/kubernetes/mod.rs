@@ -12,7 +12,7 @@
 //! the Job. The Job, its pod and its Secret carry the labels of [`manifest`]; the owner mark
 //! itself is the annotation [`OWNER_ANNOTATION`].
 //!
-//! Readiness reads the Job and its pod ([`status`]): running is ready; an image that cannot be
+//! Readiness reads the Job and its pod (the `status` module): running is ready; an image that cannot be
 //! pulled (after a short grace), a container the kubelet cannot create, a pod that ended or is
 //! being deleted are failures, with the reason and the last log lines; a pod the scheduler
 //! cannot place is pending, saying why, until the deploy timeout. Delete keeps the pod's log
