@@ -12,12 +12,12 @@
 //! the Job. The Job, its pod and its Secret carry the labels of [`manifest`]; the owner mark
 //! itself is the annotation [`OWNER_ANNOTATION`].
 //!
-//! Readiness reads the Job and its pod (the `status` module): running is ready; an image that cannot be
-//! pulled (after a short grace), a container the kubelet cannot create, a pod that ended or is
-//! being deleted are failures, with the reason and the last log lines; a pod the scheduler
-//! cannot place is pending, saying why, until the deploy timeout. Delete keeps the pod's log
-//! (`<log_dir>/<name>.log`), deletes the Job in the foreground and returns once neither the
-//! Job, nor a pod, nor the Secret of the unit is listed.
+//! Readiness reads the Job and its pod (the `status` module): running is ready; an image that
+//! cannot be pulled (after a short grace), a container the kubelet cannot create, a pod that
+//! ended or is being deleted are failures, with the reason and the last log lines; a pod the
+//! scheduler cannot place is pending, saying why, until the deploy timeout. Delete keeps the
+//! pod's log (`<log_dir>/<name>.log`), deletes the Job in the foreground and returns once
+//! neither the Job, nor a pod, nor the Secret of the unit is listed.
 
 mod cluster;
 mod config;
@@ -310,7 +310,16 @@ impl ComputeProvider for KubernetesProvider {
         // The Job stays (marked) on failure: the caller deletes it by name.
         self.create_secret(c, spec, &uid).await?;
         let env_keys: Vec<&str> = spec.env.iter().map(|v| v.key.as_str()).collect();
-        tracing::info!(name, uid, image, namespace = %c.namespace, adopted, ?env_keys, "Job in place");
+        let namespace = &c.namespace;
+        tracing::info!(
+            name,
+            uid,
+            image,
+            namespace,
+            adopted,
+            ?env_keys,
+            "Job in place"
+        );
         Ok(ComputeHandle {
             id: name.to_owned(),
             name: name.to_owned(),
