@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use tea_compute::kubernetes::COMPUTE_LABEL;
-use tea_fake_k8s::{FakeK8s, FakeK8sConfig, Kind};
+use tea_fake_k8s::{FakeK8s, FakeK8sConfig, Fault, Kind};
 use tea_starter::{RunEnd, RunHandle};
 
 use crate::support::{
@@ -29,6 +29,11 @@ struct Fixture {
 
 impl Fixture {
     async fn start(test: &str) -> Fixture {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Like [`Fixture::start`], with more settings for the workflow-worker.
+    async fn start_with(test: &str, env: &[(&str, &str)]) -> Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
         let fake = FakeK8s::start(FakeK8sConfig::new(dir.join("pods")).with_image(
@@ -53,7 +58,10 @@ impl Fixture {
             .env("TEMPORAL_API_KEY", "tak-kubernetes-e2e")
             .env("WORKFLOW_TASK_QUEUE", &task_queue)
             .env("DEPLOY_POLL_INITIAL", "100ms")
-            .env("DEPLOY_POLL_MAX", "500ms")
+            .env("DEPLOY_POLL_MAX", "500ms");
+        let worker = env
+            .iter()
+            .fold(worker, |w, (key, value)| w.env(key, *value))
             .spawn();
         Fixture {
             dir,
@@ -149,4 +157,46 @@ async fn a_pod_deleted_mid_job_is_replaced_by_a_fresh_unit_and_the_run_completes
         "the deleted pod and its replacement: {started:?}"
     );
     assert!(started[0].starts_with(&first_unit), "{started:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unschedulable_pod_waits_out_the_deploy_timeout_and_the_run_names_the_scheduler() {
+    let fx = Fixture::start_with("k8s-unschedulable", &[("DEPLOY_TIMEOUT", "2s")]).await;
+    let scheduler_says = "0/3 nodes are available: 3 Insufficient memory.";
+    fx.fake.inject(Fault::Unschedulable {
+        count: 9,
+        message: Some(scheduler_says.into()),
+    });
+    let handle = fx.start_run("k8s-unschedulable", "1s").await;
+    let end = run::finish(&handle, &fx.worker).await;
+    let RunEnd::Failed(message) = &end else {
+        panic!(
+            "expected a failed run, got {end}; worker: {}",
+            fx.worker.output()
+        );
+    };
+    assert!(message.contains("deploy timeout of 2s"), "{message}");
+    assert!(message.contains(scheduler_says), "{message}");
+    assert!(fx.fake.pods_started().is_empty(), "no pod ran");
+    fx.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_kubeconfig_stops_the_workflow_worker_at_start_saying_so() {
+    let dir = test_dir("k8s-no-kubeconfig");
+    let missing = dir.join("no-such-kubeconfig");
+    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+        .env("COMPUTE_PROVIDER", "kubernetes")
+        .env("KUBECONFIG", missing.display().to_string())
+        .env("K8S_LOG_DIR", dir.join("logs").display().to_string())
+        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
+        .spawn();
+    let status = worker.wait(std::time::Duration::from_secs(60)).await;
+    let output = worker.output();
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("kubernetes provider") && output.contains("no-such-kubeconfig"),
+        "{output}"
+    );
+    assert!(output.contains("set KUBECONFIG"), "{output}");
 }
