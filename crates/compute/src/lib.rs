@@ -2,15 +2,17 @@
 //!
 //! A [`ComputeProvider`] creates (or adopts) one unit of compute per run, reports whether it
 //! is up, deletes it and lists what it manages. Implementations: one module each
-//! ([`digitalocean`], [`docker`], [`local`]), listed with their names and defaults in
-//! [`registry`]. Each provider is built with a [`ComputeOwner`] and only ever lists or sweeps
-//! compute carrying that mark (see [`owner`]). The workflow's activities drive these calls;
-//! nothing here knows about Temporal.
+//! ([`digitalocean`], [`docker`], [`kubernetes`], [`local`]), listed with their names and
+//! defaults in [`registry`]. Each provider is built with a [`ComputeOwner`] and only ever lists
+//! or sweeps compute carrying that mark (see [`owner`]). The workflow's activities drive these
+//! calls; nothing here knows about Temporal.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod digitalocean;
 pub mod docker;
+mod kept_log;
+pub mod kubernetes;
 pub mod local;
 pub mod naming;
 pub mod owner;

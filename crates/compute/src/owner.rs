@@ -3,10 +3,10 @@
 //! Every provider instance is built with one [`ComputeOwner`] and stamps it on every unit of
 //! compute it creates, where its module says (DigitalOcean: the app-level variable
 //! [`crate::digitalocean::OWNER_ENV`]; Docker: the label [`crate::docker::OWNER_LABEL`];
-//! local: the `owner` field of `meta.json`). Listing, sweeping and delete-by-name only ever
-//! consider compute that carries exactly this mark, so two deployments sharing one account (or
-//! one state directory) never touch each other's compute, and compute nobody marked is left
-//! alone.
+//! Kubernetes: the annotation [`crate::kubernetes::OWNER_ANNOTATION`]; local: the `owner` field
+//! of `meta.json`). Listing, sweeping and delete-by-name only ever consider compute that carries
+//! exactly this mark, so two deployments sharing one account (or one state directory) never
+//! touch each other's compute, and compute nobody marked is left alone.
 //!
 //! The owner is configured with `COMPUTE_OWNER`; by default it is derived from the Temporal
 //! namespace and the workflow task queue as `<namespace>/<task_queue>` (see

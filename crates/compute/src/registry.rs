@@ -57,8 +57,17 @@ pub static DOCKER: Provider = Provider {
     from_env: || Ok(Box::new(crate::docker::DockerConfig::from_env()?)),
 };
 
+/// A Job per run on a Kubernetes cluster (`KUBECONFIG`, else the in-cluster service account).
+pub static KUBERNETES: Provider = Provider {
+    name: "kubernetes",
+    about: "a Job per run on a Kubernetes cluster",
+    // Scheduling, perhaps a node scale-up and an image pull: minutes at most.
+    default_deploy_timeout: Duration::from_secs(300),
+    from_env: || Ok(Box::new(crate::kubernetes::KubernetesConfig::from_env()?)),
+};
+
 /// Every provider, in the order `--help` lists them.
-pub static PROVIDERS: &[&Provider] = &[&LOCAL, &DIGITALOCEAN, &DOCKER];
+pub static PROVIDERS: &[&Provider] = &[&LOCAL, &DIGITALOCEAN, &DOCKER, &KUBERNETES];
 
 /// The provider `COMPUTE_PROVIDER` chooses when unset.
 pub static DEFAULT: &Provider = &LOCAL;
@@ -200,7 +209,10 @@ mod tests {
         }
         assert_eq!(Provider::by_name(" DigitalOcean "), Ok(&DIGITALOCEAN));
         let err = Provider::by_name("k8s").unwrap_err();
-        assert!(err.contains("local, digitalocean, docker"), "{err}");
+        assert!(
+            err.contains("local, digitalocean, docker, kubernetes"),
+            "{err}"
+        );
     }
 
     #[test]

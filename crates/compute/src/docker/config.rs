@@ -80,32 +80,10 @@ impl DockerConfig {
 
     /// [`Self::from_env`] over an arbitrary variable lookup.
     pub(crate) fn from_lookup(
-        get: impl Fn(&str) -> Option<OsString>,
+        lookup: impl Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ProviderError> {
-        let get = |key: &str| -> Result<Option<String>, ProviderError> {
-            match get(key) {
-                None => Ok(None),
-                Some(v) if v.is_empty() => Ok(None),
-                Some(v) => v
-                    .into_string()
-                    .map(Some)
-                    .map_err(|_| ProviderError::permanent(format!("{key} is not valid UTF-8"))),
-            }
-        };
-        const APP_DIR: &str = "temporal-external-activity/docker/logs";
-        let log_dir = if let Some(dir) = get("DOCKER_LOG_DIR")? {
-            PathBuf::from(dir)
-        } else if let Some(xdg) = get("XDG_STATE_HOME")?
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-        {
-            xdg.join(APP_DIR)
-        } else if let Some(home) = get("HOME")? {
-            PathBuf::from(home).join(".local/state").join(APP_DIR)
-        } else {
-            PathBuf::from("/tmp").join(APP_DIR)
-        };
-
+        let get = |key: &str| crate::kept_log::setting(&lookup, key);
+        let log_dir = crate::kept_log::log_dir(&lookup, "DOCKER_LOG_DIR", "docker")?;
         let network = get("DOCKER_NETWORK")?.unwrap_or_else(|| DEFAULT_NETWORK.to_owned());
         if !is_network_name(&network) {
             return Err(ProviderError::permanent(format!(

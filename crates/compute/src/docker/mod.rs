@@ -36,9 +36,7 @@ mod tests;
 
 use std::{
     collections::HashMap,
-    io::Write,
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -53,11 +51,12 @@ use bollard::{
         UploadToContainerOptionsBuilder,
     },
 };
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 pub use config::{DEFAULT_NETWORK, DEFAULT_PULL_TIMEOUT, DEFAULT_STOP_GRACE, DockerConfig};
 
+use crate::kept_log::write_kept_log;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
     FoundCompute, ImageRef, ProviderError, Readiness, naming::is_portable_name,
@@ -675,69 +674,6 @@ impl ComputeProvider for DockerProvider {
             mark,
         }))
     }
-}
-
-/// Writes a kept log to `path`: the `header` line, every chunk of `log`, and a closing line
-/// saying when and `how` the unit was deleted. It is written to a temporary file of its own in
-/// the same directory and renamed into place, so two deletes of one unit (a run's teardown and
-/// an operator's, or two workflow-workers) each write a whole copy and the kept log is one of
-/// them, never the two interleaved; a copy whose log could not be read to its end does not
-/// replace one already kept. The temporary file is removed on failure.
-async fn write_kept_log<B, E>(
-    path: &Path,
-    header: &str,
-    log: impl Stream<Item = Result<B, E>>,
-    how: &str,
-) -> std::io::Result<()>
-where
-    B: AsRef<[u8]>,
-    E: std::fmt::Display,
-{
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let (dir, file) = match (path.parent(), path.file_name()) {
-        (Some(dir), Some(file)) => (dir, file.to_string_lossy()),
-        _ => {
-            return Err(std::io::Error::other(format!(
-                "no file name in {}",
-                path.display()
-            )));
-        }
-    };
-    let write = WRITES.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{file}.{}-{write}.tmp", std::process::id()));
-    let written = async {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        writeln!(out, "{header}")?;
-        let mut complete = true;
-        futures::pin_mut!(log);
-        while let Some(chunk) = log.next().await {
-            match chunk {
-                Ok(chunk) => out.write_all(chunk.as_ref())?,
-                Err(e) => {
-                    writeln!(out, "=== the log could not be read to its end: {e}")?;
-                    complete = false;
-                    break;
-                }
-            }
-        }
-        writeln!(
-            out,
-            "=== {} deleted: {how}",
-            chrono::Utc::now().to_rfc3339()
-        )?;
-        out.sync_all()?;
-        if complete || !path.exists() {
-            std::fs::rename(&tmp, path)?;
-        }
-        Ok(())
-    }
-    .await;
-    // Renamed: gone already. Otherwise (failed, or a partial copy not kept) it goes now.
-    let _ = std::fs::remove_file(&tmp);
-    written
 }
 
 /// A client for the engine `cfg` names (no connection is made yet).
