@@ -6,9 +6,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Api, alive, config, create_body, eventually};
+use common::{Api, config, create_body, eventually};
 use reqwest::StatusCode;
 use tea_fake_do::{FakeDo, FakeDoConfig, Signal};
+use tea_harness::pid_alive;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -65,7 +66,7 @@ async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
     let api = Api::new(&fake);
     let app_id = create_ok(&api, "worker-app-1").await;
     let pid = wait_pid(&fake, &app_id).await;
-    assert!(alive(pid));
+    assert!(pid_alive(pid));
     let snap = fake.snapshot();
     assert_eq!(snap.app(&app_id).unwrap().phase, tea_fake_do::Phase::Active);
 
@@ -85,7 +86,7 @@ async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
     let (s, _) = api.delete(&app_id).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
-        !alive(pid),
+        !pid_alive(pid),
         "worker {pid} still alive after delete returned"
     );
     assert!(fake.snapshot().apps.is_empty());
@@ -120,7 +121,7 @@ async fn worker_ignoring_sigterm_is_killed_after_grace() {
     let (s, _) = api.delete(&app_id).await;
     assert_eq!(s, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert!(!alive(pid));
+    assert!(!pid_alive(pid));
     fake.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -176,7 +177,7 @@ async fn killed_worker_is_restarted_with_a_new_pid() {
     let app = snap.app(&app_id).unwrap();
     assert_eq!(app.exits[0].signal, Some(9));
     let new_pid = app.worker_pid.unwrap();
-    assert!(!alive(pid));
+    assert!(!pid_alive(pid));
     // In-process too.
     assert!(fake.signal_worker(&app_id, Signal::SIGTERM));
     fake.wait_until(Duration::from_secs(10), |s| {
@@ -184,7 +185,7 @@ async fn killed_worker_is_restarted_with_a_new_pid() {
     })
     .await
     .expect("restarted again");
-    assert!(!alive(new_pid));
+    assert!(!pid_alive(new_pid));
     assert!(!fake.signal_worker("no-such-app", Signal::SIGTERM));
     fake.shutdown().await;
 }
@@ -220,7 +221,7 @@ async fn shutdown_and_drop_kill_all_workers() {
     let pids = [wait_pid(&fake, &a).await, wait_pid(&fake, &b).await];
     fake.shutdown().await;
     for pid in pids {
-        assert!(!alive(pid), "{pid} survived shutdown");
+        assert!(!pid_alive(pid), "{pid} survived shutdown");
     }
 
     let fake = FakeDo::start(cfg).await.unwrap();
@@ -229,7 +230,7 @@ async fn shutdown_and_drop_kill_all_workers() {
     let pid = wait_pid(&fake, &c).await;
     drop(fake);
     eventually(Duration::from_secs(5), || async {
-        (!alive(pid)).then_some(())
+        (!pid_alive(pid)).then_some(())
     })
     .await;
 }

@@ -56,6 +56,7 @@ use std::{
 
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
+use tea_runtime::procfs::{ProcStat, is_alive};
 
 pub use config::{DEFAULT_KILL_GRACE, LocalConfig, WORKER_BIN_NAME, WORKER_REPORT_MARGIN};
 pub use state::Meta;
@@ -65,10 +66,7 @@ use crate::{
     FoundCompute, ProviderError, Readiness,
     naming::{is_generated_name, is_portable_name},
 };
-use process::{
-    is_alive, is_being_reaped, kill_session, read_stat, reap_in_background, session_alive,
-    signal_group,
-};
+use process::{is_being_reaped, kill_session, reap_in_background, session_alive, signal_group};
 use state::{
     EXIT_FILE, LOG_FILE, LOGS_DIR, NameLocks, append_line, io_err, keep_log, last_lines,
     open_append, read_exit, read_meta, remove_dir, write_exit, write_meta,
@@ -150,7 +148,7 @@ impl LocalProvider {
             .into_iter()
             .filter_map(|name| {
                 let meta = read_meta(&self.compute_dir(&name)).ok().flatten()?;
-                is_alive(meta.pid, meta.start_time).then_some((name, meta.pid))
+                is_alive(meta.pid, Some(meta.start_time)).then_some((name, meta.pid))
             })
             .collect()
     }
@@ -284,7 +282,7 @@ impl LocalProvider {
         let pid = child.id();
 
         // The child is not reaped yet, so its /proc entry exists even if it already exited.
-        let recorded = read_stat(pid).map(|stat| Meta {
+        let recorded = ProcStat::read(pid).map(|stat| Meta {
             name: name.to_owned(),
             pid,
             start_time: stat.start_time,
@@ -356,7 +354,7 @@ async fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Poll until the recorded process is gone or `limit` passes; true when it is gone.
 async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
-    poll_until(limit, || !is_alive(meta.pid, meta.start_time)).await
+    poll_until(limit, || !is_alive(meta.pid, Some(meta.start_time))).await
 }
 
 /// Poll until no process is left in the worker's session, or `limit` passes (SIGKILLing
@@ -417,7 +415,7 @@ impl ComputeProvider for LocalProvider {
         let previous = read_meta(&dir)?;
         if let Some(meta) = &previous {
             self.check_mark(&spec.name, meta, "adopt or replace")?;
-            if is_alive(meta.pid, meta.start_time) {
+            if is_alive(meta.pid, Some(meta.start_time)) {
                 tracing::info!(
                     name = %spec.name,
                     pid = meta.pid,
@@ -449,7 +447,7 @@ impl ComputeProvider for LocalProvider {
                 dir.display()
             )));
         };
-        if is_alive(meta.pid, meta.start_time) {
+        if is_alive(meta.pid, Some(meta.start_time)) {
             return Ok(Readiness::Ready {
                 phase: "RUNNING".into(),
             });
@@ -490,7 +488,7 @@ impl ComputeProvider for LocalProvider {
             let grace = meta
                 .stop_grace_ms
                 .map_or(self.cfg.kill_grace, Duration::from_millis);
-            if is_alive(meta.pid, meta.start_time) {
+            if is_alive(meta.pid, Some(meta.start_time)) {
                 // The worker alone: it stops its job within its own grace, then reports.
                 signal_group(meta.pid, Signal::SIGTERM).map_err(|e| {
                     ProviderError::transient(format!(
