@@ -3,30 +3,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Api, config, create_body, eventually};
+use common::{Api, config, create_body};
 use reqwest::StatusCode;
 use tea_fake_do::{FakeDo, FakeDoConfig, Signal};
-use tea_harness::pid_alive;
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "fake-do-test-{tag}-{}-{}",
-        std::process::id(),
-        uuid_like()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn uuid_like() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
+use tea_harness::{pid_alive, scratch_dir, wait_for};
 
 /// Worker that writes its env to `<dir>/<queue>.env`, then sleeps.
 fn env_writer(dir: &std::path::Path) -> FakeDoConfig {
@@ -59,7 +41,7 @@ async fn create_ok(api: &Api, name: &str) -> String {
 
 #[tokio::test]
 async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
-    let dir = temp_dir("env");
+    let dir = scratch_dir("fake-do-env").unwrap();
     let mut cfg = env_writer(&dir);
     cfg.log_dir = Some(dir.join("logs"));
     let fake = FakeDo::start(cfg).await.unwrap();
@@ -71,9 +53,11 @@ async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
     assert_eq!(snap.app(&app_id).unwrap().phase, tea_fake_do::Phase::Active);
 
     let env_file = dir.join("worker-app-1.env");
-    let line = eventually(Duration::from_secs(5), || async {
-        std::fs::read_to_string(&env_file).ok()
-    })
+    let line = wait_for(
+        "the worker's environment file",
+        Duration::from_secs(5),
+        || async { std::fs::read_to_string(&env_file).ok() },
+    )
     .await;
     assert_eq!(line.trim(), "worker-app-1|plain-secret-value-42|unset");
     let log_file = snap.app(&app_id).unwrap().log_file.clone().unwrap();
@@ -96,7 +80,7 @@ async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
 
 #[tokio::test]
 async fn worker_ignoring_sigterm_is_killed_after_grace() {
-    let dir = temp_dir("stubborn");
+    let dir = scratch_dir("fake-do-stubborn").unwrap();
     let mut cfg = config().with_worker_command(
         "/bin/sh",
         [
@@ -113,9 +97,11 @@ async fn worker_ignoring_sigterm_is_killed_after_grace() {
     let pid = wait_pid(&fake, &app_id).await;
     // Only once the trap is set does the worker ignore SIGTERM.
     let trapped = dir.join("trapped");
-    eventually(Duration::from_secs(10), || async {
-        trapped.exists().then_some(())
-    })
+    wait_for(
+        "the worker to trap SIGTERM",
+        Duration::from_secs(10),
+        || async { trapped.exists().then_some(()) },
+    )
     .await;
     let started = std::time::Instant::now();
     let (s, _) = api.delete(&app_id).await;
@@ -229,9 +215,11 @@ async fn shutdown_and_drop_kill_all_workers() {
     let c = create_ok(&api, "drop-c").await;
     let pid = wait_pid(&fake, &c).await;
     drop(fake);
-    eventually(Duration::from_secs(5), || async {
-        (!pid_alive(pid)).then_some(())
-    })
+    wait_for(
+        "the dropped fake's worker to end",
+        Duration::from_secs(5),
+        || async { (!pid_alive(pid)).then_some(()) },
+    )
     .await;
 }
 
