@@ -60,7 +60,7 @@ pub fn workflow_worker(dir: &Path, server: &DevServer, task_queue: &str, log: &s
 }
 
 /// How long a binary given bad configuration may take to exit.
-pub const STARTUP_ERROR_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STARTUP_ERROR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `command`, a binary given bad configuration or input, to its end: it must exit with
 /// status 2 within [`STARTUP_ERROR_TIMEOUT`]. Returns its output, for the caller to check
