@@ -9,10 +9,12 @@ pub mod duration;
 pub mod input;
 mod names;
 mod payloads;
+pub mod resources;
 pub mod status;
 
 pub use duration::GoDuration;
 pub use input::*;
 pub use names::*;
 pub use payloads::*;
+pub use resources::*;
 pub use status::*;
