@@ -15,6 +15,9 @@
 //! - Every request goes through one shared retry layer (the private `http` module) and is
 //!   counted in [`RequestStats`].
 //!
+//! - [`DigitalOceanProvider::fit`] picks the instance size for a run's resources (a named
+//!   size, or the cheapest that fits its CPUs and memory; see `sizes`), priced from the table.
+//!
 //! Secrets: the token is redacted in `Debug`, the `Authorization` header is marked sensitive,
 //! and only env var keys (never values) are logged.
 
@@ -22,6 +25,7 @@ mod config;
 mod http;
 mod model;
 pub mod pricing;
+mod sizes;
 #[cfg(test)]
 mod tests;
 
@@ -45,7 +49,7 @@ use self::model::{
 use crate::naming::is_portable_name;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
-    FoundCompute, ProviderError, Readiness,
+    FoundCompute, ProviderError, Readiness, UnitSize,
 };
 
 /// App-level env var (type `GENERAL`, scope `RUN_TIME`) holding the owner mark
@@ -336,14 +340,35 @@ impl ComputeProvider for DigitalOceanProvider {
         true
     }
 
+    /// An instance size: the run's `size`, the smallest that fits its `cpu` and `memory`, or
+    /// the configured one; priced from the table (the configured size at its configured price).
+    async fn fit(&self, resources: &tea_contract::Resources) -> Result<UnitSize, ProviderError> {
+        let slug = sizes::fit(self.kind(), &self.cfg.instance_size_slug, resources)?;
+        let known = pricing::instance_size(&slug);
+        let usd_per_month = if slug == self.cfg.instance_size_slug {
+            self.cfg.usd_per_month
+        } else {
+            known.map(|s| s.usd_per_month)
+        };
+        Ok(UnitSize {
+            cpu: known.map(|s| tea_contract::Cpus::from_millis(s.cpus * 1000)),
+            memory: known.map(|s| s.memory_mib << 20),
+            usd_per_second: usd_per_month.map(pricing::usd_per_second),
+            size: Some(slug),
+            gpu: None,
+        })
+    }
+
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
         Self::check_spec(spec)?;
+        let size = self.fit(&spec.resources).await?;
+        let slug = size.size.as_deref().unwrap_or(&self.cfg.instance_size_slug);
         // No lookup first: a lookup lists the whole account. The name is unique per account,
         // so a create of an existing name fails (409) and the lookup happens only then.
         let settings = WorkerSettings {
             owner: self.owner.as_str(),
             component_name: &self.cfg.component_name,
-            instance_size_slug: &self.cfg.instance_size_slug,
+            instance_size_slug: slug,
             region: self.cfg.region.as_deref(),
         };
         let worker_spec = spec.for_worker();
@@ -362,7 +387,7 @@ impl ComputeProvider for DigitalOceanProvider {
             owner = %self.owner,
             repository = %spec.image.repository,
             tag = %spec.image.tag,
-            slug = %self.cfg.instance_size_slug,
+            slug,
             region = self.cfg.region.as_deref().unwrap_or("-"),
             ?env_keys,
             ?secret_keys,

@@ -21,6 +21,9 @@
 //! `<log_dir>/<name>.log` (through a temporary file renamed into place: two deletes of one
 //! unit never mix their copies), removes it and confirms it is gone.
 //!
+//! Limits: the run's `resources` (CPUs, memory, GPUs) or else `DOCKER_CPUS`/`DOCKER_MEMORY`,
+//! see [`limits`].
+//!
 //! Networking: containers join [`DockerConfig::network`] (default `host`, so a dev server on the
 //! host is reached at the address the workflow-worker uses). On any other network the host's
 //! loopback address means the container itself: set [`DockerConfig::temporal_address`] (for
@@ -28,6 +31,7 @@
 //! `host`), or create fails with a message that says so.
 
 mod config;
+mod limits;
 mod secrets;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -60,7 +64,7 @@ pub use config::{DEFAULT_NETWORK, DEFAULT_PULL_TIMEOUT, DEFAULT_STOP_GRACE, Dock
 
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    FoundCompute, ImageRef, ProviderError, Readiness, naming::is_portable_name,
+    FoundCompute, ImageRef, ProviderError, Readiness, UnitSize, naming::is_portable_name,
 };
 
 /// Label holding the ownership mark.
@@ -237,7 +241,7 @@ impl DockerProvider {
             (COMPUTE_LABEL.to_owned(), spec.name.clone()),
         ]);
         let on_host_network = self.cfg.network == "host";
-        ContainerCreateBody {
+        let mut body = ContainerCreateBody {
             image: Some(image.to_owned()),
             env: Some(env),
             labels: Some(labels),
@@ -248,12 +252,14 @@ impl DockerProvider {
                 // A real init as PID 1: signals are forwarded and orphaned job processes reaped.
                 init: Some(true),
                 security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
-                memory: self.cfg.memory_bytes,
-                nano_cpus: self.cfg.nano_cpus,
                 ..Default::default()
             }),
             ..Default::default()
+        };
+        if let Some(host) = body.host_config.as_mut() {
+            limits::apply(host, &self.cfg, &spec.resources);
         }
+        body
     }
 
     /// Makes sure the engine has `image`, pulling it when it does not. A pull that fails is a
@@ -450,7 +456,16 @@ impl ComputeProvider for DockerProvider {
         &self.owner
     }
 
+    async fn fit(&self, resources: &tea_contract::Resources) -> Result<UnitSize, ProviderError> {
+        let engine = match resources.gpu {
+            Some(_) => Some(self.engine().await?),
+            None => None,
+        };
+        limits::fit(self.kind(), &self.cfg, engine, resources).await
+    }
+
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
+        self.fit(&spec.resources).await?;
         let name = self.checked_name(&spec.name)?;
         let image = image_reference(&spec.image)?;
         let (env, secrets) = self.container_env(spec)?;
