@@ -10,9 +10,10 @@ use tea_compute::{
     ComputeOwner, ComputeProvider, Deleted, EnvVar,
     registry::{self, Provider, ProviderConfig},
 };
-use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
+use tea_contract::{Cpus, GoDuration, WORKFLOW_TASK_QUEUE};
 use tea_orchestrator::{
     activities::{PollBackoff, forwarded_temporal_env, job_secret_env},
+    capacity::resources::{self, RunBounds},
     operator::{self, DeleteRoute},
     operator_delete::{Operator, ThroughWorker},
     sweeper::{
@@ -91,6 +92,14 @@ struct Args {
     /// request's cap is in force).
     #[arg(long, env = "MAX_CONCURRENT_COMPUTE")]
     max_concurrent_compute: Option<u32>,
+    /// The most CPUs one run may ask for in its `resources` (e.g. `4`, `0.5`; default:
+    /// what the provider has). A run asking for more, or for a size with more, fails at once.
+    #[arg(long, env = "MAX_RUN_CPUS", value_parser = resources::parse_max_cpus)]
+    max_run_cpus: Option<Cpus>,
+    /// The most memory one run may ask for in its `resources` (bytes, or `8GiB`, `512MiB`;
+    /// default: what the provider has). A run asking for more fails at once.
+    #[arg(long, env = "MAX_RUN_MEMORY", value_parser = resources::parse_max_memory)]
+    max_run_memory: Option<u64>,
     /// How often the capacity semaphore frees slots of runs that closed without releasing
     /// them (terminated, timed out), and how often capped runs re-assert their request or
     /// their slot to it.
@@ -353,6 +362,10 @@ async fn run_main(
         max_compute_lifetime: args.max_compute_lifetime.map(GoDuration::as_duration),
         max_concurrent_compute: args.max_concurrent_compute,
         capacity_check_interval: args.capacity_check_interval.as_duration(),
+        run_bounds: RunBounds {
+            max_cpus: args.max_run_cpus,
+            max_memory: args.max_run_memory,
+        },
         versioning,
     };
     run(
