@@ -742,7 +742,11 @@ async fn a_command_runs_on_the_app_and_its_secret_travels_as_a_secret() {
     let RunEnd::Completed(outcome) = &end else {
         panic!("run ended {end}; worker: {}", fx.worker.output());
     };
-    let job = outcome.job.as_ref().expect("the job's result");
+    let job = outcome
+        .job
+        .as_ref()
+        .and_then(tea_contract::JobOutcome::command)
+        .expect("the job's result");
     // The job had the value: masking replaces exactly the secret values.
     assert_eq!(job.output_tail[0].line, "token ***, mode fast");
     let bodies = fx.fake.raw_create_bodies();
