@@ -16,6 +16,7 @@ provider, `LOCAL_WORKER_COMMAND="python3 examples/python-worker/worker.py"`):
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -91,8 +92,26 @@ async def summarize_dataset(dataset: Dataset, options: Options) -> Summary:
     )
 
 
+def take_secrets_file() -> None:
+    """Secrets delivered in a file (the Docker provider's default: a container's environment
+    shows in `docker inspect`) move into the environment; the file and its directory go."""
+    path = os.environ.pop("TEA_SECRETS_FILE", "")
+    if not path:
+        return
+    try:
+        with open(path, encoding="utf-8") as file:
+            os.environ.update(json.load(file))
+    finally:
+        os.remove(path)
+        try:
+            os.rmdir(os.path.dirname(path))  # only when empty
+        except OSError:
+            pass
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    take_secrets_file()
     task_queue = os.environ["EXTERNAL_TASK_QUEUE"]
     # On compute the connection comes from the environment only, never from a profile file.
     env_only = os.environ.get("TEA_TEMPORAL_ENV_ONLY") == "true"
