@@ -105,13 +105,15 @@ async def run_once(dataset: str, rows: int) -> None:
         tag=os.environ.get("IMAGE_TAG", "latest"),
         workflow_task_queue=os.environ.get("WORKFLOW_TASK_QUEUE", "taskQueueName"),
     )
-    summary = await client.execute_workflow(
-        OffloadSummary.run,
-        request,
-        id=f"offload-summary-{uuid.uuid4()}",
-        task_queue=CALLER_TASK_QUEUE,
-        execution_timeout=timedelta(hours=2),
-    )
+    # This process hosts the workflow while it runs (`worker` does it for good).
+    async with Worker(client, task_queue=CALLER_TASK_QUEUE, workflows=[OffloadSummary]):
+        summary = await client.execute_workflow(
+            OffloadSummary.run,
+            request,
+            id=f"offload-summary-{uuid.uuid4()}",
+            task_queue=CALLER_TASK_QUEUE,
+            execution_timeout=timedelta(hours=2),
+        )
     print(json.dumps(summary))
 
 

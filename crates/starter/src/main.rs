@@ -368,7 +368,12 @@ async fn show_progress(client: &temporalio_client::Client, workflow_id: &str, qu
         }
         // Not a terminal: a line when the state changes, else one every LOG_EVERY, and the
         // job's output lines not printed yet.
-        let state = line.split(" job ").next().unwrap_or(&line).to_owned();
+        let progress_at = [" job ", " heartbeat "]
+            .iter()
+            .filter_map(|marker| line.find(marker))
+            .min()
+            .unwrap_or(line.len());
+        let state = line[..progress_at].to_owned();
         if state != last_state || last_logged.elapsed() >= LOG_EVERY {
             println!("{line}");
             last_state = state;

@@ -6,8 +6,9 @@
 use serde::{Deserialize, Serialize};
 use tea_contract::{GoDuration, JobOutcome, RunOutcome};
 use temporalio_client::{Client, WorkflowFetchHistoryOptions};
-use temporalio_common::protos::temporal::api::history::v1::{
-    HistoryEvent, history_event::Attributes,
+use temporalio_common::protos::temporal::api::{
+    failure::v1::{Failure, failure::FailureInfo},
+    history::v1::{HistoryEvent, history_event::Attributes},
 };
 
 /// How many characters of a result the summary line shows (`--json` shows it whole).
@@ -27,6 +28,10 @@ pub struct JobRun {
     pub ran: Option<GoDuration>,
     /// `completed`, `failed`, `timed out`, `cancelled`, or `running`.
     pub ended: String,
+    /// How it failed, when it did: its failure's type and whether it may be retried
+    /// (`InvalidDataset, non-retryable`), or the kind of timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// The job of the latest run of `workflow_id` as its history records it; `None` when no job
@@ -79,17 +84,19 @@ pub fn job_run_in(events: &[HistoryEvent]) -> Option<JobRun> {
                     started_at: at.map(rfc3339).unwrap_or_default(),
                     ran: None,
                     ended: "running".to_owned(),
+                    failure: None,
                 };
                 job = Some((started.scheduled_event_id, run, at));
             }
             Some(attributes) => {
-                let Some((scheduled, ended)) = closed(attributes) else {
+                let Some((scheduled, ended, failure)) = closed(attributes) else {
                     continue;
                 };
                 if let Some((id, run, started)) = &mut job
                     && *id == scheduled
                 {
                     run.ended = ended.to_owned();
+                    run.failure = failure.and_then(failure_kind);
                     run.ran = started
                         .zip(at)
                         .and_then(|(from, to)| to.duration_since(from).ok())
@@ -102,19 +109,46 @@ pub fn job_run_in(events: &[HistoryEvent]) -> Option<JobRun> {
     job.map(|(_, run, _)| run)
 }
 
-/// The scheduled event an activity's closing event closes, and how it ended.
-fn closed(attributes: &Attributes) -> Option<(i64, &'static str)> {
+/// The scheduled event an activity's closing event closes, how it ended, and its failure.
+fn closed(attributes: &Attributes) -> Option<(i64, &'static str, Option<&Failure>)> {
     match attributes {
         Attributes::ActivityTaskCompletedEventAttributes(a) => {
-            Some((a.scheduled_event_id, "completed"))
+            Some((a.scheduled_event_id, "completed", None))
         }
-        Attributes::ActivityTaskFailedEventAttributes(a) => Some((a.scheduled_event_id, "failed")),
+        Attributes::ActivityTaskFailedEventAttributes(a) => {
+            Some((a.scheduled_event_id, "failed", a.failure.as_ref()))
+        }
         Attributes::ActivityTaskTimedOutEventAttributes(a) => {
-            Some((a.scheduled_event_id, "timed out"))
+            Some((a.scheduled_event_id, "timed out", a.failure.as_ref()))
         }
         Attributes::ActivityTaskCanceledEventAttributes(a) => {
-            Some((a.scheduled_event_id, "cancelled"))
+            Some((a.scheduled_event_id, "cancelled", None))
         }
+        _ => None,
+    }
+}
+
+/// What kind of failure ended the job: an application failure's type (and whether it may be
+/// retried), or which timeout.
+fn failure_kind(failure: &Failure) -> Option<String> {
+    match &failure.failure_info {
+        Some(FailureInfo::ApplicationFailureInfo(info)) => {
+            let kind = Some(info.r#type.as_str()).filter(|t| !t.is_empty());
+            let retry = if info.non_retryable {
+                "non-retryable"
+            } else {
+                "retryable"
+            };
+            Some(kind.map_or_else(|| retry.to_owned(), |kind| format!("{kind}, {retry}")))
+        }
+        Some(FailureInfo::TimeoutFailureInfo(info)) => Some(
+            info.timeout_type()
+                .as_str_name()
+                .trim_start_matches("TIMEOUT_TYPE_")
+                .to_lowercase()
+                .replace('_', "-")
+                + " timeout",
+        ),
         _ => None,
     }
 }
@@ -157,7 +191,15 @@ pub fn job_line(outcome: Option<&RunOutcome>, run: Option<&JobRun>) -> Option<St
                 0 | 1 => String::new(),
                 n => format!(" (attempt {n})"),
             };
-            Some(format!("{what}{}{attempt}, {}", ran(run.ran), run.ended))
+            let failure = run
+                .failure
+                .as_ref()
+                .map_or_else(String::new, |failure| format!(" ({failure})"));
+            Some(format!(
+                "{what}{}{attempt}, {}{failure}",
+                ran(run.ran),
+                run.ended
+            ))
         }
         (None, None) => None,
     }
@@ -223,6 +265,7 @@ mod tests {
             started_at: "2026-01-01T00:00:00Z".into(),
             ran: Some(GoDuration::from_millis(1_500)),
             ended: "completed".into(),
+            failure: None,
         };
         let activity = outcome(Some(JobOutcome::Activity(ActivityResult {
             activity: "compose_greeting".into(),
@@ -248,11 +291,15 @@ mod tests {
         );
         let failed = JobRun {
             ended: "failed".into(),
+            failure: failure_kind(&Failure {
+                failure_info: Some(FailureInfo::ApplicationFailureInfo(Default::default())),
+                ..Default::default()
+            }),
             ..run
         };
         assert_eq!(
             job_line(None, Some(&failed)).as_deref(),
-            Some("activity compose_greeting ran 1s 500ms (attempt 2), failed")
+            Some("activity compose_greeting ran 1s 500ms (attempt 2), failed (retryable)")
         );
     }
 }

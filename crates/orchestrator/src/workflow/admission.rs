@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use futures::future::{Either, select};
 use tea_contract::WorkflowInput;
-use temporalio_common::error::IncomingError;
+use temporalio_common::{
+    error::IncomingError, protos::temporal::api::failure::v1::failure::FailureInfo,
+};
 use temporalio_sdk::{
     ActivityExecutionError, CancellableFuture, SignalWorkflowOptions, TimerOptions, TimerResult,
     WorkflowCancellationToken, WorkflowContext, WorkflowTermination,
@@ -102,8 +104,15 @@ pub(super) async fn admit(
     })
 }
 
-/// The message of a refusal of the run's `resources` by `RequestCapacity`, if `error` is one.
+/// The message of a refusal of the run's `resources` by `RequestCapacity`, if `error` is one
+/// (a local activity's failure is the application failure itself, or wraps it).
 fn refusal(error: &ActivityExecutionError) -> Option<String> {
+    if let Some(failure) = error.failure()
+        && let Some(FailureInfo::ApplicationFailureInfo(info)) = &failure.failure_info
+        && info.r#type == RESOURCES_REFUSED
+    {
+        return Some(failure.message.clone());
+    }
     match error.cause() {
         Some(IncomingError::Application(failure))
             if failure.type_name() == Some(RESOURCES_REFUSED) =>
