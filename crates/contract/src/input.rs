@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use temporalio_common::{data_converters::RawValue, protos::temporal::api::common::v1::Payload};
 
-use crate::{GoDuration, Resources};
+use crate::{GoDuration, MAX_ACTIVITY_ATTEMPTS_LIMIT, Resources, activity_input::args_field};
 
 /// How long the job runs when the input does not say (the original's one minute).
 pub const DEFAULT_JOB_DURATION: GoDuration = GoDuration::from_secs(60);
@@ -45,11 +45,6 @@ pub const MAX_COMPUTE_ATTEMPTS_LIMIT: u32 = 9;
 
 /// How long a command may run when the input gives no `job_duration`.
 pub const DEFAULT_COMMAND_TIME_LIMIT: Duration = Duration::from_secs(24 * 3600);
-/// Upper bound on `activity_max_attempts`.
-pub const MAX_ACTIVITY_ATTEMPTS_LIMIT: u32 = 100;
-/// The shortest start-to-close an own activity may have.
-pub const MIN_ACTIVITY_START_TO_CLOSE: Duration = Duration::from_secs(1);
-
 /// The longest job a run accepts. Longer jobs should checkpoint and run as several runs.
 pub const MAX_JOB_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest pause before provisioning and after the job.
@@ -136,9 +131,6 @@ const FIELDS: [&str; 16] = [
     "resources",
 ];
 
-/// The input fields only a command job has: refused beside `activity`.
-const COMMAND_FIELDS: [&str; 4] = ["command", "env", "workdir", "job_duration"];
-
 impl WorkflowInput {
     pub fn job_duration(&self) -> Duration {
         self.job_duration.unwrap_or(DEFAULT_JOB_DURATION).0
@@ -176,17 +168,6 @@ impl WorkflowInput {
             return job;
         }
         job + (job / 10).max(Duration::from_secs(300))
-    }
-
-    /// The own activity's start-to-close per attempt.
-    pub fn activity_start_to_close(&self) -> Duration {
-        self.activity_start_to_close
-            .map_or(DEFAULT_COMMAND_TIME_LIMIT, GoDuration::as_duration)
-    }
-
-    /// Attempts of the own activity on one unit.
-    pub fn activity_max_attempts(&self) -> u32 {
-        self.activity_max_attempts.unwrap_or(1)
     }
 
     pub fn max_compute_attempts(&self) -> u32 {
@@ -230,70 +211,11 @@ impl WorkflowInput {
                 GoDuration(self.job_start_to_close())
             ));
         }
-        if !(1..=MAX_COMPUTE_ATTEMPTS_LIMIT).contains(&self.max_compute_attempts()) {
-            return Err(format!(
-                "workflow input field `max_compute_attempts` must be between 1 and \
-                 {MAX_COMPUTE_ATTEMPTS_LIMIT}, got {}",
-                self.max_compute_attempts()
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks the own activity's fields: they go together, and not with a command's.
-    fn validate_activity(&self) -> Result<(), String> {
-        let Some(activity) = &self.activity else {
-            let given = [
-                ("activity_args", self.activity_args.is_some()),
-                (
-                    "activity_start_to_close",
-                    self.activity_start_to_close.is_some(),
-                ),
-                (
-                    "activity_max_attempts",
-                    self.activity_max_attempts.is_some(),
-                ),
-            ];
-            return match given.iter().find(|(_, given)| *given) {
-                Some((field, _)) => Err(format!(
-                    "workflow input field `{field}` needs `activity` (the activity type to run)"
-                )),
-                None => Ok(()),
-            };
-        };
-        if activity.trim().is_empty() {
-            return Err("workflow input field `activity` must not be empty".to_owned());
-        }
-        let command_fields = [
-            self.command.is_some(),
-            self.env.is_some(),
-            self.workdir.is_some(),
-            self.job_duration.is_some(),
-        ];
-        if let Some((field, _)) = COMMAND_FIELDS
-            .iter()
-            .zip(command_fields)
-            .find(|(_, given)| *given)
-        {
-            return Err(format!(
-                "workflow input field `{field}` belongs to a command job; a run with `activity` \
-                 takes `activity_args`, `activity_start_to_close` and `activity_max_attempts`"
-            ));
-        }
-        check_range(
-            "activity_start_to_close",
-            self.activity_start_to_close(),
-            MIN_ACTIVITY_START_TO_CLOSE,
-            MAX_JOB_DURATION,
-        )?;
-        if !(1..=MAX_ACTIVITY_ATTEMPTS_LIMIT).contains(&self.activity_max_attempts()) {
-            return Err(format!(
-                "workflow input field `activity_max_attempts` must be between 1 and \
-                 {MAX_ACTIVITY_ATTEMPTS_LIMIT}, got {}",
-                self.activity_max_attempts()
-            ));
-        }
-        Ok(())
+        check_count(
+            "max_compute_attempts",
+            self.max_compute_attempts(),
+            MAX_COMPUTE_ATTEMPTS_LIMIT,
+        )
     }
 
     /// The input as the one `json/plain` payload a Go starter sends.
@@ -368,7 +290,8 @@ impl WorkflowInput {
                 "heartbeat_timeout" => input.heartbeat_timeout = Some(duration()?),
                 "worker_start_timeout" => input.worker_start_timeout = Some(duration()?),
                 "max_compute_attempts" => {
-                    input.max_compute_attempts = Some(count_field(field, &value)?)
+                    input.max_compute_attempts =
+                        Some(count_field(field, &value, MAX_COMPUTE_ATTEMPTS_LIMIT)?)
                 }
                 "command" => input.command = Some(command_field(&value)?),
                 "env" => input.env = Some(env_field(&value)?),
@@ -377,7 +300,8 @@ impl WorkflowInput {
                 "activity_args" => input.activity_args = Some(args_field(&value)?),
                 "activity_start_to_close" => input.activity_start_to_close = Some(duration()?),
                 "activity_max_attempts" => {
-                    input.activity_max_attempts = Some(attempts_field(field, &value)?)
+                    input.activity_max_attempts =
+                        Some(count_field(field, &value, MAX_ACTIVITY_ATTEMPTS_LIMIT)?)
                 }
                 "resources" => input.resources = Some(Resources::from_json(&value)?),
                 _ => unreachable!("every name in FIELDS is matched above"),
@@ -398,7 +322,12 @@ fn missing_input() -> String {
         .to_owned()
 }
 
-fn check_range(field: &str, value: Duration, low: Duration, high: Duration) -> Result<(), String> {
+pub(crate) fn check_range(
+    field: &str,
+    value: Duration,
+    low: Duration,
+    high: Duration,
+) -> Result<(), String> {
     if value < low || value > high {
         return Err(format!(
             "workflow input field `{field}` must be between {} and {}, got {}",
@@ -513,40 +442,27 @@ fn env_field(value: &Value) -> Result<std::collections::BTreeMap<String, String>
     Ok(env)
 }
 
-fn args_field(value: &Value) -> Result<Vec<Value>, String> {
-    value.as_array().cloned().ok_or_else(|| {
-        format!(
-            "field `activity_args` must be an array of the activity's arguments (JSON values), \
-             got {}",
-            describe(value)
-        )
-    })
-}
-
-fn attempts_field(field: &str, value: &Value) -> Result<u32, String> {
+/// A whole number for `field`, whose values run from 1 to `limit`.
+pub(crate) fn count_field(field: &str, value: &Value, limit: u32) -> Result<u32, String> {
     value
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| {
             format!(
-                "field `{field}` must be a whole number from 1 to {MAX_ACTIVITY_ATTEMPTS_LIMIT}, \
-                 got {}",
+                "field `{field}` must be a whole number from 1 to {limit}, got {}",
                 describe(value)
             )
         })
 }
 
-fn count_field(field: &str, value: &Value) -> Result<u32, String> {
-    value
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            format!(
-                "field `{field}` must be a whole number from 1 to {MAX_COMPUTE_ATTEMPTS_LIMIT}, \
-                 got {}",
-                describe(value)
-            )
-        })
+/// Checks that `field`'s `value` runs from 1 to `limit`.
+pub(crate) fn check_count(field: &str, value: u32, limit: u32) -> Result<(), String> {
+    if !(1..=limit).contains(&value) {
+        return Err(format!(
+            "workflow input field `{field}` must be between 1 and {limit}, got {value}"
+        ));
+    }
+    Ok(())
 }
 
 /// A duration: Go nanoseconds (an integer) or a string such as `"90s"`. `what` names it in
