@@ -17,7 +17,9 @@ mod kubernetes;
 mod local;
 mod metrics;
 mod operator;
+mod own_activity;
 mod ownership;
+mod starter_summary;
 mod versioning;
 
 /// The test support library, under the name the tests use.

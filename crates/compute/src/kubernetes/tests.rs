@@ -136,6 +136,7 @@ fn spec(name: &str, image: &str) -> ComputeSpec {
     let (repository, tag) = image.rsplit_once(':').expect("tag");
     ComputeSpec {
         name: name.to_owned(),
+        resources: Default::default(),
         image: ImageRef {
             registry: String::new(),
             repository: repository.to_owned(),

@@ -17,6 +17,9 @@ pub struct CreateComputeInput {
     /// first create (workflow time), for the `tea_capacity_wait_duration` metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_waited: Option<GoDuration>,
+    /// What the run asks of the unit; absent when it asks for none (the provider's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<tea_contract::Resources>,
 }
 
 /// Result of `Create`: identifiers only (the original stored the whole app, secrets included).
@@ -35,6 +38,9 @@ pub struct CreatedCompute {
     /// cost estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usd_per_second: Option<f64>,
+    /// The size the provider created for the run's `resources` (absent when it asked none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_size: Option<String>,
 }
 
 /// Input of `WaitForAppBuild`.
