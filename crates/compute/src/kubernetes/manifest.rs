@@ -242,26 +242,6 @@ fn seconds(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_labels_are_label_safe_and_distinct() {
-        let short = ComputeOwner::new("default/taskQueueName").unwrap();
-        assert_eq!(owner_label_value(&short), short.id_component());
-        assert!(owner_label_value(&short).starts_with("default-taskQueueName-"));
-        let long_a = ComputeOwner::new(format!("ns/{}a", "q".repeat(90))).unwrap();
-        let long_b = ComputeOwner::new(format!("ns/{}b", "q".repeat(90))).unwrap();
-        for owner in [&short, &long_a, &long_b] {
-            assert!(is_label_value(&owner_label_value(owner)), "{owner:?}");
-        }
-        assert_ne!(owner_label_value(&long_a), owner_label_value(&long_b));
-        let plain = ComputeOwner::new("prod").unwrap();
-        assert_eq!(owner_label_value(&plain), "prod");
-    }
-}
-
 /// The container's requests and limits (equal, so the pod is `Guaranteed` and the unit gets
 /// exactly what was asked): the run's `resources` where it asked (CPUs in millicores, memory
 /// in bytes, GPUs as `nvidia.com/gpu`), else `K8S_CPU`/`K8S_MEMORY`; none when neither.
@@ -300,3 +280,23 @@ pub(super) fn resource_requirements(
 
 /// The extended resource a GPU request asks for (NVIDIA's device plugin).
 pub(super) const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_labels_are_label_safe_and_distinct() {
+        let short = ComputeOwner::new("default/taskQueueName").unwrap();
+        assert_eq!(owner_label_value(&short), short.id_component());
+        assert!(owner_label_value(&short).starts_with("default-taskQueueName-"));
+        let long_a = ComputeOwner::new(format!("ns/{}a", "q".repeat(90))).unwrap();
+        let long_b = ComputeOwner::new(format!("ns/{}b", "q".repeat(90))).unwrap();
+        for owner in [&short, &long_a, &long_b] {
+            assert!(is_label_value(&owner_label_value(owner)), "{owner:?}");
+        }
+        assert_ne!(owner_label_value(&long_a), owner_label_value(&long_b));
+        let plain = ComputeOwner::new("prod").unwrap();
+        assert_eq!(owner_label_value(&plain), "prod");
+    }
+}

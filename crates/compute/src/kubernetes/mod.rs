@@ -47,7 +47,8 @@ pub use manifest::{COMPUTE_LABEL, OWNER_ANNOTATION, OWNER_LABEL, RUN_LABEL};
 
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    FoundCompute, ProviderError, Readiness, UnitSize, naming::is_portable_name,
+    FoundCompute, ProviderError, Readiness, UnitSize,
+    naming::is_portable_name,
     sizing::{self, Unsupported},
 };
 

@@ -467,10 +467,7 @@ async fn a_run_s_resources_become_the_pod_s_requests_and_limits_and_a_size_is_re
         .create_or_adopt(&by_size)
         .await
         .expect_err("a size is refused");
-    assert!(
-        refused.to_string().contains("resources.size"),
-        "{refused}"
-    );
+    assert!(refused.to_string().contains("resources.size"), "{refused}");
     assert!(
         fx.fake.objects(Kind::Job, NS).is_empty(),
         "nothing was created for a refused request"
