@@ -364,6 +364,7 @@ fn progress_of(snapshot: &Snapshot) -> CommandProgress {
         tail: tail_of(snapshot),
         fraction: snapshot.report.as_ref().and_then(|r| r.fraction),
         message: snapshot.report.as_ref().and_then(|r| r.message.clone()),
+        ..Default::default()
     }
 }
 

@@ -17,6 +17,10 @@ pub struct CreateComputeInput {
     /// first create (workflow time), for the `tea_capacity_wait_duration` metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_waited: Option<GoDuration>,
+    /// What this unit's job resumes from after a lost unit (`checkpoint`, `elapsed`), for the
+    /// `tea_job_resumes_total` metric. Absent when it starts afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumes_job: Option<String>,
 }
 
 /// Result of `Create`: identifiers only (the original stored the whole app, secrets included).
