@@ -9,7 +9,8 @@
 //! [`PROGRESS_FILE_ENV`] and [`RESULT_FILE_ENV`] to paths in a directory of the job's own. The
 //! job may (re)write the progress file at any time with `{"fraction": 0.4, "message": "..."}`
 //! (both optional) and write its result file once with any JSON value, at most
-//! [`Limits::result_bytes`].
+//! [`Limits::result_bytes`]. Its checkpoint file and the one it resumes from are the
+//! [`crate::checkpoint`] channel's.
 
 use std::{
     collections::VecDeque,
@@ -28,7 +29,14 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{mask::Secrets, tree::JobGroup};
+use crate::{
+    checkpoint::{
+        ATTEMPT_ENV, CHECKPOINT_FILE_ENV, Checkpoints, DEFAULT_CHECKPOINT_BYTES, RESUME_FILE_ENV,
+        write_resume_file,
+    },
+    mask::Secrets,
+    tree::JobGroup,
+};
 
 /// Environment variable naming the file the job may write its progress to.
 pub const PROGRESS_FILE_ENV: &str = "TEA_PROGRESS_FILE";
@@ -52,6 +60,10 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// Working directory; the worker's own when `None`.
     pub workdir: Option<PathBuf>,
+    /// The run's compute attempt, given to the job as `TEA_ATTEMPT`.
+    pub attempt: Option<u32>,
+    /// The checkpoint to resume from, given to the job in its `TEA_RESUME_FILE`.
+    pub resume: Option<serde_json::Value>,
 }
 
 /// Bounds on what the runner keeps.
@@ -63,6 +75,8 @@ pub struct Limits {
     pub result_bytes: usize,
     /// How long the job has between SIGTERM and SIGKILL when it is stopped.
     pub kill_grace: Duration,
+    /// Largest checkpoint sent.
+    pub checkpoint_bytes: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +85,7 @@ impl Default for Limits {
             tail_bytes: 4 * 1024,
             result_bytes: 64 * 1024,
             kill_grace: Duration::from_secs(10),
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
         }
     }
 }
@@ -110,6 +125,10 @@ pub struct Snapshot {
     pub tail: Vec<OutputLine>,
     /// What the job last wrote to its progress file, if anything readable.
     pub report: Option<JobReport>,
+    /// The job's last checkpoint taken (or the one it resumed from).
+    pub checkpoint: Option<serde_json::Value>,
+    /// Why the checkpoint file as it is now was not taken.
+    pub checkpoint_error: Option<String>,
 }
 
 /// How the job's process ended.
@@ -239,10 +258,12 @@ pub struct RunningCommand {
     output: Arc<Mutex<Output>>,
     readers: Vec<JoinHandle<()>>,
     files: JobFiles,
+    checkpoints: Mutex<Checkpoints>,
     limits: Limits,
 }
 
-/// The job's own directory with its progress and result files; removed when dropped.
+/// The job's own directory with its progress, result, checkpoint and resume files; removed
+/// when dropped.
 struct JobFiles {
     dir: PathBuf,
 }
@@ -258,6 +279,12 @@ impl JobFiles {
     }
     fn result(&self) -> PathBuf {
         self.dir.join("result.json")
+    }
+    fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.json")
+    }
+    fn resume(&self) -> PathBuf {
+        self.dir.join("resume.json")
     }
 }
 
@@ -282,10 +309,17 @@ impl RunningCommand {
         if let Some(dir) = &spec.workdir {
             check_workdir(dir)?;
         }
-        let files = JobFiles::create().map_err(|source| SpawnError::Other {
-            program: program.clone(),
-            source,
-        })?;
+        let files = JobFiles::create()
+            .and_then(|files| {
+                if let Some(resume) = &spec.resume {
+                    write_resume_file(&files.resume(), resume)?;
+                }
+                Ok(files)
+            })
+            .map_err(|source| SpawnError::Other {
+                program: program.clone(),
+                source,
+            })?;
         let mut command = Command::new(program);
         for (key, _) in std::env::vars_os() {
             let bytes = key.as_encoded_bytes();
@@ -298,6 +332,7 @@ impl RunningCommand {
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env(PROGRESS_FILE_ENV, files.progress())
             .env(RESULT_FILE_ENV, files.result())
+            .env(CHECKPOINT_FILE_ENV, files.checkpoint())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -305,6 +340,12 @@ impl RunningCommand {
             .kill_on_drop(true);
         if let Some(dir) = &spec.workdir {
             command.current_dir(dir);
+        }
+        if let Some(attempt) = spec.attempt {
+            command.env(ATTEMPT_ENV, attempt.to_string());
+        }
+        if spec.resume.is_some() {
+            command.env(RESUME_FILE_ENV, files.resume());
         }
         // SAFETY: the closure runs in the forked child before exec and only makes one
         // async-signal-safe system call (prctl).
@@ -350,6 +391,12 @@ impl RunningCommand {
                 log_line,
             ));
         }
+        let checkpoints = Mutex::new(Checkpoints::new(
+            files.checkpoint(),
+            limits.checkpoint_bytes,
+            Arc::clone(&secrets),
+            spec.resume.clone(),
+        ));
         Ok(RunningCommand {
             child,
             group,
@@ -357,6 +404,7 @@ impl RunningCommand {
             started: Instant::now(),
             output,
             readers,
+            checkpoints,
             files,
             limits,
         })
@@ -364,6 +412,11 @@ impl RunningCommand {
 
     /// Where the job is now.
     pub fn snapshot(&self) -> Snapshot {
+        let (checkpoint, checkpoint_error) = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh();
         let output = self.output.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
             elapsed: self.started.elapsed(),
@@ -372,6 +425,8 @@ impl RunningCommand {
             output_bytes: output.bytes,
             tail: output.tail.iter().cloned().collect(),
             report: read_report(&self.files.progress(), &self.secrets),
+            checkpoint,
+            checkpoint_error,
         }
     }
 
@@ -669,6 +724,47 @@ mod tests {
         assert_eq!(report.fraction, Some(0.5));
         assert_eq!(report.message.as_deref(), Some("half"));
         assert_eq!(finished.result, Some(serde_json::json!({"rows": 42})));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_job_gets_its_checkpoint_and_attempt_and_its_new_checkpoint_is_taken() {
+        let _beside_others = ALONE.read().await;
+        let spec = CommandSpec {
+            attempt: Some(2),
+            resume: Some(serde_json::json!({"count": 40})),
+            ..sh(
+                r#"echo "attempt=$TEA_ATTEMPT resume=$(cat "$TEA_RESUME_FILE")"
+                echo '{"count": 41}' > "$TEA_CHECKPOINT_FILE.tmp"
+                mv "$TEA_CHECKPOINT_FILE.tmp" "$TEA_CHECKPOINT_FILE""#,
+            )
+        };
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
+        // Before the job wrote one, the checkpoint is the one it resumes from.
+        assert_eq!(
+            job.snapshot().checkpoint,
+            Some(serde_json::json!({"count": 40}))
+        );
+        let finished = job.wait().await.unwrap();
+        assert!(finished.exit.success());
+        assert_eq!(tail_lines(&finished), [r#"attempt=2 resume={"count":40}"#]);
+        assert_eq!(
+            finished.snapshot.checkpoint,
+            Some(serde_json::json!({"count": 41}))
+        );
+        assert_eq!(finished.snapshot.checkpoint_error, None);
+    }
+
+    #[tokio::test]
+    async fn without_a_checkpoint_to_resume_from_the_resume_file_is_not_set() {
+        let _beside_others = ALONE.read().await;
+        let spec = CommandSpec {
+            attempt: Some(1),
+            ..sh(r#"echo "attempt=$TEA_ATTEMPT resume=${TEA_RESUME_FILE:-unset}""#)
+        };
+        let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
+        let finished = job.wait().await.unwrap();
+        assert_eq!(tail_lines(&finished), ["attempt=1 resume=unset"]);
+        assert_eq!(finished.snapshot.checkpoint, None);
     }
 
     #[tokio::test]
