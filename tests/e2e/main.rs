@@ -18,6 +18,7 @@ mod local;
 mod metrics;
 mod operator;
 mod ownership;
+mod resume;
 mod versioning;
 
 /// The test support library, under the name the tests use.
