@@ -19,8 +19,8 @@ use tea_contract::{Phase, StatusQuery};
 use tea_orchestrator::capacity::{CapacityState, ComputeCapacity, capacity_workflow_id};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
-    Client, WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowFetchHistoryOptions,
-    WorkflowHandle, WorkflowListOptions, WorkflowQueryOptions, WorkflowTerminateOptions,
+    Client, WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowHandle, WorkflowListOptions,
+    WorkflowQueryOptions, WorkflowTerminateOptions,
 };
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
@@ -29,9 +29,9 @@ use crate::{
     local::{Fixture, workflow_worker},
     metrics::{ANY_METRICS_ADDR, counter, served_at},
     support::{
-        DevServer, bin,
+        DevServer, bin, history,
         run::{self, RUN_TIMEOUT, pending_job, record_history_as},
-        test_dir, wait_for,
+        test_dir, unique, wait_for,
     },
 };
 
@@ -186,18 +186,12 @@ fn cli_signal(server: &DevServer, workflow_id: &str, signal: &str, input: &str) 
 async fn has_failed_workflow_task<W: temporalio_common::HasWorkflowDefinition>(
     handle: &WorkflowHandle<Client, W>,
 ) -> bool {
-    handle
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("history")
-        .iter()
-        .any(|e| {
-            matches!(
-                e.attributes,
-                Some(Attributes::WorkflowTaskFailedEventAttributes(_))
-            )
-        })
+    history::events(handle).await.iter().any(|e| {
+        matches!(
+            e.attributes,
+            Some(Attributes::WorkflowTaskFailedEventAttributes(_))
+        )
+    })
 }
 
 /// The handle of one run of `workflow` (`handle`'s workflow ID).
@@ -413,7 +407,7 @@ async fn digitalocean_runs_at_once_never_exceed_the_cap_and_all_complete() {
     let dir = test_dir("cap-do");
     let server = DevServer::start(&dir).await;
     let fake = Arc::new(digitalocean::start_fake(&dir).await);
-    let task_queue = format!("wf-cap-do-{}", uuid::Uuid::new_v4().simple());
+    let task_queue = unique("wf-cap-do");
     let worker = digitalocean::workflow_worker(
         &dir,
         &server,

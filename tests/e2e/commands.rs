@@ -5,15 +5,14 @@ use std::time::Duration;
 
 use tea_contract::{CommandProgress, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::WorkflowFetchHistoryOptions;
 
 use crate::{
     jobs::history_text,
     local::Fixture,
     support::{
-        ProcBuilder, bin, pid_alive,
+        ProcBuilder, bin, history, pid_alive,
         run::{self, RUN_TIMEOUT, pending_job},
-        wait_for,
+        unique, wait_for,
     },
 };
 
@@ -27,7 +26,7 @@ async fn start(fx: &Fixture, test: &str, command: &[&str]) -> RunHandle {
         max_compute_attempts: Some(2),
         ..run::input("1s")
     };
-    let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+    let id = unique(test);
     tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
         .await
         .expect("start the run")
@@ -54,10 +53,7 @@ async fn a_command_that_exits_0_completes_with_its_tail_and_full_output_in_the_l
         &sh("i=1; while [ $i -le 200 ]; do echo \"line $i\"; i=$((i+1)); done"),
     )
     .await;
-    let end = run::finish(&handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     let job = outcome.job.as_ref().expect("the job's result");
     assert_eq!(job.exit_code, 0);
     assert_eq!(job.stdout_lines, 200);
@@ -210,10 +206,7 @@ async fn a_job_secret_reaches_the_job_and_nothing_else() {
         &sh(r#"echo "seen=$JOB_TEST_DB_PASSWORD""#),
     )
     .await;
-    let end = run::finish(&handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     let job = outcome.job.as_ref().expect("job result");
     // The job had the value: masking replaces exactly the secret values.
     assert_eq!(job.output_tail[0].line, "seen=***");
@@ -307,11 +300,7 @@ async fn a_flood_of_output_stays_bounded_and_completes() {
     assert!(job.output_bytes >= 30_000_000);
     let tail_bytes: usize = job.output_tail.iter().map(|l| l.line.len()).sum();
     assert!(tail_bytes <= 4096, "tail of {tail_bytes} bytes");
-    let history = handle
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("history");
+    let history = history::events(&handle).await;
     let biggest = history
         .iter()
         .map(|e| format!("{e:?}").len())
@@ -341,7 +330,7 @@ async fn the_starter_runs_a_command_and_prints_its_logs() {
             .arg(script)
             .spawn()
     };
-    let failing = format!("cmd-starter-fail-{}", uuid::Uuid::new_v4().simple());
+    let failing = unique("cmd-starter-fail");
     let mut run = starter(
         &failing,
         "echo \"$GREETING\"; echo 'no space left' >&2; exit 3",
@@ -350,7 +339,7 @@ async fn the_starter_runs_a_command_and_prints_its_logs() {
     assert_eq!(status.code(), Some(1), "{}", run.output());
     assert!(run.output().contains("exit code 3"), "{}", run.output());
 
-    let passing = format!("cmd-starter-ok-{}", uuid::Uuid::new_v4().simple());
+    let passing = unique("cmd-starter-ok");
     let mut run = starter(&passing, "echo \"$GREETING\"; echo world");
     let status = run.wait(RUN_TIMEOUT).await;
     assert_eq!(status.code(), Some(0), "{}", run.output());

@@ -5,67 +5,63 @@ use std::time::Duration;
 
 use crate::{
     local,
-    support::{DevServer, ProcBuilder, bin, test_dir, wait_for},
+    support::{DevServer, ProcBuilder, bin, startup_error, test_dir, unique, wait_for},
 };
 
+/// How long a sweep may take to end, and a worker to explain its settings.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn digitalocean_without_a_token_is_a_clear_startup_error() {
-    let dir = test_dir("no-token");
-    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
-        .env("COMPUTE_PROVIDER", "digitalocean")
-        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
-        .spawn();
-    let status = worker.wait(EXIT_TIMEOUT).await;
-    assert_eq!(status.code(), Some(2), "{}", worker.output());
-    assert!(
-        worker.output().contains("DIGITALOCEAN_ACCESS_TOKEN"),
-        "{}",
-        worker.output()
-    );
+    let output = startup_error(
+        ProcBuilder::new(bin("workflow-worker"), test_dir("no-token").join("out.log"))
+            .env("COMPUTE_PROVIDER", "digitalocean")
+            .env("TEMPORAL_ADDRESS", "127.0.0.1:1"),
+    )
+    .await;
+    assert!(output.contains("DIGITALOCEAN_ACCESS_TOKEN"), "{output}");
 }
 
 #[tokio::test]
 async fn unknown_provider_is_rejected() {
-    let dir = test_dir("bad-provider");
-    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
-        .env("COMPUTE_PROVIDER", "kubernetes")
-        .spawn();
-    let status = worker.wait(EXIT_TIMEOUT).await;
-    assert_eq!(status.code(), Some(2), "{}", worker.output());
-    assert!(
-        worker.output().contains("local"),
-        "lists the choices: {}",
-        worker.output()
-    );
+    let output = startup_error(
+        ProcBuilder::new(
+            bin("workflow-worker"),
+            test_dir("bad-provider").join("out.log"),
+        )
+        .env("COMPUTE_PROVIDER", "kubernetes"),
+    )
+    .await;
+    assert!(output.contains("local"), "lists the choices: {output}");
 }
 
 #[tokio::test]
 async fn starter_rejects_a_bad_duration_before_connecting() {
-    let dir = test_dir("bad-duration");
-    let mut starter = ProcBuilder::new(bin("starter"), dir.join("out.log"))
-        .env("JOB_DURATION", "soon")
-        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
-        .spawn();
-    let status = starter.wait(EXIT_TIMEOUT).await;
-    assert_eq!(status.code(), Some(2), "{}", starter.output());
-    assert!(starter.output().contains("soon"), "{}", starter.output());
+    let output = startup_error(
+        ProcBuilder::new(bin("starter"), test_dir("bad-duration").join("out.log"))
+            .env("JOB_DURATION", "soon")
+            .env("TEMPORAL_ADDRESS", "127.0.0.1:1"),
+    )
+    .await;
+    assert!(output.contains("soon"), "{output}");
 }
 
 #[tokio::test]
 async fn bad_log_level_is_rejected() {
-    let dir = test_dir("bad-log-level");
-    let mut worker = ProcBuilder::new(bin("external-worker"), dir.join("out.log"))
-        .env("LOG_LEVEL", "loud")
-        .spawn();
-    let status = worker.wait(EXIT_TIMEOUT).await;
-    assert_eq!(status.code(), Some(2), "{}", worker.output());
-    assert!(worker.output().contains("LOG_LEVEL"), "{}", worker.output());
+    let output = startup_error(
+        ProcBuilder::new(
+            bin("external-worker"),
+            test_dir("bad-log-level").join("out.log"),
+        )
+        .env("LOG_LEVEL", "loud"),
+    )
+    .await;
+    assert!(output.contains("LOG_LEVEL"), "{output}");
 }
 
-/// A docker-provider workflow-worker with `env` on top; its exit status and output.
-async fn docker_worker(test: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
+/// The output of a docker-provider workflow-worker with `env` on top, which must stop at
+/// start with status 2.
+async fn docker_worker_error(test: &str, env: &[(&str, String)]) -> String {
     let dir = test_dir(test);
     let mut builder = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
         .env("COMPUTE_PROVIDER", "docker")
@@ -74,17 +70,14 @@ async fn docker_worker(test: &str, env: &[(&str, String)]) -> (Option<i32>, Stri
     for (key, value) in env {
         builder = builder.env(key, value.clone());
     }
-    let mut worker = builder.spawn();
-    let status = worker.wait(EXIT_TIMEOUT).await;
-    (status.code(), worker.output())
+    startup_error(builder).await
 }
 
 #[tokio::test]
 async fn docker_without_a_reachable_engine_is_a_clear_startup_error() {
     let socket = std::env::temp_dir().join("tea-no-such-docker.sock");
     let host = format!("unix://{}", socket.display());
-    let (code, output) = docker_worker("docker-no-engine", &[("DOCKER_HOST", host)]).await;
-    assert_eq!(code, Some(2), "{output}");
+    let output = docker_worker_error("docker-no-engine", &[("DOCKER_HOST", host)]).await;
     assert!(
         output.contains("DOCKER_HOST") && output.contains("tea-no-such-docker.sock"),
         "{output}"
@@ -98,8 +91,7 @@ async fn docker_with_a_missing_network_is_a_clear_startup_error() {
         return;
     };
     let network = ("DOCKER_NETWORK", "tea-no-such-network".to_owned());
-    let (code, output) = docker_worker("docker-no-network", &[network]).await;
-    assert_eq!(code, Some(2), "{output}");
+    let output = docker_worker_error("docker-no-network", &[network]).await;
     assert!(
         output.contains("DOCKER_NETWORK=tea-no-such-network")
             && output.contains("docker network create"),
@@ -109,19 +101,15 @@ async fn docker_with_a_missing_network_is_a_clear_startup_error() {
 
 #[tokio::test]
 async fn a_compute_cap_of_zero_is_a_clear_startup_error() {
-    let dir = test_dir("cap-zero");
-    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
-        .env("MAX_CONCURRENT_COMPUTE", "0")
-        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
-        .spawn();
-    let status = worker.wait(EXIT_TIMEOUT).await;
-    assert_eq!(status.code(), Some(2), "{}", worker.output());
+    let output = startup_error(
+        ProcBuilder::new(bin("workflow-worker"), test_dir("cap-zero").join("out.log"))
+            .env("MAX_CONCURRENT_COMPUTE", "0")
+            .env("TEMPORAL_ADDRESS", "127.0.0.1:1"),
+    )
+    .await;
     assert!(
-        worker
-            .output()
-            .contains("MAX_CONCURRENT_COMPUTE must be > 0"),
-        "{}",
-        worker.output()
+        output.contains("MAX_CONCURRENT_COMPUTE must be > 0"),
+        "{output}"
     );
 }
 
@@ -132,7 +120,7 @@ async fn a_compute_cap_of_zero_is_a_clear_startup_error() {
 async fn a_sweep_grace_shorter_than_the_deploy_timeout_is_allowed_and_the_log_says_why() {
     let dir = test_dir("grace-below-deploy");
     let server = DevServer::start(&dir).await;
-    let queue = format!("wf-grace-{}", uuid::Uuid::new_v4().simple());
+    let queue = unique("wf-grace");
     let command = |log: &str| {
         local::workflow_worker(&dir, &server, &queue, &bin("external-worker"), log)
             .env("SWEEP_GRACE_PERIOD", "5s")
@@ -216,13 +204,7 @@ async fn half_configured_versioning_is_a_clear_startup_error() {
         for (key, value) in env {
             builder = builder.env(key, *value);
         }
-        let mut worker = builder.spawn();
-        let status = worker.wait(EXIT_TIMEOUT).await;
-        assert_eq!(status.code(), Some(2), "{case}: {}", worker.output());
-        assert!(
-            worker.output().contains(expected),
-            "{case}: {}",
-            worker.output()
-        );
+        let output = startup_error(builder).await;
+        assert!(output.contains(expected), "{case}: {output}");
     }
 }

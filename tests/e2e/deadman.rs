@@ -3,23 +3,26 @@
 
 use std::time::Duration;
 
-use crate::support::{DevServer, ProcBuilder, bin, test_dir, wait_for};
+use crate::support::{DevServer, ProcBuilder, bin, test_dir, unique, wait_for};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A dev server and the command of an external worker on a queue of its own there, checking
+/// its dead-man switch every 100 ms, logging under a directory of `test`'s.
+async fn external_worker(test: &str) -> (DevServer, ProcBuilder) {
+    let dir = test_dir(test);
+    let server = DevServer::start(&dir).await;
+    let worker = ProcBuilder::new(bin("external-worker"), dir.join("external-worker.log"))
+        .env("TEMPORAL_ADDRESS", server.address())
+        .env("EXTERNAL_TASK_QUEUE", unique(test))
+        .env("DEAD_MAN_CHECK_INTERVAL", "100ms");
+    (server, worker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_external_worker_exits_by_itself() {
-    let dir = test_dir("deadman-idle");
-    let server = DevServer::start(&dir).await;
-    let mut worker = ProcBuilder::new(bin("external-worker"), dir.join("external-worker.log"))
-        .env("TEMPORAL_ADDRESS", server.address())
-        .env(
-            "EXTERNAL_TASK_QUEUE",
-            format!("idle-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .env("IDLE_TIMEOUT", "1s")
-        .env("DEAD_MAN_CHECK_INTERVAL", "100ms")
-        .spawn();
+    let (_server, worker) = external_worker("deadman-idle").await;
+    let mut worker = worker.env("IDLE_TIMEOUT", "1s").spawn();
     let status = worker.wait(EXIT_TIMEOUT).await;
     assert!(status.success(), "{}", worker.output());
     assert!(
@@ -31,17 +34,10 @@ async fn idle_external_worker_exits_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_worker_whose_owner_run_does_not_exist_exits_by_itself() {
-    let dir = test_dir("deadman-owner");
-    let server = DevServer::start(&dir).await;
-    let mut worker = ProcBuilder::new(bin("external-worker"), dir.join("external-worker.log"))
-        .env("TEMPORAL_ADDRESS", server.address())
-        .env(
-            "EXTERNAL_TASK_QUEUE",
-            format!("owner-{}", uuid::Uuid::new_v4().simple()),
-        )
+    let (_server, worker) = external_worker("deadman-owner").await;
+    let mut worker = worker
         .env("IDLE_TIMEOUT", "0")
         .env("OWNER_WORKFLOW_ID", "no-such-workflow")
-        .env("DEAD_MAN_CHECK_INTERVAL", "100ms")
         .spawn();
     let status = worker.wait(EXIT_TIMEOUT).await;
     assert!(status.success(), "{}", worker.output());
@@ -53,17 +49,10 @@ async fn external_worker_whose_owner_run_does_not_exist_exits_by_itself() {
 /// deletion), rather than exiting into a crash loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_external_worker_stays_down_until_sigterm() {
-    let dir = test_dir("deadman-park");
-    let server = DevServer::start(&dir).await;
-    let mut worker = ProcBuilder::new(bin("external-worker"), dir.join("external-worker.log"))
-        .env("TEMPORAL_ADDRESS", server.address())
-        .env(
-            "EXTERNAL_TASK_QUEUE",
-            format!("park-{}", uuid::Uuid::new_v4().simple()),
-        )
+    let (_server, worker) = external_worker("deadman-park").await;
+    let mut worker = worker
         .env("IDLE_TIMEOUT", "0")
         .env("OWNER_WORKFLOW_ID", "no-such-workflow")
-        .env("DEAD_MAN_CHECK_INTERVAL", "100ms")
         .env("DEAD_MAN_ACTION", "park")
         .spawn();
     wait_for("the worker to park", EXIT_TIMEOUT, || async {

@@ -8,13 +8,13 @@ use tea_contract::Phase;
 use tea_contract::{JobProgress, LONG_RUNNING_ACTIVITY};
 use tea_fake_do::{FakeDo, FakeDoConfig, Fault, Op};
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions};
+use temporalio_client::WorkflowCancelOptions;
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 use crate::support::{
-    DevServer, Proc, ProcBuilder, bin, pid_alive,
+    self, DevServer, Proc, ProcBuilder, bin, history, pid_alive,
     run::{self, RUN_TIMEOUT, pending_job},
-    test_dir, wait_for,
+    test_dir, unique, wait_for,
 };
 
 pub(crate) const DO_TOKEN: &str = "dop_v1_fake_token_for_tests";
@@ -39,15 +39,11 @@ pub(crate) fn workflow_worker(
     task_queue: &str,
     log: &str,
 ) -> ProcBuilder {
-    ProcBuilder::new(bin("workflow-worker"), dir.join(log))
+    support::workflow_worker(dir, server, task_queue, log)
         .env("COMPUTE_PROVIDER", "digitalocean")
         .env("DIGITALOCEAN_API_URL", fake.base_url())
         .env("DIGITALOCEAN_ACCESS_TOKEN", token)
-        .env("TEMPORAL_ADDRESS", server.address())
         .env("TEMPORAL_TLS", "false")
-        .env("WORKFLOW_TASK_QUEUE", task_queue)
-        .env("DEPLOY_POLL_INITIAL", "100ms")
-        .env("DEPLOY_POLL_MAX", "500ms")
 }
 
 /// A dev server, a fake DigitalOcean API whose apps run the real external-worker, and a
@@ -77,8 +73,8 @@ impl Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
         let fake = start_fake(&dir).await;
-        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
-        let api_key = format!("tak-{}", uuid::Uuid::new_v4().simple());
+        let task_queue = unique(&format!("wf-{test}"));
+        let api_key = unique("tak");
         let mut worker = workflow_worker(
             &dir,
             &server,
@@ -120,7 +116,7 @@ fn worker_pid(fake: &FakeDo) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
     let fx = Fixture::start("happy").await;
-    let workflow_id = format!("happy-{}", uuid::Uuid::new_v4().simple());
+    let workflow_id = unique("happy");
     let job_duration = run::observable_job_duration();
     let mut starter = ProcBuilder::new(bin("starter"), fx.dir.join("starter.log"))
         .env("TEMPORAL_ADDRESS", fx.server.address())
@@ -238,22 +234,10 @@ async fn happy_path_runs_the_job_on_its_own_queue_and_deletes_the_app() {
     );
 
     // Wire contract: the job was scheduled on the app's queue with two json/plain integers.
-    let events = handle
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("history");
-    let scheduled = events
-        .iter()
-        .find_map(|e| match &e.attributes {
-            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
-                if a.activity_type.as_ref().map(|t| t.name.as_str())
-                    == Some(LONG_RUNNING_ACTIVITY) =>
-            {
-                Some(a.clone())
-            }
-            _ => None,
-        })
+    let events = history::events(&handle).await;
+    let (_, scheduled) = history::scheduled(&events, LONG_RUNNING_ACTIVITY)
+        .into_iter()
+        .next()
         .expect("long-running-command scheduled");
     assert_eq!(
         scheduled.task_queue.as_ref().map(|q| q.name.as_str()),
@@ -391,12 +375,7 @@ async fn create_answered_500_after_storing_still_makes_exactly_one_app() {
     let fx = Fixture::start("create-500").await;
     fx.fake.inject(Fault::CreateStoresThen500 { count: 1 });
     let handle = fx.start_run("create-500", "1s").await;
-    let end = fx.finish(&handle).await;
-    assert!(
-        matches!(end, RunEnd::Completed(_)),
-        "run ended {end}; worker: {}",
-        fx.worker.output()
-    );
+    run::completed(&handle, &fx.worker).await;
 
     let snapshot = fx.fake.snapshot();
     assert_eq!(snapshot.total_created, 1, "a duplicate app was created");
@@ -431,12 +410,7 @@ async fn rate_limits_and_server_errors_are_retried_without_duplicating_compute()
         op: Op::Delete,
     });
     let handle = fx.start_run("api-faults", "1s").await;
-    let end = fx.finish(&handle).await;
-    assert!(
-        matches!(end, RunEnd::Completed(_)),
-        "run ended {end}; worker: {}",
-        fx.worker.output()
-    );
+    run::completed(&handle, &fx.worker).await;
 
     let snapshot = fx.fake.snapshot();
     assert_eq!(
@@ -487,32 +461,6 @@ async fn rejected_token_fails_the_run_at_once_with_a_clear_message() {
     );
 }
 
-/// Every event of the run's history.
-pub(crate) async fn history(
-    handle: &RunHandle,
-) -> Vec<temporalio_common::protos::temporal::api::history::v1::HistoryEvent> {
-    handle
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("history")
-}
-
-/// Activity attempts that timed out, from the history.
-pub(crate) fn activity_timeouts(
-    events: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
-) -> usize {
-    events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.attributes,
-                Some(Attributes::ActivityTaskTimedOutEventAttributes(_))
-            )
-        })
-        .count()
-}
-
 /// A 429 whose Retry-After is longer than the heartbeat timeout (5 s here). The
 /// create call waits it out inside one attempt, heartbeating, so the attempt never times out
 /// while it still runs (a timed-out attempt's late POST could race its own retry).
@@ -525,12 +473,7 @@ async fn retry_after_longer_than_the_heartbeat_timeout_does_not_time_the_create_
         op: Op::Create,
     });
     let handle = fx.start_run("long-retry-after", "1s").await;
-    let end = fx.finish(&handle).await;
-    assert!(
-        matches!(end, RunEnd::Completed(_)),
-        "run ended {end}; worker: {}",
-        fx.worker.output()
-    );
+    run::completed(&handle, &fx.worker).await;
     let snapshot = fx.fake.snapshot();
     assert_eq!(
         snapshot.request_count("create", 429),
@@ -540,9 +483,9 @@ async fn retry_after_longer_than_the_heartbeat_timeout_does_not_time_the_create_
     );
     assert_eq!(snapshot.total_created, 1, "exactly one app ever");
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
-    let events = history(&handle).await;
+    let events = history::events(&handle).await;
     assert_eq!(
-        activity_timeouts(&events),
+        history::activity_timeouts(&events),
         0,
         "an activity attempt timed out"
     );
@@ -640,7 +583,7 @@ async fn a_terminated_run_s_app_worker_parks_instead_of_crash_looping() {
     config.log_dir = Some(dir.join("apps"));
     config.kill_grace = Duration::from_secs(5);
     let fake = FakeDo::start(config).await.expect("fake DigitalOcean API");
-    let task_queue = format!("wf-do-park-{}", uuid::Uuid::new_v4().simple());
+    let task_queue = unique("wf-do-park");
     let worker = workflow_worker(
         &dir,
         &server,
@@ -734,14 +677,11 @@ async fn a_command_runs_on_the_app_and_its_secret_travels_as_a_secret() {
         job_duration: None,
         ..run::input("1s")
     };
-    let id = format!("do-command-{}", uuid::Uuid::new_v4().simple());
+    let id = unique("do-command");
     let handle = tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
         .await
         .expect("start");
-    let end = fx.finish(&handle).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     let job = outcome.job.as_ref().expect("the job's result");
     // The job had the value: masking replaces exactly the secret values.
     assert_eq!(job.output_tail[0].line, "token ***, mode fast");
@@ -822,13 +762,10 @@ async fn a_job_running_while_the_deployment_still_rolls_out_is_not_thrown_away()
         hold_ms: 600_000,
     });
     let handle = fx.start_run("slow-rollout", "35s").await;
-    let end = fx.finish(&handle).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 1, "{outcome:?}");
 
-    let events = history(&handle).await;
+    let events = history::events(&handle).await;
     let job: Vec<&str> = activity_events(&events)
         .into_iter()
         .filter(|(activity, _)| activity == LONG_RUNNING_ACTIVITY)
@@ -866,7 +803,7 @@ async fn a_job_that_completed_before_its_create_failed_is_the_runs_result() {
     });
     let handle = fx.start_run("create-fails-late", "1s").await;
     let activities = wait_for("the job to complete", RUN_TIMEOUT, || async {
-        let activities = activity_events(&history(&handle).await);
+        let activities = activity_events(&history::events(&handle).await);
         activities
             .contains(&(LONG_RUNNING_ACTIVITY.to_owned(), "completed"))
             .then_some(activities)
@@ -896,14 +833,11 @@ async fn a_job_that_completed_before_its_create_failed_is_the_runs_result() {
     .env("SWEEP_INTERVAL", "0")
     .env("LOG_LEVEL", "debug")
     .spawn();
-    let end = fx.finish(&handle).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 1, "{outcome:?}");
     assert!(outcome.deleted, "{outcome:?}");
     assert_eq!(outcome.provider, "digitalocean", "{outcome:?}");
-    let activities = activity_events(&history(&handle).await);
+    let activities = activity_events(&history::events(&handle).await);
     assert!(
         activities.contains(&("Create".to_owned(), "failed")),
         "Create failed: {activities:?}"
@@ -944,7 +878,7 @@ async fn the_compute_lifetime_counts_the_time_its_create_took() {
         message.contains("exceeded the maximum compute lifetime of 20s"),
         "{message}"
     );
-    let timers: Vec<Duration> = history(&handle)
+    let timers: Vec<Duration> = history::events(&handle)
         .await
         .iter()
         .filter_map(|e| match &e.attributes {
@@ -987,18 +921,10 @@ async fn wait_for_phase(fx: &Fixture, handle: &RunHandle, phase: Phase) {
 
 /// Whether the run's job (`long-running-command`) ever started on a worker.
 async fn job_started(handle: &RunHandle) -> bool {
-    let events = history(handle).await;
-    let scheduled: Vec<i64> = events
-        .iter()
-        .filter_map(|e| match &e.attributes {
-            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
-                if a.activity_type.as_ref().map(|t| t.name.as_str())
-                    == Some(LONG_RUNNING_ACTIVITY) =>
-            {
-                Some(e.event_id)
-            }
-            _ => None,
-        })
+    let events = history::events(handle).await;
+    let scheduled: Vec<i64> = history::scheduled(&events, LONG_RUNNING_ACTIVITY)
+        .into_iter()
+        .map(|(id, _)| id)
         .collect();
     events.iter().any(|e| {
         matches!(&e.attributes,
@@ -1014,7 +940,7 @@ async fn cancel_during_the_first_pause_creates_nothing() {
     let client = fx.server.client().await;
     let mut input = run::input("1s");
     input.pause = Some(tea_contract::GoDuration::from_secs(600));
-    let id = format!("cancel-pausing-{}", uuid::Uuid::new_v4().simple());
+    let id = unique("cancel-pausing");
     let handle = tea_starter::start(&client, &fx.task_queue, &id, input)
         .await
         .expect("start");
@@ -1061,7 +987,7 @@ async fn cancel_while_creating_withdraws_the_queued_job_and_deletes_the_app() {
 /// Waits until the run's history records the cancel request.
 async fn wait_for_cancel_request(handle: &RunHandle) {
     wait_for("the cancel request in history", RUN_TIMEOUT, || async {
-        history(handle)
+        history::events(handle)
             .await
             .iter()
             .any(|e| {

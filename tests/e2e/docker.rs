@@ -27,9 +27,9 @@ use temporalio_common::protos::temporal::api::{
 };
 
 use crate::support::{
-    DevServer, Proc, ProcBuilder, bin,
+    self, DevServer, Proc, history,
     run::{self, RUN_TIMEOUT, pending_job},
-    test_dir, wait_for,
+    test_dir, unique, wait_for,
 };
 
 /// The image the tests run, unless `TEA_E2E_DOCKER_IMAGE` names another.
@@ -91,18 +91,15 @@ impl Fixture {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let task_queue = format!("wf-{test}-{unique}");
         let owner = format!("tea-e2e/{test}-{unique}");
-        let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
-            .env("COMPUTE_PROVIDER", "docker")
-            .env("COMPUTE_OWNER", &owner)
-            .env(
-                "DOCKER_LOG_DIR",
-                dir.join("docker-logs").display().to_string(),
-            )
-            .env("DOCKER_STOP_GRACE", "2s")
-            .env("TEMPORAL_ADDRESS", server.address())
-            .env("WORKFLOW_TASK_QUEUE", &task_queue)
-            .env("DEPLOY_POLL_INITIAL", "100ms")
-            .env("DEPLOY_POLL_MAX", "500ms");
+        let mut worker =
+            support::workflow_worker(&dir, &server, &task_queue, "workflow-worker.log")
+                .env("COMPUTE_PROVIDER", "docker")
+                .env("COMPUTE_OWNER", &owner)
+                .env(
+                    "DOCKER_LOG_DIR",
+                    dir.join("docker-logs").display().to_string(),
+                )
+                .env("DOCKER_STOP_GRACE", "2s");
         if let Some(network) = &network {
             worker = worker.env("DOCKER_NETWORK", network).env(
                 "DOCKER_TEMPORAL_ADDRESS",
@@ -135,7 +132,7 @@ impl Fixture {
     }
 
     async fn start_run(&self, test: &str, input: WorkflowInput) -> RunHandle {
-        let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+        let id = unique(test);
         tea_starter::start(&self.server.client().await, &self.task_queue, &id, input)
             .await
             .expect("start the workflow")
@@ -194,7 +191,7 @@ struct TestNetwork(String);
 
 impl TestNetwork {
     fn create() -> TestNetwork {
-        let name = format!("tea-e2e-{}", uuid::Uuid::new_v4().simple());
+        let name = unique("tea-e2e");
         let label = "io.github.temporal-external-activity.test=network";
         docker_cli(&["network", "create", "--label", label, &name]);
         TestNetwork(name)
@@ -404,17 +401,10 @@ async fn docker_run_naming_a_missing_image_fails_at_once_naming_it() {
         "the failure names the image: {message}"
     );
     // At once, not after retries: the run's only Create failed for good on its first attempt.
-    let events = crate::digitalocean::history(&handle).await;
-    let creates: Vec<i64> = events
-        .iter()
-        .filter_map(|e| match &e.attributes {
-            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
-                if a.activity_type.as_ref().map(|t| t.name.as_str()) == Some(CREATE_ACTIVITY) =>
-            {
-                Some(e.event_id)
-            }
-            _ => None,
-        })
+    let events = history::events(&handle).await;
+    let creates: Vec<i64> = history::scheduled(&events, CREATE_ACTIVITY)
+        .into_iter()
+        .map(|(id, _)| id)
         .collect();
     let [create] = creates.as_slice() else {
         panic!("one Create, not one per attempt: {creates:?}");
@@ -526,10 +516,7 @@ async fn docker_kill_mid_job_gives_fresh_compute_and_both_containers_go() {
         .kill_container(&first, None)
         .await
         .expect("docker kill");
-    let end = run::finish(&handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 2, "one replacement container");
     assert_ne!(outcome.compute_name, first);
     assert_eq!(

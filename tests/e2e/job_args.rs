@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{DevServer, ProcBuilder, bin, test_dir};
+use crate::support::{DevServer, ProcBuilder, bin, test_dir, unique};
 
 /// `temporal activity execute` of `long-running-command` as `activity_id` with these raw JSON
 /// arguments; waits for the activity's end and returns (success, CLI output).
@@ -59,7 +59,7 @@ fn describe(server: &DevServer, activity_id: &str) -> serde_json::Value {
 }
 
 fn activity_id() -> String {
-    format!("job-{}", uuid::Uuid::new_v4().simple())
+    unique("job")
 }
 
 /// A bad argument fails the activity at once and for good (non-retryable, naming the
@@ -69,7 +69,7 @@ fn activity_id() -> String {
 async fn bad_job_arguments_fail_the_activity_at_once_naming_the_argument() {
     let dir = test_dir("job-args");
     let server = DevServer::start(&dir).await;
-    let task_queue = format!("job-args-{}", uuid::Uuid::new_v4().simple());
+    let task_queue = unique("job-args");
     let _worker = ProcBuilder::new(bin("external-worker"), dir.join("external-worker.log"))
         .env("TEMPORAL_ADDRESS", server.address())
         .env("EXTERNAL_TASK_QUEUE", &task_queue)

@@ -13,7 +13,7 @@ use crate::{
     support::{
         ProcBuilder, bin, processes_with,
         run::{self, RUN_TIMEOUT, pending_job},
-        test_dir, wait_for,
+        test_dir, unique, wait_for,
     },
 };
 
@@ -24,7 +24,7 @@ async fn start(fx: &Fixture, test: &str, script: &str, attempts: u32) -> RunHand
         max_compute_attempts: Some(attempts),
         ..run::input("1s")
     };
-    let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+    let id = unique(test);
     tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
         .await
         .expect("start the run")
@@ -74,7 +74,7 @@ async fn wait_for_the_job_s_processes(marker: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_external_worker_s_job_leaves_no_process_once_its_unit_is_deleted() {
     let fx = Fixture::start("jobs-worker-killed").await;
-    let marker = format!("tea-e2e-killed-{}", uuid::Uuid::new_v4().simple());
+    let marker = unique("tea-e2e-killed");
     let handle = start(&fx, "jobs-worker-killed", &stubborn_job(&marker, false), 1).await;
     printed(&handle, "started").await;
     // The shell and its two children.
@@ -114,7 +114,7 @@ async fn a_killed_external_worker_s_job_leaves_no_process_once_its_unit_is_delet
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_job_leaves_no_process_even_one_that_left_its_group_or_session() {
     let fx = Fixture::start_with_env("jobs-cancel", &[("JOB_KILL_GRACE", "1s")]).await;
-    let marker = format!("tea-e2e-cancel-{}", uuid::Uuid::new_v4().simple());
+    let marker = unique("tea-e2e-cancel");
     let handle = start(&fx, "jobs-cancel", &stubborn_job(&marker, true), 2).await;
     printed(&handle, "started").await;
     // The shell and its three children.

@@ -9,9 +9,9 @@ use tea_fake_k8s::{FakeK8s, FakeK8sConfig, Fault, Kind};
 use tea_starter::{RunEnd, RunHandle};
 
 use crate::support::{
-    DevServer, Proc, ProcBuilder, bin,
+    self, DevServer, Proc, ProcBuilder, bin,
     run::{self, RUN_TIMEOUT, pending_job},
-    test_dir, wait_for,
+    startup_error, test_dir, unique, wait_for,
 };
 
 const NAMESPACE: &str = "tea-e2e";
@@ -46,19 +46,15 @@ impl Fixture {
         let kubeconfig = dir.join("kubeconfig");
         fake.write_kubeconfig(&kubeconfig, NAMESPACE)
             .expect("kubeconfig");
-        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
-        let worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
+        let task_queue = unique(&format!("wf-{test}"));
+        let worker = support::workflow_worker(&dir, &server, &task_queue, "workflow-worker.log")
             .env("COMPUTE_PROVIDER", "kubernetes")
             .env("KUBECONFIG", kubeconfig.display().to_string())
             .env("K8S_LOG_DIR", dir.join("kept-logs").display().to_string())
             .env("K8S_STOP_GRACE", "2s")
-            .env("TEMPORAL_ADDRESS", server.address())
             .env("TEMPORAL_TLS", "false")
             // A secret to carry: it must reach the worker through the unit's Secret.
-            .env("TEMPORAL_API_KEY", "tak-kubernetes-e2e")
-            .env("WORKFLOW_TASK_QUEUE", &task_queue)
-            .env("DEPLOY_POLL_INITIAL", "100ms")
-            .env("DEPLOY_POLL_MAX", "500ms");
+            .env("TEMPORAL_API_KEY", "tak-kubernetes-e2e");
         let worker = env
             .iter()
             .fold(worker, |w, (key, value)| w.env(key, *value))
@@ -96,10 +92,7 @@ impl Fixture {
 async fn a_run_on_kubernetes_completes_and_leaves_no_job_pod_or_secret() {
     let fx = Fixture::start("k8s-happy").await;
     let handle = fx.start_run("k8s-happy", "2s").await;
-    let end = run::finish(&handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 1);
     fx.assert_nothing_left().await;
     assert_eq!(fx.fake.pods_started().len(), 1, "one pod ran");
@@ -138,10 +131,7 @@ async fn a_pod_deleted_mid_job_is_replaced_by_a_fresh_unit_and_the_run_completes
     // As `kubectl delete pod` would: the kubelet stops it, and the Job replaces nothing.
     assert!(fx.fake.delete(Kind::Pod, NAMESPACE, pod_name, None));
 
-    let end = run::finish(&handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 2, "one fresh unit");
     assert!(
         outcome.compute_name.ends_with("-2"),
@@ -185,15 +175,14 @@ async fn an_unschedulable_pod_waits_out_the_deploy_timeout_and_the_run_names_the
 async fn a_missing_kubeconfig_stops_the_workflow_worker_at_start_saying_so() {
     let dir = test_dir("k8s-no-kubeconfig");
     let missing = dir.join("no-such-kubeconfig");
-    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
-        .env("COMPUTE_PROVIDER", "kubernetes")
-        .env("KUBECONFIG", missing.display().to_string())
-        .env("K8S_LOG_DIR", dir.join("logs").display().to_string())
-        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
-        .spawn();
-    let status = worker.wait(std::time::Duration::from_secs(60)).await;
-    let output = worker.output();
-    assert_eq!(status.code(), Some(2), "{output}");
+    let output = startup_error(
+        ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+            .env("COMPUTE_PROVIDER", "kubernetes")
+            .env("KUBECONFIG", missing.display().to_string())
+            .env("K8S_LOG_DIR", dir.join("logs").display().to_string())
+            .env("TEMPORAL_ADDRESS", "127.0.0.1:1"),
+    )
+    .await;
     assert!(
         output.contains("kubernetes provider") && output.contains("no-such-kubeconfig"),
         "{output}"

@@ -8,15 +8,14 @@ use tea_compute::local;
 use tea_orchestrator::sweeper::{SWEEP_WORKFLOW_TYPE, SweepLeakedCompute};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
-    WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
-    WorkflowListOptions, WorkflowTerminateOptions,
+    WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowListOptions, WorkflowTerminateOptions,
 };
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 use crate::support::{
-    DevServer, Proc, ProcBuilder, bin, pid_alive,
+    self, DevServer, Proc, ProcBuilder, bin, history, pid_alive,
     run::{self, RUN_TIMEOUT, pending_job},
-    test_dir, wait_for,
+    test_dir, unique, wait_for,
 };
 
 /// The workflow-worker command using the local provider with state in `dir/compute`, running
@@ -28,15 +27,11 @@ pub(crate) fn workflow_worker(
     worker_bin: &std::path::Path,
     log: &str,
 ) -> ProcBuilder {
-    ProcBuilder::new(bin("workflow-worker"), dir.join(log))
+    support::workflow_worker(dir, server, task_queue, log)
         .env("COMPUTE_PROVIDER", "local")
         .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
         .env("EXTERNAL_WORKER_BIN", worker_bin.display().to_string())
         .env("LOCAL_KILL_GRACE", "5s")
-        .env("TEMPORAL_ADDRESS", server.address())
-        .env("WORKFLOW_TASK_QUEUE", task_queue)
-        .env("DEPLOY_POLL_INITIAL", "100ms")
-        .env("DEPLOY_POLL_MAX", "500ms")
         // Inherited by the local external workers: a fast dead-man switch.
         .env("DEAD_MAN_CHECK_INTERVAL", "200ms")
 }
@@ -51,20 +46,29 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) async fn start(test: &str) -> Fixture {
-        Self::start_with_worker_bin(test, bin("external-worker")).await
+        Self::start_with(test, &bin("external-worker"), &[]).await
     }
 
     /// Like [`Fixture::start`], with more settings for the workflow-worker (and, through the
     /// variables it passes on, its external workers).
     pub(crate) async fn start_with_env(test: &str, env: &[(&str, &str)]) -> Fixture {
+        Self::start_with(test, &bin("external-worker"), env).await
+    }
+
+    /// Like [`Fixture::start`], with `worker_bin` run as each unit of compute.
+    async fn start_with_worker_bin(test: &str, worker_bin: PathBuf) -> Fixture {
+        Self::start_with(test, &worker_bin, &[]).await
+    }
+
+    async fn start_with(test: &str, worker_bin: &std::path::Path, env: &[(&str, &str)]) -> Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
-        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
+        let task_queue = unique(&format!("wf-{test}"));
         let mut worker = workflow_worker(
             &dir,
             &server,
             &task_queue,
-            &bin("external-worker"),
+            worker_bin,
             "workflow-worker.log",
         );
         for (key, value) in env {
@@ -76,28 +80,6 @@ impl Fixture {
             server,
             task_queue,
         }
-    }
-
-    /// Like [`Fixture::start`], with `worker_bin` run as each unit of compute.
-    async fn start_with_worker_bin(test: &str, worker_bin: PathBuf) -> Fixture {
-        let dir = test_dir(test);
-        let server = DevServer::start(&dir).await;
-        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
-        Fixture {
-            worker: Self::spawn_worker(&dir, &server, &task_queue, &worker_bin),
-            dir,
-            server,
-            task_queue,
-        }
-    }
-
-    fn spawn_worker(
-        dir: &std::path::Path,
-        server: &DevServer,
-        task_queue: &str,
-        worker_bin: &std::path::Path,
-    ) -> Proc {
-        workflow_worker(dir, server, task_queue, worker_bin, "workflow-worker.log").spawn()
     }
 
     /// Runs `workflow-worker sweep` once with a zero grace period; returns its JSON report.
@@ -180,10 +162,7 @@ async fn local_happy_path_runs_a_real_external_worker_process_and_stops_it() {
     let (handle, pid) = fx.start_job("local-happy", run::OBSERVABLE_JOB).await;
     assert!(pid_alive(pid));
 
-    let end = run::finish(&handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     // The unit lived at least as long as the job; a local process has no price.
     let [usage] = outcome.usage.as_slice() else {
         panic!("one unit of usage: {:?}", outcome.usage);
@@ -231,13 +210,15 @@ async fn workflow_worker_killed_mid_job_and_restarted_completes_and_leaves_nothi
         "the external worker must survive its parent's death"
     );
 
-    fx.worker = Fixture::spawn_worker(&fx.dir, &fx.server, &fx.task_queue, &bin("external-worker"));
-    let end = run::finish(&handle, &fx.worker).await;
-    assert!(
-        matches!(end, RunEnd::Completed(_)),
-        "run ended {end}; worker: {}",
-        fx.worker.output()
-    );
+    fx.worker = workflow_worker(
+        &fx.dir,
+        &fx.server,
+        &fx.task_queue,
+        &bin("external-worker"),
+        "workflow-worker.log",
+    )
+    .spawn();
+    run::completed(&handle, &fx.worker).await;
     assert!(!pid_alive(pid), "external worker {pid} left running");
     fx.assert_no_compute_left();
     assert_eq!(
@@ -259,10 +240,7 @@ async fn dead_external_worker_is_replaced_by_fresh_compute_and_the_run_completes
     )
     .expect("kill the external worker");
 
-    let end = run::finish(&handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = &end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 2, "one replacement compute");
     assert!(
         outcome.compute_name.ends_with("-2"),
@@ -295,7 +273,7 @@ async fn worker_that_never_polls_is_torn_down_and_the_run_fails_after_its_attemp
     let mut input = run::input("1s");
     input.worker_start_timeout = Some(tea_contract::GoDuration::from_secs(2));
     input.max_compute_attempts = Some(2);
-    let id = format!("never-polls-{}", uuid::Uuid::new_v4().simple());
+    let id = unique("never-polls");
     let handle = tea_starter::start(&client, &fx.task_queue, &id, input)
         .await
         .expect("start");
@@ -399,25 +377,11 @@ async fn sweep_deletes_compute_of_terminated_runs_and_spares_running_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_sweeper_cleans_up_after_a_terminated_run() {
-    let dir = test_dir("local-scheduled-sweep");
-    let server = DevServer::start(&dir).await;
-    let task_queue = format!("wf-sched-{}", uuid::Uuid::new_v4().simple());
-    let worker = workflow_worker(
-        &dir,
-        &server,
-        &task_queue,
-        &bin("external-worker"),
-        "workflow-worker.log",
+    let fx = Fixture::start_with_env(
+        "local-scheduled-sweep",
+        &[("SWEEP_INTERVAL", "2s"), ("SWEEP_GRACE_PERIOD", "0")],
     )
-    .env("SWEEP_INTERVAL", "2s")
-    .env("SWEEP_GRACE_PERIOD", "0")
-    .spawn();
-    let fx = Fixture {
-        dir,
-        server,
-        worker,
-        task_queue,
-    };
+    .await;
     let handle = fx.start_run("local-scheduled-sweep", "10m").await;
     wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
     handle
@@ -467,7 +431,7 @@ async fn scheduled_sweeper_cleans_up_after_a_terminated_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
     let fx = Fixture::start("local-starter-ux").await;
-    let workflow_id = format!("starter-ux-{}", uuid::Uuid::new_v4().simple());
+    let workflow_id = unique("starter-ux");
     let starter = |log: &str| {
         ProcBuilder::new(bin("starter"), fx.dir.join(log))
             .env("TEMPORAL_ADDRESS", fx.server.address())
@@ -554,25 +518,12 @@ async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_worker_serves_sdk_and_provisioning_metrics() {
-    let dir = test_dir("local-metrics");
-    let server = DevServer::start(&dir).await;
-    let task_queue = format!("wf-metrics-{}", uuid::Uuid::new_v4().simple());
-    let worker = workflow_worker(
-        &dir,
-        &server,
-        &task_queue,
-        &bin("external-worker"),
-        "workflow-worker.log",
+    let fx = Fixture::start_with_env(
+        "local-metrics",
+        &[("METRICS_ADDR", crate::metrics::ANY_METRICS_ADDR)],
     )
-    .env("METRICS_ADDR", crate::metrics::ANY_METRICS_ADDR)
-    .spawn();
-    let address = crate::metrics::served_at(&worker).await;
-    let fx = Fixture {
-        dir,
-        server,
-        worker,
-        task_queue,
-    };
+    .await;
+    let address = crate::metrics::served_at(&fx.worker).await;
     let handle = fx.start_run("local-metrics", "1s").await;
     let end = run::finish(&handle, &fx.worker).await;
     assert!(matches!(end, RunEnd::Completed(_)), "run ended {end}");
@@ -628,7 +579,7 @@ async fn bad_input_from_the_temporal_cli_fails_the_run_at_once_without_compute()
         ("no-input", None, "none was given"),
     ];
     for (case, input, expected) in cases {
-        let workflow_id = format!("bad-input-{case}-{}", uuid::Uuid::new_v4().simple());
+        let workflow_id = unique(&format!("bad-input-{case}"));
         let mut command = std::process::Command::new("temporal");
         command.args([
             "workflow",
@@ -665,11 +616,7 @@ async fn bad_input_from_the_temporal_cli_fails_the_run_at_once_without_compute()
             panic!("{case}: expected a failed run, got {end}");
         };
         assert!(message.contains(expected), "{case}: {message}");
-        let events = handle
-            .fetch_history(WorkflowFetchHistoryOptions::default())
-            .into_events()
-            .await
-            .expect("history");
+        let events = history::events(&handle).await;
         // At once: the first workflow task failed the run, none failed and was retried.
         assert!(
             !events.iter().any(|e| matches!(
@@ -707,7 +654,7 @@ async fn bad_input_from_the_temporal_cli_fails_the_run_at_once_without_compute()
 async fn external_worker_connects_as_the_workflow_worker_configured_by_a_profile() {
     let dir = test_dir("local-profile");
     let server = DevServer::start(&dir).await;
-    let task_queue = format!("wf-local-profile-{}", uuid::Uuid::new_v4().simple());
+    let task_queue = unique("wf-local-profile");
     let config_file = dir.join("temporal.toml");
     std::fs::write(
         &config_file,
@@ -736,33 +683,16 @@ async fn external_worker_connects_as_the_workflow_worker_configured_by_a_profile
     let handle = tea_starter::start(
         &server.client().await,
         &task_queue,
-        &format!("local-profile-{}", uuid::Uuid::new_v4().simple()),
+        &unique("local-profile"),
         input,
     )
     .await
     .expect("start");
-    let end = run::finish(&handle, &worker).await;
-    assert!(
-        matches!(end, RunEnd::Completed(_)),
-        "run ended {end}; worker: {}",
-        worker.output()
-    );
-    let events = handle
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("history");
-    let job = events
-        .iter()
-        .find_map(|e| match &e.attributes {
-            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
-                if a.activity_type.as_ref().map(|t| t.name.as_str())
-                    == Some(tea_contract::LONG_RUNNING_ACTIVITY) =>
-            {
-                Some(a.clone())
-            }
-            _ => None,
-        })
+    run::completed(&handle, &worker).await;
+    let events = history::events(&handle).await;
+    let (_, job) = history::scheduled(&events, tea_contract::LONG_RUNNING_ACTIVITY)
+        .into_iter()
+        .next()
         .expect("the job was scheduled");
     let start_to_close = job.start_to_close_timeout.expect("job start-to-close");
     let expected = run::input("2s").job_start_to_close();

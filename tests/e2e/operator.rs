@@ -21,14 +21,13 @@ use temporalio_client::{
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 use crate::{
-    digitalocean::history,
     local::{Fixture, terminate_and_wait_for_its_worker, workflow_worker},
     metrics::{ANY_METRICS_ADDR, counter, served_at},
     ownership::seed_local_dir,
     support::{
-        Proc, bin, pid_alive,
+        Proc, bin, history, pid_alive,
         run::{self, RUN_TIMEOUT, pending_job},
-        wait_for,
+        unique, wait_for,
     },
 };
 
@@ -334,7 +333,7 @@ async fn compute_delete_refuses_a_unit_another_owner_or_nobody_marked_and_it_sur
 async fn cancel_run_cancels_the_unit_s_run_by_its_run_id_never_a_newer_run_of_its_workflow_id() {
     let fx = Fixture::start("operator-run-id").await;
     let client = fx.server.client().await;
-    let workflow_id = format!("operator-run-id-{}", uuid::Uuid::new_v4().simple());
+    let workflow_id = unique("operator-run-id");
     let start = || async {
         let handle = tea_starter::start(&client, &fx.task_queue, &workflow_id, run::input("10m"))
             .await
@@ -400,7 +399,7 @@ async fn cancel_run_cancels_the_unit_s_run_by_its_run_id_never_a_newer_run_of_it
 
 /// Whether the run's history holds a cancel request.
 async fn cancel_requested(handle: &RunHandle) -> bool {
-    history(handle).await.iter().any(|e| {
+    history::events(handle).await.iter().any(|e| {
         matches!(
             e.attributes,
             Some(Attributes::WorkflowExecutionCancelRequestedEventAttributes(

@@ -16,16 +16,16 @@ use temporalio_client::{Client, WorkflowTerminateOptions};
 use crate::digitalocean::{self, DO_TOKEN};
 use crate::local;
 use crate::support::{
-    DevServer, Proc, ProcBuilder, bin,
+    DevServer, Proc, ProcBuilder, bin, history,
     run::{self, RUN_TIMEOUT, pending_job},
-    test_dir, wait_for,
+    startup_error, test_dir, unique, wait_for,
 };
 
 /// How long the scheduled sweeps of the other deployment get to do damage.
 const SWEEPS_TO_WATCH: usize = 3;
 
 fn queue(label: &str) -> String {
-    format!("wf-{label}-{}", uuid::Uuid::new_v4().simple())
+    unique(&format!("wf-{label}"))
 }
 
 /// The compute name of attempt 1 of `handle`'s run.
@@ -557,9 +557,9 @@ async fn a_delete_that_stays_visible_longer_than_the_heartbeat_timeout_completes
     assert_eq!(snapshot.total_created, 1, "exactly one app ever");
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
     assert_eq!(snapshot.deleted_app_ids.len(), 1);
-    let events = digitalocean::history(&handle).await;
+    let events = history::events(&handle).await;
     assert_eq!(
-        digitalocean::activity_timeouts(&events),
+        history::activity_timeouts(&events),
         0,
         "an activity attempt timed out"
     );
@@ -567,16 +567,17 @@ async fn a_delete_that_stays_visible_longer_than_the_heartbeat_timeout_completes
 
 #[tokio::test]
 async fn an_invalid_compute_owner_is_a_clear_startup_error() {
-    let dir = test_dir("own-bad-owner");
-    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("out.log"))
+    let output = startup_error(
+        ProcBuilder::new(
+            bin("workflow-worker"),
+            test_dir("own-bad-owner").join("out.log"),
+        )
         .env("COMPUTE_OWNER", "prod owner")
-        .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
-        .spawn();
-    let status = worker.wait(Duration::from_secs(30)).await;
-    assert_eq!(status.code(), Some(2), "{}", worker.output());
+        .env("TEMPORAL_ADDRESS", "127.0.0.1:1"),
+    )
+    .await;
     assert!(
-        worker.output().contains("COMPUTE_OWNER") && worker.output().contains("' '"),
-        "{}",
-        worker.output()
+        output.contains("COMPUTE_OWNER") && output.contains("' '"),
+        "{output}"
     );
 }

@@ -22,8 +22,9 @@ use temporalio_common::protos::temporal::api::{
 use crate::{
     local::Fixture,
     support::{
+        history,
         run::{self, RUN_TIMEOUT, pending_job},
-        wait_for,
+        unique, wait_for,
     },
 };
 
@@ -206,10 +207,14 @@ async fn status_of(handle: &RunHandle) -> RunStatus {
 
 /// Starts `input` under a fresh ID from `test`.
 async fn start(fx: &Fixture, test: &str, input: WorkflowInput) -> RunHandle {
-    let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
-    tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
-        .await
-        .expect("start the workflow")
+    tea_starter::start(
+        &fx.server.client().await,
+        &fx.task_queue,
+        &unique(test),
+        input,
+    )
+    .await
+    .expect("start the workflow")
 }
 
 /// The pid of the run's only external worker.
@@ -237,14 +242,6 @@ fn kept_logs(fx: &Fixture) -> Vec<String> {
         .collect()
 }
 
-async fn completed(handle: &RunHandle, fx: &Fixture) -> RunOutcome {
-    let end = run::finish(handle, &fx.worker).await;
-    let RunEnd::Completed(outcome) = end else {
-        panic!("run ended {end}; worker: {}", fx.worker.output());
-    };
-    *outcome
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_killed_with_its_unit_resumes_on_a_fresh_unit_from_its_last_checkpoint() {
     let fx = Fixture::start_with_env(
@@ -258,7 +255,7 @@ async fn a_command_killed_with_its_unit_resumes_on_a_fresh_unit_from_its_last_ch
     wait_for_checkpoint(&handle, STEPS * 4 / 7).await;
     signal(external_worker_pid(&fx), nix::sys::signal::Signal::SIGKILL);
 
-    let outcome = completed(&handle, &fx).await;
+    let outcome = run::completed(&handle, &fx.worker).await;
     let logs = kept_logs(&fx);
     let from = assert_resumed(&outcome, first_unit_log(&logs), steps_per_heartbeat(&input));
     assert_status_says_resumed(&handle, from).await;
@@ -283,7 +280,7 @@ async fn a_command_stopped_by_its_worker_s_shutdown_resumes_from_what_it_wrote_o
     // which records where it is, and hands that back with its failure.
     signal(external_worker_pid(&fx), nix::sys::signal::Signal::SIGTERM);
 
-    let outcome = completed(&handle, &fx).await;
+    let outcome = run::completed(&handle, &fx.worker).await;
     let logs = kept_logs(&fx);
     let first = first_unit_log(&logs);
     assert!(first.contains("stopped after step"), "{first}");
@@ -326,7 +323,7 @@ async fn a_command_that_never_checkpoints_starts_afresh_on_the_fresh_unit() {
     .await;
     signal(external_worker_pid(&fx), nix::sys::signal::Signal::SIGKILL);
 
-    let outcome = completed(&handle, &fx).await;
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 2);
     let lines = output_lines(&outcome);
     assert!(lines.contains(&"started afresh at attempt 2"), "{lines:?}");
@@ -353,9 +350,9 @@ async fn the_timed_job_killed_with_its_unit_works_only_for_what_was_left() {
     .await;
     signal(external_worker_pid(&fx), nix::sys::signal::Signal::SIGKILL);
 
-    let outcome = completed(&handle, &fx).await;
+    let outcome = run::completed(&handle, &fx.worker).await;
     assert_eq!(outcome.attempts, 2);
-    let events = crate::digitalocean::history(&handle).await;
+    let events = history::events(&handle).await;
     let worked = last_heartbeat_before_the_timeout(&events);
     let asked = timed_job_durations(&events);
     let total = run::observable_job_duration();
@@ -398,18 +395,12 @@ fn last_heartbeat_before_the_timeout(events: &[HistoryEvent]) -> Duration {
 
 /// The duration each scheduled timed job was asked to work, in order.
 fn timed_job_durations(events: &[HistoryEvent]) -> Vec<Duration> {
-    events
-        .iter()
-        .filter_map(|e| match &e.attributes {
-            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
-                if a.activity_type.as_ref().map(|t| t.name.as_str())
-                    == Some(LONG_RUNNING_ACTIVITY) =>
-            {
-                let payload = a.input.as_ref()?.payloads.first()?;
-                let nanos: u64 = serde_json::from_slice(&payload.data).ok()?;
-                Some(Duration::from_nanos(nanos))
-            }
-            _ => None,
+    history::scheduled(events, LONG_RUNNING_ACTIVITY)
+        .into_iter()
+        .map(|(_, scheduled)| {
+            let input = scheduled.input.expect("the timed job's arguments");
+            let nanos: u64 = serde_json::from_slice(&input.payloads[0].data).expect("nanoseconds");
+            Duration::from_nanos(nanos)
         })
         .collect()
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tea_compute::ComputeOwner;
 use tea_orchestrator::capacity::capacity_workflow_id;
 use tea_starter::{RunEnd, RunHandle};
-use temporalio_client::WorkflowFetchHistoryOptions;
 use temporalio_common::protos::temporal::api::{
     enums::v1::VersioningBehavior,
     history::v1::{HistoryEvent, history_event::Attributes},
@@ -19,9 +18,9 @@ use crate::{
     capacity::temporal_workflow,
     local,
     support::{
-        DevServer, Proc, bin,
+        DevServer, Proc, bin, history,
         run::{self, OBSERVABLE_JOB, pending_job},
-        test_dir, wait_for,
+        test_dir, unique, wait_for,
     },
 };
 
@@ -42,7 +41,7 @@ impl Deployment {
     async fn start(test: &str) -> Deployment {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
-        let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
+        let task_queue = unique(&format!("wf-{test}"));
         Deployment {
             dir,
             server,
@@ -99,7 +98,7 @@ async fn pinned_run_ends_on_its_build_after_the_next_build_becomes_current() {
     .await;
     deployment.make_current("B").await;
     // Whatever the first run does from here happened after the switch.
-    let switched_at = history(&first)
+    let switched_at = history::events(&first)
         .await
         .last()
         .map_or(0, |event| event.event_id);
@@ -108,14 +107,14 @@ async fn pinned_run_ends_on_its_build_after_the_next_build_becomes_current() {
     assert_completed(&first, &worker_a).await;
     assert_completed(&second, &worker_b).await;
 
-    let first_tasks = workflow_tasks(&history(&first).await);
+    let first_tasks = workflow_tasks(&history::events(&first).await);
     assert_all_on(&first_tasks, "A", "the first run");
     assert!(
         first_tasks.iter().any(|(id, _, _)| *id > switched_at),
         "the first run completed workflow tasks after build B became current: {first_tasks:?}"
     );
     assert_all_on(
-        &workflow_tasks(&history(&second).await),
+        &workflow_tasks(&history::events(&second).await),
         "B",
         "the second run",
     );
@@ -155,7 +154,7 @@ async fn capacity_semaphore_moves_to_the_current_build_with_update_options() {
     let second = run::start(&client, queue, "versioning-capacity-second", "1s").await;
     assert_completed(&second, &worker_b).await;
     assert_all_on(
-        &workflow_tasks(&history(&second).await),
+        &workflow_tasks(&history::events(&second).await),
         "B",
         "the second run",
     );
@@ -184,15 +183,6 @@ fn assert_all_on(tasks: &[(i64, String, VersioningBehavior)], build_id: &str, ru
             "{run}: workflow task {id}: {tasks:?}"
         );
     }
-}
-
-/// The run's history so far.
-async fn history(handle: &RunHandle) -> Vec<HistoryEvent> {
-    handle
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("the run's history")
 }
 
 /// Each completed workflow task: its event ID, the build ID of the deployment version that

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tea_contract::{GoDuration, WorkflowInput};
+use tea_contract::{GoDuration, RunOutcome, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
     Client, WorkflowCancelOptions, WorkflowCountOptions, WorkflowFetchHistoryOptions,
@@ -53,7 +53,7 @@ pub fn input(job: &str) -> WorkflowInput {
 
 /// Starts a run under a fresh ID on `task_queue`.
 pub async fn start(client: &Client, task_queue: &str, test: &str, job: &str) -> RunHandle {
-    let id = format!("{test}-{}", uuid::Uuid::new_v4().simple());
+    let id = crate::unique(test);
     tea_starter::start(client, task_queue, &id, input(job))
         .await
         .expect("start the workflow")
@@ -71,6 +71,15 @@ pub async fn finish(handle: &RunHandle, worker: &Proc) -> RunEnd {
     };
     record_history(handle).await;
     end
+}
+
+/// Waits for the run's end, which must be a completion: its outcome (anything else fails the
+/// test, showing the workflow-worker's output).
+pub async fn completed(handle: &RunHandle, worker: &Proc) -> Box<RunOutcome> {
+    match finish(handle, worker).await {
+        RunEnd::Completed(outcome) => outcome,
+        end => panic!("run ended {end}; worker: {}", worker.output()),
+    }
 }
 
 /// Cancels the run (reason `test`) and waits for its end.
@@ -137,11 +146,7 @@ pub async fn record_history_as<W: HasWorkflowDefinition>(
 pub async fn start_event<W: HasWorkflowDefinition>(
     handle: &WorkflowHandle<Client, W>,
 ) -> WorkflowExecutionStartedEventAttributes {
-    let events = handle
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .into_events()
-        .await
-        .expect("the run's history");
+    let events = crate::history::events(handle).await;
     let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) =
         events.first().and_then(|e| e.attributes.clone())
     else {

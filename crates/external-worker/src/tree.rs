@@ -34,6 +34,7 @@ use nix::{
     },
     unistd::Pid,
 };
+use tea_runtime::procfs::{self, ProcStat};
 
 /// Makes this process non-dumpable and a child subreaper (see the module documentation).
 /// Call first thing in `main`: both settings are process-wide and survive for its life.
@@ -46,63 +47,17 @@ pub fn harden() -> Result<(), String> {
     Ok(())
 }
 
-/// The parts of `/proc/<pid>/stat` that place a process in the tree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stat {
-    pid: i32,
-    /// Field 3: `R`, `S`, `D`, `Z`, ...
-    state: char,
-    /// Field 4.
-    ppid: i32,
-    /// Field 5: the process group.
-    pgrp: i32,
-    /// Field 22: start time in clock ticks after boot (tells a process from a reused pid).
-    start_time: u64,
-}
-
-/// Parses `/proc/<pid>/stat`; the command name (field 2) may hold spaces and parentheses, so
-/// fields are counted from the last `)`.
-fn parse_stat(text: &str) -> Option<Stat> {
-    let pid = text.split_once(' ')?.0.parse().ok()?;
-    let close = text.rfind(')')?;
-    let mut fields = text.get(close + 1..)?.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    // Fields 6 to 21, then 22.
-    let start_time = fields.nth(16)?.parse().ok()?;
-    Some(Stat {
-        pid,
-        state,
-        ppid,
-        pgrp,
-        start_time,
-    })
-}
-
-/// Every process visible in `/proc` now.
-fn scan() -> Vec<Stat> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|text| parse_stat(&text))
-        .collect()
+/// A pid read from `/proc` as the `Pid` the signal calls take (every pid fits).
+fn as_pid(pid: u32) -> Option<Pid> {
+    i32::try_from(pid).ok().map(Pid::from_raw)
 }
 
 /// Process groups (= the pids of their first processes) of the jobs running in this worker.
 /// Held while a job is spawned, so [`reap_orphans`] never waits for a job's first process
 /// (its `Child` does).
-static JOBS: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+static JOBS: LazyLock<Mutex<HashSet<u32>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
-fn jobs() -> MutexGuard<'static, HashSet<i32>> {
+fn jobs() -> MutexGuard<'static, HashSet<u32>> {
     JOBS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -111,7 +66,7 @@ fn jobs() -> MutexGuard<'static, HashSet<i32>> {
 pub(crate) struct JobGroup {
     pgid: Pid,
     /// Every process found to be the job's so far, with its start time.
-    known: Mutex<HashMap<i32, u64>>,
+    known: Mutex<HashMap<u32, u64>>,
 }
 
 impl JobGroup {
@@ -123,16 +78,14 @@ impl JobGroup {
     ) -> std::io::Result<(C, Option<JobGroup>)> {
         let mut jobs = jobs();
         let child = spawn()?;
-        let group = pid_of(&child)
-            .and_then(|pid| i32::try_from(pid).ok())
-            .filter(|pid| *pid > 1)
-            .map(|pid| {
-                jobs.insert(pid);
-                JobGroup {
-                    pgid: Pid::from_raw(pid),
-                    known: Mutex::new(HashMap::new()),
-                }
-            });
+        let group = pid_of(&child).filter(|pid| *pid > 1).and_then(|pid| {
+            let pgid = as_pid(pid)?;
+            jobs.insert(pid);
+            Some(JobGroup {
+                pgid,
+                known: Mutex::new(HashMap::new()),
+            })
+        });
         Ok((child, group))
     }
 
@@ -143,29 +96,29 @@ impl JobGroup {
     /// The job's live processes now (see the module documentation), remembered for the next
     /// look; never this worker.
     pub(crate) fn members(&self) -> Vec<Pid> {
-        let stats = scan();
+        let stats = procfs::processes();
         let running = jobs().clone();
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        let live: HashMap<i32, &Stat> = stats
+        let live: HashMap<u32, &ProcStat> = stats
             .iter()
-            .filter(|s| !is_dead(s))
+            .filter(|s| !s.has_exited())
             .map(|s| (s.pid, s))
             .collect();
         known.retain(|pid, start| live.get(pid).is_some_and(|s| s.start_time == *start));
-        let seeds: HashSet<i32> = known.keys().copied().collect();
+        let seeds: HashSet<u32> = known.keys().copied().collect();
         let found = members(
-            Some(self.pgid.as_raw()),
+            u32::try_from(self.pgid.as_raw()).ok(),
             &seeds,
             &running,
             &stats,
-            std::process::id() as i32,
+            std::process::id(),
         );
         for pid in &found {
             if let Some(stat) = live.get(pid) {
                 known.insert(*pid, stat.start_time);
             }
         }
-        found.into_iter().map(Pid::from_raw).collect()
+        found.into_iter().filter_map(as_pid).collect()
     }
 
     /// Sends `signal` to the job's group and to each of its processes; returns how many
@@ -218,13 +171,11 @@ impl Drop for JobGroup {
     fn drop(&mut self) {
         // Whatever is left of the job goes with it (the usual paths have killed it already).
         self.signal(Signal::SIGKILL);
-        jobs().remove(&self.pgid.as_raw());
+        if let Ok(pgid) = u32::try_from(self.pgid.as_raw()) {
+            jobs().remove(&pgid);
+        }
         reap_orphans();
     }
-}
-
-fn is_dead(stat: &Stat) -> bool {
-    stat.state == 'Z' || stat.state == 'X'
 }
 
 /// The live processes of the job whose group is `pgid`, out of `stats`, for a worker `me`
@@ -232,20 +183,20 @@ fn is_dead(stat: &Stat) -> bool {
 /// when no other job runs, and the descendants of all of those (see the module
 /// documentation); with no `pgid`, every descendant of the worker.
 fn members(
-    pgid: Option<i32>,
-    known: &HashSet<i32>,
-    running: &HashSet<i32>,
-    stats: &[Stat],
-    me: i32,
-) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<&Stat>> = HashMap::new();
+    pgid: Option<u32>,
+    known: &HashSet<u32>,
+    running: &HashSet<u32>,
+    stats: &[ProcStat],
+    me: u32,
+) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<&ProcStat>> = HashMap::new();
     for stat in stats {
         children.entry(stat.ppid).or_default().push(stat);
     }
     let alone = running.iter().all(|job| Some(*job) == pgid);
-    let in_group = |s: &Stat| Some(s.pgrp) == pgid;
-    let mut found: HashSet<i32> = HashSet::new();
-    let mut queue: Vec<&Stat> = stats
+    let in_group = |s: &ProcStat| Some(s.pgrp) == pgid;
+    let mut found: HashSet<u32> = HashSet::new();
+    let mut queue: Vec<&ProcStat> = stats
         .iter()
         // The group, and its first process even if it left the group (while it is this
         // worker's child, so its pid cannot have been reused).
@@ -269,9 +220,9 @@ fn members(
             );
         }
     }
-    let mut live: Vec<i32> = stats
+    let mut live: Vec<u32> = stats
         .iter()
-        .filter(|s| found.contains(&s.pid) && !is_dead(s))
+        .filter(|s| found.contains(&s.pid) && !s.has_exited())
         .map(|s| s.pid)
         .collect();
     live.sort_unstable();
@@ -282,10 +233,14 @@ fn members(
 /// job's orphans this worker adopted as subreaper.
 pub(crate) fn reap_orphans() {
     let running = jobs();
-    let me = std::process::id() as i32;
-    for stat in scan() {
-        if stat.ppid == me && stat.state == 'Z' && !running.contains(&stat.pid) {
-            let _ = waitpid(Pid::from_raw(stat.pid), Some(WaitPidFlag::WNOHANG));
+    let me = std::process::id();
+    for stat in procfs::processes() {
+        if stat.ppid == me
+            && stat.state == 'Z'
+            && !running.contains(&stat.pid)
+            && let Some(pid) = as_pid(stat.pid)
+        {
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
         }
     }
 }
@@ -293,18 +248,24 @@ pub(crate) fn reap_orphans() {
 /// SIGKILLs every descendant of this worker until none is left (bounded), as it stops:
 /// nothing it started outlives it.
 pub async fn kill_descendants() {
-    let me = std::process::id() as i32;
+    let me = std::process::id();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let left = members(None, &HashSet::new(), &HashSet::new(), &scan(), me);
+        let left = members(
+            None,
+            &HashSet::new(),
+            &HashSet::new(),
+            &procfs::processes(),
+            me,
+        );
         if left.is_empty() || tokio::time::Instant::now() >= deadline {
             if !left.is_empty() {
                 tracing::warn!(?left, "processes of jobs survived SIGKILL");
             }
             return;
         }
-        for pid in left {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for pid in left.iter().filter_map(|pid| as_pid(*pid)) {
+            let _ = kill(pid, Signal::SIGKILL);
         }
         reap_orphans();
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -315,30 +276,15 @@ pub async fn kill_descendants() {
 mod tests {
     use super::*;
 
-    fn stat(pid: i32, ppid: i32, pgrp: i32) -> Stat {
-        Stat {
+    fn stat(pid: u32, ppid: u32, pgrp: u32) -> ProcStat {
+        ProcStat {
             pid,
             state: 'S',
             ppid,
             pgrp,
+            session: 1,
             start_time: 1000,
         }
-    }
-
-    #[test]
-    fn parses_stat_with_awkward_command_names() {
-        let tail = "S 17 4321 4321 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 424242 1 2";
-        let s = parse_stat(&format!("4321 (a) b (c)) {tail}")).expect("parse");
-        assert_eq!(
-            s,
-            Stat {
-                start_time: 424242,
-                ..stat(4321, 17, 4321)
-            }
-        );
-        assert_eq!(parse_stat("garbage"), None);
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert_eq!(parse_stat(&own).unwrap().pid, std::process::id() as i32);
     }
 
     #[test]
@@ -355,7 +301,7 @@ mod tests {
             stat(207, 1, 207),   // left the group and was orphaned: known from before
             stat(208, 207, 207), // its child
             stat(300, 7, 300),   // unrelated
-            Stat {
+            ProcStat {
                 state: 'Z',
                 ..stat(206, 200, 200)
             },

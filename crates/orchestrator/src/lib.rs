@@ -9,6 +9,7 @@
 //! - [`versioning`]: the worker's Worker Deployment Versioning settings.
 //! - [`sweeper`]: deleting this owner's compute that no running run owns.
 //! - [`operator`]: `compute list`, `compute delete` and the sweep report, for people.
+//! - [`runs`]: the running runs as Temporal lists them, and the compute names each may own.
 //! - [`operator_delete`]: `OperatorDeleteCompute`, an operator's delete carried out (and
 //!   counted) by the workflow-worker.
 
@@ -16,6 +17,7 @@ pub mod activities;
 pub mod capacity;
 pub mod operator;
 pub mod operator_delete;
+pub mod runs;
 pub mod sweeper;
 pub mod versioning;
 pub mod worker;

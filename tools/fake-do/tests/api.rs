@@ -5,10 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Api, TOKEN, create_body, eventually, start};
+use common::{Api, TOKEN, create_body, start};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tea_fake_do::{Fault, Op, REDACTED};
+use tea_harness::wait_for;
 
 fn assert_do_error(v: &Value, id: &str) {
     assert_eq!(v["id"], id, "{v}");
@@ -89,17 +90,21 @@ async fn create_get_list_delete_round_trip() {
     assert_eq!(v["app"]["id"], app_id.as_str());
 
     // DEPLOYING is observable on the way (step delay 100 ms).
-    let seen_deploying = eventually(Duration::from_secs(5), || async {
-        let (_, v) = api.get(&format!("/v2/apps/{app_id}")).await;
-        let p = v["app"]["in_progress_deployment"]["phase"]
-            .as_str()
-            .map(str::to_string);
-        match p.as_deref() {
-            Some("DEPLOYING") => Some(true),
-            _ if v["app"]["active_deployment"].is_object() => Some(false),
-            _ => None,
-        }
-    })
+    let seen_deploying = wait_for(
+        "a deployment in progress or done",
+        Duration::from_secs(5),
+        || async {
+            let (_, v) = api.get(&format!("/v2/apps/{app_id}")).await;
+            let p = v["app"]["in_progress_deployment"]["phase"]
+                .as_str()
+                .map(str::to_string);
+            match p.as_deref() {
+                Some("DEPLOYING") => Some(true),
+                _ if v["app"]["active_deployment"].is_object() => Some(false),
+                _ => None,
+            }
+        },
+    )
     .await;
     let _ = seen_deploying;
     let dep = api.wait_terminal(&app_id, &dep_id).await;
@@ -541,9 +546,13 @@ async fn delete_delay_keeps_a_deleted_app_visible_then_404() {
     assert_eq!(snap.delete_delay_ms, 5_000);
     assert!(snap.deleted_app_ids.is_empty());
     // Then gone.
-    eventually(Duration::from_secs(30), || async {
-        (api.call(Method::GET, &path, None).await.0 == StatusCode::NOT_FOUND).then_some(())
-    })
+    wait_for(
+        "the deleted app to read as 404",
+        Duration::from_secs(30),
+        || async {
+            (api.call(Method::GET, &path, None).await.0 == StatusCode::NOT_FOUND).then_some(())
+        },
+    )
     .await;
     let snap = fake.snapshot();
     assert!(snap.apps.is_empty());

@@ -3,7 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tea_harness::{pid_alive, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fake-do");
 
@@ -56,9 +58,7 @@ async fn serves_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    // Wait for the worker process.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid = loop {
+    let pid = wait_for("the worker process", Duration::from_secs(10), || async {
         let state: serde_json::Value = client
             .get(format!("{base}/_fake/state"))
             .send()
@@ -67,32 +67,27 @@ async fn serves_and_stops_on_sigterm() {
             .json()
             .await
             .unwrap();
-        if let Some(pid) = state["apps"][0]["worker_pid"].as_u64() {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "worker never started: {state}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        state["apps"][0]["worker_pid"].as_u64()
+    })
+    .await;
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "fake-do did not exit on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait_for(
+        "fake-do to exit on SIGTERM",
+        Duration::from_secs(15),
+        || {
+            let exited = child.try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
     assert!(status.success(), "{status:?}");
     assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z"))
-                .unwrap_or(true),
+        u32::try_from(pid).is_ok_and(|pid| !pid_alive(pid)),
         "worker {pid} survived the fake"
     );
 }

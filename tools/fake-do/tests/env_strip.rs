@@ -5,9 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Api, config, create_body, eventually};
+use common::{Api, config, create_body};
 use reqwest::StatusCode;
 use tea_fake_do::FakeDo;
+use tea_harness::{scratch_dir, wait_for};
 
 #[test]
 fn fake_environment_prefixes_are_stripped() {
@@ -17,8 +18,7 @@ fn fake_environment_prefixes_are_stripped() {
         std::env::set_var("DIGITALOCEAN_TOKEN", "must-not-leak");
         std::env::set_var("FAKE_DO_INHERITED_CHECK", "kept-by-others");
     }
-    let dir = std::env::temp_dir().join(format!("fake-do-env-strip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("fake-do-env-strip").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let cfg = config().with_worker_command(
@@ -35,7 +35,7 @@ fn fake_environment_prefixes_are_stripped() {
         let (s, _) = api.create(&create_body("env-strip")).await;
         assert_eq!(s, StatusCode::OK);
         let out = dir.join("out");
-        let line = eventually(Duration::from_secs(10), || async {
+        let line = wait_for("the worker's output", Duration::from_secs(10), || async {
             std::fs::read_to_string(&out).ok()
         })
         .await;

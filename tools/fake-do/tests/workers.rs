@@ -3,29 +3,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Api, alive, config, create_body, eventually};
+use common::{Api, config, create_body};
 use reqwest::StatusCode;
 use tea_fake_do::{FakeDo, FakeDoConfig, Signal};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "fake-do-test-{tag}-{}-{}",
-        std::process::id(),
-        uuid_like()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn uuid_like() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
+use tea_harness::{pid_alive, scratch_dir, wait_for};
 
 /// Worker that writes its env to `<dir>/<queue>.env`, then sleeps.
 fn env_writer(dir: &std::path::Path) -> FakeDoConfig {
@@ -58,21 +41,23 @@ async fn create_ok(api: &Api, name: &str) -> String {
 
 #[tokio::test]
 async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
-    let dir = temp_dir("env");
+    let dir = scratch_dir("fake-do-env").unwrap();
     let mut cfg = env_writer(&dir);
     cfg.log_dir = Some(dir.join("logs"));
     let fake = FakeDo::start(cfg).await.unwrap();
     let api = Api::new(&fake);
     let app_id = create_ok(&api, "worker-app-1").await;
     let pid = wait_pid(&fake, &app_id).await;
-    assert!(alive(pid));
+    assert!(pid_alive(pid));
     let snap = fake.snapshot();
     assert_eq!(snap.app(&app_id).unwrap().phase, tea_fake_do::Phase::Active);
 
     let env_file = dir.join("worker-app-1.env");
-    let line = eventually(Duration::from_secs(5), || async {
-        std::fs::read_to_string(&env_file).ok()
-    })
+    let line = wait_for(
+        "the worker's environment file",
+        Duration::from_secs(5),
+        || async { std::fs::read_to_string(&env_file).ok() },
+    )
     .await;
     assert_eq!(line.trim(), "worker-app-1|plain-secret-value-42|unset");
     let log_file = snap.app(&app_id).unwrap().log_file.clone().unwrap();
@@ -85,7 +70,7 @@ async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
     let (s, _) = api.delete(&app_id).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
-        !alive(pid),
+        !pid_alive(pid),
         "worker {pid} still alive after delete returned"
     );
     assert!(fake.snapshot().apps.is_empty());
@@ -95,7 +80,7 @@ async fn active_deployment_runs_worker_with_app_env_and_delete_stops_it() {
 
 #[tokio::test]
 async fn worker_ignoring_sigterm_is_killed_after_grace() {
-    let dir = temp_dir("stubborn");
+    let dir = scratch_dir("fake-do-stubborn").unwrap();
     let mut cfg = config().with_worker_command(
         "/bin/sh",
         [
@@ -112,15 +97,17 @@ async fn worker_ignoring_sigterm_is_killed_after_grace() {
     let pid = wait_pid(&fake, &app_id).await;
     // Only once the trap is set does the worker ignore SIGTERM.
     let trapped = dir.join("trapped");
-    eventually(Duration::from_secs(10), || async {
-        trapped.exists().then_some(())
-    })
+    wait_for(
+        "the worker to trap SIGTERM",
+        Duration::from_secs(10),
+        || async { trapped.exists().then_some(()) },
+    )
     .await;
     let started = std::time::Instant::now();
     let (s, _) = api.delete(&app_id).await;
     assert_eq!(s, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert!(!alive(pid));
+    assert!(!pid_alive(pid));
     fake.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -176,7 +163,7 @@ async fn killed_worker_is_restarted_with_a_new_pid() {
     let app = snap.app(&app_id).unwrap();
     assert_eq!(app.exits[0].signal, Some(9));
     let new_pid = app.worker_pid.unwrap();
-    assert!(!alive(pid));
+    assert!(!pid_alive(pid));
     // In-process too.
     assert!(fake.signal_worker(&app_id, Signal::SIGTERM));
     fake.wait_until(Duration::from_secs(10), |s| {
@@ -184,7 +171,7 @@ async fn killed_worker_is_restarted_with_a_new_pid() {
     })
     .await
     .expect("restarted again");
-    assert!(!alive(new_pid));
+    assert!(!pid_alive(new_pid));
     assert!(!fake.signal_worker("no-such-app", Signal::SIGTERM));
     fake.shutdown().await;
 }
@@ -220,7 +207,7 @@ async fn shutdown_and_drop_kill_all_workers() {
     let pids = [wait_pid(&fake, &a).await, wait_pid(&fake, &b).await];
     fake.shutdown().await;
     for pid in pids {
-        assert!(!alive(pid), "{pid} survived shutdown");
+        assert!(!pid_alive(pid), "{pid} survived shutdown");
     }
 
     let fake = FakeDo::start(cfg).await.unwrap();
@@ -228,9 +215,11 @@ async fn shutdown_and_drop_kill_all_workers() {
     let c = create_ok(&api, "drop-c").await;
     let pid = wait_pid(&fake, &c).await;
     drop(fake);
-    eventually(Duration::from_secs(5), || async {
-        (!alive(pid)).then_some(())
-    })
+    wait_for(
+        "the dropped fake's worker to end",
+        Duration::from_secs(5),
+        || async { (!pid_alive(pid)).then_some(()) },
+    )
     .await;
 }
 

@@ -72,13 +72,8 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Whether a process with this pid exists and is not a zombie.
+/// Whether a process with this pid exists and has not exited (a zombie has): the product's
+/// own check, [`tea_runtime::procfs::is_alive`], without a start time.
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+    tea_runtime::procfs::is_alive(pid, None)
 }

@@ -212,20 +212,10 @@ fn listening_sockets(port: u16) -> Vec<String> {
 
 /// `pid` and every process started by it or by its descendants.
 fn with_descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|entry| {
-                    let child: u32 = entry.file_name().to_str()?.parse().ok()?;
-                    let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-                    // pid (comm) state ppid ...
-                    let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
-                    Some((child, ppid.parse().ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let parents: Vec<(u32, u32)> = tea_runtime::procfs::processes()
+        .into_iter()
+        .map(|p| (p.pid, p.ppid))
+        .collect();
     let mut family = vec![pid];
     let mut next = 0;
     while next < family.len() {

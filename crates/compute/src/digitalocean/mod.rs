@@ -17,32 +17,37 @@
 //!
 //! Secrets: the token is redacted in `Debug`, the `Authorization` header is marked sensitive,
 //! and only env var keys (never values) are logged.
+//!
+//! Here: the provider and its lifecycle. Beside it: `create.rs` (create or adopt), `apps.rs`
+//! (listing and looking apps up), `http.rs` (the retry layer, with `waits.rs` and `stats.rs`),
+//! `model.rs` (the API's JSON), `config.rs` and `pricing.rs`.
 
+mod apps;
 mod config;
+mod create;
 mod http;
 mod model;
 pub mod pricing;
+mod stats;
 #[cfg(test)]
 mod tests;
+mod waits;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::{Method, Url};
+use reqwest::Method;
 use tokio::time::Instant;
 
+use self::apps::created_at;
 pub use self::config::{
     AccessToken, DEFAULT_API_URL, DEFAULT_COMPONENT_NAME, DEFAULT_INSTANCE_SIZE_SLUG,
     DigitalOceanConfig, ENV_ACCESS_TOKEN, ENV_API_URL, ENV_COMPONENT_NAME, ENV_INSTANCE_SIZE_SLUG,
     ENV_MAX_ATTEMPTS, ENV_REGION, ENV_REQUEST_TIMEOUT_SECS, KNOWN_REGIONS,
 };
-use self::http::{ApiClient, CallError};
-pub use self::http::{Operation, OperationStats, RequestStats};
-use self::model::{
-    App, AppEnvelope, AppList, DeploymentEnvelope, WorkerSettings, create_request, readiness_of,
-};
-use crate::naming::is_portable_name;
+use self::http::ApiClient;
+use self::model::{DeploymentEnvelope, readiness_of};
+pub use self::stats::{Operation, OperationStats, RequestStats};
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
     FoundCompute, ProviderError, Readiness,
@@ -51,11 +56,6 @@ use crate::{
 /// App-level env var (type `GENERAL`, scope `RUN_TIME`) holding the owner mark
 /// ([`ComputeOwner`]) on every app this provider creates.
 pub const OWNER_ENV: &str = "TEA_COMPUTE_OWNER";
-
-/// Apps requested per list page (the API maximum).
-const PER_PAGE: u32 = 200;
-/// Upper bound on list pages followed, against a server that never stops paging.
-const MAX_PAGES: usize = 10_000;
 
 /// [`ComputeProvider`] backed by DigitalOcean App Platform. One instance (and one HTTP client)
 /// serves every run.
@@ -94,203 +94,6 @@ impl DigitalOceanProvider {
     /// A snapshot of the request counters since this provider was built.
     pub fn request_stats(&self) -> RequestStats {
         self.api.stats()
-    }
-
-    /// The app named `name`, if any (lists every page).
-    async fn find_by_name(&self, name: &str) -> Result<Option<App>, CallError> {
-        Ok(self
-            .list_all()
-            .await?
-            .into_iter()
-            .find(|app| app.name() == Some(name) && app.id.is_some()))
-    }
-
-    /// Every app of the account, following `links.pages.next`.
-    async fn list_all(&self) -> Result<Vec<App>, CallError> {
-        let first = {
-            let mut url = self.api.url(&["apps"]);
-            url.query_pairs_mut()
-                .append_pair("page", "1")
-                .append_pair("per_page", &PER_PAGE.to_string());
-            url
-        };
-        let mut apps = Vec::new();
-        let mut seen = HashSet::new();
-        let mut next = Some(first);
-        while let Some(url) = next.take() {
-            if !seen.insert(url.to_string()) || seen.len() > MAX_PAGES {
-                return Err(CallError {
-                    status: None,
-                    api_message: None,
-                    error: ProviderError::transient(format!(
-                        "DigitalOcean list: pagination did not terminate (at {})",
-                        url.path()
-                    )),
-                });
-            }
-            let page: AppList = self
-                .api
-                .json(Operation::List, Method::GET, url, None)
-                .await?;
-            apps.extend(page.apps);
-            next = page
-                .links
-                .and_then(|l| l.pages)
-                .and_then(|p| p.next)
-                .filter(|n| !n.trim().is_empty())
-                .map(|n| self.resolve_next(&n));
-        }
-        Ok(apps)
-    }
-
-    /// The URL to request for a `links.pages.next` value. The token is only ever sent to the
-    /// configured API origin: a link elsewhere keeps its query but is re-pointed at our URL.
-    fn resolve_next(&self, next: &str) -> Url {
-        let base = self.api.base();
-        match base.join(next) {
-            Ok(url) if url.origin() == base.origin() => url,
-            parsed => {
-                let mut url = self.api.url(&["apps"]);
-                url.set_query(parsed.ok().as_ref().and_then(|u| u.query()));
-                url
-            }
-        }
-    }
-
-    async fn get_app(&self, id: &str) -> Result<App, CallError> {
-        let envelope: AppEnvelope = self
-            .api
-            .json(
-                Operation::Get,
-                Method::GET,
-                self.api.url(&["apps", id]),
-                None,
-            )
-            .await?;
-        envelope.app.ok_or_else(|| CallError {
-            status: Some(200),
-            api_message: None,
-            error: ProviderError::transient(format!(
-                "DigitalOcean get app {id}: response had no `app`"
-            )),
-        })
-    }
-
-    fn adopt(&self, spec: &ComputeSpec, app: &App) -> Result<ComputeHandle, ProviderError> {
-        if !self.owner.marks(app.owner_mark()) {
-            return Err(ProviderError::permanent(format!(
-                "DigitalOcean app {:?} (id {}) exists but is not ours: its owner mark {OWNER_ENV} \
-                 is {}, this deployment is {:?}; it is neither adopted nor deleted (set \
-                 COMPUTE_OWNER to tell deployments apart, or remove that app by hand)",
-                spec.name,
-                app.id.as_deref().unwrap_or("?"),
-                app.owner_mark()
-                    .map_or_else(|| "absent".to_owned(), |m| format!("{m:?}")),
-                self.owner.as_str()
-            )));
-        }
-        let id = app.id.clone().ok_or_else(|| {
-            ProviderError::transient(format!(
-                "DigitalOcean app {:?} was listed without an id",
-                spec.name
-            ))
-        })?;
-        let deployment_id = app.current_deployment().and_then(|d| d.id.clone());
-        tracing::info!(
-            name = %spec.name,
-            app_id = %id,
-            deployment_id = deployment_id.as_deref().unwrap_or("-"),
-            "adopted existing DigitalOcean app"
-        );
-        Ok(ComputeHandle {
-            id,
-            name: spec.name.clone(),
-            revision: deployment_id,
-            adopted: true,
-        })
-    }
-
-    /// After a create failure that may have created the app: look it up by name and adopt
-    /// it, or return the create error when it is not there (or the lookup fails too).
-    async fn adopt_after_failed_create(
-        &self,
-        spec: &ComputeSpec,
-        failure: CallError,
-    ) -> Result<ComputeHandle, ProviderError> {
-        tracing::warn!(
-            name = %spec.name,
-            error = %failure.error,
-            "create failed; checking whether the app exists anyway"
-        );
-        match self.find_by_name(&spec.name).await {
-            Ok(Some(app)) => self.adopt(spec, &app),
-            Ok(None) => Err(failure.error),
-            Err(lookup) => Err(ProviderError {
-                kind: failure.error.kind,
-                message: format!(
-                    "{}; looking the app up afterwards also failed: {}",
-                    failure.error.message, lookup.error.message
-                ),
-            }),
-        }
-    }
-
-    fn check_spec(spec: &ComputeSpec) -> Result<(), ProviderError> {
-        if !is_portable_name(&spec.name) {
-            return Err(ProviderError::permanent(format!(
-                "compute name {:?} is not a valid DigitalOcean app name (2-32 characters matching \
-                 ^[a-z][a-z0-9-]{{0,30}}[a-z0-9]$)",
-                spec.name
-            )));
-        }
-        if spec.image.repository.trim().is_empty() || spec.image.tag.trim().is_empty() {
-            return Err(ProviderError::permanent(format!(
-                "compute {:?}: image repository and tag must be set",
-                spec.name
-            )));
-        }
-        let mut keys = HashSet::new();
-        for var in &spec.env {
-            // The API's `^[_A-Za-z][_A-Za-z0-9]*$`.
-            if !tea_contract::is_env_var_name(&var.key) {
-                return Err(ProviderError::permanent(format!(
-                    "compute {:?}: environment variable key {:?} must match ^[_A-Za-z][_A-Za-z0-9]*$",
-                    spec.name, var.key
-                )));
-            }
-            if var.key == OWNER_ENV {
-                return Err(ProviderError::permanent(format!(
-                    "compute {:?}: environment variable {OWNER_ENV} is reserved for the owner mark",
-                    spec.name
-                )));
-            }
-            if !keys.insert(var.key.as_str()) {
-                return Err(ProviderError::permanent(format!(
-                    "compute {:?}: environment variable {:?} is set twice",
-                    spec.name, var.key
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether a failed create may nevertheless have created the app (so look before failing).
-fn may_have_created(e: &CallError, name: &str) -> bool {
-    if e.kind() == ErrorKind::Transient {
-        return true;
-    }
-    match e.status {
-        Some(409) => true,
-        Some(400 | 422) => e.api_message.as_deref().is_some_and(|m| {
-            let m = m.to_ascii_lowercase();
-            m.contains(name)
-                || (m.contains("name")
-                    && ["already", "taken", "exist", "in use", "unique", "conflict"]
-                        .iter()
-                        .any(|w| m.contains(w)))
-        }),
-        _ => false,
     }
 }
 
@@ -337,85 +140,7 @@ impl ComputeProvider for DigitalOceanProvider {
     }
 
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
-        Self::check_spec(spec)?;
-        // No lookup first: a lookup lists the whole account. The name is unique per account,
-        // so a create of an existing name fails (409) and the lookup happens only then.
-        let settings = WorkerSettings {
-            owner: self.owner.as_str(),
-            component_name: &self.cfg.component_name,
-            instance_size_slug: &self.cfg.instance_size_slug,
-            region: self.cfg.region.as_deref(),
-        };
-        let worker_spec = spec.for_worker();
-        let body = serde_json::to_vec(&create_request(&worker_spec, &settings)).map_err(|e| {
-            ProviderError::permanent(format!("cannot encode the create request: {e}"))
-        })?;
-        let env_keys: Vec<&str> = spec.env.iter().map(|e| e.key.as_str()).collect();
-        let secret_keys: Vec<&str> = spec
-            .env
-            .iter()
-            .filter(|e| e.secret)
-            .map(|e| e.key.as_str())
-            .collect();
-        tracing::info!(
-            name = %spec.name,
-            owner = %self.owner,
-            repository = %spec.image.repository,
-            tag = %spec.image.tag,
-            slug = %self.cfg.instance_size_slug,
-            region = self.cfg.region.as_deref().unwrap_or("-"),
-            ?env_keys,
-            ?secret_keys,
-            "creating DigitalOcean app"
-        );
-
-        let created: Result<AppEnvelope, CallError> = self
-            .api
-            .json(
-                Operation::Create,
-                Method::POST,
-                self.api.url(&["apps"]),
-                Some(body),
-            )
-            .await;
-        let app = match created {
-            Ok(AppEnvelope { app: Some(app) }) if app.id.is_some() => app,
-            Ok(_) => {
-                // A 200 without an app id: the app may exist; the lookup settles it.
-                let e = CallError {
-                    status: Some(200),
-                    api_message: None,
-                    error: ProviderError::transient(format!(
-                        "DigitalOcean create {:?}: response had no app id",
-                        spec.name
-                    )),
-                };
-                return self.adopt_after_failed_create(spec, e).await;
-            }
-            Err(e) if may_have_created(&e, &spec.name) => {
-                return self.adopt_after_failed_create(spec, e).await;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let id = app.id.clone().unwrap_or_default();
-        // The spec guarantees pending_deployment is the deployment this call started.
-        let deployment_id = app
-            .pending_deployment
-            .as_ref()
-            .and_then(|d| d.id.clone())
-            .or_else(|| app.current_deployment().and_then(|d| d.id.clone()));
-        tracing::info!(
-            name = %spec.name,
-            app_id = %id,
-            deployment_id = deployment_id.as_deref().unwrap_or("-"),
-            "created DigitalOcean app"
-        );
-        Ok(ComputeHandle {
-            id,
-            name: spec.name.clone(),
-            revision: deployment_id,
-            adopted: false,
-        })
+        self.create_app(spec).await
     }
 
     async fn readiness(&self, handle: &ComputeHandle) -> Result<Readiness, ProviderError> {
@@ -548,11 +273,4 @@ impl ComputeProvider for DigitalOceanProvider {
             mark: app.owner_mark().map(str::to_owned),
         }))
     }
-}
-
-/// The app's creation time, when the API gave a real one.
-fn created_at(app: &App) -> Option<String> {
-    app.created_at
-        .clone()
-        .filter(|t| !t.is_empty() && !t.starts_with("0001-01-01"))
 }

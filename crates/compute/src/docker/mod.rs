@@ -26,41 +26,45 @@
 //! loopback address means the container itself: set [`DockerConfig::temporal_address`] (for
 //! example `host.docker.internal:7233`; that name is mapped to the host on every network but
 //! `host`), or create fails with a message that says so.
+//!
+//! Here: the provider and its lifecycle (create or adopt, readiness, delete, listing). Beside
+//! it: `engine.rs` (the connection, preflight, engine errors), `image.rs` (image references,
+//! pulling), `container.rs` (environment, create body, secrets file, adopting), `logs.rs`
+//! (log tails and kept logs), `secrets.rs` and `config.rs`.
 
 mod config;
+mod container;
+mod engine;
+mod image;
+mod logs;
 mod secrets;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
 use async_trait::async_trait;
 use bollard::{
     Docker,
-    errors::Error as EngineError,
-    models::{ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig},
+    models::{ContainerInspectResponse, ContainerStateStatusEnum},
     query_parameters::{
-        CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-        LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-        UploadToContainerOptionsBuilder,
+        CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
     },
 };
-use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 pub use config::{DEFAULT_NETWORK, DEFAULT_PULL_TIMEOUT, DEFAULT_STOP_GRACE, DockerConfig};
+pub use engine::{list_labelled, preflight};
+pub use image::{image_reference, split_reference};
 
-use crate::kept_log::write_kept_log;
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    FoundCompute, ImageRef, ProviderError, Readiness, naming::is_portable_name,
+    FoundCompute, ProviderError, Readiness, naming::is_portable_name,
 };
+use container::{mark_of, short_id, state_of};
+use engine::{connect, engine_error, engine_message, negotiate, status_of};
 
 /// Label holding the ownership mark.
 pub const OWNER_LABEL: &str = "io.github.temporal-external-activity.owner";
@@ -70,19 +74,8 @@ pub const COMPUTE_LABEL: &str = "io.github.temporal-external-activity.compute";
 /// Host name mapped to the host on every network but `host`.
 pub const HOST_ALIAS: &str = "host.docker.internal";
 
-/// How long delete waits for a container the engine is already removing to be gone.
-const REMOVE_CONFIRM: Duration = Duration::from_secs(30);
-/// How long an adopting create waits for a container whose name is taken to be inspectable.
-const NAME_RESERVED_WAIT: Duration = Duration::from_secs(10);
-/// Interval of the polls of a removal in progress.
-const POLL: Duration = Duration::from_millis(100);
-/// Per-request timeout of engine calls (a stop adds its grace).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many of the last log lines a `Failed` readiness quotes.
 const LOG_LINES_IN_FAILURE: usize = 5;
-
-/// The secret variables of a container, for its secrets file (never printed).
-struct SecretsFile(std::collections::BTreeMap<String, String>);
 
 /// Runs external workers as containers; see the [module documentation](self).
 pub struct DockerProvider {
@@ -156,259 +149,6 @@ impl DockerProvider {
             mark.map_or_else(|| "absent".to_owned(), |m| format!("{m:?}")),
             self.owner.as_str()
         )))
-    }
-
-    /// The container's environment (the spec's, with the Temporal address containers use),
-    /// and what goes into its secrets file when its secrets do not go into the environment.
-    fn container_env(
-        &self,
-        spec: &ComputeSpec,
-    ) -> Result<(Vec<String>, Option<SecretsFile>), ProviderError> {
-        let (plain, file) = secrets::split(spec.worker_env(), self.cfg.secrets_in_env);
-        let mut env = Vec::with_capacity(plain.len());
-        for var in &plain {
-            let value = if var.key == "TEMPORAL_ADDRESS" {
-                match &self.cfg.temporal_address {
-                    Some(address) => address.clone(),
-                    None if self.cfg.network != "host" && is_loopback_address(&var.value) => {
-                        return Err(ProviderError::permanent(format!(
-                            "the Temporal address {} is a loopback address, which a container \
-                             on network {:?} cannot reach: set DOCKER_TEMPORAL_ADDRESS (e.g. \
-                             {HOST_ALIAS}:7233, with the server listening on the host's bridge \
-                             address) or DOCKER_NETWORK=host",
-                            var.value, self.cfg.network
-                        )));
-                    }
-                    None => var.value.clone(),
-                }
-            } else {
-                var.value.clone()
-            };
-            env.push(format!("{}={value}", var.key));
-        }
-        Ok((env, (!file.is_empty()).then_some(SecretsFile(file))))
-    }
-
-    /// Uploads the secrets file into the created (not yet started) container `name`, owned by
-    /// the container's user.
-    async fn upload_secrets(
-        &self,
-        docker: &Docker,
-        name: &str,
-        file: &SecretsFile,
-    ) -> Result<(), ProviderError> {
-        let user = docker
-            .inspect_container(name, None)
-            .await
-            .map_err(|e| engine_error(&format!("inspecting container {name}"), e))?
-            .config
-            .and_then(|c| c.user)
-            .unwrap_or_default();
-        let owner = secrets::Owner::of_user(&user);
-        let options = UploadToContainerOptionsBuilder::new()
-            .path("/")
-            .copy_uidgid(if owner == secrets::Owner::ByName {
-                "true"
-            } else {
-                "false"
-            })
-            .build();
-        let archive = secrets::archive(&file.0, owner);
-        docker
-            .upload_to_container(name, Some(options), bollard::body_full(archive.into()))
-            .await
-            .map_err(|e| {
-                engine_error(
-                    &format!("putting the secrets file into container {name}"),
-                    e,
-                )
-            })
-    }
-
-    fn container_body(
-        &self,
-        spec: &ComputeSpec,
-        image: &str,
-        env: Vec<String>,
-    ) -> ContainerCreateBody {
-        let labels = HashMap::from([
-            (OWNER_LABEL.to_owned(), self.owner.as_str().to_owned()),
-            (COMPUTE_LABEL.to_owned(), spec.name.clone()),
-        ]);
-        let on_host_network = self.cfg.network == "host";
-        ContainerCreateBody {
-            image: Some(image.to_owned()),
-            env: Some(env),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                network_mode: Some(self.cfg.network.clone()),
-                // The host under one name on every network (the engine resolves host-gateway).
-                extra_hosts: (!on_host_network).then(|| vec![format!("{HOST_ALIAS}:host-gateway")]),
-                // A real init as PID 1: signals are forwarded and orphaned job processes reaped.
-                init: Some(true),
-                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
-                memory: self.cfg.memory_bytes,
-                nano_cpus: self.cfg.nano_cpus,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    /// Makes sure the engine has `image`, pulling it when it does not. A pull that fails is a
-    /// permanent error naming the image: waiting will not make it appear.
-    async fn ensure_image(&self, docker: &Docker, image: &str) -> Result<(), ProviderError> {
-        match docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(engine_error(&format!("inspecting image {image}"), e)),
-        }
-        let (repository, tag) = split_reference(image);
-        tracing::info!(image, "image not on the engine; pulling it");
-        let started = Instant::now();
-        let pull = docker
-            .create_image(
-                Some(
-                    CreateImageOptionsBuilder::new()
-                        .from_image(repository)
-                        .tag(tag)
-                        .build(),
-                ),
-                None,
-                None,
-            )
-            .try_for_each(|_| async { Ok(()) });
-        match tokio::time::timeout(self.cfg.pull_timeout, pull).await {
-            Ok(Ok(())) => {
-                tracing::info!(image, elapsed = ?started.elapsed(), "image pulled");
-                Ok(())
-            }
-            Ok(Err(e)) if is_connection_error(&e) => {
-                Err(engine_error(&format!("pulling image {image}"), e))
-            }
-            Ok(Err(e)) => Err(ProviderError::permanent(format!(
-                "image {image} is not on the Docker engine and pulling it failed: {}",
-                engine_message(&e)
-            ))),
-            Err(_) => Err(ProviderError::permanent(format!(
-                "image {image} is not on the Docker engine and pulling it did not finish within {}",
-                humantime::format_duration(self.cfg.pull_timeout)
-            ))),
-        }
-    }
-
-    /// Adopts the container `name` that a create found in place (ours, or an error).
-    /// `found` is the container when the caller has just inspected it; `secrets` the archive of
-    /// its secrets file, put in before a container that was never started is started.
-    async fn adopt(
-        &self,
-        docker: &Docker,
-        name: &str,
-        found: Option<ContainerInspectResponse>,
-        secrets: Option<&SecretsFile>,
-    ) -> Result<ComputeHandle, ProviderError> {
-        // The engine reserves a name before the container it names can be inspected: a
-        // concurrent create's container shows up shortly.
-        let deadline = Instant::now() + NAME_RESERVED_WAIT;
-        let container = match found {
-            Some(container) => container,
-            None => loop {
-                match docker.inspect_container(name, None).await {
-                    Ok(container) => break container,
-                    Err(e) if status_of(&e) == Some(404) && Instant::now() < deadline => {
-                        tokio::time::sleep(POLL).await;
-                    }
-                    Err(e) if status_of(&e) == Some(404) => {
-                        return Err(ProviderError::transient(format!(
-                            "container {name} is in place (create answered 409) but could not be \
-                             inspected within {}",
-                            humantime::format_duration(NAME_RESERVED_WAIT)
-                        )));
-                    }
-                    Err(e) => return Err(engine_error(&format!("inspecting container {name}"), e)),
-                }
-            },
-        };
-        self.check_mark(name, &container, "adopt")?;
-        if state_of(&container) == Some(ContainerStateStatusEnum::CREATED) {
-            // Created by an earlier attempt that stopped before starting it (perhaps before
-            // it put the secrets file in).
-            if let Some(file) = secrets {
-                self.upload_secrets(docker, name, file).await?;
-            }
-            docker
-                .start_container(name, None)
-                .await
-                .map_err(|e| engine_error(&format!("starting container {name}"), e))?;
-        }
-        tracing::info!(name, id = %short_id(&container.id), "adopted container");
-        Ok(ComputeHandle {
-            id: name.to_owned(),
-            name: name.to_owned(),
-            revision: container.id.as_ref().map(|_| short_id(&container.id)),
-            adopted: true,
-        })
-    }
-
-    /// The last `lines` lines of the container's log, joined with ` | `.
-    async fn log_tail(&self, docker: &Docker, name: &str, lines: usize) -> String {
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
-        let chunks: Vec<String> = docker
-            .logs(name, Some(options))
-            .filter_map(|chunk| async move { chunk.ok().map(|c| c.to_string()) })
-            .collect()
-            .await;
-        let text = chunks.concat();
-        let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        if tail.is_empty() {
-            "(none)".to_owned()
-        } else {
-            tail.join(" | ")
-        }
-    }
-
-    /// Copies the container's whole log to [`Self::kept_log_path`], with a closing line (see
-    /// [`write_kept_log`]: two deletes of one unit never mix their copies).
-    async fn keep_log(
-        &self,
-        docker: &Docker,
-        name: &str,
-        id: &str,
-        how: &str,
-    ) -> std::io::Result<PathBuf> {
-        let path = self.kept_log_path(name);
-        let header =
-            format!("=== log of container {name} ({id}), kept by the docker compute provider");
-        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
-        write_kept_log(&path, &header, docker.logs(name, Some(options)), how).await?;
-        Ok(path)
-    }
-
-    /// Polls until the container is gone; an error once [`REMOVE_CONFIRM`] passes.
-    async fn confirm_gone(&self, docker: &Docker, name: &str) -> Result<(), ProviderError> {
-        let deadline = Instant::now() + REMOVE_CONFIRM;
-        loop {
-            match docker.inspect_container(name, None).await {
-                Err(e) if status_of(&e) == Some(404) => return Ok(()),
-                Err(e) => {
-                    return Err(engine_error(
-                        &format!("confirming container {name} is gone"),
-                        e,
-                    ));
-                }
-                Ok(_) if Instant::now() >= deadline => {
-                    return Err(ProviderError::transient(format!(
-                        "container {name} still exists {} after it was removed",
-                        humantime::format_duration(REMOVE_CONFIRM)
-                    )));
-                }
-                Ok(_) => tokio::time::sleep(POLL).await,
-            }
-        }
     }
 }
 
@@ -673,197 +413,5 @@ impl ComputeProvider for DockerProvider {
             },
             mark,
         }))
-    }
-}
-
-/// A client for the engine `cfg` names (no connection is made yet).
-fn connect(cfg: &DockerConfig) -> Result<Docker, ProviderError> {
-    let client = match &cfg.docker_host {
-        Some(host) => Docker::connect_with_host(host),
-        None => Docker::connect_with_local_defaults(),
-    }
-    .map_err(|e| {
-        ProviderError::permanent(format!(
-            "DOCKER_HOST={}: cannot use this Docker engine address: {e}",
-            cfg.docker_host.as_deref().unwrap_or("(unset)")
-        ))
-    })?;
-    Ok(client.with_timeout(REQUEST_TIMEOUT.max(cfg.stop_grace + Duration::from_secs(60))))
-}
-
-/// `client`, its API version lowered to the engine's when the engine is older.
-async fn negotiate(client: Docker, cfg: &DockerConfig) -> Result<Docker, ProviderError> {
-    client.negotiate_version().await.map_err(|e| {
-        ProviderError::transient(format!(
-            "cannot reach the Docker engine at {} (DOCKER_HOST): {e}",
-            cfg.docker_host.as_deref().unwrap_or("the local socket")
-        ))
-    })
-}
-
-/// Checks `cfg` against the engine before any run: the engine answers and the containers'
-/// network exists, so a worker whose configuration cannot work stops at start, saying why.
-/// Returns the engine's version and API version for the startup log.
-pub async fn preflight(cfg: &DockerConfig) -> Result<String, ProviderError> {
-    let docker = negotiate(connect(cfg)?, cfg).await?;
-    let version = docker
-        .version()
-        .await
-        .map_err(|e| engine_error("asking the engine its version", e))?;
-    if !matches!(cfg.network.as_str(), "host" | "bridge" | "none") {
-        match docker.inspect_network(&cfg.network, None).await {
-            Ok(_) => {}
-            Err(e) if status_of(&e) == Some(404) => {
-                return Err(ProviderError::permanent(format!(
-                    "DOCKER_NETWORK={}: the engine has no such network (create it with `docker \
-                     network create {}`)",
-                    cfg.network, cfg.network
-                )));
-            }
-            Err(e) => return Err(engine_error("inspecting the containers' network", e)),
-        }
-    }
-    Ok(format!(
-        "Docker Engine {} (API {})",
-        version.version.as_deref().unwrap_or("?"),
-        docker.client_version()
-    ))
-}
-
-/// Every container, running or not, matching the label filter `label` or `label=value` (also
-/// for tooling that watches the engine: the chaos command, the tests).
-pub async fn list_labelled(
-    docker: &Docker,
-    filter: &str,
-) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
-    let filters = HashMap::from([("label".to_owned(), vec![filter.to_owned()])]);
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker.list_containers(Some(options)).await
-}
-
-/// `[registry/]repository:tag`; an empty registry means an image of the engine (or Docker
-/// Hub's, as `docker pull` would).
-pub fn image_reference(image: &ImageRef) -> Result<String, ProviderError> {
-    let registry = image.registry.trim().trim_end_matches('/');
-    let bad = |what: &str, value: &str| {
-        ProviderError::permanent(format!(
-            "invalid image {what} {value:?}: use lowercase letters, digits and `._-/` (and `:` \
-             for a registry's port)"
-        ))
-    };
-    let ok = |s: &str, extra: &[u8]| {
-        !s.is_empty()
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || b"._-/".contains(&b)
-                    || extra.contains(&b)
-            })
-    };
-    if !registry.is_empty() && !ok(registry, b":") {
-        return Err(bad("registry", registry));
-    }
-    if !ok(&image.repository, b"") {
-        return Err(bad("repository", &image.repository));
-    }
-    let tag_ok = !image.tag.is_empty()
-        && image.tag.len() <= 128
-        && image
-            .tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !tag_ok {
-        return Err(ProviderError::permanent(format!(
-            "invalid image tag {:?}: use letters, digits and `._-` (at most 128)",
-            image.tag
-        )));
-    }
-    Ok(if registry.is_empty() {
-        format!("{}:{}", image.repository, image.tag)
-    } else {
-        format!("{registry}/{}:{}", image.repository, image.tag)
-    })
-}
-
-/// `registry/repo:tag` as (`registry/repo`, `tag`): the tag is after the last `:` that follows
-/// the last `/` (a registry's port is not a tag); `latest` when there is none.
-pub fn split_reference(image: &str) -> (&str, &str) {
-    let after_slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[after_slash..].rfind(':') {
-        Some(i) => (&image[..after_slash + i], &image[after_slash + i + 1..]),
-        None => (image, "latest"),
-    }
-}
-
-/// Whether a `host:port` address names the loopback interface.
-fn is_loopback_address(address: &str) -> bool {
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The container's owner mark (its [`OWNER_LABEL`]), if it carries one.
-fn mark_of(container: &ContainerInspectResponse) -> Option<&str> {
-    container
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.as_ref())
-        .and_then(|labels| labels.get(OWNER_LABEL))
-        .map(String::as_str)
-}
-
-fn state_of(container: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
-    container.state.as_ref().and_then(|s| s.status)
-}
-
-fn short_id(id: &Option<String>) -> String {
-    id.as_deref()
-        .map(|id| id.chars().take(12).collect())
-        .unwrap_or_else(|| "?".to_owned())
-}
-
-fn status_of(e: &EngineError) -> Option<u16> {
-    match e {
-        EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
-/// The engine's own words for an error (its message, without bollard's wrapping).
-fn engine_message(e: &EngineError) -> String {
-    match e {
-        EngineError::DockerResponseServerError { message, .. } => message.trim().to_owned(),
-        EngineError::DockerStreamError { error } => error.trim().to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether the call never got an answer from the engine (worth retrying).
-fn is_connection_error(e: &EngineError) -> bool {
-    !matches!(
-        e,
-        EngineError::DockerResponseServerError { .. } | EngineError::DockerStreamError { .. }
-    )
-}
-
-/// An engine error while `doing`: 4xx but 404/409/429 are permanent (a bad request, a
-/// permission), everything else transient (5xx, timeouts, no connection).
-fn engine_error(doing: &str, e: EngineError) -> ProviderError {
-    let message = format!("Docker engine error while {doing}: {}", engine_message(&e));
-    match status_of(&e) {
-        Some(404) => ProviderError::not_found(message),
-        Some(code) if (400..500).contains(&code) && code != 409 && code != 429 => {
-            ProviderError::permanent(message)
-        }
-        _ => ProviderError::transient(message),
     }
 }

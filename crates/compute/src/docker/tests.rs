@@ -1,13 +1,22 @@
 //! Tests of the Docker provider: pure helpers, and the provider on the real engine (skipped,
 //! saying why, where none is reachable; a failure under `REQUIRE_DOCKER=1`).
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use bollard::{models::ContainerCreateBody, query_parameters::CreateContainerOptionsBuilder};
+use futures::{StreamExt, TryStreamExt};
 
-use super::{testing::*, *};
-use crate::{EnvVar, ErrorKind, conformance::Subject, naming::compute_name};
+use super::{container::is_loopback_address, testing::*, *};
+use crate::{
+    EnvVar, ErrorKind, ImageRef, conformance::Subject, kept_log::write_kept_log,
+    naming::compute_name,
+};
 
 #[test]
 fn image_references_follow_docker_rules() {

@@ -38,24 +38,27 @@
 //!
 //! A recorded process counts as alive when `/proc/<pid>/stat` exists, is not a zombie and its
 //! start time matches the recorded one (so a reused pid is never mistaken for our worker).
+//!
+//! Here: the provider and its lifecycle. Beside it: `spawn.rs` (starting a worker), `stop.rs`
+//! (stopping one for delete), `process.rs` (signals, sessions, the child's environment,
+//! reaping), `state.rs` (the state directory) and `config.rs`.
 
 mod config;
 mod process;
+mod spawn;
 mod state;
+mod stop;
 #[cfg(test)]
 mod tests;
 
 use std::{
     ffi::OsString,
     fs,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
-use nix::sys::signal::Signal;
+use tea_runtime::procfs::is_alive;
 
 pub use config::{DEFAULT_KILL_GRACE, LocalConfig, WORKER_BIN_NAME, WORKER_REPORT_MARGIN};
 pub use state::Meta;
@@ -65,26 +68,11 @@ use crate::{
     FoundCompute, ProviderError, Readiness,
     naming::{is_generated_name, is_portable_name},
 };
-use process::{
-    is_alive, is_being_reaped, kill_session, read_stat, reap_in_background, session_alive,
-    signal_group,
-};
 use state::{
-    EXIT_FILE, LOG_FILE, LOGS_DIR, NameLocks, append_line, io_err, keep_log, last_lines,
-    open_append, read_exit, read_meta, remove_dir, write_exit, write_meta,
+    LOG_FILE, LOGS_DIR, NameLocks, append_line, io_err, keep_log, last_lines, read_exit, read_meta,
+    remove_dir,
 };
-
-/// How long delete waits for a SIGKILLed worker to be gone before reporting a transient error.
-const KILL_CONFIRM: Duration = Duration::from_secs(5);
-
-/// How long readiness and delete wait for this process's reaper thread to record an exit.
-const REAP_WAIT: Duration = Duration::from_secs(2);
-
-/// Interval of every poll (process gone, reaper done).
-const POLL: Duration = Duration::from_millis(50);
-
-/// First interval of the wait for a signalled worker to be gone (doubling up to [`POLL`]).
-const FIRST_POLL: Duration = Duration::from_millis(1);
+use stop::wait_reaped;
 
 /// How many of the last log lines a `Failed` readiness quotes.
 const LOG_LINES_IN_FAILURE: usize = 5;
@@ -150,7 +138,7 @@ impl LocalProvider {
             .into_iter()
             .filter_map(|name| {
                 let meta = read_meta(&self.compute_dir(&name)).ok().flatten()?;
-                is_alive(meta.pid, meta.start_time).then_some((name, meta.pid))
+                is_alive(meta.pid, Some(meta.start_time)).then_some((name, meta.pid))
             })
             .collect()
     }
@@ -203,183 +191,6 @@ impl LocalProvider {
             self.compute_dir(name).display()
         )))
     }
-
-    /// How long delete gives a worker with environment `env` between SIGTERM and SIGKILL: the
-    /// provider's kill grace, but never less than the worker's job kill grace plus
-    /// [`LocalConfig::report_margin`].
-    fn stop_grace(&self, env: &[(OsString, OsString)]) -> Duration {
-        let job_grace = env
-            .iter()
-            .rev()
-            .find(|(key, _)| key == tea_contract::JOB_KILL_GRACE_ENV)
-            .and_then(|(_, value)| value.to_str()?.parse::<tea_contract::GoDuration>().ok())
-            .map_or(tea_contract::DEFAULT_JOB_KILL_GRACE, |g| g.as_duration());
-        self.cfg.kill_grace.max(job_grace + self.cfg.report_margin)
-    }
-
-    /// Start a worker for `spec` in `dir` (the name lock is held by the caller).
-    fn spawn(
-        &self,
-        spec: &ComputeSpec,
-        dir: &Path,
-        previous: Option<&Meta>,
-    ) -> Result<ComputeHandle, ProviderError> {
-        let name = spec.name.as_str();
-        fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, &e))?;
-        match fs::remove_file(dir.join(EXIT_FILE)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("removing old exit status in", dir, &e)),
-        }
-
-        let log_path = dir.join(LOG_FILE);
-        let now = chrono::Utc::now().to_rfc3339();
-        append_line(
-            &log_path,
-            &format!(
-                "=== {now} starting {} for {name}",
-                self.cfg.worker_bin.display()
-            ),
-        );
-        let stdout = open_append(&log_path).map_err(|e| io_err("opening", &log_path, &e))?;
-        let stderr = stdout
-            .try_clone()
-            .map_err(|e| io_err("duplicating", &log_path, &e))?;
-
-        let parent_env = match &self.parent_env {
-            Some(env) => env.clone(),
-            None => std::env::vars_os().collect(),
-        };
-        let env = process::child_env(parent_env, &spec.worker_env());
-        let stop_grace = self.stop_grace(&env);
-        let mut command = Command::new(&self.cfg.worker_bin);
-        command
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        // SAFETY: the closure runs in the forked child before exec and makes one
-        // async-signal-safe system call (setsid).
-        unsafe {
-            // The leader of a session (and process group) of its own: its jobs stay in it.
-            command.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let mut child = command.spawn().map_err(|e| {
-            let message = format!(
-                "local provider: cannot start {} for {name}: {e}",
-                self.cfg.worker_bin.display()
-            );
-            match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                    ProviderError::permanent(message)
-                }
-                _ => ProviderError::transient(message),
-            }
-        })?;
-        let pid = child.id();
-
-        // The child is not reaped yet, so its /proc entry exists even if it already exited.
-        let recorded = read_stat(pid).map(|stat| Meta {
-            name: name.to_owned(),
-            pid,
-            start_time: stat.start_time,
-            created_at: previous.map_or_else(|| now.clone(), |m| m.created_at.clone()),
-            started_at: Some(now.clone()),
-            worker_bin: self.cfg.worker_bin.clone(),
-            owner: Some(self.owner.as_str().to_owned()),
-            session: true,
-            stop_grace_ms: Some(u64::try_from(stop_grace.as_millis()).unwrap_or(u64::MAX)),
-        });
-        let written = match &recorded {
-            Some(meta) => write_meta(dir, meta),
-            None => Err(ProviderError::transient(format!(
-                "local provider: cannot read /proc/{pid}/stat of the worker just started for {name}"
-            ))),
-        };
-        if let Err(e) = written {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-
-        let reaper_dir = dir.to_path_buf();
-        let reaper_name = name.to_owned();
-        if let Err(e) = reap_in_background(child, move |pid, status| {
-            tracing::info!(name = %reaper_name, pid, %status, "local external worker exited");
-            if reaper_dir.is_dir() {
-                let _ = write_exit(&reaper_dir, pid, &status);
-            }
-        }) {
-            tracing::warn!(name, pid, error = %e, "cannot start reaper thread for local worker");
-        }
-
-        let env_keys: Vec<&str> = spec.env.iter().map(|v| v.key.as_str()).collect();
-        tracing::info!(
-            name,
-            pid,
-            worker_bin = %self.cfg.worker_bin.display(),
-            log = %log_path.display(),
-            ?env_keys,
-            restarted = previous.is_some(),
-            "started local external worker"
-        );
-        Ok(ComputeHandle {
-            id: name.to_owned(),
-            name: name.to_owned(),
-            revision: Some(pid.to_string()),
-            adopted: false,
-        })
-    }
-}
-
-/// Poll until `done` says so or `limit` passes; true when it did. Looks again soon, then less
-/// often: an idle worker exits within milliseconds of SIGTERM.
-async fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    let mut interval = FIRST_POLL;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(POLL);
-    }
-}
-
-/// Poll until the recorded process is gone or `limit` passes; true when it is gone.
-async fn wait_gone(meta: &Meta, limit: Duration) -> bool {
-    poll_until(limit, || !is_alive(meta.pid, meta.start_time)).await
-}
-
-/// Poll until no process is left in the worker's session, or `limit` passes (SIGKILLing
-/// each look, as processes may fork while being killed); true when none is left.
-async fn wait_session_gone(meta: &Meta, limit: Duration) -> bool {
-    poll_until(limit, || {
-        if !session_alive(meta.pid, meta.start_time) {
-            return true;
-        }
-        kill_session(meta.pid, meta.start_time);
-        false
-    })
-    .await
-}
-
-/// Poll until this process's reaper thread for `pid` (if any) has finished, bounded.
-async fn wait_reaped(pid: u32) {
-    let deadline = Instant::now() + REAP_WAIT;
-    let mut interval = FIRST_POLL;
-    while is_being_reaped(pid) && Instant::now() < deadline {
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_millis(10));
-    }
 }
 
 /// How the registry describes and builds the local provider.
@@ -417,7 +228,7 @@ impl ComputeProvider for LocalProvider {
         let previous = read_meta(&dir)?;
         if let Some(meta) = &previous {
             self.check_mark(&spec.name, meta, "adopt or replace")?;
-            if is_alive(meta.pid, meta.start_time) {
+            if is_alive(meta.pid, Some(meta.start_time)) {
                 tracing::info!(
                     name = %spec.name,
                     pid = meta.pid,
@@ -449,7 +260,7 @@ impl ComputeProvider for LocalProvider {
                 dir.display()
             )));
         };
-        if is_alive(meta.pid, meta.start_time) {
+        if is_alive(meta.pid, Some(meta.start_time)) {
             return Ok(Readiness::Ready {
                 phase: "RUNNING".into(),
             });
@@ -479,80 +290,19 @@ impl ComputeProvider for LocalProvider {
             return Ok(Deleted::AlreadyGone);
         }
         let log_path = dir.join(LOG_FILE);
-        let mut how = "was not running".to_owned();
-        if let Some(meta) = read_meta(&dir)? {
-            // Deleting by ID is explicit (the ID came from a create): refused only for a unit
-            // another owner marked. An unmarked one (written before marks existed) belongs to
-            // a run of this deployment's older version and is deleted when that run asks.
-            if meta.owner.is_some() {
-                self.check_mark(id, &meta, "delete")?;
-            }
-            let grace = meta
-                .stop_grace_ms
-                .map_or(self.cfg.kill_grace, Duration::from_millis);
-            if is_alive(meta.pid, meta.start_time) {
-                // The worker alone: it stops its job within its own grace, then reports.
-                signal_group(meta.pid, Signal::SIGTERM).map_err(|e| {
-                    ProviderError::transient(format!(
-                        "local provider: SIGTERM to worker {id} (pid {}): {e}",
-                        meta.pid
-                    ))
-                })?;
-                how = "stopped by SIGTERM".to_owned();
-                if !wait_gone(&meta, grace).await {
-                    tracing::warn!(
-                        name = id,
-                        pid = meta.pid,
-                        ?grace,
-                        "local external worker ignored SIGTERM; sending SIGKILL"
-                    );
-                    if meta.session {
-                        kill_session(meta.pid, meta.start_time);
-                    }
-                    signal_group(meta.pid, Signal::SIGKILL).map_err(|e| {
-                        ProviderError::transient(format!(
-                            "local provider: SIGKILL to worker {id} (pid {}): {e}",
-                            meta.pid
-                        ))
-                    })?;
-                    how = format!(
-                        "killed by SIGKILL after ignoring SIGTERM for {}",
-                        humantime::format_duration(grace)
-                    );
-                    if !wait_gone(&meta, KILL_CONFIRM).await {
-                        return Err(ProviderError::transient(format!(
-                            "local provider: worker {id} (pid {}) still alive {} after SIGKILL",
-                            meta.pid,
-                            humantime::format_duration(KILL_CONFIRM)
-                        )));
-                    }
+        let how = match read_meta(&dir)? {
+            Some(meta) => {
+                // Deleting by ID is explicit (the ID came from a create): refused only for a
+                // unit another owner marked. An unmarked one (written before marks existed)
+                // belongs to a run of this deployment's older version and is deleted when that
+                // run asks.
+                if meta.owner.is_some() {
+                    self.check_mark(id, &meta, "delete")?;
                 }
+                self.stop_worker(id, &meta).await?
             }
-            if meta.session {
-                // What the worker could not stop (it was killed, or died): its jobs' processes.
-                let left = kill_session(meta.pid, meta.start_time);
-                if left > 0 {
-                    tracing::warn!(
-                        name = id,
-                        pid = meta.pid,
-                        left,
-                        "processes of the worker's jobs outlived it; killed them"
-                    );
-                    how.push_str(&format!(
-                        "; {left} processes of its jobs left after it were killed"
-                    ));
-                    if !wait_session_gone(&meta, KILL_CONFIRM).await {
-                        return Err(ProviderError::transient(format!(
-                            "local provider: processes of worker {id}'s session {} still alive \
-                             {} after SIGKILL",
-                            meta.pid,
-                            humantime::format_duration(KILL_CONFIRM)
-                        )));
-                    }
-                }
-            }
-            wait_reaped(meta.pid).await;
-        }
+            None => "was not running".to_owned(),
+        };
         append_line(
             &log_path,
             &format!("=== {} deleted: {how}", chrono::Utc::now().to_rfc3339()),

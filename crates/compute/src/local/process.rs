@@ -1,6 +1,6 @@
-//! Operating-system details of the local provider: reading `/proc/<pid>/stat`, deciding whether
-//! a recorded process is still the one we started, signalling its process group and killing
-//! its session, building the child's environment and reaping children of this process.
+//! Operating-system details of the local provider: signalling a worker's process group and
+//! killing its session, building the child's environment and reaping children of this process.
+//! Whether a recorded worker is still the one we started is [`tea_runtime::procfs::is_alive`].
 
 use std::{
     collections::HashSet,
@@ -16,49 +16,9 @@ use nix::{
     unistd::Pid,
 };
 
+use tea_runtime::procfs::{self, ProcStat};
+
 use crate::EnvVar;
-
-/// The parts of `/proc/<pid>/stat` the provider needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ProcStat {
-    /// Field 3: `R`, `S`, `D`, `Z`, `T`, ...
-    pub state: char,
-    /// Field 6: the session.
-    pub session: u32,
-    /// Field 22: start time in clock ticks after boot (guards against pid reuse).
-    pub start_time: u64,
-}
-
-/// Parse the contents of `/proc/<pid>/stat`. The command name (field 2) is in parentheses and
-/// may itself contain spaces and parentheses, so fields are counted from the last `)`.
-pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
-    let close = text.rfind(')')?;
-    let mut fields = text.get(close + 1..)?.split_ascii_whitespace();
-    // After the command name: field 3 (state) is the first, field 22 (starttime) the 20th.
-    let state = fields.next()?.chars().next()?;
-    let session = fields.nth(2)?.parse().ok()?;
-    let start_time = fields.nth(15)?.parse().ok()?;
-    Some(ProcStat {
-        state,
-        session,
-        start_time,
-    })
-}
-
-/// The current `/proc/<pid>/stat` of `pid`, or `None` when there is no such process.
-pub(crate) fn read_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Whether `pid` is a live (non-zombie) process that started at `start_time`, i.e. still the
-/// process we recorded rather than a dead one or an unrelated process that reused the pid.
-pub(crate) fn is_alive(pid: u32, start_time: u64) -> bool {
-    match read_stat(pid) {
-        Some(stat) => stat.state != 'Z' && stat.state != 'X' && stat.start_time == start_time,
-        None => false,
-    }
-}
 
 /// Send `sig` to the process group led by `pid` (every worker is started as the leader of its
 /// own group), falling back to the pid alone if there is no such group. A process that is
@@ -82,21 +42,13 @@ pub(crate) fn signal_group(pid: u32, sig: Signal) -> Result<(), Errno> {
     }
 }
 
-fn is_dead(stat: &ProcStat) -> bool {
-    stat.state == 'Z' || stat.state == 'X'
-}
-
 /// The live processes of the session `sid` now, other than this process.
 fn session_members(sid: u32) -> Vec<u32> {
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| read_stat(*pid).is_some_and(|s| s.session == sid && !is_dead(&s)))
+    procfs::processes()
+        .into_iter()
+        .filter(|p| p.pid != me && p.session == sid && !p.has_exited())
+        .map(|p| p.pid)
         .collect()
 }
 
@@ -113,7 +65,7 @@ pub(crate) fn kill_session(leader: u32, leader_start: u64) -> usize {
     if leader <= 1 || nix::unistd::getsid(None).is_ok_and(|own| own.as_raw() as u32 == leader) {
         return 0;
     }
-    if read_stat(leader).is_some_and(|s| s.start_time != leader_start) {
+    if ProcStat::read(leader).is_some_and(|s| s.start_time != leader_start) {
         return 0;
     }
     let members = session_members(leader);
@@ -128,7 +80,7 @@ pub(crate) fn kill_session(leader: u32, leader_start: u64) -> usize {
 /// Whether any process but this one is left in the session `sid` of a worker started at
 /// `leader_start` (see [`kill_session`] for how a reused id is told).
 pub(crate) fn session_alive(sid: u32, leader_start: u64) -> bool {
-    if read_stat(sid).is_some_and(|s| s.start_time != leader_start) {
+    if ProcStat::read(sid).is_some_and(|s| s.start_time != leader_start) {
         return false;
     }
     !session_members(sid).is_empty()
@@ -226,25 +178,6 @@ pub(crate) fn reap_in_background(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_stat_with_awkward_command_names() {
-        let tail = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
-        let s = parse_stat(&format!("123 (a) b (c)) {tail}")).expect("parse");
-        assert_eq!(s.state, 'S');
-        assert_eq!(s.session, 3);
-        assert_eq!(s.start_time, 424242);
-        assert_eq!(parse_stat("123 (x) Z 1 2"), None);
-        assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn own_process_is_alive_and_wrong_start_time_is_not() {
-        let pid = std::process::id();
-        let stat = read_stat(pid).expect("own stat");
-        assert!(is_alive(pid, stat.start_time));
-        assert!(!is_alive(pid, stat.start_time + 1));
-    }
 
     #[test]
     fn child_env_is_explicit_and_lets_the_spec_win() {

@@ -10,12 +10,9 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
+use tea_runtime::procfs::{ProcStat, is_alive};
 
-use super::{
-    LocalConfig, LocalProvider,
-    process::{is_alive, read_stat, signal_group},
-    state::read_meta,
-};
+use super::{LocalConfig, LocalProvider, process::signal_group, state::read_meta};
 use crate::naming::compute_name;
 use crate::{
     ComputeOwner, ComputeProvider, ComputeSpec, Deleted, EnvVar, ErrorKind, ImageRef, Readiness,
@@ -83,7 +80,7 @@ impl Drop for TestDir {
         if let Ok(entries) = fs::read_dir(self.state_dir()) {
             for entry in entries.flatten() {
                 if let Ok(Some(meta)) = read_meta(&entry.path())
-                    && is_alive(meta.pid, meta.start_time)
+                    && is_alive(meta.pid, Some(meta.start_time))
                 {
                     let _ = signal_group(meta.pid, Signal::SIGKILL);
                 }
@@ -139,7 +136,7 @@ async fn wait_for_log(path: &Path, needle: &str) -> String {
 
 /// Whether the process `pid` that started at `start_time` is gone.
 fn gone(pid: u32, start_time: u64) -> bool {
-    !is_alive(pid, start_time)
+    !is_alive(pid, Some(start_time))
 }
 
 #[tokio::test]
@@ -165,7 +162,10 @@ async fn create_spawns_with_spec_env_and_log() {
     assert_eq!(meta.pid, pid);
     assert_eq!(meta.name, "ext-create-1");
     assert!(chrono::DateTime::parse_from_rfc3339(&meta.created_at).is_ok());
-    assert_eq!(read_stat(pid).map(|s| s.start_time), Some(meta.start_time));
+    assert_eq!(
+        ProcStat::read(pid).map(|s| s.start_time),
+        Some(meta.start_time)
+    );
 
     wait_for_log(&p.log_path("ext-create-1"), "queue=ext-create-1").await;
     assert_eq!(
@@ -188,7 +188,7 @@ async fn adopts_in_process_and_after_restart_then_deletes() {
     );
     let first = p.create_or_adopt(&s).await.expect("create");
     let pid = pid_of(&first);
-    let start = read_stat(pid).expect("stat").start_time;
+    let start = ProcStat::read(pid).expect("stat").start_time;
 
     let again = p.create_or_adopt(&s).await.expect("adopt");
     assert!(again.adopted);
@@ -267,7 +267,7 @@ async fn delete_escalates_to_sigkill_when_term_is_ignored() {
         .unwrap();
     assert_eq!(meta.stop_grace_ms, Some(700));
     let pid = pid_of(&h);
-    let start = read_stat(pid).expect("stat").start_time;
+    let start = ProcStat::read(pid).expect("stat").start_time;
     // Only once the trap is installed does the worker ignore SIGTERM.
     wait_for_log(&p.log_path("ext-stubborn-1"), "ready").await;
 
@@ -305,7 +305,7 @@ async fn delete_kills_what_the_jobs_of_a_killed_worker_left_in_its_session() {
                 .find_map(|l| l.strip_prefix(key))
                 .and_then(|pid| pid.trim().parse().ok())
                 .expect("a pid in the log");
-            (pid, read_stat(pid).expect("alive").start_time)
+            (pid, ProcStat::read(pid).expect("alive").start_time)
         })
         .collect();
     let meta = read_meta(&p.compute_dir("ext-leaver-1")).unwrap().unwrap();

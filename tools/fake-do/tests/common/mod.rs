@@ -1,14 +1,15 @@
 //! Shared helpers of the fake-do integration tests: starting a fake, a reference create
-//! body, HTTP helpers and polling with deadlines (no sleeps as synchronisation).
+//! body and HTTP helpers. Waiting with deadlines, scratch directories and process liveness
+//! are the harness's (`tea_harness`).
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tea_fake_do::{FakeDo, FakeDoConfig};
+use tea_harness::wait_for;
 
 pub const TOKEN: &str = "dop_v1_test_token";
 
@@ -133,51 +134,21 @@ impl Api {
     /// Polls the deployment until its phase is terminal; returns the deployment JSON.
     pub async fn wait_terminal(&self, app_id: &str, dep_id: &str) -> Value {
         let path = format!("/v2/apps/{app_id}/deployments/{dep_id}");
-        eventually(Duration::from_secs(10), || async {
-            let (s, v) = self.get(&path).await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            let phase = v["deployment"]["phase"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            ["ACTIVE", "ERROR", "CANCELED", "SUPERSEDED"]
-                .contains(&phase.as_str())
-                .then(|| v["deployment"].clone())
-        })
+        wait_for(
+            "a terminal deployment phase",
+            Duration::from_secs(10),
+            || async {
+                let (s, v) = self.get(&path).await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                let phase = v["deployment"]["phase"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                ["ACTIVE", "ERROR", "CANCELED", "SUPERSEDED"]
+                    .contains(&phase.as_str())
+                    .then(|| v["deployment"].clone())
+            },
+        )
         .await
-    }
-}
-
-/// Polls `f` (every 20 ms) until it yields `Some`, panicking after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Whether `pid` is a live (non-zombie) process.
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // Field 3 (after the parenthesised command name) is the state.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("");
-            state != "Z" && state != "X"
-        }
-        Err(_) => false,
     }
 }
