@@ -234,12 +234,17 @@ fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     .expect("signal the external worker");
 }
 
-/// The logs the local provider kept of the run's deleted units.
-fn kept_logs(fx: &Fixture) -> Vec<String> {
-    fx.kept_logs()
-        .iter()
+/// The text of each of the files at `paths` (units' logs).
+pub(crate) fn read_all(paths: impl IntoIterator<Item = std::path::PathBuf>) -> Vec<String> {
+    paths
+        .into_iter()
         .map(|path| std::fs::read_to_string(path).unwrap_or_default())
         .collect()
+}
+
+/// The logs the local provider kept of the run's deleted units.
+fn kept_logs(fx: &Fixture) -> Vec<String> {
+    read_all(fx.kept_logs())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
