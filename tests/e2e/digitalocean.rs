@@ -686,7 +686,11 @@ async fn a_command_runs_on_the_app_and_its_secret_travels_as_a_secret() {
         .await
         .expect("start");
     let outcome = run::completed(&handle, &fx.worker).await;
-    let job = outcome.job.as_ref().expect("the job's result");
+    let job = outcome
+        .job
+        .as_ref()
+        .and_then(tea_contract::JobOutcome::command)
+        .expect("the job's result");
     // The job had the value: masking replaces exactly the secret values.
     assert_eq!(job.output_tail[0].line, "token ***, mode fast");
     let bodies = fx.fake.raw_create_bodies();
@@ -707,6 +711,42 @@ async fn a_command_runs_on_the_app_and_its_secret_travels_as_a_secret() {
         !fx.worker.output().contains(SECRET),
         "the secret is in the log"
     );
+    assert!(fx.fake.snapshot().apps.is_empty(), "app left");
+}
+
+/// A run's resources through App Platform: its app gets the cheapest instance size that fits
+/// them, and the run's cost estimate is that size's price, not the configured size's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_s_resources_pick_its_app_s_size_and_its_cost() {
+    let fx = Fixture::start("do-resources").await;
+    let input = tea_contract::WorkflowInput {
+        resources: Some(tea_contract::Resources {
+            cpu: Some(tea_contract::Cpus::from_millis(1000)),
+            memory: Some(1536 << 20),
+            ..Default::default()
+        }),
+        ..run::input("1s")
+    };
+    let id = format!("do-resources-{}", uuid::Uuid::new_v4().simple());
+    let handle = tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
+        .await
+        .expect("start");
+    let end = fx.finish(&handle).await;
+    let RunEnd::Completed(outcome) = &end else {
+        panic!("run ended {end}; worker: {}", fx.worker.output());
+    };
+    let bodies = fx.fake.raw_create_bodies();
+    assert_eq!(
+        bodies[0]["spec"]["workers"][0]["instance_size_slug"],
+        "apps-s-1vcpu-2gb"
+    );
+    let [usage] = outcome.usage.as_slice() else {
+        panic!("one unit: {:?}", outcome.usage);
+    };
+    assert_eq!(usage.size.as_deref(), Some("apps-s-1vcpu-2gb"));
+    let price = tea_compute::digitalocean::pricing::usd_per_second(25.0);
+    let cost = usage.estimated_cost_usd.expect("a cost estimate");
+    assert!((cost - usage.seconds * price).abs() < 1e-12, "{usage:?}");
     assert!(fx.fake.snapshot().apps.is_empty(), "app left");
 }
 

@@ -440,6 +440,38 @@ async fn docker_cancel_mid_job_removes_the_container() {
     fx.assert_nothing_left().await;
 }
 
+/// A run's resources are its container's limits, as the engine reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_run_s_resources_are_its_container_s_limits() {
+    let test = "docker-resources";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let fx = Fixture::start(test, docker, image, None).await;
+    let input = WorkflowInput {
+        resources: Some(tea_contract::Resources {
+            cpu: Some(tea_contract::Cpus::from_millis(500)),
+            memory: Some(256 << 20),
+            ..Default::default()
+        }),
+        ..fx.input("10m")
+    };
+    let handle = fx.start_run(test, input).await;
+    let container = fx.job_container(&handle).await;
+    let host = fx
+        .docker
+        .inspect_container(&container, None)
+        .await
+        .expect("inspect")
+        .host_config
+        .expect("a host config");
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(host.memory, Some(256 << 20));
+    let end = run::cancel_and_finish(&handle, &fx.worker).await;
+    assert!(matches!(end, RunEnd::Cancelled), "run ended {end}");
+    fx.assert_nothing_left().await;
+}
+
 /// The container's secrets (the Temporal API key, a job secret) are not in its configuration,
 /// where `docker inspect` shows them: the worker took them from the file the provider put in
 /// and deleted it before it polled.

@@ -17,8 +17,10 @@ mod kubernetes;
 mod local;
 mod metrics;
 mod operator;
+mod own_activity;
 mod ownership;
 mod resume;
+mod starter_summary;
 mod versioning;
 
 /// The test support library, under the name the tests use.

@@ -129,7 +129,11 @@ fn last_step_printed(log: &str) -> u32 {
 
 /// The lines of the job's output tail in the run's result.
 fn output_lines(outcome: &RunOutcome) -> Vec<&str> {
-    let job = outcome.job.as_ref().expect("the command's result");
+    let job = outcome
+        .job
+        .as_ref()
+        .and_then(|job| job.command())
+        .expect("the command's result");
     job.output_tail.iter().map(|l| l.line.as_str()).collect()
 }
 

@@ -4,8 +4,9 @@
 //! is up, deletes it and lists what it manages. Implementations: one module each
 //! ([`digitalocean`], [`docker`], [`kubernetes`], [`local`]), listed with their names and
 //! defaults in [`registry`]. Each provider is built with a [`ComputeOwner`] and only ever lists
-//! or sweeps compute carrying that mark (see [`owner`]). The workflow's activities drive these
-//! calls; nothing here knows about Temporal.
+//! or sweeps compute carrying that mark (see [`owner`]). Each also says what it creates for a
+//! run's resources, or refuses them before anything exists (see [`sizing`]). The workflow's
+//! activities drive these calls; nothing here knows about Temporal.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
@@ -18,6 +19,8 @@ pub mod naming;
 pub mod owner;
 mod provider;
 pub mod registry;
+pub mod sizing;
 
 pub use owner::{ComputeOwner, NotOurs};
 pub use provider::*;
+pub use sizing::UnitSize;

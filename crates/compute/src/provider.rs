@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::ComputeOwner;
+use crate::{ComputeOwner, UnitSize};
 
 /// The container image an external worker runs from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +49,9 @@ pub struct ComputeSpec {
     pub name: String,
     pub image: ImageRef,
     pub env: Vec<EnvVar>,
+    /// What the run asks of the unit (default: nothing, the provider's default size); the
+    /// provider creates what [`ComputeProvider::fit`] answers for it.
+    pub resources: tea_contract::Resources,
 }
 
 impl ComputeSpec {
@@ -305,6 +308,19 @@ pub trait ComputeProvider: Send + Sync + 'static {
         None
     }
 
+    /// What this provider creates for a run asking `resources`, or a permanent error naming
+    /// the field it cannot honour and this provider. Asked before a run's first unit exists,
+    /// and applied by [`create_or_adopt`](Self::create_or_adopt) (which refuses the same
+    /// requests). Nothing asked may be ignored: the default refuses every field, so a
+    /// provider that maps none still gives runs that ask for nothing its default size.
+    async fn fit(&self, resources: &tea_contract::Resources) -> Result<UnitSize, ProviderError> {
+        crate::sizing::refuse_all(self.kind(), resources)?;
+        Ok(UnitSize {
+            usd_per_second: self.usd_per_second(),
+            ..Default::default()
+        })
+    }
+
     /// Whether the platform restarts a worker process that exits (App Platform does): then a
     /// worker that is no longer needed must stay down instead of exiting, or it crash-loops.
     fn restarts_exited_workers(&self) -> bool {
@@ -337,6 +353,7 @@ mod tests {
                 // A stale one from the caller is replaced, never doubled.
                 var(tea_contract::SECRET_NAMES_ENV, false),
             ],
+            resources: Default::default(),
         };
         let env = spec.for_worker().env;
         let names: Vec<(&str, &str, bool)> = env

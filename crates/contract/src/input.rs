@@ -13,6 +13,12 @@
 //! strings such as `"90s"`, `"1h30m"`. `null` counts as absent. Unknown fields are refused: a
 //! field this version does not know (a typo, or an option from a newer client) would otherwise
 //! be silently ignored and the run would do something else than was asked.
+//!
+//! The job is one of three: the original's timed `long-running-command` (no job field), the
+//! user's `command` (with `env`, `workdir`, `job_duration` as its time limit), or the user's
+//! own `activity` (with `activity_args`, `activity_start_to_close`, `activity_max_attempts`);
+//! the fields of one kind are refused beside the other's. `resources` ([`crate::resources`])
+//! goes with any of them.
 
 use std::time::Duration;
 
@@ -20,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use temporalio_common::{data_converters::RawValue, protos::temporal::api::common::v1::Payload};
 
-use crate::GoDuration;
+use crate::{GoDuration, MAX_ACTIVITY_ATTEMPTS_LIMIT, Resources, activity_input::args_field};
 
 /// How long the job runs when the input does not say (the original's one minute).
 pub const DEFAULT_JOB_DURATION: GoDuration = GoDuration::from_secs(60);
@@ -85,10 +91,28 @@ pub struct WorkflowInput {
     /// The job's working directory on the compute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// The user's own activity to run on the compute instead of a built-in one: its activity
+    /// type name, as the unit's worker (in any SDK) registers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<String>,
+    /// The activity's arguments, each its own `json/plain` payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_args: Option<Vec<Value>>,
+    /// The activity's start-to-close timeout, per attempt (default
+    /// [`DEFAULT_COMMAND_TIME_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_start_to_close: Option<GoDuration>,
+    /// Attempts of the activity on the same unit (default 1): Temporal retries a failed
+    /// attempt there, with the last attempt's heartbeat details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_max_attempts: Option<u32>,
+    /// What the run asks of its unit of compute (CPUs, memory, GPUs, a size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// Every field [`WorkflowInput`] has, as it is spelled on the wire.
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 16] = [
     "registry",
     "repository",
     "tag",
@@ -100,6 +124,11 @@ const FIELDS: [&str; 11] = [
     "command",
     "env",
     "workdir",
+    "activity",
+    "activity_args",
+    "activity_start_to_close",
+    "activity_max_attempts",
+    "resources",
 ];
 
 impl WorkflowInput {
@@ -121,18 +150,23 @@ impl WorkflowInput {
     }
 
     /// How long the job may take: `job_duration` (for a command, its time limit: default
-    /// [`DEFAULT_COMMAND_TIME_LIMIT`]).
+    /// [`DEFAULT_COMMAND_TIME_LIMIT`]; for an own activity, its start-to-close).
     pub fn job_time(&self) -> Duration {
         match (&self.command, self.job_duration) {
+            _ if self.activity.is_some() => self.activity_start_to_close(),
             (Some(_), None) => DEFAULT_COMMAND_TIME_LIMIT,
             _ => self.job_duration(),
         }
     }
 
     /// The job's start-to-close: its time plus a tenth of it, at least five minutes (a
-    /// heartbeat timeout notices a dead worker long before).
+    /// heartbeat timeout notices a dead worker long before). An own activity's is exactly its
+    /// `activity_start_to_close`.
     pub fn job_start_to_close(&self) -> Duration {
         let job = self.job_time();
+        if self.activity.is_some() {
+            return job;
+        }
         job + (job / 10).max(Duration::from_secs(300))
     }
 
@@ -164,22 +198,24 @@ impl WorkflowInput {
             low,
             high,
         )?;
+        self.validate_activity()?;
         if self.heartbeat_timeout() >= self.job_start_to_close() {
+            let from = match self.activity {
+                Some(_) => "activity_start_to_close",
+                None => "job_duration",
+            };
             return Err(format!(
                 "workflow input field `heartbeat_timeout` ({}) must be shorter than the job's \
-                 deadline ({}, from `job_duration`)",
+                 deadline ({}, from `{from}`)",
                 GoDuration(self.heartbeat_timeout()),
                 GoDuration(self.job_start_to_close())
             ));
         }
-        if !(1..=MAX_COMPUTE_ATTEMPTS_LIMIT).contains(&self.max_compute_attempts()) {
-            return Err(format!(
-                "workflow input field `max_compute_attempts` must be between 1 and \
-                 {MAX_COMPUTE_ATTEMPTS_LIMIT}, got {}",
-                self.max_compute_attempts()
-            ));
-        }
-        Ok(())
+        check_count(
+            "max_compute_attempts",
+            self.max_compute_attempts(),
+            MAX_COMPUTE_ATTEMPTS_LIMIT,
+        )
     }
 
     /// The input as the one `json/plain` payload a Go starter sends.
@@ -254,11 +290,20 @@ impl WorkflowInput {
                 "heartbeat_timeout" => input.heartbeat_timeout = Some(duration()?),
                 "worker_start_timeout" => input.worker_start_timeout = Some(duration()?),
                 "max_compute_attempts" => {
-                    input.max_compute_attempts = Some(count_field(field, &value)?)
+                    input.max_compute_attempts =
+                        Some(count_field(field, &value, MAX_COMPUTE_ATTEMPTS_LIMIT)?)
                 }
                 "command" => input.command = Some(command_field(&value)?),
                 "env" => input.env = Some(env_field(&value)?),
                 "workdir" => input.workdir = Some(string_field(field, &value)?),
+                "activity" => input.activity = Some(string_field(field, &value)?),
+                "activity_args" => input.activity_args = Some(args_field(&value)?),
+                "activity_start_to_close" => input.activity_start_to_close = Some(duration()?),
+                "activity_max_attempts" => {
+                    input.activity_max_attempts =
+                        Some(count_field(field, &value, MAX_ACTIVITY_ATTEMPTS_LIMIT)?)
+                }
+                "resources" => input.resources = Some(Resources::from_json(&value)?),
                 _ => unreachable!("every name in FIELDS is matched above"),
             }
         }
@@ -277,7 +322,12 @@ fn missing_input() -> String {
         .to_owned()
 }
 
-fn check_range(field: &str, value: Duration, low: Duration, high: Duration) -> Result<(), String> {
+pub(crate) fn check_range(
+    field: &str,
+    value: Duration,
+    low: Duration,
+    high: Duration,
+) -> Result<(), String> {
     if value < low || value > high {
         return Err(format!(
             "workflow input field `{field}` must be between {} and {}, got {}",
@@ -392,17 +442,27 @@ fn env_field(value: &Value) -> Result<std::collections::BTreeMap<String, String>
     Ok(env)
 }
 
-fn count_field(field: &str, value: &Value) -> Result<u32, String> {
+/// A whole number for `field`, whose values run from 1 to `limit`.
+pub(crate) fn count_field(field: &str, value: &Value, limit: u32) -> Result<u32, String> {
     value
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| {
             format!(
-                "field `{field}` must be a whole number from 1 to {MAX_COMPUTE_ATTEMPTS_LIMIT}, \
-                 got {}",
+                "field `{field}` must be a whole number from 1 to {limit}, got {}",
                 describe(value)
             )
         })
+}
+
+/// Checks that `field`'s `value` runs from 1 to `limit`.
+pub(crate) fn check_count(field: &str, value: u32, limit: u32) -> Result<(), String> {
+    if !(1..=limit).contains(&value) {
+        return Err(format!(
+            "workflow input field `{field}` must be between 1 and {limit}, got {value}"
+        ));
+    }
+    Ok(())
 }
 
 /// A duration: Go nanoseconds (an integer) or a string such as `"90s"`. `what` names it in
@@ -576,6 +636,80 @@ mod tests {
             ),
         ] {
             let err = decode(json).unwrap_err();
+            assert!(err.contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_own_activity_with_arguments_and_resources_decodes() {
+        let input = decode(
+            r#"{"repository":"e","tag":"t","activity":"compose_greeting","activity_args":["Hi",{"n":2}],"activity_start_to_close":"10m","activity_max_attempts":3,"resources":{"cpu":0.5,"memory":"256MiB"}}"#,
+        )
+        .unwrap();
+        assert_eq!(input.activity.as_deref(), Some("compose_greeting"));
+        assert_eq!(
+            input.activity_args,
+            Some(vec![Value::from("Hi"), serde_json::json!({"n": 2})])
+        );
+        assert_eq!(input.job_start_to_close(), Duration::from_secs(600));
+        assert_eq!(input.activity_max_attempts(), 3);
+        let resources = input.resources.clone().unwrap();
+        assert_eq!(resources.memory, Some(256 << 20));
+        // What the starter sends decodes to the same.
+        assert_eq!(
+            WorkflowInput::from_payloads(&input.to_raw().payloads).unwrap(),
+            input
+        );
+        // Without them the wire form is what it was.
+        let plain: Value =
+            serde_json::from_slice(&WorkflowInput::default().to_payload().data).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"registry": "", "repository": "", "tag": ""})
+        );
+    }
+
+    #[test]
+    fn own_activity_fields_go_together_and_not_with_a_command() {
+        for (json, expected) in [
+            (r#""activity":"""#, "`activity` must not be empty"),
+            (r#""activity":5"#, "`activity` must be a string"),
+            (r#""activity_args":[1]"#, "`activity_args` needs `activity`"),
+            (
+                r#""activity_max_attempts":2"#,
+                "`activity_max_attempts` needs `activity`",
+            ),
+            (
+                r#""activity":"a","activity_args":1"#,
+                "`activity_args` must be an array",
+            ),
+            (
+                r#""activity":"a","command":["ls"]"#,
+                "`command` belongs to a command job",
+            ),
+            (
+                r#""activity":"a","job_duration":"1s""#,
+                "`job_duration` belongs to",
+            ),
+            (
+                r#""activity":"a","activity_start_to_close":"0s""#,
+                "`activity_start_to_close` must be between",
+            ),
+            (
+                r#""activity":"a","activity_max_attempts":0"#,
+                "`activity_max_attempts` must be between 1 and 100",
+            ),
+            (
+                r#""activity":"a","heartbeat_timeout":"1h","activity_start_to_close":"1m""#,
+                "shorter than the job's deadline",
+            ),
+            (
+                r#""resources":{"gpu":"one"}"#,
+                "`resources.gpu` must be a whole number",
+            ),
+        ] {
+            let json = format!(r#"{{"repository":"e","tag":"t",{json}}}"#);
+            let err = decode(&json).unwrap_err();
             assert!(err.contains(expected), "{json}: {err}");
         }
     }

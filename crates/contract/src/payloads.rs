@@ -7,7 +7,7 @@ use temporalio_sdk::activities::ActivityError;
 
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 
-use crate::{GoDuration, decode_json, duration_value};
+use crate::{GoDuration, decode_json, duration_value, json_payload};
 
 /// Progress the external worker reports with each heartbeat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +132,24 @@ pub fn decode_long_running_args(payloads: &[Payload]) -> Result<(GoDuration, GoD
     ))
 }
 
+/// An own activity's arguments as its worker's SDK reads them: each argument its own
+/// `json/plain` payload, as every SDK's default converter writes one.
+pub fn activity_arg_payloads(args: &[serde_json::Value]) -> Vec<Payload> {
+    args.iter().map(json_payload).collect()
+}
+
+/// An own activity's return value from its result payloads: `None` for nothing or `null`. A
+/// payload that is not JSON (`binary/plain` bytes, protobuf) is refused, naming its encoding:
+/// the run's result is JSON.
+pub fn decode_activity_result(payloads: &[Payload]) -> Result<Option<serde_json::Value>, String> {
+    let Some(first) = payloads.first() else {
+        return Ok(None);
+    };
+    let value = decode_json(first)
+        .map_err(|e| format!("its result cannot be the run's result (a JSON value): {e}"))?;
+    Ok(Some(value).filter(|v| !v.is_null()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +180,35 @@ mod tests {
             let err = decode_long_running_args(&payloads).unwrap_err();
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn own_activity_arguments_are_one_json_payload_each_and_results_decode() {
+        let args = [
+            serde_json::json!("Hello"),
+            serde_json::json!({"name": "World", "n": 2}),
+        ];
+        let payloads = activity_arg_payloads(&args);
+        assert_eq!(payloads.len(), 2);
+        assert_eq!(payloads[1].metadata["encoding"], b"json/plain");
+        assert_eq!(decode_json(&payloads[1]).unwrap(), args[1]);
+        assert_eq!(
+            decode_activity_result(&payloads[..1]).unwrap(),
+            Some(serde_json::json!("Hello"))
+        );
+        assert_eq!(decode_activity_result(&[]).unwrap(), None);
+        let none = Payload {
+            metadata: [("encoding".to_owned(), b"binary/null".to_vec())].into(),
+            ..Default::default()
+        };
+        assert_eq!(decode_activity_result(&[none]).unwrap(), None);
+        let bytes = Payload {
+            metadata: [("encoding".to_owned(), b"binary/plain".to_vec())].into(),
+            data: vec![1, 2],
+            ..Default::default()
+        };
+        let err = decode_activity_result(&[bytes]).unwrap_err();
+        assert!(err.contains("binary/plain"), "{err}");
     }
 
     #[test]

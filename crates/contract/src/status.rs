@@ -9,6 +9,57 @@ use temporalio_common::{
 
 use crate::{CommandResult, GoDuration, WORKFLOW_TYPE};
 
+/// How a run's own activity failed (runs with `activity`): the failure the activity raised,
+/// which is also the run's failure (type, message, details, non-retryable flag).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    /// The activity type that failed.
+    pub activity: String,
+    /// The failure's type (an exception's class name, an `ApplicationError`'s `type`); empty
+    /// when it has none.
+    pub failure_type: String,
+    pub message: String,
+    pub non_retryable: bool,
+}
+
+/// What the run's job did: the user's command or the user's own activity (none for the
+/// original's timed job). On the wire the command's result as it always was, or the
+/// activity's `{"activity", "result"}`: either way `job.result` is what the job returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JobOutcome {
+    Command(CommandResult),
+    Activity(ActivityResult),
+}
+
+impl JobOutcome {
+    /// The user's command's result, when the job was a command.
+    pub fn command(&self) -> Option<&CommandResult> {
+        match self {
+            JobOutcome::Command(command) => Some(command),
+            JobOutcome::Activity(_) => None,
+        }
+    }
+
+    /// What the job returned: the command's result file, the activity's return value.
+    pub fn result(&self) -> Option<&serde_json::Value> {
+        match self {
+            JobOutcome::Command(command) => command.result.as_ref(),
+            JobOutcome::Activity(activity) => activity.result.as_ref(),
+        }
+    }
+}
+
+/// The result of a run's own activity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityResult {
+    /// The activity type that ran.
+    pub activity: String,
+    /// Its return value (absent when it returned nothing or `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
 /// Where a run is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +98,9 @@ pub struct RunStatus {
     pub task_queue: Option<String>,
     pub provider: Option<String>,
     pub error: Option<String>,
+    /// How the run's own activity failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_failure: Option<JobFailure>,
     /// Every unit of compute the run has used and deleted so far.
     #[serde(default)]
     pub usage: Vec<UnitUsage>,
@@ -104,9 +158,10 @@ pub struct RunOutcome {
     pub deleted: bool,
     /// Compute attempts the run used (more than one when a worker died or never came up).
     pub attempts: u32,
-    /// What the user's command did (runs with a `command`).
+    /// What the user's command or own activity did (runs with a `command` or an
+    /// `activity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<CommandResult>,
+    pub job: Option<JobOutcome>,
     /// The compute each attempt used and for how long (absent in results of runs from before
     /// it was recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -124,6 +179,10 @@ pub struct UnitUsage {
     /// `seconds` times the provider's per-second price (App Platform: its instance size's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost_usd: Option<f64>,
+    /// The size the provider created for the run's `resources` (`apps-s-1vcpu-2gb`,
+    /// `0.5 CPU, 256 MiB`); absent when the run asked for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
 }
 
 /// Heartbeat details of `WaitForAppBuild`: where the deployment is.
@@ -198,6 +257,41 @@ mod tests {
             timed.to_string(),
             "resumed after 40s of work at attempt 2 (from attempt 1)"
         );
+    }
+
+    #[test]
+    fn a_command_s_result_keeps_its_wire_form_and_an_activity_s_has_its_own() {
+        let command = JobOutcome::Command(CommandResult {
+            exit_code: 0,
+            result: Some(serde_json::json!({"rows": 3})),
+            ..Default::default()
+        });
+        let json = serde_json::to_value(&command).unwrap();
+        assert_eq!(
+            json,
+            serde_json::to_value(CommandResult {
+                exit_code: 0,
+                result: Some(serde_json::json!({"rows": 3})),
+                ..Default::default()
+            })
+            .unwrap()
+        );
+        assert_eq!(serde_json::from_value::<JobOutcome>(json).unwrap(), command);
+        let activity = JobOutcome::Activity(ActivityResult {
+            activity: "compose_greeting".into(),
+            result: Some(serde_json::json!({"greeting": "Hello"})),
+        });
+        let json = serde_json::to_value(&activity).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"activity": "compose_greeting", "result": {"greeting": "Hello"}})
+        );
+        let decoded: JobOutcome = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            decoded.result(),
+            Some(&serde_json::json!({"greeting": "Hello"}))
+        );
+        assert_eq!(decoded, activity);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use tea_compute::registry::{self, Provider};
-use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE};
+use tea_contract::{Cpus, GoDuration, WORKFLOW_TASK_QUEUE};
+use tea_orchestrator::capacity::resources;
 use tea_runtime::cli::LogArgs;
 
 /// Workflow worker for the external-activity pattern. Connects with the standard Temporal client
@@ -73,6 +74,14 @@ pub(crate) struct Args {
     /// request's cap is in force).
     #[arg(long, env = "MAX_CONCURRENT_COMPUTE")]
     pub(crate) max_concurrent_compute: Option<u32>,
+    /// The most CPUs one run may ask for in its `resources` (e.g. `4`, `0.5`; default:
+    /// what the provider has). A run asking for more, or for a size with more, fails at once.
+    #[arg(long, env = "MAX_RUN_CPUS", value_parser = resources::parse_max_cpus)]
+    pub(crate) max_run_cpus: Option<Cpus>,
+    /// The most memory one run may ask for in its `resources` (bytes, or `8GiB`, `512MiB`;
+    /// default: what the provider has). A run asking for more fails at once.
+    #[arg(long, env = "MAX_RUN_MEMORY", value_parser = resources::parse_max_memory)]
+    pub(crate) max_run_memory: Option<u64>,
     /// How often the capacity semaphore frees slots of runs that closed without releasing
     /// them (terminated, timed out), and how often capped runs re-assert their request or
     /// their slot to it.

@@ -17,6 +17,7 @@ use tea_compute::{
 use tea_contract::GoDuration;
 use tea_orchestrator::{
     activities::{PollBackoff, forwarded_temporal_env, job_secret_env},
+    capacity::resources::RunBounds,
     sweeper::{SweepOptions, grace_shorter_than_deploy_note, schedule_id},
     versioning::Versioning,
     worker::{WorkflowWorkerConfig, run},
@@ -189,6 +190,10 @@ async fn run_main(
         max_compute_lifetime: args.max_compute_lifetime.map(GoDuration::as_duration),
         max_concurrent_compute: args.max_concurrent_compute,
         capacity_check_interval: args.capacity_check_interval.as_duration(),
+        run_bounds: RunBounds {
+            max_cpus: args.max_run_cpus,
+            max_memory: args.max_run_memory,
+        },
         versioning,
     };
     run(

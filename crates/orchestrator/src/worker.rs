@@ -11,7 +11,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::PollerBehavior};
 
 use crate::{
     activities::{PollBackoff, ProvisioningActivities},
-    capacity::{self, CapacityActivities, ComputeCapacity},
+    capacity::{self, CapacityActivities, ComputeCapacity, resources::RunBounds},
     operator_delete::{OperatorDeleteActivities, OperatorDeleteCompute},
     sweeper::{self, SweepActivities, SweepLeakedCompute, SweepOptions},
     versioning::{Versioning, deployment_options},
@@ -38,6 +38,8 @@ pub struct WorkflowWorkerConfig {
     pub max_concurrent_compute: Option<u32>,
     /// How often the capacity semaphore checks its holders and waiters for closed runs.
     pub capacity_check_interval: Duration,
+    /// The operator's bounds on what one run may ask for (`MAX_RUN_CPUS`, `MAX_RUN_MEMORY`).
+    pub run_bounds: RunBounds,
     /// This worker's deployment version (`None`: unversioned).
     pub versioning: Option<Versioning>,
 }
@@ -53,6 +55,7 @@ impl Default for WorkflowWorkerConfig {
             max_compute_lifetime: None,
             max_concurrent_compute: None,
             capacity_check_interval: crate::capacity::DEFAULT_CHECK_EVERY,
+            run_bounds: RunBounds::default(),
             versioning: None,
         }
     }
@@ -114,7 +117,8 @@ pub async fn run(
             .with_cap(
                 config.max_concurrent_compute,
                 config.capacity_check_interval,
-            );
+            )
+            .with_sizing(Arc::clone(&provider), config.run_bounds);
     if let Some(cap) = config.max_concurrent_compute {
         tracing::info!(
             cap,

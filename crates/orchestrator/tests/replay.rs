@@ -58,6 +58,18 @@ const BASELINE_RUN_PATHS: &[&str] = &[
     "failed-deployment",
     "failed-lifetime-exceeded",
     "failed-lifetime-counted-from-create",
+    // The user's own activity (new input, same baseline: runs naming none take the paths
+    // above): completed with its typed result, failed with its own non-retryable failure,
+    // named but not registered by the unit's worker, its worker killed and run again on a
+    // fresh unit; as the child of a Python workflow, completed and cancelled with its parent.
+    "happy-own-activity",
+    "failed-own-activity-non-retryable",
+    "failed-own-activity-not-registered",
+    "reprovision-own-activity",
+    "happy-child-of-python",
+    "cancel-child-of-python-parent",
+    // Resources refused before any compute (by the operator's bound).
+    "failed-resources-refused",
 ];
 
 fn history_files() -> Vec<PathBuf> {

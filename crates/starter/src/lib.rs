@@ -5,6 +5,7 @@
 //! input payload.
 
 pub mod status;
+pub mod summary;
 
 use std::fmt;
 
@@ -49,14 +50,12 @@ impl RunEnd {
 impl fmt::Display for RunEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // What the job did is measured apart (see [`summary`]).
             RunEnd::Completed(outcome) => {
                 write!(
                     f,
-                    "completed: job ran {} on {} compute {} (queue {}), compute deleted",
-                    outcome.job_duration,
-                    outcome.provider,
-                    outcome.compute_name,
-                    outcome.task_queue
+                    "completed on {} compute {} (queue {}), compute deleted",
+                    outcome.provider, outcome.compute_name, outcome.task_queue
                 )?;
                 if !outcome.usage.is_empty() {
                     let seconds: f64 = outcome.usage.iter().map(|u| u.seconds).sum();
@@ -145,20 +144,28 @@ fn failure_message(error: &dyn std::error::Error) -> String {
 }
 
 /// Link to the run in the Temporal Web UI: `ui_base` when given (TEMPORAL_UI_URL), Temporal
-/// Cloud's UI for a `*.tmprl.cloud` address, else the dev server's UI on port 8233.
+/// Cloud's UI for a `*.tmprl.cloud` address, else a dev server's UI, which `temporal server
+/// start-dev` serves on its port plus 1000 unless told otherwise (`--ui-port`: then set
+/// TEMPORAL_UI_URL).
 pub fn ui_link(address: &str, namespace: &str, workflow_id: &str, ui_base: Option<&str>) -> String {
     let base = match ui_base {
         Some(base) => base.trim_end_matches('/').to_owned(),
         None if address.contains("tmprl.cloud") => "https://cloud.temporal.io".to_owned(),
         None => {
-            let host = address
+            let authority = address
                 .trim_start_matches("http://")
                 .trim_start_matches("https://")
-                .split(':')
+                .split('/')
                 .next()
-                .filter(|h| !h.is_empty())
-                .unwrap_or("localhost");
-            format!("http://{host}:8233")
+                .unwrap_or_default();
+            let (host, port) = authority
+                .rsplit_once(':')
+                .map_or((authority, None), |(host, port)| {
+                    (host, port.parse::<u16>().ok())
+                });
+            let host = Some(host).filter(|h| !h.is_empty()).unwrap_or("localhost");
+            let ui_port = port.unwrap_or(7233).saturating_add(1000);
+            format!("http://{host}:{ui_port}")
         }
     };
     format!("{base}/namespaces/{namespace}/workflows/{workflow_id}")
@@ -181,6 +188,15 @@ mod tests {
         assert_eq!(
             ui_link("x:7233", "default", "wf", Some("https://ui.example/")),
             "https://ui.example/namespaces/default/workflows/wf"
+        );
+        // A dev server on another port serves its UI 1000 above it.
+        assert_eq!(
+            ui_link("127.0.0.1:17233", "default", "wf", None),
+            "http://127.0.0.1:18233/namespaces/default/workflows/wf"
+        );
+        assert_eq!(
+            ui_link("temporal", "default", "wf", None),
+            "http://temporal:8233/namespaces/default/workflows/wf"
         );
     }
 }

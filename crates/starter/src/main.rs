@@ -11,6 +11,7 @@ use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tea_contract::{GoDuration, WORKFLOW_TASK_QUEUE, WorkflowInput};
+use tea_starter::RunEnd;
 
 /// Start a run of the external-activity workflow. Connects with the standard Temporal client
 /// environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS, profiles).
@@ -68,12 +69,72 @@ struct Args {
     /// The job's working directory on the compute.
     #[arg(long)]
     workdir: Option<String>,
+    /// Run your own activity on the compute instead of a command: its activity type name, as
+    /// the worker in the run's image registers it (see docs/own-activity.md).
+    #[arg(long, conflicts_with_all = ["job", "job_env", "workdir", "job_duration"])]
+    activity: Option<String>,
+    /// An argument of the activity, as JSON (repeatable, in order): `--arg '"World"' --arg 2`.
+    #[arg(long = "arg", value_name = "JSON", requires = "activity", value_parser = parse_json)]
+    activity_args: Vec<serde_json::Value>,
+    /// The activity's start-to-close timeout per attempt. Default 24h.
+    #[arg(long, requires = "activity")]
+    activity_start_to_close: Option<GoDuration>,
+    /// Attempts of the activity on its unit (1-100). Default 1.
+    #[arg(long, requires = "activity")]
+    activity_max_attempts: Option<u32>,
+    /// CPUs the run's unit of compute gets (fractional allowed: 0.5).
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory the run's unit gets: bytes, or with a unit (`512MiB`, `2GiB`, `1.5GB`).
+    #[arg(long)]
+    memory: Option<String>,
+    /// GPUs the run's unit gets.
+    #[arg(long)]
+    gpu: Option<u32>,
+    /// The provider's own size for the run's unit (an App Platform instance size slug).
+    #[arg(long)]
+    size: Option<String>,
+    /// Print how the run ended as JSON, the job's result whole (the IDs and the UI link go to
+    /// stderr).
+    #[arg(long, conflicts_with = "no_wait")]
+    json: bool,
     #[command(flatten)]
     log: LogArgs,
     /// The job to run on the compute, after `--`: program and arguments (no shell). Without
     /// it the job is the original's timed `long-running-command`.
     #[arg(last = true, value_name = "PROGRAM [ARGS]")]
     job: Vec<String>,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text)
+        .map_err(|e| format!("not JSON ({e}); a string argument is quoted: '\"World\"'"))
+}
+
+/// The run's `resources` from `--cpu`, `--memory`, `--gpu` and `--size`, checked as the
+/// workflow checks them.
+fn resources(args: &Args) -> Result<Option<tea_contract::Resources>, String> {
+    let mut asked = serde_json::Map::new();
+    if let Some(cpu) = args.cpu {
+        asked.insert("cpu".into(), cpu.into());
+    }
+    if let Some(memory) = &args.memory {
+        let memory = match memory.trim().parse::<u64>() {
+            Ok(bytes) => bytes.into(),
+            Err(_) => memory.clone().into(),
+        };
+        asked.insert("memory".into(), memory);
+    }
+    if let Some(gpu) = args.gpu {
+        asked.insert("gpu".into(), gpu.into());
+    }
+    if let Some(size) = &args.size {
+        asked.insert("size".into(), size.clone().into());
+    }
+    if asked.is_empty() {
+        return Ok(None);
+    }
+    tea_contract::Resources::from_json(&asked.into()).map(Some)
 }
 
 fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
@@ -139,6 +200,17 @@ async fn main() -> ExitCode {
         command: (!args.job.is_empty()).then(|| args.job.clone()),
         env: (!args.job_env.is_empty()).then(|| args.job_env.iter().cloned().collect()),
         workdir: args.workdir.clone(),
+        activity: args.activity.clone(),
+        activity_args: (!args.activity_args.is_empty()).then(|| args.activity_args.clone()),
+        activity_start_to_close: args.activity_start_to_close,
+        activity_max_attempts: args.activity_max_attempts,
+        resources: match resources(&args) {
+            Ok(resources) => resources,
+            Err(e) => {
+                eprintln!("starter: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     if let Err(e) = input.validate() {
         eprintln!("starter: {e}");
@@ -160,13 +232,10 @@ async fn run(args: Args, input: WorkflowInput) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| format!("external-activity-{}", uuid::Uuid::new_v4()));
     let handle = tea_starter::start(&client, &args.task_queue, &workflow_id, input).await?;
-    println!(
-        "Started workflow: WorkflowID {} RunID {}",
+    let started = format!(
+        "Started workflow: WorkflowID {} RunID {}\nTemporal UI: {}",
         handle.info().workflow_id,
-        handle.info().run_id.as_deref().unwrap_or("")
-    );
-    println!(
-        "Temporal UI: {}",
+        handle.info().run_id.as_deref().unwrap_or(""),
         tea_starter::ui_link(
             &conn.address,
             &conn.namespace,
@@ -174,10 +243,14 @@ async fn run(args: Args, input: WorkflowInput) -> anyhow::Result<u8> {
             args.ui_url.as_deref()
         )
     );
+    match args.json {
+        true => eprintln!("{started}"),
+        false => println!("{started}"),
+    }
     if args.no_wait {
         return Ok(0);
     }
-    let progress = show_progress(&client, &workflow_id);
+    let progress = show_progress(&client, &workflow_id, args.json);
     tokio::pin!(progress);
     let waiting = tea_starter::wait(&handle);
     tokio::pin!(waiting);
@@ -202,7 +275,42 @@ async fn run(args: Args, input: WorkflowInput) -> anyhow::Result<u8> {
         }
     };
     clear_line();
+    // What the job did, measured; a history that cannot be read leaves only the end.
+    let job_run = tea_starter::summary::job_run(&client, &workflow_id)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("starter: {e:#}");
+            None
+        });
+    let outcome = match &end {
+        RunEnd::Completed(outcome) => Some(outcome.as_ref()),
+        _ => None,
+    };
+    if args.json {
+        let (status, error) = match &end {
+            RunEnd::Failed(message) => ("failed", Some(message.clone())),
+            RunEnd::Completed(_) => ("completed", None),
+            RunEnd::Cancelled => ("cancelled", None),
+            RunEnd::Terminated => ("terminated", None),
+            RunEnd::TimedOut => ("timed_out", None),
+        };
+        let report = serde_json::json!({
+            "workflow_id": workflow_id,
+            "status": status,
+            "error": error,
+            "job_run": job_run,
+            "outcome": outcome,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(end.exit_code());
+    }
     println!("Workflow result: {end}");
+    if let Some(job) = tea_starter::summary::job_line(outcome, job_run.as_ref()) {
+        println!("Job: {job}");
+    }
+    if let Some(result) = tea_starter::summary::result_line(outcome) {
+        println!("Job result: {result}");
+    }
     Ok(end.exit_code())
 }
 
@@ -214,8 +322,12 @@ fn unreachable_progress() -> ! {
 /// Shows the run's progress until dropped: on a terminal a progress bar (when the job reports
 /// its progress) or a spinner with the run's state and the job's latest output line; otherwise
 /// a log line per change and the job's new output lines as they arrive.
-async fn show_progress(client: &temporalio_client::Client, workflow_id: &str) {
+async fn show_progress(client: &temporalio_client::Client, workflow_id: &str, quiet: bool) {
     const LOG_EVERY: Duration = Duration::from_secs(30);
+    if quiet {
+        // `--json`: stdout is for the report alone.
+        return std::future::pending().await;
+    }
     let terminal = std::io::stdout().is_terminal();
     let bar = terminal.then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -256,7 +368,12 @@ async fn show_progress(client: &temporalio_client::Client, workflow_id: &str) {
         }
         // Not a terminal: a line when the state changes, else one every LOG_EVERY, and the
         // job's output lines not printed yet.
-        let state = line.split(" job ").next().unwrap_or(&line).to_owned();
+        let progress_at = [" job ", " heartbeat "]
+            .iter()
+            .filter_map(|marker| line.find(marker))
+            .min()
+            .unwrap_or(line.len());
+        let state = line[..progress_at].to_owned();
         if state != last_state || last_logged.elapsed() >= LOG_EVERY {
             println!("{line}");
             last_state = state;
@@ -314,7 +431,8 @@ async fn logs(workflow_id: &str, follow: bool) -> anyhow::Result<()> {
                 eprintln!("{error}");
             }
             let outcome = tea_starter::outcome(&client, workflow_id).await?;
-            if let Some(job) = outcome.as_ref().and_then(|o| o.job.as_ref()) {
+            let job = outcome.as_ref().and_then(|o| o.job.as_ref());
+            if let Some(tea_contract::JobOutcome::Command(job)) = job {
                 let progress = tea_contract::CommandProgress {
                     stdout_lines: job.stdout_lines,
                     stderr_lines: job.stderr_lines,
@@ -361,6 +479,13 @@ async fn status(workflow_id: &str, json: bool) -> anyhow::Result<()> {
     }
     if let Some(at) = &report.last_heartbeat {
         println!("  last heartbeat: {at}");
+    }
+    let outcome = report.outcome.as_ref();
+    if let Some(job) = tea_starter::summary::job_line(outcome, report.job_run.as_ref()) {
+        println!("  job: {job}");
+    }
+    if let Some(result) = tea_starter::summary::result_line(outcome) {
+        println!("  result: {result}");
     }
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! What a run is doing now: the workflow's `status` query combined with what Temporal knows of
-//! its pending activities (the external job's last heartbeat, the deployment's phase).
+//! its pending activities (the external job's last heartbeat, the deployment's phase); once it
+//! has closed, what its job did ([`crate::summary`]) and its result.
 
 use serde::{Deserialize, Serialize};
 use tea_contract::{
-    CommandProgress, JobProgress, LONG_RUNNING_ACTIVITY, RUN_COMMAND_ACTIVITY,
-    WAIT_FOR_APP_BUILD_ACTIVITY,
+    CREATE_ACTIVITY, CommandProgress, DELETE_ACTIVITY, JobProgress, LONG_RUNNING_ACTIVITY,
+    RUN_COMMAND_ACTIVITY, WAIT_FOR_APP_BUILD_ACTIVITY, decode_json,
 };
-use tea_contract::{RunStatus, StatusQuery, WaitProgress};
+use tea_contract::{RunOutcome, RunStatus, StatusQuery, WaitProgress};
+
+use crate::summary::JobRun;
 use temporalio_client::{Client, WorkflowDescribeOptions, WorkflowHandle, WorkflowQueryOptions};
 use temporalio_common::{
     HasWorkflowDefinition, protos::temporal::api::workflow::v1::PendingActivityInfo,
@@ -27,8 +30,26 @@ pub struct RunReport {
     pub job: Option<JobProgress>,
     /// The user's command's last heartbeat: output counts, last lines, its own progress.
     pub command: Option<CommandProgress>,
+    /// The user's own activity's last heartbeat, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<ActivityProgress>,
     /// RFC 3339 time of the job's last heartbeat.
     pub last_heartbeat: Option<String>,
+    /// What the job did, from the run's history, once it has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_run: Option<JobRun>,
+    /// The run's result, once it has completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+}
+
+/// The user's own activity as it runs: its attempt and the details of its last heartbeat (as
+/// JSON, whatever it reports).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivityProgress {
+    pub activity: String,
+    pub attempt: u32,
+    pub details: Vec<serde_json::Value>,
 }
 
 impl RunReport {
@@ -52,6 +73,16 @@ impl RunReport {
         }
         if let Some(job) = &self.job {
             parts.push(format!("job {} done, {} left", job.elapsed, job.remaining));
+        }
+        if let Some(activity) = &self.activity {
+            parts.push(format!("activity {}", activity.activity));
+            if activity.attempt > 1 {
+                parts.push(format!("attempt {}", activity.attempt));
+            }
+            if !activity.details.is_empty() {
+                let details: Vec<String> = activity.details.iter().map(|d| d.to_string()).collect();
+                parts.push(format!("heartbeat {}", details.join(" ")));
+            }
         }
         if let Some(command) = &self.command {
             parts.push(format!(
@@ -116,31 +147,60 @@ pub async fn report(client: &Client, workflow_id: &str) -> anyhow::Result<RunRep
                 } else {
                     report.job = first.and_then(|p| serde_json::from_slice(&p.data).ok());
                 }
-                report.last_heartbeat = activity.last_heartbeat_time.as_ref().map(|t| {
-                    humantime::format_rfc3339_millis(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::new(
-                                u64::try_from(t.seconds).unwrap_or(0),
-                                u32::try_from(t.nanos).unwrap_or(0),
-                            ),
-                    )
-                    .to_string()
-                });
+                report.last_heartbeat = heartbeat_time(activity);
             }
             Some(WAIT_FOR_APP_BUILD_ACTIVITY) => {
                 report.deployment = first.and_then(|p| serde_json::from_slice(&p.data).ok());
             }
-            _ => {}
+            Some(CREATE_ACTIVITY | DELETE_ACTIVITY) | None => {}
+            Some(own) => {
+                let details = activity
+                    .heartbeat_details
+                    .as_ref()
+                    .map_or_else(Vec::new, |d| {
+                        d.payloads
+                            .iter()
+                            .filter_map(|p| decode_json(p).ok())
+                            .collect()
+                    });
+                report.activity = Some(ActivityProgress {
+                    activity: own.to_owned(),
+                    attempt: u32::try_from(activity.attempt).unwrap_or(1),
+                    details,
+                });
+                report.last_heartbeat = heartbeat_time(activity);
+            }
         }
     }
     report.status = handle
         .query(StatusQuery, (), WorkflowQueryOptions::default())
         .await
         .ok();
+    if report.execution_status != "running" {
+        report.job_run = crate::summary::job_run(client, workflow_id).await?;
+        if report.execution_status == "completed" {
+            report.outcome = crate::outcome(client, workflow_id).await?;
+        }
+    }
     Ok(report)
 }
 
-/// The run's pending `long-running-command` activity, once a worker has started it.
+/// RFC 3339 time of `activity`'s last heartbeat.
+fn heartbeat_time(activity: &PendingActivityInfo) -> Option<String> {
+    activity.last_heartbeat_time.as_ref().map(|t| {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::new(
+                    u64::try_from(t.seconds).unwrap_or(0),
+                    u32::try_from(t.nanos).unwrap_or(0),
+                ),
+        )
+        .to_string()
+    })
+}
+
+/// The run's pending job (the timed job, a command or an own activity), once a worker has
+/// started it.
 pub async fn pending_job<W: HasWorkflowDefinition>(
     handle: &WorkflowHandle<Client, W>,
 ) -> Option<PendingActivityInfo> {
@@ -154,8 +214,12 @@ pub async fn pending_job<W: HasWorkflowDefinition>(
         .iter()
         .find(|a| {
             let name = a.activity_type.as_ref().map(|t| t.name.as_str());
-            (name == Some(LONG_RUNNING_ACTIVITY) || name == Some(RUN_COMMAND_ACTIVITY))
-                && a.last_started_time.is_some()
+            let provisioning = [
+                CREATE_ACTIVITY,
+                WAIT_FOR_APP_BUILD_ACTIVITY,
+                DELETE_ACTIVITY,
+            ];
+            name.is_some_and(|name| !provisioning.contains(&name)) && a.last_started_time.is_some()
         })
         .cloned()
 }

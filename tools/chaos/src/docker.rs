@@ -539,6 +539,7 @@ mod tests {
                 tag: tag.to_owned(),
             },
             env: Vec::new(),
+            resources: Default::default(),
         };
         provider.create_or_adopt(&spec).await.expect("create");
 

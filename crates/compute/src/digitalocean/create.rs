@@ -22,12 +22,14 @@ impl DigitalOceanProvider {
         spec: &ComputeSpec,
     ) -> Result<ComputeHandle, ProviderError> {
         Self::check_spec(spec)?;
+        let size = crate::ComputeProvider::fit(self, &spec.resources).await?;
+        let slug = size.size.as_deref().unwrap_or(&self.cfg.instance_size_slug);
         // No lookup first: a lookup lists the whole account. The name is unique per account,
         // so a create of an existing name fails (409) and the lookup happens only then.
         let settings = WorkerSettings {
             owner: self.owner.as_str(),
             component_name: &self.cfg.component_name,
-            instance_size_slug: &self.cfg.instance_size_slug,
+            instance_size_slug: slug,
             region: self.cfg.region.as_deref(),
         };
         let worker_spec = spec.for_worker();
@@ -46,7 +48,7 @@ impl DigitalOceanProvider {
             owner = %self.owner,
             repository = %spec.image.repository,
             tag = %spec.image.tag,
-            slug = %self.cfg.instance_size_slug,
+            slug,
             region = self.cfg.region.as_deref().unwrap_or("-"),
             ?env_keys,
             ?secret_keys,

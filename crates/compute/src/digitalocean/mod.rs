@@ -15,6 +15,9 @@
 //! - Every request goes through one shared retry layer (the private `http` module) and is
 //!   counted in [`RequestStats`].
 //!
+//! - [`DigitalOceanProvider::fit`] picks the instance size for a run's resources (a named
+//!   size, or the cheapest that fits its CPUs and memory; see `sizes`), priced from the table.
+//!
 //! Secrets: the token is redacted in `Debug`, the `Authorization` header is marked sensitive,
 //! and only env var keys (never values) are logged.
 //!
@@ -28,6 +31,7 @@ mod create;
 mod http;
 mod model;
 pub mod pricing;
+mod sizes;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -50,7 +54,7 @@ use self::model::{DeploymentEnvelope, readiness_of};
 pub use self::stats::{Operation, OperationStats, RequestStats};
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted, ErrorKind,
-    FoundCompute, ProviderError, Readiness,
+    FoundCompute, ProviderError, Readiness, UnitSize,
 };
 
 /// App-level env var (type `GENERAL`, scope `RUN_TIME`) holding the owner mark
@@ -137,6 +141,25 @@ impl ComputeProvider for DigitalOceanProvider {
     /// App Platform restarts a component whose process exits.
     fn restarts_exited_workers(&self) -> bool {
         true
+    }
+
+    /// An instance size: the run's `size`, the smallest that fits its `cpu` and `memory`, or
+    /// the configured one; priced from the table (the configured size at its configured price).
+    async fn fit(&self, resources: &tea_contract::Resources) -> Result<UnitSize, ProviderError> {
+        let slug = sizes::fit(self.kind(), &self.cfg.instance_size_slug, resources)?;
+        let known = pricing::instance_size(&slug);
+        let usd_per_month = if slug == self.cfg.instance_size_slug {
+            self.cfg.usd_per_month
+        } else {
+            known.map(|s| s.usd_per_month)
+        };
+        Ok(UnitSize {
+            cpu: known.map(|s| tea_contract::Cpus::from_millis(s.cpus * 1000)),
+            memory: known.map(|s| s.memory_mib << 20),
+            usd_per_second: usd_per_month.map(pricing::usd_per_second),
+            size: Some(slug),
+            gpu: None,
+        })
     }
 
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {

@@ -352,6 +352,7 @@ mod tests {
                     secret: true,
                 },
             ],
+            resources: Default::default(),
         }
     }
 

@@ -89,6 +89,7 @@ fn spec(name: &str) -> ComputeSpec {
                 secret: true,
             },
         ],
+        resources: Default::default(),
     }
 }
 
@@ -137,6 +138,35 @@ async fn create_sends_headers_and_body_then_second_call_adopts() {
     let stats = p.request_stats();
     assert_eq!(stats.requests(Operation::Create), 2);
     assert_eq!(stats.requests(Operation::List), 1);
+}
+
+#[tokio::test]
+async fn a_run_s_resources_pick_the_size_its_app_gets_and_its_price() {
+    let (fake, p) = start_with(fake_config()).await;
+    let mut asked = spec("ext-sized-1");
+    asked.resources.cpu = Some(tea_contract::Cpus::from_millis(1000));
+    asked.resources.memory = Some(1536 << 20);
+    let fitted = p.fit(&asked.resources).await.unwrap();
+    assert_eq!(fitted.size.as_deref(), Some("apps-s-1vcpu-2gb"));
+    assert_eq!(fitted.usd_per_second, Some(pricing::usd_per_second(25.0)));
+    p.create_or_adopt(&asked).await.unwrap();
+    let snap = fake.snapshot();
+    let slug = &snap.create_bodies[0]["spec"]["workers"][0]["instance_size_slug"];
+    assert_eq!(slug, "apps-s-1vcpu-2gb");
+
+    // Nothing asked: the configured size at its configured price.
+    let p = provider(&fake, |cfg| cfg.usd_per_month = Some(7.5));
+    let fitted = p.fit(&Default::default()).await.unwrap();
+    assert_eq!(fitted.size.as_deref(), Some(DEFAULT_INSTANCE_SIZE_SLUG));
+    assert_eq!(fitted.usd_per_second, Some(pricing::usd_per_second(7.5)));
+
+    // A GPU: refused before any request.
+    let mut gpu = spec("ext-gpu-1");
+    gpu.resources.gpu = Some(1);
+    let err = p.create_or_adopt(&gpu).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("`resources.gpu`"), "{err}");
+    assert_eq!(fake.snapshot().requests_for("create"), 1);
 }
 
 #[tokio::test]

@@ -108,7 +108,7 @@ impl DockerProvider {
             (COMPUTE_LABEL.to_owned(), spec.name.clone()),
         ]);
         let on_host_network = self.cfg.network == "host";
-        ContainerCreateBody {
+        let mut body = ContainerCreateBody {
             image: Some(image.to_owned()),
             env: Some(env),
             labels: Some(labels),
@@ -119,12 +119,14 @@ impl DockerProvider {
                 // A real init as PID 1: signals are forwarded and orphaned job processes reaped.
                 init: Some(true),
                 security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
-                memory: self.cfg.memory_bytes,
-                nano_cpus: self.cfg.nano_cpus,
                 ..Default::default()
             }),
             ..Default::default()
+        };
+        if let Some(host) = body.host_config.as_mut() {
+            super::limits::apply(host, &self.cfg, &spec.resources);
         }
+        body
     }
 
     /// Adopts the container `name` that a create found in place (ours, or an error).

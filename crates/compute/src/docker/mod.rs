@@ -21,11 +21,17 @@
 //! `<log_dir>/<name>.log` (through a temporary file renamed into place: two deletes of one
 //! unit never mix their copies), removes it and confirms it is gone.
 //!
+//! Limits: the run's `resources` (CPUs, memory, GPUs) or else `DOCKER_CPUS`/`DOCKER_MEMORY`,
+//! see [`limits`].
+//!
 //! Networking: containers join [`DockerConfig::network`] (default `host`, so a dev server on the
 //! host is reached at the address the workflow-worker uses). On any other network the host's
 //! loopback address means the container itself: set [`DockerConfig::temporal_address`] (for
 //! example `host.docker.internal:7233`; that name is mapped to the host on every network but
 //! `host`), or create fails with a message that says so.
+//!
+//! Limits: the run's `resources` (CPUs, memory, GPUs) or else `DOCKER_CPUS`/`DOCKER_MEMORY`,
+//! see [`limits`].
 //!
 //! Here: the provider and its lifecycle (create or adopt, readiness, delete, listing). Beside
 //! it: `engine.rs` (the connection, preflight, engine errors), `image.rs` (image references,
@@ -36,6 +42,7 @@ mod config;
 mod container;
 mod engine;
 mod image;
+mod limits;
 mod logs;
 mod secrets;
 #[cfg(any(test, feature = "testing"))]
@@ -61,7 +68,7 @@ pub use image::{image_reference, split_reference};
 
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    FoundCompute, ProviderError, Readiness, naming::is_portable_name,
+    FoundCompute, ProviderError, Readiness, UnitSize, naming::is_portable_name,
 };
 use container::{mark_of, short_id, state_of};
 use engine::{connect, engine_error, engine_message, negotiate, status_of};
@@ -189,7 +196,16 @@ impl ComputeProvider for DockerProvider {
         &self.owner
     }
 
+    async fn fit(&self, resources: &tea_contract::Resources) -> Result<UnitSize, ProviderError> {
+        let engine = match resources.gpu {
+            Some(_) => Some(self.engine().await?),
+            None => None,
+        };
+        limits::fit(self.kind(), &self.cfg, engine, resources).await
+    }
+
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
+        self.fit(&spec.resources).await?;
         let name = self.checked_name(&spec.name)?;
         let image = image_reference(&spec.image)?;
         let (env, secrets) = self.container_env(spec)?;

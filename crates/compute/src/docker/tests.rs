@@ -196,6 +196,7 @@ fn spec(name: &str, image: &str) -> ComputeSpec {
                 secret: false,
             },
         ],
+        resources: Default::default(),
     }
 }
 
@@ -497,6 +498,82 @@ async fn secrets_reach_the_container_in_a_file_of_its_user_not_in_its_configurat
     );
 
     provider.delete(&handle.id).await.expect("delete");
+    clean_up(&docker, &owner, &dir).await;
+}
+
+#[tokio::test]
+async fn a_run_s_resources_become_the_container_s_limits() {
+    let Some(docker) = engine_or_skip("docker resources").await else {
+        return;
+    };
+    sleeper_images(&docker).await.expect("test images");
+    let (provider, owner, dir) = provider("resources", |cfg| {
+        cfg.memory_bytes = Some(1 << 30);
+        cfg.nano_cpus = Some(2_000_000_000);
+    });
+    let name = fresh_name("sized");
+    let mut sized = spec(&name, SLEEPER_IMAGE);
+    sized.resources.cpu = Some(tea_contract::Cpus::from_millis(500));
+    sized.resources.memory = Some(256 << 20);
+    let fitted = provider.fit(&sized.resources).await.expect("fits");
+    assert_eq!(fitted.describe().as_deref(), Some("0.5 CPU, 256 MiB"));
+    let handle = provider.create_or_adopt(&sized).await.expect("create");
+    let host = docker
+        .inspect_container(&name, None)
+        .await
+        .expect("inspect")
+        .host_config
+        .expect("a host config");
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(host.memory, Some(256 << 20));
+    provider.delete(&handle.id).await.expect("delete");
+
+    // Sizes and too little memory: refused before any container exists.
+    let refused = fresh_name("refused");
+    for (field, resources) in [
+        (
+            "`resources.size`",
+            tea_contract::Resources {
+                size: Some("large".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "`resources.memory` (1 MiB)",
+            tea_contract::Resources {
+                memory: Some(1 << 20),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let mut asked = spec(&refused, SLEEPER_IMAGE);
+        asked.resources = resources;
+        let err = provider.create_or_adopt(&asked).await.expect_err(field);
+        assert_eq!(err.kind, ErrorKind::Permanent);
+        assert!(err.message.contains(field), "{err}");
+        assert!(err.message.contains("the docker provider"), "{err}");
+    }
+    // A GPU, on an engine without the NVIDIA runtime.
+    let runtimes = docker
+        .info()
+        .await
+        .expect("info")
+        .runtimes
+        .unwrap_or_default();
+    if !runtimes.contains_key("nvidia") {
+        let mut gpu = spec(&refused, SLEEPER_IMAGE);
+        gpu.resources.gpu = Some(1);
+        let err = provider
+            .create_or_adopt(&gpu)
+            .await
+            .expect_err("no GPU runtime");
+        assert!(err.message.contains("`resources.gpu` (1 GPU)"), "{err}");
+        assert!(err.message.contains("nvidia"), "{err}");
+    }
+    assert!(
+        docker.inspect_container(&refused, None).await.is_err(),
+        "no container for a refused request"
+    );
     clean_up(&docker, &owner, &dir).await;
 }
 

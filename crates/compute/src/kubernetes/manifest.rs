@@ -133,18 +133,7 @@ pub fn job(spec: &ComputeSpec, image: &str, owner: &ComputeOwner, cfg: &Kubernet
             }
         })
         .collect();
-    let mut amounts = BTreeMap::new();
-    if let Some(cpu) = &cfg.cpu {
-        amounts.insert("cpu".to_owned(), Quantity(cpu.clone()));
-    }
-    if let Some(memory) = &cfg.memory {
-        amounts.insert("memory".to_owned(), Quantity(memory.clone()));
-    }
-    let resources = (!amounts.is_empty()).then(|| ResourceRequirements {
-        requests: Some(amounts.clone()),
-        limits: Some(amounts),
-        ..Default::default()
-    });
+    let resources = resource_requirements(&spec.resources, cfg);
     let runtime_default = || SeccompProfile {
         type_: "RuntimeDefault".to_owned(),
         ..Default::default()
@@ -272,3 +261,42 @@ mod tests {
         assert_eq!(owner_label_value(&plain), "prod");
     }
 }
+
+/// The container's requests and limits (equal, so the pod is `Guaranteed` and the unit gets
+/// exactly what was asked): the run's `resources` where it asked (CPUs in millicores, memory
+/// in bytes, GPUs as `nvidia.com/gpu`), else `K8S_CPU`/`K8S_MEMORY`; none when neither.
+pub(super) fn resource_requirements(
+    asked: &tea_contract::Resources,
+    cfg: &KubernetesConfig,
+) -> Option<ResourceRequirements> {
+    let mut amounts = BTreeMap::new();
+    match (asked.cpu, &cfg.cpu) {
+        (Some(cpu), _) => {
+            amounts.insert("cpu".to_owned(), Quantity(format!("{}m", cpu.millis())));
+        }
+        (None, Some(cpu)) => {
+            amounts.insert("cpu".to_owned(), Quantity(cpu.clone()));
+        }
+        (None, None) => {}
+    }
+    match (asked.memory, &cfg.memory) {
+        (Some(bytes), _) => {
+            amounts.insert("memory".to_owned(), Quantity(bytes.to_string()));
+        }
+        (None, Some(memory)) => {
+            amounts.insert("memory".to_owned(), Quantity(memory.clone()));
+        }
+        (None, None) => {}
+    }
+    if let Some(gpu) = asked.gpu {
+        amounts.insert(GPU_RESOURCE.to_owned(), Quantity(gpu.to_string()));
+    }
+    (!amounts.is_empty()).then(|| ResourceRequirements {
+        requests: Some(amounts.clone()),
+        limits: Some(amounts),
+        ..Default::default()
+    })
+}
+
+/// The extended resource a GPU request asks for (NVIDIA's device plugin).
+pub(super) const GPU_RESOURCE: &str = "nvidia.com/gpu";

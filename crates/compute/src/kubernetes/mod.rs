@@ -47,7 +47,8 @@ pub use manifest::{COMPUTE_LABEL, OWNER_ANNOTATION, OWNER_LABEL, RUN_LABEL};
 
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    FoundCompute, ProviderError, Readiness, naming::is_portable_name,
+    FoundCompute, ProviderError, Readiness, UnitSize, naming::is_portable_name,
+    sizing::{self, Unsupported},
 };
 
 /// Interval of the polls of a deletion in progress.
@@ -262,7 +263,28 @@ impl ComputeProvider for KubernetesProvider {
         &self.owner
     }
 
+    /// The run's CPUs, memory and GPUs become the container's requests and limits (the
+    /// cluster schedules the pod on a node that has them, or it stays unschedulable until the
+    /// deploy timeout names the scheduler's reason); a cluster has no sizes of its own.
+    async fn fit(&self, resources: &tea_contract::Resources) -> Result<UnitSize, ProviderError> {
+        sizing::refuse_unsupported(
+            self.kind(),
+            resources,
+            &[Unsupported {
+                field: "size",
+                why: "a cluster has no named sizes; ask for `cpu`, `memory` and `gpu`",
+            }],
+        )?;
+        Ok(UnitSize {
+            cpu: resources.cpu,
+            memory: resources.memory,
+            gpu: resources.gpu,
+            ..Default::default()
+        })
+    }
+
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
+        self.fit(&spec.resources).await?;
         let name = self.checked_name(&spec.name)?;
         let image = crate::docker::image_reference(&spec.image)?;
         let c = self.cluster().await?;

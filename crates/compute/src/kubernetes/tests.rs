@@ -136,6 +136,7 @@ fn spec(name: &str, image: &str) -> ComputeSpec {
     let (repository, tag) = image.rsplit_once(':').expect("tag");
     ComputeSpec {
         name: name.to_owned(),
+        resources: Default::default(),
         image: ImageRef {
             registry: String::new(),
             repository: repository.to_owned(),
@@ -426,6 +427,54 @@ async fn the_pod_is_hardened_and_the_job_has_the_cluster_s_backstops() {
     fx.readiness_until(&handle, "Ready", |r| matches!(r, Readiness::Ready { .. }))
         .await;
     fx.provider.delete(&name).await.expect("delete");
+    fx.finish().await;
+}
+
+/// A run's resources become the container's requests and limits (the run's over the
+/// configured ones), GPUs as `nvidia.com/gpu`, through a create the fake checks against the
+/// official schema; a named size is refused before anything exists.
+#[tokio::test]
+async fn a_run_s_resources_become_the_pod_s_requests_and_limits_and_a_size_is_refused() {
+    let fx = Fixture::start("resources", |c| {
+        c.cpu = Some("250m".into());
+        c.memory = Some("256Mi".into());
+    })
+    .await;
+    let resources = tea_contract::Resources {
+        cpu: Some(tea_contract::Cpus::from_millis(1500)),
+        memory: Some(512 << 20),
+        gpu: Some(1),
+        size: None,
+    };
+    let fitted = fx.provider.fit(&resources).await.expect("fits");
+    assert_eq!(fitted.gpu, Some(1));
+    let name = fresh_name("resources");
+    let mut asked = spec(&name, SLEEPER);
+    asked.resources = resources;
+    fx.provider.create_or_adopt(&asked).await.expect("create");
+    let job = fx.fake.objects(Kind::Job, NS).remove(0);
+    let container = &job["spec"]["template"]["spec"]["containers"][0]["resources"];
+    let expected = json!({"cpu": "1500m", "memory": "536870912", "nvidia.com/gpu": "1"});
+    assert_eq!(container["limits"], expected);
+    assert_eq!(container["requests"], expected);
+    fx.provider.delete(&name).await.expect("delete");
+
+    let sized = fresh_name("resources-size");
+    let mut by_size = spec(&sized, SLEEPER);
+    by_size.resources.size = Some("large".into());
+    let refused = fx
+        .provider
+        .create_or_adopt(&by_size)
+        .await
+        .expect_err("a size is refused");
+    assert!(
+        refused.to_string().contains("resources.size"),
+        "{refused}"
+    );
+    assert!(
+        fx.fake.objects(Kind::Job, NS).is_empty(),
+        "nothing was created for a refused request"
+    );
     fx.finish().await;
 }
 

@@ -1,7 +1,9 @@
-//! Local-process provider: one `external-worker` OS process per run.
+//! Local-process provider: one `external-worker` OS process per run, or any other worker
+//! (`LOCAL_WORKER_COMMAND`: a Python worker, a Go one).
 //!
-//! Each unit of compute is a process started from [`LocalConfig::worker_bin`] with the spec's
-//! environment (the same variables a DigitalOcean app would get), as the leader of a session
+//! Each unit of compute is a process started from [`LocalConfig::worker_bin`] (with
+//! [`LocalConfig::worker_args`]) with the spec's environment (the same variables a
+//! DigitalOcean app would get), as the leader of a session
 //! of its own: the jobs it runs stay in that session (in process groups of their own), so
 //! delete ends every process of the unit, even when the worker itself was killed, by killing
 //! what is left of the session. A job's process that starts a session of its own (`setsid`,
@@ -36,6 +38,9 @@
 //! to stop one marked by another owner.
 //! Several workflow-workers of different deployments may share one state directory.
 //!
+//! A run's resources are a request checked against this machine (its CPUs and memory), as
+//! Kubernetes schedules requests; they are not enforced as limits. GPUs and sizes are refused.
+//!
 //! A recorded process counts as alive when `/proc/<pid>/stat` exists, is not a zombie and its
 //! start time matches the recorded one (so a reused pid is never mistaken for our worker).
 //!
@@ -44,6 +49,7 @@
 //! reaping), `state.rs` (the state directory) and `config.rs`.
 
 mod config;
+mod machine;
 mod process;
 mod spawn;
 mod state;
@@ -65,8 +71,9 @@ pub use state::Meta;
 
 use crate::{
     ComputeHandle, ComputeOwner, ComputeProvider, ComputeSpec, ComputeSummary, Deleted,
-    FoundCompute, ProviderError, Readiness,
+    FoundCompute, ProviderError, Readiness, UnitSize,
     naming::{is_generated_name, is_portable_name},
+    sizing::{self, Unsupported},
 };
 use state::{
     LOG_FILE, LOGS_DIR, NameLocks, append_line, io_err, keep_log, last_lines, read_exit, read_meta,
@@ -198,8 +205,8 @@ impl LocalProvider {
 impl crate::registry::ProviderSettings for LocalConfig {
     fn describe(&self) -> String {
         format!(
-            "worker_bin={} state_dir={}",
-            self.worker_bin.display(),
+            "worker={} state_dir={}",
+            self.describe_command(),
             self.state_dir.display()
         )
     }
@@ -222,7 +229,31 @@ impl ComputeProvider for LocalProvider {
         &self.owner
     }
 
+    async fn fit(&self, resources: &tea_contract::Resources) -> Result<UnitSize, ProviderError> {
+        sizing::refuse_unsupported(
+            self.kind(),
+            resources,
+            &[
+                Unsupported {
+                    field: "gpu",
+                    why: "it runs processes on this machine and gives them no GPUs",
+                },
+                Unsupported {
+                    field: "size",
+                    why: "it has no sizes; ask for `cpu` and `memory`",
+                },
+            ],
+        )?;
+        machine::check_request(self.kind(), resources)?;
+        Ok(UnitSize {
+            cpu: resources.cpu,
+            memory: resources.memory,
+            ..Default::default()
+        })
+    }
+
     async fn create_or_adopt(&self, spec: &ComputeSpec) -> Result<ComputeHandle, ProviderError> {
+        self.fit(&spec.resources).await?;
         let dir = self.checked_dir(&spec.name)?;
         let _guard = self.locks.lock(&self.cfg.state_dir, &spec.name).await?;
         let previous = read_meta(&dir)?;

@@ -55,7 +55,7 @@ impl LocalProvider {
             &log_path,
             &format!(
                 "=== {now} starting {} for {name}",
-                self.cfg.worker_bin.display()
+                self.cfg.describe_command()
             ),
         );
         let stdout = open_append(&log_path).map_err(|e| io_err("opening", &log_path, &e))?;
@@ -71,6 +71,7 @@ impl LocalProvider {
         let stop_grace = self.stop_grace(&env);
         let mut command = Command::new(&self.cfg.worker_bin);
         command
+            .args(&self.cfg.worker_args)
             .env_clear()
             .envs(env)
             .stdin(Stdio::null())

@@ -106,6 +106,7 @@ fn spec(name: &str, env: &[(&str, &str, bool)]) -> ComputeSpec {
                 secret: *secret,
             })
             .collect(),
+        resources: Default::default(),
     }
 }
 
@@ -627,6 +628,132 @@ fn config_from_env_resolves_paths_and_durations() {
     )
     .expect_err("bad duration");
     assert!(err.message.contains("LOCAL_KILL_GRACE"), "{}", err.message);
+}
+
+#[test]
+fn any_command_may_run_as_the_unit() {
+    let t = TestDir::new("command-config");
+    let script = t.script("worker", SLEEPER);
+    let script_str = script.to_string_lossy().into_owned();
+    let json = format!(r#"["{script_str}", "--queue", "a b"]"#);
+    let cfg = LocalConfig::from_lookup(lookup(&[("LOCAL_WORKER_COMMAND", &json)]), None)
+        .expect("a JSON array");
+    assert_eq!(cfg.worker_bin, script);
+    assert_eq!(cfg.worker_args, ["--queue", "a b"]);
+    // Words, the program found on PATH.
+    let dir = t.path.to_string_lossy().into_owned();
+    let cfg = LocalConfig::from_lookup(
+        lookup(&[("LOCAL_WORKER_COMMAND", "worker.sh -v  x"), ("PATH", &dir)]),
+        None,
+    )
+    .expect("words");
+    assert_eq!(cfg.worker_bin, script);
+    assert_eq!(cfg.worker_args, ["-v", "x"]);
+    assert_eq!(cfg.describe_command(), format!("{script_str} -v x"));
+    for (command, expected) in [
+        (
+            "nope-not-a-program",
+            "\"nope-not-a-program\" is not an executable file on PATH",
+        ),
+        (
+            "/nope/python3 w.py",
+            "\"/nope/python3\" is not an executable file",
+        ),
+        ("[\"a\", 1]", "not a JSON array of strings"),
+        ("  ", "no program given"),
+    ] {
+        let err = LocalConfig::from_lookup(
+            lookup(&[("LOCAL_WORKER_COMMAND", command), ("PATH", &dir)]),
+            None,
+        )
+        .expect_err(command);
+        assert!(err.message.contains(expected), "{command}: {}", err.message);
+        assert!(
+            err.message.contains("LOCAL_WORKER_COMMAND"),
+            "{}",
+            err.message
+        );
+    }
+    let err = LocalConfig::from_lookup(
+        lookup(&[
+            ("LOCAL_WORKER_COMMAND", &script_str),
+            ("EXTERNAL_WORKER_BIN", &script_str),
+        ]),
+        None,
+    )
+    .expect_err("both");
+    assert!(err.message.contains("both set"), "{}", err.message);
+}
+
+/// A worker that is a program with arguments (an interpreter and its script): it starts a
+/// child of its own, as an SDK's worker may.
+const INTERPRETED: &str = "echo \"args=$*\"\nsleep 1000 &\necho child=$!\nexec sleep 1000\n";
+
+#[tokio::test]
+async fn a_command_with_arguments_runs_as_the_unit_and_delete_stops_all_of_it() {
+    let t = TestDir::new("command");
+    let script = t.path.join("worker.sh");
+    fs::write(&script, INTERPRETED).expect("write script");
+    let mut cfg = LocalConfig::new(t.state_dir(), "/bin/sh");
+    cfg.worker_args = vec![script.to_string_lossy().into_owned(), "--flag".into()];
+    let p = LocalProvider::new(cfg, owner("test/owner")).expect("provider");
+    let h = p
+        .create_or_adopt(&spec("ext-command-1", &[]))
+        .await
+        .expect("create");
+    let log = wait_for_log(&p.log_path("ext-command-1"), "child=").await;
+    assert!(log.contains("args=--flag"), "{log}");
+    let child: u32 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("child="))
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("the child's pid");
+    let child_start = ProcStat::read(child).expect("child alive").start_time;
+    let meta = read_meta(&p.compute_dir("ext-command-1")).unwrap().unwrap();
+    assert_eq!(meta.worker_bin, PathBuf::from("/bin/sh"));
+    assert_eq!(p.delete(&h.id).await.expect("delete"), Deleted::Removed);
+    assert!(
+        gone(meta.pid, meta.start_time),
+        "the worker survived delete"
+    );
+    assert!(
+        gone(child, child_start),
+        "the worker's child survived delete"
+    );
+}
+
+#[tokio::test]
+async fn resources_are_checked_against_this_machine_and_gpus_are_refused_before_any_unit() {
+    let t = TestDir::new("resources");
+    let p = t.provider(&t.script("worker", SLEEPER));
+    let mut gpu = spec("ext-gpu-1", &[]);
+    gpu.resources.gpu = Some(1);
+    let err = p.create_or_adopt(&gpu).await.expect_err("no GPUs here");
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message.contains("`resources.gpu` (1 GPU)"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("the local provider"),
+        "{}",
+        err.message
+    );
+    assert!(!p.compute_dir("ext-gpu-1").exists(), "nothing created");
+    let mut size = spec("ext-size-1", &[]);
+    size.resources.size = Some("large".into());
+    let err = p.fit(&size.resources).await.unwrap_err();
+    assert!(err.message.contains("`resources.size`"), "{err}");
+
+    let mut small = spec("ext-small-1", &[]);
+    small.resources.cpu = Some(tea_contract::Cpus::from_millis(500));
+    small.resources.memory = Some(64 << 20);
+    let fitted = p.fit(&small.resources).await.expect("fits");
+    assert_eq!(fitted.describe().as_deref(), Some("0.5 CPU, 64 MiB"));
+    assert_eq!(fitted.usd_per_second, None);
+    let h = p.create_or_adopt(&small).await.expect("create");
+    assert_eq!(p.delete(&h.id).await.expect("delete"), Deleted::Removed);
 }
 
 /// The provider contract (`crate::conformance`) against the local provider.

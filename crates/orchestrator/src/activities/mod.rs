@@ -121,6 +121,7 @@ impl ProvisioningActivities {
             name: input.compute_name.clone(),
             image: input.image.clone(),
             env,
+            resources: input.resources.clone().unwrap_or_default(),
         }
     }
 }
@@ -165,6 +166,7 @@ impl ProvisioningActivities {
             provider = self.provider.kind(),
             compute = %spec.name,
             env_keys = ?spec.env.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            resources = %spec.resources,
             "creating compute"
         );
         let started = Instant::now();
@@ -184,13 +186,27 @@ impl ProvisioningActivities {
             revision = handle.revision.as_deref().unwrap_or(""),
             "compute created"
         );
+        // The size created for the run's resources, and its price (the provider's default
+        // size's when it asks none).
+        let (unit_size, usd_per_second) = match &input.resources {
+            Some(asked) if !asked.is_empty() => {
+                let size = self
+                    .provider
+                    .fit(asked)
+                    .await
+                    .map_err(|e| provider_failure("size", &input.compute_name, e))?;
+                (size.describe(), size.usd_per_second)
+            }
+            _ => (None, self.provider.usd_per_second()),
+        };
         Ok(CreatedCompute {
             task_queue: handle.name.clone(),
             handle,
             provider: self.provider.kind().to_owned(),
             deploy_timeout: GoDuration(self.deploy_timeout()),
             max_lifetime: self.max_compute_lifetime.map(GoDuration),
-            usd_per_second: self.provider.usd_per_second(),
+            usd_per_second,
+            unit_size,
         })
     }
 

@@ -21,6 +21,9 @@ pub struct CreateComputeInput {
     /// `tea_job_resumes_total` metric. Absent when it starts afresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumes_job: Option<String>,
+    /// What the run asks of the unit; absent when it asks for none (the provider's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<tea_contract::Resources>,
 }
 
 /// Result of `Create`: identifiers only (the original stored the whole app, secrets included).
@@ -39,6 +42,9 @@ pub struct CreatedCompute {
     /// cost estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usd_per_second: Option<f64>,
+    /// The size the provider created for the run's `resources` (absent when it asked none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_size: Option<String>,
 }
 
 /// Input of `WaitForAppBuild`.

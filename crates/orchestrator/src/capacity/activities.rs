@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::anyhow;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tea_compute::ComputeOwner;
+use tea_compute::{ComputeOwner, ComputeProvider};
 use tea_contract::GoDuration;
 use tea_runtime::Metrics;
 use temporalio_client::{
@@ -20,6 +20,7 @@ use temporalio_sdk::{
     activities::{ActivityContext, ActivityError},
 };
 
+use super::resources::{self, RESOURCES_REFUSED, Refused, RunBounds};
 use super::{
     AcquireRequest, CHECK_CONCURRENCY, CapacityRequested, CapacityState, ComputeCapacity,
     DEFAULT_CHECK_EVERY, Reassertion, RequestCapacityInput, RunRef, SlotRequested,
@@ -107,6 +108,9 @@ pub struct CapacityActivities {
     deploy_timeout: Duration,
     /// The provider's kind, the `provider` label of the metrics.
     provider: &'static str,
+    /// The provider that sizes runs' units, and the operator's bounds on what a run asks
+    /// (`None`: runs that ask for resources are refused, naming why).
+    sizing: Option<(std::sync::Arc<dyn ComputeProvider>, RunBounds)>,
     metrics: Metrics,
 }
 
@@ -125,7 +129,46 @@ impl CapacityActivities {
             semaphore: capacity_workflow_id(owner),
             deploy_timeout,
             provider,
+            sizing: None,
             metrics,
+        }
+    }
+
+    /// Checks runs' `resources` against `provider` and the operator's `bounds` before
+    /// anything is created ([`resources`]).
+    pub fn with_sizing(
+        mut self,
+        provider: std::sync::Arc<dyn ComputeProvider>,
+        bounds: RunBounds,
+    ) -> Self {
+        self.sizing = Some((provider, bounds));
+        self
+    }
+
+    /// What the provider will create for `asked`, described; a refusal fails the run.
+    async fn check_resources(
+        &self,
+        asked: &tea_contract::Resources,
+    ) -> Result<Option<String>, ActivityError> {
+        let Some((provider, bounds)) = &self.sizing else {
+            return Err(refused(
+                "this workflow-worker does not size units per run: `resources` cannot be \
+                 honoured"
+                    .to_owned(),
+            ));
+        };
+        match resources::check(provider.as_ref(), *bounds, asked).await {
+            Ok(size) => {
+                tracing::info!(asked = %asked, size = ?size.describe(), "run's resources fit");
+                Ok(size.describe())
+            }
+            Err(Refused::Request(message)) => {
+                tracing::info!(%message, "run's resources refused");
+                Err(refused(message))
+            }
+            Err(Refused::Transient(message)) => Err(ActivityError::from(anyhow!(
+                "checking the run's resources failed: {message}"
+            ))),
         }
     }
 
@@ -140,7 +183,8 @@ impl CapacityActivities {
 
 #[activities]
 impl CapacityActivities {
-    /// The cap in force and the provider's deploy timeout; when capped, asks this owner's
+    /// Checks the run's `resources` (a refusal fails the run before anything exists), then
+    /// tells the cap in force and the provider's deploy timeout; when capped, asks this owner's
     /// semaphore for a slot for this run, or re-asserts the slot it holds (`holding`):
     /// signal-with-start `acquire`, idempotent, so retries are safe ([`send_acquire`]). A run
     /// that asked then waits for `capacity-granted`.
@@ -151,10 +195,15 @@ impl CapacityActivities {
         input: RequestCapacityInput,
     ) -> Result<CapacityRequested, ActivityError> {
         let deploy_timeout = GoDuration(self.deploy_timeout);
+        let unit_size = match &input.resources {
+            Some(asked) if !asked.is_empty() => self.check_resources(asked).await?,
+            _ => None,
+        };
         let Some(cap) = self.cap else {
             return Ok(CapacityRequested {
                 deploy_timeout,
                 slot: None,
+                unit_size,
             });
         };
         let info = ctx.info();
@@ -200,6 +249,7 @@ impl CapacityActivities {
                 cap,
                 reassert_every: GoDuration(self.check_every),
             }),
+            unit_size,
         })
     }
 
@@ -213,6 +263,16 @@ impl CapacityActivities {
     ) -> Result<Vec<ClosedRun>, ActivityError> {
         Ok(closed_runs(&ctx.client(), runs).await?)
     }
+}
+
+/// A run's resources refused for good: the run fails with `message` alone.
+fn refused(message: String) -> ActivityError {
+    ActivityError::application(
+        ApplicationFailure::builder(message)
+            .type_name(RESOURCES_REFUSED.to_owned())
+            .non_retryable(true)
+            .build(),
+    )
 }
 
 /// The closed ones of `runs`, described [`CHECK_CONCURRENCY`] at a time.

@@ -28,10 +28,13 @@
 //! and a due liveness check runs first, so a steady stream of signals postpones neither.
 //! Cancelling it only makes it continue-as-new with its state.
 //!
+//! `RequestCapacity` also checks a run's `resources` before anything exists ([`resources`]).
+//!
 //! Here: the identifiers, the signals' and `RequestCapacity`'s payloads and the semaphore's
 //! state; the workflow is in [`semaphore`], the activities in [`activities`].
 
 mod activities;
+pub mod resources;
 mod semaphore;
 
 use std::{collections::VecDeque, time::Duration};
@@ -130,6 +133,10 @@ pub struct RequestCapacityInput {
     /// Set when the run asked before: it re-asserts its request or its slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reassert: Option<Reassertion>,
+    /// The run's `resources`, checked before anything is asked or created (see
+    /// [`resources`]); absent when it asks for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<tea_contract::Resources>,
 }
 
 /// What a run that asked before re-asserts.
@@ -151,6 +158,10 @@ pub struct CapacityRequested {
     /// The slot asked for; absent when compute is not capped (nothing was requested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<SlotRequested>,
+    /// What the provider will create for the run's `resources` (`apps-s-1vcpu-2gb`,
+    /// `0.5 CPU, 256 MiB`); absent when the run asks for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_size: Option<String>,
 }
 
 /// A slot asked for: the run now waits for [`GRANTED_SIGNAL`].

@@ -14,9 +14,13 @@
 use std::time::Duration;
 
 use futures::future::{Either, select};
+use tea_contract::WorkflowInput;
+use temporalio_common::{
+    error::IncomingError, protos::temporal::api::failure::v1::failure::FailureInfo,
+};
 use temporalio_sdk::{
-    CancellableFuture, SignalWorkflowOptions, TimerOptions, TimerResult, WorkflowCancellationToken,
-    WorkflowContext, WorkflowTermination,
+    ActivityExecutionError, CancellableFuture, SignalWorkflowOptions, TimerOptions, TimerResult,
+    WorkflowCancellationToken, WorkflowContext, WorkflowTermination,
 };
 
 use super::options::request_capacity_options;
@@ -25,7 +29,7 @@ use super::{
 };
 use crate::capacity::{
     CapacityActivities, CapacityRequested, ComputeCapacity, DEFAULT_CHECK_EVERY, Reassertion,
-    RequestCapacityInput, RunRef,
+    RequestCapacityInput, RunRef, resources::RESOURCES_REFUSED,
 };
 
 /// What `RequestCapacity` let the run know before it provisions.
@@ -48,18 +52,27 @@ pub(super) struct HeldSlot {
 /// the queue place back and ends the run, no compute created.
 pub(super) async fn admit(
     ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    input: &WorkflowInput,
 ) -> Result<Admission, WorkflowTermination> {
+    let request = RequestCapacityInput {
+        reassert: None,
+        resources: input.resources.clone().filter(|r| !r.is_empty()),
+    };
     let requested = ctx
         .execute_local_activity(
             CapacityActivities::request_capacity,
-            RequestCapacityInput::default(),
+            request,
             request_capacity_options(),
         )
         .await;
     let requested: CapacityRequested = match requested {
         Ok(requested) => requested,
         Err(error) => {
-            let message = format!("requesting compute capacity failed: {}", describe(&error));
+            let message = match refusal(&error) {
+                // The run's resources cannot be had: say which, nothing else.
+                Some(refused) => refused,
+                None => format!("requesting compute capacity failed: {}", describe(&error)),
+            };
             return Err(fail(ctx, message));
         }
     };
@@ -89,6 +102,25 @@ pub(super) async fn admit(
         }),
         deploy_timeout,
     })
+}
+
+/// The message of a refusal of the run's `resources` by `RequestCapacity`, if `error` is one
+/// (a local activity's failure is the application failure itself, or wraps it).
+fn refusal(error: &ActivityExecutionError) -> Option<String> {
+    if let Some(failure) = error.failure()
+        && let Some(FailureInfo::ApplicationFailureInfo(info)) = &failure.failure_info
+        && info.r#type == RESOURCES_REFUSED
+    {
+        return Some(failure.message.clone());
+    }
+    match error.cause() {
+        Some(IncomingError::Application(failure))
+            if failure.type_name() == Some(RESOURCES_REFUSED) =>
+        {
+            Some(failure.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Waits for the grant, asking again every `every`; false when the run was cancelled first
@@ -145,6 +177,7 @@ pub(super) async fn hold_reasserting<T>(
 async fn reassert(ctx: &WorkflowContext<TriggerExternalWorkflow>, what: Reassertion) {
     let request = RequestCapacityInput {
         reassert: Some(what),
+        resources: None,
     };
     let asked = ctx
         .execute_local_activity(

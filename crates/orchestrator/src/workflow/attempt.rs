@@ -16,12 +16,12 @@ use temporalio_sdk::{
     WorkflowContext, WorkflowTermination,
 };
 
-use super::job::{QueuedJob, use_compute};
+use super::job::{OwnFailure, QueuedJob, use_compute};
 use super::options::{activity_options, delete_options};
 use super::resume;
 use super::{
     BodyEnd, Phase, RunOutcome, TriggerExternalWorkflow, cancelled, describe, enter, fail,
-    workflow_time_since,
+    fail_as_activity, workflow_time_since,
 };
 use crate::activities::{
     CreateComputeInput, CreatedCompute, DeleteComputeInput, DeleteReason, DeletedCompute,
@@ -34,8 +34,9 @@ enum AttemptEnd {
     Cancelled,
     /// The compute died or never became ready; it has been deleted: try fresh compute.
     ComputeLost(String),
-    /// Retrying on fresh compute cannot help (or cleanup failed): fail the run.
-    Fatal(String),
+    /// Retrying on fresh compute cannot help (or cleanup failed): fail the run (with the
+    /// user's own activity's failure, when that is why).
+    Fatal(String, Option<Box<OwnFailure>>),
 }
 
 /// The compute attempts; on success the run's outcome (its final pause still to come).
@@ -54,9 +55,13 @@ pub(super) async fn attempts(
         match provision_and_run(ctx, input, attempt, deploy_timeout).await {
             AttemptEnd::Completed(outcome) => return Ok(*outcome),
             AttemptEnd::Cancelled => return Err(cancelled(ctx)),
-            AttemptEnd::Fatal(message) => {
+            AttemptEnd::Fatal(message, own_failure) => {
                 failures.push(message);
-                return Err(fail(ctx, failures.join("; then ")));
+                let message = failures.join("; then ");
+                return Err(match own_failure {
+                    Some(failure) => fail_as_activity(ctx, message, *failure),
+                    None => fail(ctx, message),
+                });
             }
             AttemptEnd::ComputeLost(message) => {
                 if !ctx.is_replaying() {
@@ -112,6 +117,7 @@ async fn provision_and_run(
                 None
             },
             resumes_job: resume.kind().map(str::to_owned),
+            resources: input.resources.clone().filter(|r| !r.is_empty()),
         },
         activity_options(heartbeat_timeout, true),
     );
@@ -179,7 +185,9 @@ async fn provision_and_run(
         record_usage(ctx, &created, created_at);
     }
     match (body, deleted) {
-        (_, Err(e)) => AttemptEnd::Fatal(format!("deleting compute {compute_name} failed: {e}")),
+        (_, Err(e)) => {
+            AttemptEnd::Fatal(format!("deleting compute {compute_name} failed: {e}"), None)
+        }
         (BodyEnd::Cancelled, Ok(_)) => AttemptEnd::Cancelled,
         (
             BodyEnd::Failed {
@@ -189,13 +197,20 @@ async fn provision_and_run(
             },
             Ok(_),
         ) => AttemptEnd::ComputeLost(message),
-        (BodyEnd::Failed { message, .. }, Ok(_)) => AttemptEnd::Fatal(message),
+        (
+            BodyEnd::Failed {
+                message,
+                own_failure,
+                ..
+            },
+            Ok(_),
+        ) => AttemptEnd::Fatal(message, own_failure),
         (BodyEnd::Completed(job), Ok(_)) => AttemptEnd::Completed(Box::new(RunOutcome {
             compute_name: created.handle.name.clone(),
             compute_id: created.handle.id.clone(),
             task_queue: created.task_queue.clone(),
             provider: created.provider.clone(),
-            job_duration: GoDuration(input.job_duration()),
+            job_duration: configured_job_duration(input),
             deleted: true,
             attempts: attempt,
             job,
@@ -237,18 +252,27 @@ async fn create_failed(
                 compute_id: deleted.compute_id.unwrap_or_default(),
                 task_queue: compute_name.to_owned(),
                 provider: deleted.provider,
-                job_duration: GoDuration(input.job_duration()),
+                job_duration: configured_job_duration(input),
                 deleted: true,
                 attempts: attempt,
                 job,
                 usage: ctx.state(|s| s.status.usage.clone()),
             }))
         }
-        (Ok(_), None) => AttemptEnd::Fatal(message),
+        (Ok(_), None) => AttemptEnd::Fatal(message, None),
         (Err(cleanup_error), _) => {
             message.push_str(&format!("; cleanup also failed: {cleanup_error}"));
-            AttemptEnd::Fatal(message)
+            AttemptEnd::Fatal(message, None)
         }
+    }
+}
+
+/// The job's configured duration, for the run's result: the timed job's `job_duration` (also
+/// given for a command, as it always was), an own activity's start-to-close.
+fn configured_job_duration(input: &WorkflowInput) -> GoDuration {
+    match input.activity {
+        Some(_) => GoDuration(input.job_time()),
+        None => GoDuration(input.job_duration()),
     }
 }
 
@@ -305,6 +329,7 @@ async fn use_compute_within(
                     ),
                     fresh_compute_helps: false,
                     lifetime_exceeded: true,
+                    own_failure: None,
                 },
             }
         }
@@ -326,6 +351,7 @@ fn record_usage(
         provider: created.provider.clone(),
         seconds,
         estimated_cost_usd: created.usd_per_second.map(|price| price * seconds),
+        size: created.unit_size.clone(),
     };
     ctx.state_mut(|s| s.status.usage.push(usage));
 }

@@ -4,6 +4,12 @@
 //! `WaitForAppBuild` runs beside it once `Create` has returned: a failed wait cancels the job
 //! (unless it has completed), an ended job cancels the wait. A `Create` that fails, or a run
 //! cancelled meanwhile, withdraws the queued job before the unit is deleted by name.
+//!
+//! The job is the original's timed `long-running-command`, the user's command (`run-command`)
+//! or the user's own activity, scheduled by its type name with its arguments as they came
+//! (one `json/plain` payload each): its result is the run's, and its failure (type, message,
+//! details, non-retryable flag) the run's failure. Only a heartbeat or schedule-to-start
+//! timeout of the own activity counts as a lost unit (its worker died or never took it).
 
 use std::time::Duration;
 
@@ -11,21 +17,39 @@ use futures::{
     FutureExt,
     future::{Either, LocalBoxFuture, select},
 };
-use tea_contract::{CommandJob, CommandResult, ExternalActivities, GoDuration, WorkflowInput};
-use temporalio_common::{ActivityCloseTimeouts, RetryPolicy, error::IncomingError};
+use tea_contract::{
+    ActivityResult, CommandJob, ExternalActivities, GoDuration, JobFailure, JobOutcome,
+    WorkflowInput, activity_arg_payloads, decode_activity_result,
+};
+use temporalio_common::{
+    ActivityCloseTimeouts, RetryPolicy, UntypedActivity,
+    data_converters::{PayloadConversionError, RawValue},
+    error::{IncomingError, TimeoutType},
+    protos::temporal::api::common::v1::Payload,
+};
 use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, WorkflowCancellationToken, WorkflowContext,
 };
 
-use super::options::{DEADLINE_MARGIN, START_TO_CLOSE, activity_options};
+use super::options::{
+    DEADLINE_MARGIN, START_TO_CLOSE, activity_options, own_activity_retry_policy,
+};
 use super::resume::{self, JobResume};
 use super::{BodyEnd, Phase, TriggerExternalWorkflow, describe, enter};
 use crate::activities::{
     CreatedCompute, ProvisioningActivities, WaitForComputeInput, WaitProgress,
 };
 
-/// The job's result: the user's command's, or none for the original's timed job.
-type JobResult = Result<Option<CommandResult>, ActivityExecutionError>;
+/// The job's result: the user's command's or own activity's, or none for the original's timed
+/// job.
+type JobResult = Result<Option<JobOutcome>, ActivityExecutionError>;
+
+/// The user's own activity's failure, to become the run's.
+pub(super) struct OwnFailure {
+    pub summary: JobFailure,
+    /// Its details, as the activity's SDK encoded them.
+    pub details: Vec<Payload>,
+}
 
 /// The attempt's job, queued on the unit's queue together with `Create`.
 ///
@@ -80,7 +104,7 @@ impl<'a> QueuedJob<'a> {
 
     /// Cancels the job, unless it has ended, and waits until it has; the job's result when
     /// it completed all the same (before or while it was withdrawn).
-    pub async fn withdraw(self, reason: &str) -> Option<Option<CommandResult>> {
+    pub async fn withdraw(self, reason: &str) -> Option<Option<JobOutcome>> {
         let ended = match self.job {
             QueuedJobState::Queued(job) => {
                 self.token.cancel_with_reason(reason);
@@ -102,6 +126,7 @@ pub(super) async fn use_compute(
     queued: QueuedJob<'_>,
 ) -> BodyEnd {
     let heartbeat_timeout = input.heartbeat_timeout();
+    let own = input.activity.as_deref();
     enter(ctx, Phase::Deploying);
     let job = match queued.job {
         // It ended before `Create` returned: nothing to wait for.
@@ -109,7 +134,7 @@ pub(super) async fn use_compute(
             if job.is_ok() {
                 enter(ctx, Phase::Running);
             }
-            return job_end(ctx, *job);
+            return job_end(ctx, own, *job);
         }
         QueuedJobState::Queued(job) => job,
     };
@@ -134,17 +159,19 @@ pub(super) async fn use_compute(
         },
         wait_options,
     );
-    wait_and_run_together(ctx, Box::pin(wait), job, &wait_token, &queued.token).await
+    let tokens = (&wait_token, &queued.token);
+    wait_and_run_together(ctx, own, Box::pin(wait), job, tokens).await
 }
 
-/// `WaitForAppBuild` and the job, both in flight. The job starts when the unit's worker polls,
-/// whether or not the wait has noticed yet; each token cancels its own activity.
+/// `WaitForAppBuild` and the job (`own`: the user's own activity type, if it is one), both in
+/// flight. The job starts when the unit's worker polls, whether or not the wait has noticed
+/// yet; each token (the wait's, the job's) cancels its own activity.
 async fn wait_and_run_together<W, J>(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    own: Option<&str>,
     wait: W,
     job: J,
-    wait_token: &WorkflowCancellationToken,
-    job_token: &WorkflowCancellationToken,
+    (wait_token, job_token): (&WorkflowCancellationToken, &WorkflowCancellationToken),
 ) -> BodyEnd
 where
     W: Future<Output = Result<WaitProgress, ActivityExecutionError>> + Unpin,
@@ -153,7 +180,7 @@ where
     match select(wait, job).await {
         Either::Left((Ok(_), job)) => {
             enter(ctx, Phase::Running);
-            job_end(ctx, job.await)
+            job_end(ctx, own, job.await)
         }
         Either::Left((Err(error), job)) => {
             job_token.cancel_with_reason("the compute did not become ready");
@@ -175,7 +202,7 @@ where
             if job.is_ok() {
                 enter(ctx, Phase::Running);
             }
-            job_end(ctx, job)
+            job_end(ctx, own, job)
         }
     }
 }
@@ -202,6 +229,33 @@ fn run_job<'a>(
     // workflow retries the job on fresh compute instead.
     job_options.retry_policy = Some(RetryPolicy::builder().maximum_attempts(1).build());
     job_options.cancellation_token = Some(cancel);
+    if let Some(activity) = &input.activity {
+        // Its own time limit and attempts on this unit (with the last attempt's heartbeat
+        // details); a unit lost meanwhile is noticed at the attempt's heartbeat timeout.
+        job_options.close_timeouts =
+            ActivityCloseTimeouts::StartToClose(input.activity_start_to_close());
+        job_options.retry_policy = Some(own_activity_retry_policy(input.activity_max_attempts()));
+        let args = activity_arg_payloads(input.activity_args.as_deref().unwrap_or_default());
+        let job = ctx.execute_activity(
+            UntypedActivity::new(activity.clone()),
+            RawValue::new(args),
+            job_options,
+        );
+        let activity = activity.clone();
+        return async move {
+            let returned = job.await?;
+            let result = decode_activity_result(&returned.payloads).map_err(|e| {
+                ActivityExecutionError::Serialization(PayloadConversionError::EncodingError(
+                    e.into(),
+                ))
+            })?;
+            Ok(Some(JobOutcome::Activity(ActivityResult {
+                activity,
+                result,
+            })))
+        }
+        .boxed_local();
+    }
     match &input.command {
         Some(command) => {
             // The unit is deleted only once the job's processes are gone.
@@ -218,7 +272,7 @@ fn run_job<'a>(
                 },
                 job_options,
             );
-            async move { job.await.map(Some) }.boxed_local()
+            async move { job.await.map(|result| Some(JobOutcome::Command(result))) }.boxed_local()
         }
         None => {
             let job = ctx.execute_activity(
@@ -234,11 +288,16 @@ fn run_job<'a>(
     }
 }
 
-/// What the job's result means for the attempt.
-fn job_end(ctx: &WorkflowContext<TriggerExternalWorkflow>, job: JobResult) -> BodyEnd {
-    match job {
-        Ok(result) => BodyEnd::Completed(result),
-        Err(error) => {
+/// What the job's result means for the attempt (`own`: the user's own activity type).
+fn job_end(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    own: Option<&str>,
+    job: JobResult,
+) -> BodyEnd {
+    match (job, own) {
+        (Ok(result), _) => BodyEnd::Completed(result),
+        (Err(error), Some(activity)) => own_activity_failed(ctx, activity, error),
+        (Err(error), None) => {
             // The job gave up (its command failed, or its arguments were refused): fresh
             // compute would fail the same way.
             let job_gave_up = matches!(
@@ -266,6 +325,62 @@ fn body_error(
             message: format!("{what}: {}", describe(&error)),
             fresh_compute_helps,
             lifetime_exceeded: false,
+            own_failure: None,
         }
+    }
+}
+
+/// How the user's own activity's failure ends the attempt: its own failure fails the run (no
+/// fresh compute: it would fail the same way); a heartbeat or schedule-to-start timeout means
+/// the unit's worker died or never took it (fresh compute may work); any other timeout, or a
+/// result that cannot be the run's, fails the run.
+fn own_activity_failed(
+    ctx: &WorkflowContext<TriggerExternalWorkflow>,
+    activity: &str,
+    error: ActivityExecutionError,
+) -> BodyEnd {
+    let what = format!("the external activity {activity} failed");
+    match error.cause() {
+        Some(IncomingError::Application(failure)) if !ctx.cancellation_token().is_cancelled() => {
+            let summary = JobFailure {
+                activity: activity.to_owned(),
+                failure_type: failure.type_name().unwrap_or_default().to_owned(),
+                message: failure.to_string(),
+                non_retryable: failure.is_non_retryable(),
+            };
+            let kind = match summary.failure_type.as_str() {
+                "" => String::new(),
+                kind => format!("{kind}: "),
+            };
+            BodyEnd::Failed {
+                message: format!("{what}: {kind}{}", summary.message),
+                fresh_compute_helps: false,
+                lifetime_exceeded: false,
+                own_failure: Some(Box::new(OwnFailure {
+                    summary,
+                    details: failure.raw_details().map(<[_]>::to_vec).unwrap_or_default(),
+                })),
+            }
+        }
+        Some(IncomingError::Timeout(timeout))
+            if matches!(
+                timeout.timeout_type(),
+                TimeoutType::Heartbeat | TimeoutType::ScheduleToStart
+            ) =>
+        {
+            body_error(ctx, &what, error, true)
+        }
+        _ if let ActivityExecutionError::Serialization(PayloadConversionError::EncodingError(
+            why,
+        )) = &error =>
+        {
+            BodyEnd::Failed {
+                message: format!("the external activity {activity} completed, but {why}"),
+                fresh_compute_helps: false,
+                lifetime_exceeded: false,
+                own_failure: None,
+            }
+        }
+        _ => body_error(ctx, &what, error, false),
     }
 }

@@ -26,8 +26,10 @@ mod resume;
 
 use std::time::{Duration, SystemTime};
 
-use tea_contract::{CommandResult, WorkflowInput};
+use tea_contract::{JobOutcome, WorkflowInput};
 use temporalio_common::data_converters::RawValue;
+
+use job::OwnFailure;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ApplicationFailure, SyncWorkflowContext, TimerResult, WorkflowContext,
@@ -54,14 +56,16 @@ pub struct TriggerExternalWorkflow {
 
 /// How the part of an attempt between create and delete ended.
 enum BodyEnd {
-    /// With the user's command's result, when the run had one.
-    Completed(Option<CommandResult>),
+    /// With the user's command's or own activity's result, when the run had one.
+    Completed(Option<JobOutcome>),
     Cancelled,
     Failed {
         message: String,
         fresh_compute_helps: bool,
         /// The compute reached its maximum lifetime: its teardown is a lifetime kill.
         lifetime_exceeded: bool,
+        /// The user's own activity failed: its failure becomes the run's.
+        own_failure: Option<Box<OwnFailure>>,
     },
 }
 
@@ -82,7 +86,7 @@ impl TriggerExternalWorkflow {
         if !pause(ctx, input.pause()).await {
             return Err(cancelled(ctx));
         }
-        let admission = admission::admit(ctx).await?;
+        let admission = admission::admit(ctx, &input).await?;
         let end = match &admission.slot {
             Some(slot) => {
                 let holder = ctx.clone();
@@ -180,6 +184,27 @@ fn fail(
     WorkflowTermination::failed_application(ApplicationFailure::non_retryable(anyhow::anyhow!(
         message
     )))
+}
+
+/// Fails the run with the user's own activity's failure: its type, message, details and
+/// non-retryable flag (`message`, with what the run went through, is the status's error).
+fn fail_as_activity(
+    ctx: &mut WorkflowContext<TriggerExternalWorkflow>,
+    message: String,
+    failure: OwnFailure,
+) -> WorkflowTermination {
+    let OwnFailure { summary, details } = failure;
+    let run_failure = ApplicationFailure::builder(summary.message.clone())
+        .maybe_type_name(Some(summary.failure_type.clone()).filter(|t| !t.is_empty()))
+        .non_retryable(summary.non_retryable)
+        .maybe_details((!details.is_empty()).then(|| RawValue::new(details)))
+        .build();
+    ctx.state_mut(|s| {
+        s.status.error = Some(message);
+        s.status.job_failure = Some(summary);
+    });
+    enter(ctx, Phase::Failed);
+    WorkflowTermination::failed_application(run_failure)
 }
 
 #[cfg(test)]

@@ -20,10 +20,20 @@ const REQUEST_CAPACITY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How a call to the provider is retried: from 1 s, doubling, at most 30 s apart, at most
 /// `maximum_attempts` attempts.
 pub(crate) fn provider_call_retry_policy(maximum_attempts: u32) -> RetryPolicy {
+    doubling_retry_policy(Duration::from_secs(30), maximum_attempts)
+}
+
+/// How the user's own activity is retried on its unit: `maximum_attempts` in all, from 1 s,
+/// doubling, at most a minute apart.
+pub(crate) fn own_activity_retry_policy(maximum_attempts: u32) -> RetryPolicy {
+    doubling_retry_policy(Duration::from_secs(60), maximum_attempts)
+}
+
+fn doubling_retry_policy(maximum_interval: Duration, maximum_attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
-        .maximum_interval(Duration::from_secs(30))
+        .maximum_interval(maximum_interval)
         .maximum_attempts(maximum_attempts)
         .build()
 }
