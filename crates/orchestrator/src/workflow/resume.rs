@@ -9,7 +9,10 @@
 //!   `run-command` gets it as `CommandJob::resume` (its `TEA_RESUME_FILE`);
 //! - the timed job's heartbeats carry how long it has worked (`JobProgress::elapsed`): the next
 //!   `long-running-command` is asked to work only for what is left (its two arguments keep
-//!   their wire format). A worker whose heartbeats do not say (the Go worker) starts over.
+//!   their wire format). A worker whose heartbeats do not say (the Go worker) starts over;
+//! - the user's own activity (`activity`) is not resumed across units yet: its lost attempt
+//!   leaves no resume point (Temporal hands its heartbeat details to its retries on the same
+//!   unit only).
 //!
 //! Only a lost unit resumes: a job that failed on its own (a non-zero exit, a non-retryable
 //! failure), ran out of time (start-to-close) or was cancelled leaves no resume point. An
@@ -116,6 +119,27 @@ pub(super) fn for_attempt(
     JobResume { attempt, point }
 }
 
+/// Which job a run has, as far as resuming it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobKind {
+    /// `long-running-command`: resumes by its elapsed time.
+    Timed,
+    /// `run-command`: resumes from its checkpoint.
+    Command,
+    /// The user's own activity: not resumed across units.
+    OwnActivity,
+}
+
+impl JobKind {
+    fn of(input: &WorkflowInput) -> JobKind {
+        match (&input.activity, &input.command) {
+            (Some(_), _) => JobKind::OwnActivity,
+            (None, Some(_)) => JobKind::Command,
+            (None, None) => JobKind::Timed,
+        }
+    }
+}
+
 /// `job`, noting where the next attempt resumes when it ends with its unit lost.
 pub(super) fn noting_a_lost_unit<'a, T: 'a>(
     ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
@@ -123,13 +147,13 @@ pub(super) fn noting_a_lost_unit<'a, T: 'a>(
     resume: &JobResume,
     job: LocalBoxFuture<'a, Result<T, ActivityExecutionError>>,
 ) -> LocalBoxFuture<'a, Result<T, ActivityExecutionError>> {
-    let command = input.command.is_some();
+    let kind = JobKind::of(input);
     let job_duration = input.job_duration();
     let resume = resume.clone();
     async move {
         let ended = job.await;
         if let Err(error) = &ended
-            && let Some(point) = next_point(&resume, command, job_duration, error)
+            && let Some(point) = next_point(&resume, kind, job_duration, error)
         {
             ctx.state_mut(|s| s.resume = Some(point));
         }
@@ -142,13 +166,16 @@ pub(super) fn noting_a_lost_unit<'a, T: 'a>(
 /// error says its unit was lost and its last heartbeat says where it was.
 fn next_point(
     resume: &JobResume,
-    command: bool,
+    kind: JobKind,
     job_duration: Duration,
     error: &ActivityExecutionError,
 ) -> Option<ResumePoint> {
+    if kind == JobKind::OwnActivity {
+        return None;
+    }
     let last = decode_json(lost_unit_heartbeat(error)?.first()?).ok()?;
     let from_attempt = resume.attempt;
-    if command {
+    if kind == JobKind::Command {
         let value = last.get("checkpoint").filter(|v| !v.is_null())?.clone();
         return Some(ResumePoint::Checkpoint {
             from_attempt,
@@ -291,7 +318,7 @@ mod tests {
             "output_bytes": 9, "tail": [], "checkpoint": {"count": 40}});
         let error = timed_out(ProtoTimeoutType::Heartbeat, Some(heartbeat));
         assert_eq!(
-            next_point(&first(1), true, MINUTE, &error),
+            next_point(&first(1), JobKind::Command, MINUTE, &error),
             Some(ResumePoint::Checkpoint {
                 from_attempt: 1,
                 value: json!({"count": 40}),
@@ -304,7 +331,7 @@ mod tests {
         let progress = json!({"checkpoint": [1, 2]});
         let error = application(WORKER_SHUTDOWN_FAILURE, false, Some(progress));
         assert_eq!(
-            next_point(&first(2), true, MINUTE, &error),
+            next_point(&first(2), JobKind::Command, MINUTE, &error),
             Some(ResumePoint::Checkpoint {
                 from_attempt: 2,
                 value: json!([1, 2]),
@@ -344,7 +371,11 @@ mod tests {
                 ),
             ),
         ] {
-            assert_eq!(next_point(&first(1), true, MINUTE, &error), None, "{why}");
+            assert_eq!(
+                next_point(&first(1), JobKind::Command, MINUTE, &error),
+                None,
+                "{why}"
+            );
         }
     }
 
@@ -356,7 +387,7 @@ mod tests {
                 Some(json!({"elapsed": elapsed * 1_000_000_000u64, "remaining": 0})),
             )
         };
-        let after_first = next_point(&first(1), false, MINUTE, &lost_at(40));
+        let after_first = next_point(&first(1), JobKind::Timed, MINUTE, &lost_at(40));
         assert_eq!(
             after_first,
             Some(ResumePoint::Elapsed {
@@ -372,25 +403,44 @@ mod tests {
         assert_eq!(second.checkpoint(), None);
         // The second attempt worked 15 s of the 20 s left.
         assert_eq!(
-            next_point(&second, false, MINUTE, &lost_at(15)),
+            next_point(&second, JobKind::Timed, MINUTE, &lost_at(15)),
             Some(ResumePoint::Elapsed {
                 from_attempt: 2,
                 elapsed: Duration::from_secs(55),
             })
         );
         // Never more than the job: what is left is then nothing.
-        let done = next_point(&second, false, MINUTE, &lost_at(30)).map(|point| JobResume {
-            attempt: 3,
-            point: Some(point),
-        });
+        let done =
+            next_point(&second, JobKind::Timed, MINUTE, &lost_at(30)).map(|point| JobResume {
+                attempt: 3,
+                point: Some(point),
+            });
         assert_eq!(done.map(|r| r.time_left(MINUTE)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_own_activity_is_not_resumed_across_units_yet() {
+        let error = timed_out(
+            ProtoTimeoutType::Heartbeat,
+            Some(json!({"elapsed": 5, "remaining": 5, "checkpoint": 1})),
+        );
+        assert_eq!(
+            next_point(&first(1), JobKind::OwnActivity, MINUTE, &error),
+            None
+        );
+        let own = WorkflowInput {
+            activity: Some("export".into()),
+            command: None,
+            ..Default::default()
+        };
+        assert_eq!(JobKind::of(&own), JobKind::OwnActivity);
     }
 
     #[test]
     fn a_timed_job_whose_heartbeats_do_not_say_starts_over() {
         // The Go worker's heartbeats carry no `elapsed`.
         let error = timed_out(ProtoTimeoutType::Heartbeat, Some(json!("working")));
-        assert_eq!(next_point(&first(1), false, MINUTE, &error), None);
+        assert_eq!(next_point(&first(1), JobKind::Timed, MINUTE, &error), None);
         assert_eq!(first(2).time_left(MINUTE), MINUTE);
     }
 }
