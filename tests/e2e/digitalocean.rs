@@ -11,6 +11,7 @@ use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::WorkflowCancelOptions;
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
+use crate::resume;
 use crate::support::{
     self, DevServer, Proc, ProcBuilder, bin, history, pid_alive,
     run::{self, RUN_TIMEOUT, pending_job},
@@ -107,6 +108,16 @@ impl Fixture {
     async fn finish(&self, handle: &RunHandle) -> RunEnd {
         run::finish(handle, &self.worker).await
     }
+}
+
+/// The ID of the fake's first app (the run's).
+fn first_app(fake: &FakeDo) -> String {
+    fake.snapshot()
+        .apps
+        .first()
+        .expect("the run's app")
+        .id
+        .clone()
 }
 
 fn worker_pid(fake: &FakeDo) -> Option<u32> {
@@ -527,14 +538,7 @@ async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() 
     let fx = Fixture::start("cancel-between-attempts").await;
     let handle = fx.start_run("cancel-between-attempts", "10m").await;
     wait_for("the job to start", RUN_TIMEOUT, || pending_job(&handle)).await;
-    let app = fx
-        .fake
-        .snapshot()
-        .apps
-        .first()
-        .expect("the run's app")
-        .id
-        .clone();
+    let app = first_app(&fx.fake);
     // The teardown's DELETEs are rate limited until the test has cancelled during it (the
     // workflow retries its Delete without limit): the teardown cannot end before it is seen.
     fx.fake.inject(Fault::RateLimit {
@@ -1066,5 +1070,44 @@ async fn cancel_while_deploying_deletes_the_app() {
     );
     let snapshot = fx.fake.snapshot();
     assert_eq!(snapshot.total_created, 1);
+    assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
+}
+
+/// A command whose app's worker is killed resumes on a fresh app from the last checkpoint the
+/// lost app's job sent (App Platform restarts the killed worker, but the job it ran is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_app_worker_is_killed_resumes_on_a_fresh_app_from_its_last_checkpoint() {
+    let fx = Fixture::start("do-resumed-command").await;
+    let input = resume::counting_input(run::input("1s"), true);
+    let handle = tea_starter::start(
+        &fx.server.client().await,
+        &fx.task_queue,
+        &unique("do-resumed-command"),
+        input.clone(),
+    )
+    .await
+    .expect("start");
+    // About two thirds in.
+    resume::wait_for_checkpoint(&handle, resume::STEPS * 4 / 7).await;
+    let app = first_app(&fx.fake);
+    assert!(
+        fx.fake
+            .signal_worker(&app, nix::sys::signal::Signal::SIGKILL)
+    );
+
+    let outcome = run::completed(&handle, &fx.worker).await;
+    let logs = resume::read_all(
+        std::fs::read_dir(fx.dir.join("apps"))
+            .expect("the apps' logs")
+            .filter_map(|entry| Some(entry.ok()?.path())),
+    );
+    let from = resume::assert_resumed(
+        &outcome,
+        resume::first_unit_log(&logs),
+        resume::steps_per_heartbeat(&input),
+    );
+    resume::assert_status_says_resumed(&handle, from).await;
+    let snapshot = fx.fake.snapshot();
+    assert_eq!(snapshot.total_created, 2, "one fresh app");
     assert!(snapshot.apps.is_empty(), "left: {:?}", snapshot.apps);
 }

@@ -5,7 +5,9 @@
 //! `TEA_E2E_DOCKER_IMAGE`), which `.ci/packaging` builds from the Dockerfile and keeps; build it
 //! by hand with `docker build -t temporal-external-activity/external-worker:dev .`. Where no
 //! engine, no such image or no `docker-registry` is at hand, these tests say that they were
-//! skipped and why, except under `REQUIRE_DOCKER=1` (CI), where that is a failure.
+//! skipped and why, except under `REQUIRE_DOCKER=1` (CI), where that is a failure. The resume
+//! test runs a shell job: it adds this machine's shell to that image once, as
+//! `tea-test/external-worker-sh:<image ID>`.
 
 use std::{
     path::{Path, PathBuf},
@@ -26,6 +28,7 @@ use temporalio_common::protos::temporal::api::{
     enums::v1::RetryState, history::v1::history_event::Attributes,
 };
 
+use crate::resume;
 use crate::support::{
     self, DevServer, Proc, history,
     run::{self, RUN_TIMEOUT, pending_job},
@@ -312,16 +315,7 @@ impl Drop for Registry {
 
 /// Runs the docker CLI (tests only: the provider never does) and fails on an error.
 fn docker_cli(args: &[&str]) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_output(args);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,4 +575,88 @@ async fn docker_container_cut_off_the_network_is_replaced_and_removed() {
     assert!(first_gone, "the disconnected container {first} was removed");
     assert!(left.is_empty(), "containers left behind: {left:?}");
     network_removed.expect("remove the test network");
+}
+
+/// `base` (an external-worker image, which has no shell) with this machine's `/bin/sh`,
+/// `sleep` and `mv` and the libraries they load added: what the counting job of the resume
+/// tests runs. Made once per base image (tagged after its ID) by committing a container of
+/// `base` with the files copied in; no builder, no registry.
+fn with_a_shell(base: &str) -> String {
+    let id = docker_output(&["image", "inspect", "--format", "{{.Id}}", base]);
+    let short = id
+        .trim()
+        .trim_start_matches("sha256:")
+        .get(..12)
+        .unwrap_or("unknown");
+    let image = format!("tea-test/external-worker-sh:{short}");
+    if Command::new("docker")
+        .args(["image", "inspect", &image])
+        .output()
+        .is_ok_and(|out| out.status.success())
+    {
+        return image;
+    }
+    let files = tea_compute::docker::testing::rootfs_of(&["/bin/sh", "/bin/sleep", "/bin/mv"])
+        .unwrap_or_else(|e| panic!("the shell's files: {e}"));
+    let label = format!("{}=shell-image", tea_compute::docker::testing::TEST_LABEL);
+    let container = docker_output(&["create", "--label", &label, base]);
+    let container = container.trim();
+    let mut copy = Command::new("docker")
+        .args(["cp", "-", &format!("{container}:/")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run docker cp");
+    std::io::Write::write_all(&mut copy.stdin.take().expect("docker cp's stdin"), &files)
+        .expect("copy the shell's files");
+    let copied = copy.wait().expect("docker cp");
+    let committed = copied
+        .success()
+        .then(|| docker_output(&["commit", container, &image]));
+    docker_cli(&["rm", "-f", container]);
+    committed.unwrap_or_else(|| panic!("docker cp into {container} failed"));
+    image
+}
+
+/// Runs the docker CLI (tests only: the provider never does) and returns its output; fails on
+/// an error.
+fn docker_output(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_killed_with_its_container_resumes_in_a_fresh_one_from_its_last_checkpoint() {
+    let test = "docker-resumed-command";
+    let Some((docker, image)) = engine_and_image(test).await else {
+        return;
+    };
+    let fx = Fixture::start(test, docker, with_a_shell(&image), None).await;
+    let input = resume::counting_input(fx.input("1s"), true);
+    let handle = fx.start_run(test, input.clone()).await;
+    let first = fx.job_container(&handle).await;
+    // About two thirds in.
+    resume::wait_for_checkpoint(&handle, resume::STEPS * 4 / 7).await;
+    fx.docker
+        .kill_container(&first, None)
+        .await
+        .expect("docker kill");
+
+    let outcome = run::completed(&handle, &fx.worker).await;
+    let logs = resume::read_all(fx.kept_logs());
+    let from = resume::assert_resumed(
+        &outcome,
+        resume::first_unit_log(&logs),
+        resume::steps_per_heartbeat(&input),
+    );
+    resume::assert_status_says_resumed(&handle, from).await;
+    fx.assert_nothing_left().await;
 }

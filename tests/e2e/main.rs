@@ -19,6 +19,7 @@ mod metrics;
 mod operator;
 mod own_activity;
 mod ownership;
+mod resume;
 mod starter_summary;
 mod versioning;
 

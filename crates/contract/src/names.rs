@@ -58,3 +58,8 @@ pub const JOB_KILL_GRACE_ENV: &str = "JOB_KILL_GRACE";
 
 /// [`JOB_KILL_GRACE_ENV`] when it is not set.
 pub const DEFAULT_JOB_KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Type of the retryable failure the external worker ends a job with when it shuts down (the
+/// compute is going away) and stops the job: its details are the job's last progress, with
+/// its checkpoint, so that the run resumes the job on fresh compute from there.
+pub const WORKER_SHUTDOWN_FAILURE: &str = "WorkerShutdown";

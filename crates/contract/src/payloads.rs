@@ -28,6 +28,15 @@ pub struct CommandJob {
     pub workdir: Option<String>,
     /// The activity's heartbeat timeout: the runner heartbeats at half of it.
     pub heartbeat_timeout: GoDuration,
+    /// The run's compute attempt this job runs in (1 on the first unit): the job's
+    /// `TEA_ATTEMPT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// The checkpoint the job last wrote on a unit that was lost, to resume from: the job's
+    /// `TEA_RESUME_FILE` holds it. Absent on the first unit and when no checkpoint was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<serde_json::Value>,
 }
 
 /// One line of the job's output.
@@ -54,6 +63,14 @@ pub struct CommandProgress {
     /// The job's own progress message, when it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The last checkpoint the job wrote (or the one it resumed from, until it writes one): a
+    /// fresh unit resumes from it when this one is lost. NOT secret: it is in the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<serde_json::Value>,
+    /// Why the job's latest checkpoint file was not taken (too large, not JSON, holding a
+    /// secret); `checkpoint` is still the previous one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_error: Option<String>,
 }
 
 /// Result of [`crate::RUN_COMMAND_ACTIVITY`] when the job exited 0.

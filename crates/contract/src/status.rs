@@ -104,6 +104,47 @@ pub struct RunStatus {
     /// Every unit of compute the run has used and deleted so far.
     #[serde(default)]
     pub usage: Vec<UnitUsage>,
+    /// Each attempt whose job resumed from what a lost unit last recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<Resumed>,
+}
+
+/// A job that resumed on a fresh unit from the last heartbeat its lost unit sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    /// The attempt (unit of compute) the job resumed on.
+    pub attempt: u32,
+    /// The lost attempt whose last heartbeat it resumed from.
+    pub from_attempt: u32,
+    /// What it resumed from.
+    pub from: ResumedFrom,
+}
+
+/// What a job resumed from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumedFrom {
+    /// The command's checkpoint (`TEA_CHECKPOINT_FILE`), of this many bytes of JSON.
+    Checkpoint { bytes: u64 },
+    /// The timed job's elapsed time: it works only for what is left.
+    Elapsed { elapsed: GoDuration },
+}
+
+impl std::fmt::Display for Resumed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.from {
+            ResumedFrom::Checkpoint { bytes } => write!(
+                f,
+                "resumed from a checkpoint at attempt {} ({bytes} bytes, from attempt {})",
+                self.attempt, self.from_attempt
+            ),
+            ResumedFrom::Elapsed { elapsed } => write!(
+                f,
+                "resumed after {elapsed} of work at attempt {} (from attempt {})",
+                self.attempt, self.from_attempt
+            ),
+        }
+    }
 }
 
 /// Result of a completed run: what ran where, and that it was deleted.
@@ -189,6 +230,34 @@ impl QueryDefinition for StatusQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_reads_as_the_status_line_says_it() {
+        let resumed = Resumed {
+            attempt: 2,
+            from_attempt: 1,
+            from: ResumedFrom::Checkpoint { bytes: 12 },
+        };
+        assert_eq!(
+            resumed.to_string(),
+            "resumed from a checkpoint at attempt 2 (12 bytes, from attempt 1)"
+        );
+        let wire = serde_json::to_value(&resumed).expect("serialize");
+        assert_eq!(
+            wire["from"],
+            serde_json::json!({"checkpoint": {"bytes": 12}})
+        );
+        let timed = Resumed {
+            from: ResumedFrom::Elapsed {
+                elapsed: GoDuration::from_secs(40),
+            },
+            ..resumed
+        };
+        assert_eq!(
+            timed.to_string(),
+            "resumed after 40s of work at attempt 2 (from attempt 1)"
+        );
+    }
 
     #[test]
     fn a_command_s_result_keeps_its_wire_form_and_an_activity_s_has_its_own() {

@@ -10,7 +10,7 @@ use std::{
 
 use tea_contract::{
     CommandJob, CommandProgress, CommandResult, GoDuration, JobOutputLine, JobProgress,
-    decode_long_running_args,
+    WORKER_SHUTDOWN_FAILURE, decode_long_running_args,
 };
 
 use crate::{
@@ -248,6 +248,8 @@ impl JobActivities {
             argv: job.command.clone(),
             env: job.env.clone().into_iter().collect(),
             workdir: job.workdir.as_ref().map(Into::into),
+            attempt: job.attempt,
+            resume: job.resume.clone(),
         };
         tracing::info!(
             %workflow_id,
@@ -255,6 +257,8 @@ impl JobActivities {
             program = %job.command.first().map(String::as_str).unwrap_or(""),
             args = job.command.len().saturating_sub(1),
             env_keys = ?job.env.keys().collect::<Vec<_>>(),
+            compute_attempt = job.attempt,
+            resumes_from_checkpoint = job.resume.is_some(),
             "starting the job's command"
         );
         let log_workflow_id = workflow_id.clone();
@@ -284,10 +288,21 @@ impl JobActivities {
                     tracing::warn!(%workflow_id, "the worker is shutting down: stopping the job");
                     let stopped = running.stop().await;
                     tracing::info!(%workflow_id, exit = ?stopped.as_ref().map(|f| f.exit), "job stopped");
-                    // Retryable: the compute went away, not the job's fault.
-                    return Err(ActivityError::from(anyhow::anyhow!(
-                        "the external worker shut down (SIGTERM) and stopped the job"
-                    )));
+                    // Retryable: the compute went away, not the job's fault. Its last progress
+                    // (read after it stopped: a checkpoint written on SIGTERM counts) lets the
+                    // run resume it on fresh compute.
+                    let last = match &stopped {
+                        Ok(finished) => progress_of(&finished.snapshot),
+                        Err(_) => progress_of(&running.snapshot()),
+                    };
+                    return Err(ActivityError::application(
+                        ApplicationFailure::builder(anyhow::anyhow!(
+                            "the external worker shut down (SIGTERM) and stopped the job"
+                        ))
+                        .type_name(WORKER_SHUTDOWN_FAILURE.to_owned())
+                        .details(last)
+                        .build(),
+                    ));
                 }
                 _ = ctx.cancelled() => {
                     tracing::info!(%workflow_id, "job cancelled: stopping its processes");
@@ -364,6 +379,8 @@ fn progress_of(snapshot: &Snapshot) -> CommandProgress {
         tail: tail_of(snapshot),
         fraction: snapshot.report.as_ref().and_then(|r| r.fraction),
         message: snapshot.report.as_ref().and_then(|r| r.message.clone()),
+        checkpoint: snapshot.checkpoint.clone(),
+        checkpoint_error: snapshot.checkpoint_error.clone(),
     }
 }
 

@@ -8,6 +8,7 @@
 //! building, running and stopping the worker; [`deadman`] stops it by itself when nobody needs
 //! it any more.
 
+pub mod checkpoint;
 pub mod command;
 pub mod deadman;
 pub mod job;

@@ -42,9 +42,16 @@ const BASELINE_RUN_PATHS: &[&str] = &[
     "cancel-local",
     "cancel-command",
     "cancel-between-attempts",
-    // A fresh unit after a lost one: its worker died, its worker never polled.
+    // A fresh unit after a lost one: its worker died, its worker never polled; the job
+    // resumed from the lost unit's last heartbeat (a command's checkpoint, after the unit died
+    // or after its worker shut down and stopped the job; the timed job's elapsed time); a
+    // command without a checkpoint started afresh.
     "reprovision-dead-worker",
     "reprovision-never-polls",
+    "reprovision-resumed-command",
+    "reprovision-resumed-after-shutdown",
+    "reprovision-resumed-timed-job",
+    "reprovision-command-afresh",
     // Failed: `Create` refused (the queued job withdrawn), a deployment that failed, the
     // compute lifetime reached (counted from `Create`'s scheduling).
     "failed-create-rejected-token",

@@ -64,6 +64,9 @@ impl RunReport {
             if let Some(name) = &status.compute_name {
                 parts.push(format!("compute={name}"));
             }
+            if let Some(resumed) = status.resumes.last() {
+                parts.push(resumed.to_string());
+            }
         }
         if let Some(deployment) = &self.deployment {
             parts.push(format!("deployment={}", deployment.phase));
@@ -92,6 +95,9 @@ impl RunReport {
             }
             if let Some(message) = &command.message {
                 parts.push(message.clone());
+            }
+            if let Some(refused) = &command.checkpoint_error {
+                parts.push(format!("(checkpoint refused: {refused})"));
             }
         }
         parts.join(" ")
@@ -216,4 +222,42 @@ pub async fn pending_job<W: HasWorkflowDefinition>(
             name.is_some_and(|name| !provisioning.contains(&name)) && a.last_started_time.is_some()
         })
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use tea_contract::{Phase, Resumed, ResumedFrom};
+
+    use super::*;
+
+    #[test]
+    fn the_status_line_shows_a_resume_and_a_refused_checkpoint() {
+        let report = RunReport {
+            execution_status: "running".into(),
+            status: Some(RunStatus {
+                phase: Phase::Running,
+                attempt: 2,
+                resumes: vec![Resumed {
+                    attempt: 2,
+                    from_attempt: 1,
+                    from: ResumedFrom::Checkpoint { bytes: 13 },
+                }],
+                ..Default::default()
+            }),
+            command: Some(CommandProgress {
+                checkpoint_error: Some("the checkpoint file is 70000 bytes".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let line = report.one_line();
+        assert!(
+            line.contains("attempt=2 resumed from a checkpoint at attempt 2 (13 bytes"),
+            "{line}"
+        );
+        assert!(
+            line.contains("(checkpoint refused: the checkpoint file is 70000 bytes)"),
+            "{line}"
+        );
+    }
 }

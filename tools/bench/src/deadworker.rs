@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use tea_contract::{CREATE_ACTIVITY, LONG_RUNNING_ACTIVITY};
 use tea_starter::{RunHandle, status::pending_job};
 use temporalio_client::WorkflowCancelOptions;
@@ -90,13 +90,7 @@ pub async fn run(bins: &Bins, env: &Env, samples: usize, table: &mut Table) -> a
             fmt_duration(max(&timed_out))
         ),
     );
-    table.check(
-        SECTION,
-        "local compute left after the runs",
-        left.len().to_string(),
-        "0",
-        left.is_empty(),
-    );
+    table.check_nothing_left(SECTION, left.len());
     Ok(())
 }
 
@@ -137,16 +131,8 @@ async fn kill_and_watch(env: &Env, handle: &RunHandle) -> anyhow::Result<Sample>
         },
     )
     .await?;
-    let pid = env
-        .local_external_worker_pid()
-        .context("no single live external worker during the job")?;
-    let pid = i32::try_from(pid).context("pid out of range")?;
     let killed = SystemTime::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .map_err(|e| anyhow!("killing external worker {pid}: {e}"))?;
+    env.sigkill_local_external_worker()?;
 
     let times = tea_harness::try_wait_for(
         "the workflow to schedule Create for fresh compute",

@@ -7,7 +7,8 @@
 //!   ([`cycle`]);
 //! - `scale`: many runs at once through the fake DigitalOcean API ([`scale`]);
 //! - `dead-worker`: SIGKILL of the external worker mid-job until re-provisioning
-//!   ([`deadworker`]).
+//!   ([`deadworker`]);
+//! - `resume`: a 60 s job killed 40 s in, with and without checkpoints ([`resume`]).
 //!
 //! Build the binaries under test first: `cargo build --release --locked --bins`, then
 //! `cargo run --release --locked -p tea-bench`. The binaries are looked up next to the bench
@@ -16,6 +17,7 @@
 mod cycle;
 mod deadworker;
 mod history;
+mod resume;
 mod scale;
 mod setup;
 mod stats;
@@ -51,6 +53,9 @@ struct Args {
     /// Kills in the dead-worker section.
     #[arg(long, default_value_t = 3)]
     dead_worker_samples: usize,
+    /// Pairs of runs (with and without checkpoints) in the resume section.
+    #[arg(long, default_value_t = 1)]
+    resume_samples: usize,
     /// Run only this section.
     #[arg(long, value_enum)]
     only: Option<Section>,
@@ -65,14 +70,16 @@ enum Section {
     Cycle,
     Scale,
     DeadWorker,
+    Resume,
 }
 
 impl Section {
-    const ALL: [Section; 4] = [
+    const ALL: [Section; 5] = [
         Section::Worker,
         Section::Cycle,
         Section::Scale,
         Section::DeadWorker,
+        Section::Resume,
     ];
 
     fn name(self) -> &'static str {
@@ -81,6 +88,7 @@ impl Section {
             Section::Cycle => "cycle",
             Section::Scale => "scale",
             Section::DeadWorker => "dead-worker",
+            Section::Resume => "resume",
         }
     }
 }
@@ -100,6 +108,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<Table> {
     anyhow::ensure!(args.samples > 0, "--samples must be at least 1");
+    anyhow::ensure!(
+        args.resume_samples > 0,
+        "--resume-samples must be at least 1"
+    );
     let bins = Bins::locate(args.bin_dir.clone())?;
     let root = tea_harness::scratch_dir("bench")?;
     eprintln!(
@@ -131,6 +143,7 @@ async fn run(args: Args) -> anyhow::Result<Table> {
                 Section::DeadWorker => {
                     deadworker::run(&bins, &env, args.dead_worker_samples, &mut table).await
                 }
+                Section::Resume => resume::run(&bins, &env, args.resume_samples, &mut table).await,
             }
         }
         .await;

@@ -123,6 +123,19 @@ impl Env {
             .collect()
     }
 
+    /// SIGKILLs the only live local external worker.
+    pub fn sigkill_local_external_worker(&self) -> anyhow::Result<()> {
+        let pid = self
+            .local_external_worker_pid()
+            .context("no single live external worker during the job")?;
+        let pid = i32::try_from(pid).context("pid out of range")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| anyhow::anyhow!("killing external worker {pid}: {e}"))
+    }
+
     /// The pid of the only live local external worker.
     pub fn local_external_worker_pid(&self) -> Option<u32> {
         let dirs = self.local_compute_dirs();

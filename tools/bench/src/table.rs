@@ -59,6 +59,18 @@ impl Table {
         });
     }
 
+    /// Adds the row checking that no local compute was left after a section's runs (`left`
+    /// units were).
+    pub fn check_nothing_left(&mut self, section: &'static str, left: usize) {
+        self.check(
+            section,
+            "local compute left after the runs",
+            left.to_string(),
+            "0",
+            left == 0,
+        );
+    }
+
     /// Adds an informational row.
     pub fn info(
         &mut self,

@@ -1,6 +1,6 @@
 //! For tests on a real Docker Engine (feature `testing`): finding the engine (or saying why a
-//! test is skipped), a tiny image made from this machine's own `sleep`, and removing what a
-//! test left.
+//! test is skipped), a tiny image made from this machine's own `sleep` (and the root
+//! filesystem of any of its programs), and removing what a test left.
 //!
 //! Docker tests run whenever an engine is reachable. Where none is, they print that they were
 //! skipped and why, except under `REQUIRE_DOCKER=1` (set by CI), where a missing engine fails.
@@ -70,7 +70,7 @@ async fn import_sleeper_images(docker: &Docker) -> Result<(), String> {
     {
         return Ok(());
     }
-    let tar = sleep_rootfs()?;
+    let tar = rootfs_of(&["/bin/sleep"])?;
     for (image, cmd) in [
         (SLEEPER_IMAGE, r#"CMD ["/bin/sleep", "infinity"]"#),
         (EXITING_IMAGE, r#"CMD ["/bin/sleep", "0.2"]"#),
@@ -95,22 +95,29 @@ async fn import_sleeper_images(docker: &Docker) -> Result<(), String> {
     Ok(())
 }
 
-/// A tar of `/bin/sleep` and what `ldd` says it loads (symlinks followed).
-fn sleep_rootfs() -> Result<Vec<u8>, String> {
-    let ldd = std::process::Command::new("ldd")
-        .arg("/bin/sleep")
-        .output()
-        .map_err(|e| format!("ldd /bin/sleep: {e}"))?;
-    let mut files = vec!["bin/sleep".to_owned()];
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(path) = path.filter(|p| p.starts_with('/')) {
-            files.push(path.trim_start_matches('/').to_owned());
+/// A tar of this machine's `programs` (absolute paths) and what `ldd` says they load, at the
+/// same paths (symlinks followed): enough to run them in an image of their own, or added to
+/// one of the same glibc.
+pub fn rootfs_of(programs: &[&str]) -> Result<Vec<u8>, String> {
+    let mut files: Vec<String> = Vec::new();
+    for program in programs {
+        let ldd = std::process::Command::new("ldd")
+            .arg(program)
+            .output()
+            .map_err(|e| format!("ldd {program}: {e}"))?;
+        files.push(program.trim_start_matches('/').to_owned());
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(path) = path.filter(|p| p.starts_with('/')) {
+                files.push(path.trim_start_matches('/').to_owned());
+            }
         }
     }
+    files.sort();
+    files.dedup();
     let out = std::process::Command::new("tar")
         .args(["-c", "-h", "-C", "/"])
         .args(&files)

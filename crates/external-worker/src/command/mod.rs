@@ -9,7 +9,8 @@
 //! [`PROGRESS_FILE_ENV`] and [`RESULT_FILE_ENV`] to paths in a directory of the job's own. The
 //! job may (re)write the progress file at any time with `{"fraction": 0.4, "message": "..."}`
 //! (both optional) and write its result file once with any JSON value, at most
-//! [`Limits::result_bytes`].
+//! [`Limits::result_bytes`]. Its checkpoint file and the one it resumes from are the
+//! [`crate::checkpoint`] channel's.
 //!
 //! Here: what a job is given and what it leaves. Beside it: `running.rs` (starting, stopping
 //! and finishing the job's process) and `output.rs` (its output streams, progress and result
@@ -43,6 +44,10 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// Working directory; the worker's own when `None`.
     pub workdir: Option<PathBuf>,
+    /// The run's compute attempt, given to the job as `TEA_ATTEMPT`.
+    pub attempt: Option<u32>,
+    /// The checkpoint to resume from, given to the job in its `TEA_RESUME_FILE`.
+    pub resume: Option<serde_json::Value>,
 }
 
 /// Bounds on what the runner keeps.
@@ -54,6 +59,8 @@ pub struct Limits {
     pub result_bytes: usize,
     /// How long the job has between SIGTERM and SIGKILL when it is stopped.
     pub kill_grace: Duration,
+    /// Largest checkpoint sent.
+    pub checkpoint_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +69,7 @@ impl Default for Limits {
             tail_bytes: 4 * 1024,
             result_bytes: 64 * 1024,
             kill_grace: Duration::from_secs(10),
+            checkpoint_bytes: crate::checkpoint::DEFAULT_CHECKPOINT_BYTES,
         }
     }
 }
@@ -101,6 +109,10 @@ pub struct Snapshot {
     pub tail: Vec<OutputLine>,
     /// What the job last wrote to its progress file, if anything readable.
     pub report: Option<JobReport>,
+    /// The job's last checkpoint taken (or the one it resumed from).
+    pub checkpoint: Option<serde_json::Value>,
+    /// Why the checkpoint file as it is now was not taken.
+    pub checkpoint_error: Option<String>,
 }
 
 /// How the job's process ended.

@@ -1,6 +1,6 @@
 //! The job's process: started in a process group of its own (without the worker's Temporal
-//! credentials, with the progress and result files in a directory of its own, killed with the
-//! worker), stopped with a grace period that reaches every process of the job, and finished by
+//! credentials, with the progress, result, checkpoint and resume files in a directory of its
+//! own, killed with the worker), stopped with a grace period that reaches every process of the job, and finished by
 //! collecting what it left.
 
 use std::{
@@ -22,7 +22,13 @@ use super::{
     Stream,
     output::{Output, read_lines, read_report, read_result},
 };
-use crate::{mask::Secrets, tree::JobGroup};
+use crate::{
+    checkpoint::{
+        ATTEMPT_ENV, CHECKPOINT_FILE_ENV, Checkpoints, RESUME_FILE_ENV, write_resume_file,
+    },
+    mask::Secrets,
+    tree::JobGroup,
+};
 
 /// How long killing what is left of a job may take before the runner gives up on it.
 const KILL_CONFIRM: Duration = Duration::from_secs(5);
@@ -37,10 +43,12 @@ pub struct RunningCommand {
     output: Arc<Mutex<Output>>,
     readers: Vec<JoinHandle<()>>,
     files: JobFiles,
+    checkpoints: Mutex<Checkpoints>,
     limits: Limits,
 }
 
-/// The job's own directory with its progress and result files; removed when dropped.
+/// The job's own directory with its progress, result, checkpoint and resume files; removed
+/// when dropped.
 struct JobFiles {
     dir: PathBuf,
 }
@@ -56,6 +64,12 @@ impl JobFiles {
     }
     fn result(&self) -> PathBuf {
         self.dir.join("result.json")
+    }
+    fn checkpoint(&self) -> PathBuf {
+        self.dir.join("checkpoint.json")
+    }
+    fn resume(&self) -> PathBuf {
+        self.dir.join("resume.json")
     }
 }
 
@@ -80,10 +94,17 @@ impl RunningCommand {
         if let Some(dir) = &spec.workdir {
             check_workdir(dir)?;
         }
-        let files = JobFiles::create().map_err(|source| SpawnError::Other {
-            program: program.clone(),
-            source,
-        })?;
+        let files = JobFiles::create()
+            .and_then(|files| {
+                if let Some(resume) = &spec.resume {
+                    write_resume_file(&files.resume(), resume)?;
+                }
+                Ok(files)
+            })
+            .map_err(|source| SpawnError::Other {
+                program: program.clone(),
+                source,
+            })?;
         let mut command = Command::new(program);
         for (key, _) in std::env::vars_os() {
             let bytes = key.as_encoded_bytes();
@@ -96,6 +117,7 @@ impl RunningCommand {
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env(PROGRESS_FILE_ENV, files.progress())
             .env(RESULT_FILE_ENV, files.result())
+            .env(CHECKPOINT_FILE_ENV, files.checkpoint())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -103,6 +125,12 @@ impl RunningCommand {
             .kill_on_drop(true);
         if let Some(dir) = &spec.workdir {
             command.current_dir(dir);
+        }
+        if let Some(attempt) = spec.attempt {
+            command.env(ATTEMPT_ENV, attempt.to_string());
+        }
+        if spec.resume.is_some() {
+            command.env(RESUME_FILE_ENV, files.resume());
         }
         // SAFETY: the closure runs in the forked child before exec and only makes one
         // async-signal-safe system call (prctl).
@@ -148,6 +176,12 @@ impl RunningCommand {
                 log_line,
             ));
         }
+        let checkpoints = Mutex::new(Checkpoints::new(
+            files.checkpoint(),
+            limits.checkpoint_bytes,
+            Arc::clone(&secrets),
+            spec.resume.clone(),
+        ));
         Ok(RunningCommand {
             child,
             group,
@@ -155,6 +189,7 @@ impl RunningCommand {
             started: Instant::now(),
             output,
             readers,
+            checkpoints,
             files,
             limits,
         })
@@ -162,6 +197,11 @@ impl RunningCommand {
 
     /// Where the job is now.
     pub fn snapshot(&self) -> Snapshot {
+        let (checkpoint, checkpoint_error) = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh();
         let output = self.output.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
             elapsed: self.started.elapsed(),
@@ -170,6 +210,8 @@ impl RunningCommand {
             output_bytes: output.bytes,
             tail: output.tail.iter().cloned().collect(),
             report: read_report(&self.files.progress(), &self.secrets),
+            checkpoint,
+            checkpoint_error,
         }
     }
 

@@ -93,6 +93,47 @@ async fn progress_and_result_files_reach_the_runner() {
 }
 
 #[tokio::test]
+async fn a_resumed_job_gets_its_checkpoint_and_attempt_and_its_new_checkpoint_is_taken() {
+    let _beside_others = ALONE.read().await;
+    let spec = CommandSpec {
+        attempt: Some(2),
+        resume: Some(serde_json::json!({"count": 40})),
+        ..sh(
+            r#"echo "attempt=$TEA_ATTEMPT resume=$(cat "$TEA_RESUME_FILE")"
+            echo '{"count": 41}' > "$TEA_CHECKPOINT_FILE.tmp"
+            mv "$TEA_CHECKPOINT_FILE.tmp" "$TEA_CHECKPOINT_FILE""#,
+        )
+    };
+    let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
+    // Before the job wrote one, the checkpoint is the one it resumes from.
+    assert_eq!(
+        job.snapshot().checkpoint,
+        Some(serde_json::json!({"count": 40}))
+    );
+    let finished = job.wait().await.unwrap();
+    assert!(finished.exit.success());
+    assert_eq!(tail_lines(&finished), [r#"attempt=2 resume={"count":40}"#]);
+    assert_eq!(
+        finished.snapshot.checkpoint,
+        Some(serde_json::json!({"count": 41}))
+    );
+    assert_eq!(finished.snapshot.checkpoint_error, None);
+}
+
+#[tokio::test]
+async fn without_a_checkpoint_to_resume_from_the_resume_file_is_not_set() {
+    let _beside_others = ALONE.read().await;
+    let spec = CommandSpec {
+        attempt: Some(1),
+        ..sh(r#"echo "attempt=$TEA_ATTEMPT resume=${TEA_RESUME_FILE:-unset}""#)
+    };
+    let mut job = RunningCommand::spawn(&spec, Limits::default(), no_secrets(), quiet).unwrap();
+    let finished = job.wait().await.unwrap();
+    assert_eq!(tail_lines(&finished), ["attempt=1 resume=unset"]);
+    assert_eq!(finished.snapshot.checkpoint, None);
+}
+
+#[tokio::test]
 async fn an_oversized_result_is_refused_naming_the_limit() {
     let _beside_others = ALONE.read().await;
     let spec = sh(r#"head -c 2000 /dev/zero | tr '\0' 'a' > "$TEA_RESULT_FILE""#);

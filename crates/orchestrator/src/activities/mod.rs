@@ -150,6 +150,17 @@ impl ProvisioningActivities {
                 waited.as_duration(),
             );
         }
+        if let (Some(from), 1) = (&input.resumes_job, ctx.info().attempt) {
+            self.metrics.count(
+                "tea_job_resumes",
+                "Units of compute provisioned to resume a job where a lost unit left it",
+                &[
+                    ("provider", self.provider.kind().to_owned()),
+                    ("from", from.clone()),
+                ],
+                1,
+            );
+        }
         let spec = self.spec_for(&input, ctx.info());
         tracing::info!(
             provider = self.provider.kind(),

@@ -17,6 +17,10 @@ pub struct CreateComputeInput {
     /// first create (workflow time), for the `tea_capacity_wait_duration` metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_waited: Option<GoDuration>,
+    /// What this unit's job resumes from after a lost unit (`checkpoint`, `elapsed`), for the
+    /// `tea_job_resumes_total` metric. Absent when it starts afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumes_job: Option<String>,
     /// What the run asks of the unit; absent when it asks for none (the provider's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<tea_contract::Resources>,

@@ -18,6 +18,7 @@ use temporalio_sdk::{
 
 use super::job::{OwnFailure, QueuedJob, use_compute};
 use super::options::{activity_options, delete_options};
+use super::resume;
 use super::{
     BodyEnd, Phase, RunOutcome, TriggerExternalWorkflow, cancelled, describe, enter, fail,
     fail_as_activity, workflow_time_since,
@@ -97,6 +98,7 @@ async fn provision_and_run(
         s.status.task_queue = None;
         s.unit_may_exist = true;
     });
+    let resume = resume::for_attempt(ctx, attempt);
     // No unit of this attempt can have been created before now (its name is this attempt's).
     let create_scheduled_at = ctx.workflow_time();
     // Detached from cancellation: the workflow always learns what exists before it decides.
@@ -114,13 +116,21 @@ async fn provision_and_run(
             } else {
                 None
             },
+            resumes_job: resume.kind().map(str::to_owned),
             resources: input.resources.clone().filter(|r| !r.is_empty()),
         },
         activity_options(heartbeat_timeout, true),
     );
     // The lifetime limit's cancellation, made before the job so that it covers the queued job.
     let lifetime = ctx.cancellation_token().child_token();
-    let queued = QueuedJob::schedule(ctx, input, &compute_name, &lifetime, deploy_timeout);
+    let queued = QueuedJob::schedule(
+        ctx,
+        input,
+        &compute_name,
+        &lifetime,
+        deploy_timeout,
+        &resume,
+    );
     let (created, queued) = queued.alongside(create).await;
     let created: CreatedCompute = match created {
         Ok(created) => created,

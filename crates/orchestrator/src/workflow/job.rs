@@ -34,6 +34,7 @@ use temporalio_sdk::{
 use super::options::{
     DEADLINE_MARGIN, START_TO_CLOSE, activity_options, own_activity_retry_policy,
 };
+use super::resume::{self, JobResume};
 use super::{BodyEnd, Phase, TriggerExternalWorkflow, describe, enter};
 use crate::activities::{
     CreatedCompute, ProvisioningActivities, WaitForComputeInput, WaitProgress,
@@ -66,17 +67,20 @@ enum QueuedJobState<'a> {
 }
 
 impl<'a> QueuedJob<'a> {
-    /// Schedules the job now (call it right after scheduling `Create`).
+    /// Schedules the job now (call it right after scheduling `Create`), resuming where
+    /// `resume` says.
     pub fn schedule(
         ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
         input: &WorkflowInput,
         task_queue: &str,
         lifetime: &WorkflowCancellationToken,
         deploy_timeout: Duration,
+        resume: &JobResume,
     ) -> Self {
         let token = lifetime.child_token();
         let may_wait = DEADLINE_MARGIN + deploy_timeout + input.worker_start_timeout();
-        let job = run_job(ctx, input, task_queue, token.clone(), may_wait);
+        let job = run_job(ctx, input, task_queue, token.clone(), may_wait, resume);
+        let job = resume::noting_a_lost_unit(ctx, input, resume, job);
         Self {
             job: QueuedJobState::Queued(job),
             token,
@@ -203,14 +207,16 @@ where
     }
 }
 
-/// The job on the unit's queue: the user's command, or the original's timed job. It may wait
-/// `may_wait` in the queue for the unit's worker; `cancel` cancels it.
+/// The job on the unit's queue: the user's command, or the original's timed job, resuming where
+/// `resume` says. It may wait `may_wait` in the queue for the unit's worker; `cancel` cancels
+/// it.
 fn run_job<'a>(
     ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,
     task_queue: &str,
     cancel: WorkflowCancellationToken,
     may_wait: Duration,
+    resume: &JobResume,
 ) -> LocalBoxFuture<'a, JobResult> {
     let heartbeat_timeout = input.heartbeat_timeout();
     let mut job_options = activity_options(heartbeat_timeout, false);
@@ -261,6 +267,8 @@ fn run_job<'a>(
                     env: input.env.clone().unwrap_or_default(),
                     workdir: input.workdir.clone(),
                     heartbeat_timeout: GoDuration(heartbeat_timeout),
+                    attempt: Some(resume.attempt),
+                    resume: resume.checkpoint(),
                 },
                 job_options,
             );
@@ -270,7 +278,7 @@ fn run_job<'a>(
             let job = ctx.execute_activity(
                 ExternalActivities::long_running_command,
                 (
-                    GoDuration(input.job_duration()),
+                    GoDuration(resume.time_left(input.job_duration())),
                     GoDuration(heartbeat_timeout),
                 ),
                 job_options,

@@ -6,6 +6,7 @@
 //! - [`admission`]: the slot under `MAX_CONCURRENT_COMPUTE`, asked for, held and released;
 //! - [`attempt`]: each attempt on a fresh unit, from `Create` to `Delete`, within its lifetime;
 //! - [`job`]: the job queued beside `Create` and raced against the readiness wait;
+//! - [`resume`]: where a job resumes on a fresh unit after its unit was lost;
 //! - [`options`]: how each activity is called (timeouts, retries, cancellation).
 //!
 //! Versioning: runs last hours, and a workflow-worker deployed while they are in flight
@@ -21,6 +22,7 @@ mod admission;
 mod attempt;
 mod job;
 pub(crate) mod options;
+mod resume;
 
 use std::time::{Duration, SystemTime};
 
@@ -48,6 +50,8 @@ pub struct TriggerExternalWorkflow {
     unit_may_exist: bool,
     /// How long this run waited for its slot (told to its first `Create`, which counts it).
     capacity_waited: Option<Duration>,
+    /// Where the next attempt's job resumes, after a lost unit's job recorded where it was.
+    resume: Option<resume::ResumePoint>,
 }
 
 /// How the part of an attempt between create and delete ended.
