@@ -550,15 +550,8 @@ async fn cancel_during_the_teardown_of_a_lost_attempt_provisions_nothing_more() 
         fx.fake
             .signal_worker(&app, nix::sys::signal::Signal::SIGKILL)
     );
-    let client = fx.server.client().await;
-    let workflow_id = handle.info().workflow_id.clone();
-    wait_for("the lost attempt's teardown", RUN_TIMEOUT, || async {
-        let report = tea_starter::status::report(&client, &workflow_id)
-            .await
-            .ok()?;
-        (report.status?.phase == Phase::Deprovisioning).then_some(())
-    })
-    .await;
+    // The lost attempt's teardown.
+    wait_for_phase(&fx, &handle, Phase::Deprovisioning).await;
     handle
         .cancel(WorkflowCancelOptions::builder().reason("test").build())
         .await
