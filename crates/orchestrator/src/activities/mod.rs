@@ -366,7 +366,8 @@ async fn heartbeating<T>(
     }
 }
 
-fn non_retryable(message: String) -> ActivityError {
+/// A failure that retrying the activity cannot fix: the workflow sees it at once.
+pub(crate) fn non_retryable(message: String) -> ActivityError {
     ActivityError::application(ApplicationFailure::non_retryable(anyhow::anyhow!(message)))
 }
 

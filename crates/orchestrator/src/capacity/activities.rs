@@ -21,6 +21,8 @@ use temporalio_sdk::{
 };
 
 use super::resources::{self, RESOURCES_REFUSED, Refused, RunBounds};
+use crate::activities::non_retryable;
+
 use super::{
     AcquireRequest, CHECK_CONCURRENCY, CapacityRequested, CapacityState, ComputeCapacity,
     DEFAULT_CHECK_EVERY, Reassertion, RequestCapacityInput, RunRef, SlotRequested,
@@ -210,10 +212,8 @@ impl CapacityActivities {
         let (Some(workflow_id), Some(run_id)) =
             (info.workflow_id.clone(), info.workflow_run_id.clone())
         else {
-            return Err(ActivityError::application(
-                ApplicationFailure::non_retryable(anyhow!(
-                    "RequestCapacity runs only for a workflow run"
-                )),
+            return Err(non_retryable(
+                "RequestCapacity runs only for a workflow run".to_owned(),
             ));
         };
         let semaphore = &self.semaphore;
