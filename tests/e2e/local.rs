@@ -447,9 +447,19 @@ async fn starter_shows_progress_reports_status_and_cancels_on_interrupt() {
         .spawn();
     let client = fx.server.client().await;
     let handle = tea_starter::handle(&client, &workflow_id);
-    wait_for("the job to heartbeat", RUN_TIMEOUT, || async {
-        pending_job(&handle).await?.last_heartbeat_time.map(|_| ())
-    })
+    // The job starts as soon as the unit's worker polls, which may be before the workflow has
+    // seen the deployment wait end: wait for both the heartbeat and the phase `running`.
+    wait_for(
+        "the job to heartbeat in phase running",
+        RUN_TIMEOUT,
+        || async {
+            pending_job(&handle).await?.last_heartbeat_time?;
+            let report = tea_starter::status::report(&client, &workflow_id)
+                .await
+                .ok()?;
+            (report.status?.phase == tea_contract::Phase::Running).then_some(())
+        },
+    )
     .await;
 
     // `starter status --json` while the job runs.
