@@ -1,5 +1,5 @@
 //! The input fields of a run's own activity (`activity`, `activity_args`,
-//! `activity_start_to_close`, `activity_max_attempts`): their defaults and limits, how they
+//! `activity_start_to_close`, `activity_max_attempts`, `activity_resume`): their defaults and limits, how they
 //! are decoded, and the rule that they go together and not with a command's fields.
 
 use std::time::Duration;
@@ -31,6 +31,11 @@ impl WorkflowInput {
         self.activity_max_attempts.unwrap_or(1)
     }
 
+    /// Whether the own activity gets where to resume as an extra, last argument.
+    pub fn activity_resume(&self) -> bool {
+        self.activity_resume.unwrap_or(false)
+    }
+
     /// Checks the own activity's fields: they go together, and not with a command's.
     pub(crate) fn validate_activity(&self) -> Result<(), String> {
         let Some(activity) = &self.activity else {
@@ -44,6 +49,7 @@ impl WorkflowInput {
                     "activity_max_attempts",
                     self.activity_max_attempts.is_some(),
                 ),
+                ("activity_resume", self.activity_resume.is_some()),
             ];
             return match given.iter().find(|(_, given)| *given) {
                 Some((field, _)) => Err(format!(
@@ -68,7 +74,8 @@ impl WorkflowInput {
         {
             return Err(format!(
                 "workflow input field `{field}` belongs to a command job; a run with `activity` \
-                 takes `activity_args`, `activity_start_to_close` and `activity_max_attempts`"
+                 takes `activity_args`, `activity_start_to_close`, `activity_max_attempts` and \
+                 `activity_resume`"
             ));
         }
         check_range(

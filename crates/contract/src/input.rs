@@ -16,7 +16,8 @@
 //!
 //! The job is one of three: the original's timed `long-running-command` (no job field), the
 //! user's `command` (with `env`, `workdir`, `job_duration` as its time limit), or the user's
-//! own `activity` (with `activity_args`, `activity_start_to_close`, `activity_max_attempts`);
+//! own `activity` (with `activity_args`, `activity_start_to_close`, `activity_max_attempts`,
+//! `activity_resume`);
 //! the fields of one kind are refused beside the other's. `resources` ([`crate::resources`])
 //! goes with any of them.
 
@@ -106,13 +107,17 @@ pub struct WorkflowInput {
     /// attempt there, with the last attempt's heartbeat details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity_max_attempts: Option<u32>,
+    /// Whether the activity resumes on fresh compute: it gets one extra, last argument, the
+    /// first heartbeat detail its lost unit last recorded (`null` when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_resume: Option<bool>,
     /// What the run asks of its unit of compute (CPUs, memory, GPUs, a size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
 }
 
 /// Every field [`WorkflowInput`] has, as it is spelled on the wire.
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 17] = [
     "registry",
     "repository",
     "tag",
@@ -128,6 +133,7 @@ const FIELDS: [&str; 16] = [
     "activity_args",
     "activity_start_to_close",
     "activity_max_attempts",
+    "activity_resume",
     "resources",
 ];
 
@@ -303,6 +309,7 @@ impl WorkflowInput {
                     input.activity_max_attempts =
                         Some(count_field(field, &value, MAX_ACTIVITY_ATTEMPTS_LIMIT)?)
                 }
+                "activity_resume" => input.activity_resume = Some(bool_field(field, &value)?),
                 "resources" => input.resources = Some(Resources::from_json(&value)?),
                 _ => unreachable!("every name in FIELDS is matched above"),
             }
@@ -389,6 +396,15 @@ fn string_field(field: &str, value: &Value) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| format!("field `{field}` must be a string, got {}", describe(value)))
+}
+
+fn bool_field(field: &str, value: &Value) -> Result<bool, String> {
+    value.as_bool().ok_or_else(|| {
+        format!(
+            "field `{field}` must be true or false, got {}",
+            describe(value)
+        )
+    })
 }
 
 /// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*` (what
@@ -643,7 +659,7 @@ mod tests {
     #[test]
     fn an_own_activity_with_arguments_and_resources_decodes() {
         let input = decode(
-            r#"{"repository":"e","tag":"t","activity":"compose_greeting","activity_args":["Hi",{"n":2}],"activity_start_to_close":"10m","activity_max_attempts":3,"resources":{"cpu":0.5,"memory":"256MiB"}}"#,
+            r#"{"repository":"e","tag":"t","activity":"compose_greeting","activity_args":["Hi",{"n":2}],"activity_start_to_close":"10m","activity_max_attempts":3,"activity_resume":true,"resources":{"cpu":0.5,"memory":"256MiB"}}"#,
         )
         .unwrap();
         assert_eq!(input.activity.as_deref(), Some("compose_greeting"));
@@ -653,6 +669,7 @@ mod tests {
         );
         assert_eq!(input.job_start_to_close(), Duration::from_secs(600));
         assert_eq!(input.activity_max_attempts(), 3);
+        assert!(input.activity_resume());
         let resources = input.resources.clone().unwrap();
         assert_eq!(resources.memory, Some(256 << 20));
         // What the starter sends decodes to the same.
@@ -678,6 +695,14 @@ mod tests {
             (
                 r#""activity_max_attempts":2"#,
                 "`activity_max_attempts` needs `activity`",
+            ),
+            (
+                r#""activity_resume":true"#,
+                "`activity_resume` needs `activity`",
+            ),
+            (
+                r#""activity":"a","activity_resume":"yes""#,
+                "`activity_resume` must be true or false",
             ),
             (
                 r#""activity":"a","activity_args":1"#,

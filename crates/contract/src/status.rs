@@ -128,6 +128,9 @@ pub enum ResumedFrom {
     Checkpoint { bytes: u64 },
     /// The timed job's elapsed time: it works only for what is left.
     Elapsed { elapsed: GoDuration },
+    /// The own activity's last heartbeat detail (its extra, last argument), of this many bytes
+    /// as its SDK encoded it.
+    HeartbeatDetails { bytes: u64 },
 }
 
 impl std::fmt::Display for Resumed {
@@ -141,6 +144,12 @@ impl std::fmt::Display for Resumed {
             ResumedFrom::Elapsed { elapsed } => write!(
                 f,
                 "resumed after {elapsed} of work at attempt {} (from attempt {})",
+                self.attempt, self.from_attempt
+            ),
+            ResumedFrom::HeartbeatDetails { bytes } => write!(
+                f,
+                "resumed from the last heartbeat details at attempt {} ({bytes} bytes, from \
+                 attempt {})",
                 self.attempt, self.from_attempt
             ),
         }
@@ -251,11 +260,23 @@ mod tests {
             from: ResumedFrom::Elapsed {
                 elapsed: GoDuration::from_secs(40),
             },
-            ..resumed
+            ..resumed.clone()
         };
         assert_eq!(
             timed.to_string(),
             "resumed after 40s of work at attempt 2 (from attempt 1)"
+        );
+        let own = Resumed {
+            from: ResumedFrom::HeartbeatDetails { bytes: 20 },
+            ..resumed
+        };
+        assert_eq!(
+            own.to_string(),
+            "resumed from the last heartbeat details at attempt 2 (20 bytes, from attempt 1)"
+        );
+        assert_eq!(
+            serde_json::to_value(&own).expect("serialize")["from"],
+            serde_json::json!({"heartbeat_details": {"bytes": 20}})
         );
     }
 

@@ -82,6 +82,10 @@ struct Args {
     /// Attempts of the activity on its unit (1-100). Default 1.
     #[arg(long, requires = "activity")]
     activity_max_attempts: Option<u32>,
+    /// Give the activity where to resume on fresh compute, as one extra, last argument: the
+    /// first heartbeat detail its lost unit last recorded, or null (see docs/own-activity.md).
+    #[arg(long, requires = "activity")]
+    activity_resume: bool,
     /// CPUs the run's unit of compute gets (fractional allowed: 0.5).
     #[arg(long)]
     cpu: Option<f64>,
@@ -204,6 +208,7 @@ async fn main() -> ExitCode {
         activity_args: (!args.activity_args.is_empty()).then(|| args.activity_args.clone()),
         activity_start_to_close: args.activity_start_to_close,
         activity_max_attempts: args.activity_max_attempts,
+        activity_resume: args.activity_resume.then_some(true),
         resources: match resources(&args) {
             Ok(resources) => resources,
             Err(e) => {
