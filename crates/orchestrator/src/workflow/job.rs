@@ -9,7 +9,8 @@
 //! or the user's own activity, scheduled by its type name with its arguments as they came
 //! (one `json/plain` payload each): its result is the run's, and its failure (type, message,
 //! details, non-retryable flag) the run's failure. Only a heartbeat or schedule-to-start
-//! timeout of the own activity counts as a lost unit (its worker died or never took it).
+//! timeout of the own activity, or its worker's shutdown, counts as a lost unit; with
+//! `activity_resume` its last argument says where the lost unit left it ([`super::resume`]).
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use futures::{
 };
 use tea_contract::{
     ActivityResult, CommandJob, ExternalActivities, GoDuration, JobFailure, JobOutcome,
-    WorkflowInput, activity_arg_payloads, decode_activity_result,
+    WORKER_SHUTDOWN_FAILURE, WorkflowInput, activity_arg_payloads, decode_activity_result,
 };
 use temporalio_common::{
     ActivityCloseTimeouts, RetryPolicy, UntypedActivity,
@@ -207,8 +208,8 @@ where
     }
 }
 
-/// The job on the unit's queue: the user's command, or the original's timed job, resuming where
-/// `resume` says. It may wait `may_wait` in the queue for the unit's worker; `cancel` cancels
+/// The job on the unit's queue: the user's own activity, the user's command, or the original's
+/// timed job, resuming where `resume` says. It may wait `may_wait` in the queue for the unit's worker; `cancel` cancels
 /// it.
 fn run_job<'a>(
     ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
@@ -235,7 +236,11 @@ fn run_job<'a>(
         job_options.close_timeouts =
             ActivityCloseTimeouts::StartToClose(input.activity_start_to_close());
         job_options.retry_policy = Some(own_activity_retry_policy(input.activity_max_attempts()));
-        let args = activity_arg_payloads(input.activity_args.as_deref().unwrap_or_default());
+        let mut args = activity_arg_payloads(input.activity_args.as_deref().unwrap_or_default());
+        if input.activity_resume() {
+            // Where it resumes: the lost unit's last heartbeat detail, or `null`.
+            args.push(resume.heartbeat_detail());
+        }
         let job = ctx.execute_activity(
             UntypedActivity::new(activity.clone()),
             RawValue::new(args),
@@ -332,8 +337,10 @@ fn body_error(
 
 /// How the user's own activity's failure ends the attempt: its own failure fails the run (no
 /// fresh compute: it would fail the same way); a heartbeat or schedule-to-start timeout means
-/// the unit's worker died or never took it (fresh compute may work); any other timeout, or a
-/// result that cannot be the run's, fails the run.
+/// the unit's worker died or never took it, and a retryable [`WORKER_SHUTDOWN_FAILURE`] (what
+/// the Core-based SDKs report for an activity their stopping worker cancelled) that it was
+/// stopped: fresh compute may work; any other timeout, or a result that cannot be the run's,
+/// fails the run.
 fn own_activity_failed(
     ctx: &WorkflowContext<TriggerExternalWorkflow>,
     activity: &str,
@@ -341,6 +348,13 @@ fn own_activity_failed(
 ) -> BodyEnd {
     let what = format!("the external activity {activity} failed");
     match error.cause() {
+        // Its worker shut down under it (the unit is being stopped): fresh compute may work.
+        Some(IncomingError::Application(failure))
+            if !failure.is_non_retryable()
+                && failure.type_name() == Some(WORKER_SHUTDOWN_FAILURE) =>
+        {
+            body_error(ctx, &what, error, true)
+        }
         Some(IncomingError::Application(failure)) if !ctx.cancellation_token().is_cancelled() => {
             let summary = JobFailure {
                 activity: activity.to_owned(),

@@ -10,12 +10,17 @@
 //! - the timed job's heartbeats carry how long it has worked (`JobProgress::elapsed`): the next
 //!   `long-running-command` is asked to work only for what is left (its two arguments keep
 //!   their wire format). A worker whose heartbeats do not say (the Go worker) starts over;
-//! - the user's own activity (`activity`) is not resumed across units yet: its lost attempt
-//!   leaves no resume point (Temporal hands its heartbeat details to its retries on the same
-//!   unit only).
+//! - the user's own activity (`activity`) resumes when the run asks (`activity_resume`):
+//!   Temporal hands heartbeat details only to retries of the same activity (on the same,
+//!   now dead, queue), so the next unit's activity gets the lost attempt's first heartbeat
+//!   detail as an extra, last argument, the payload untouched as its SDK encoded it (`null`
+//!   when there is nothing to resume from). Without `activity_resume` it starts over.
 //!
 //! Only a lost unit resumes: a job that failed on its own (a non-zero exit, a non-retryable
-//! failure), ran out of time (start-to-close) or was cancelled leaves no resume point. An
+//! failure), ran out of time (start-to-close) or was cancelled leaves no resume point. A unit is
+//! lost when its job's heartbeats stop, when its worker never takes the job (schedule-to-start:
+//! an own activity retried on a dead unit's queue ends so, its heartbeat details kept) or when
+//! its worker shuts down under it. An
 //! attempt lost before its job sent a heartbeat (a unit that never came up) keeps the previous
 //! point. Only activity inputs change: the command sequence is the baseline's.
 
@@ -24,7 +29,7 @@ use std::time::Duration;
 use futures::{FutureExt, future::LocalBoxFuture};
 use tea_contract::{
     GoDuration, JobProgress, Resumed, ResumedFrom, WORKER_SHUTDOWN_FAILURE, WorkflowInput,
-    decode_json,
+    decode_json, json_payload,
 };
 use temporalio_common::{
     error::{IncomingError, TimeoutType},
@@ -47,6 +52,8 @@ pub(super) enum ResumePoint {
         from_attempt: u32,
         elapsed: Duration,
     },
+    /// The own activity's first heartbeat detail, as its SDK encoded it.
+    HeartbeatDetail { from_attempt: u32, payload: Payload },
 }
 
 /// What an attempt's job is given: its attempt, and where it resumes (if anywhere).
@@ -65,6 +72,14 @@ impl JobResume {
         }
     }
 
+    /// The own activity's extra, last argument: where it resumes, `null` when nowhere.
+    pub fn heartbeat_detail(&self) -> Payload {
+        match &self.point {
+            Some(ResumePoint::HeartbeatDetail { payload, .. }) => payload.clone(),
+            _ => json_payload(&serde_json::Value::Null),
+        }
+    }
+
     /// How long the timed job still has to work, of `total`.
     pub fn time_left(&self, total: Duration) -> Duration {
         match &self.point {
@@ -78,6 +93,7 @@ impl JobResume {
         self.point.as_ref().map(|point| match point {
             ResumePoint::Checkpoint { .. } => "checkpoint",
             ResumePoint::Elapsed { .. } => "elapsed",
+            ResumePoint::HeartbeatDetail { .. } => "heartbeat_details",
         })
     }
 }
@@ -110,6 +126,16 @@ pub(super) fn for_attempt(
                     elapsed: GoDuration(*elapsed),
                 },
             },
+            ResumePoint::HeartbeatDetail {
+                from_attempt,
+                payload,
+            } => Resumed {
+                attempt,
+                from_attempt: *from_attempt,
+                from: ResumedFrom::HeartbeatDetails {
+                    bytes: payload.data.len() as u64,
+                },
+            },
         };
         if !ctx.is_replaying() {
             tracing::info!(%resumed, "the job resumes on fresh compute");
@@ -126,14 +152,17 @@ enum JobKind {
     Timed,
     /// `run-command`: resumes from its checkpoint.
     Command,
-    /// The user's own activity: not resumed across units.
-    OwnActivity,
+    /// The user's own activity: resumed across units from its heartbeat details when it
+    /// takes them (`activity_resume`), else started over.
+    OwnActivity { takes_resume: bool },
 }
 
 impl JobKind {
     fn of(input: &WorkflowInput) -> JobKind {
         match (&input.activity, &input.command) {
-            (Some(_), _) => JobKind::OwnActivity,
+            (Some(_), _) => JobKind::OwnActivity {
+                takes_resume: input.activity_resume(),
+            },
             (None, Some(_)) => JobKind::Command,
             (None, None) => JobKind::Timed,
         }
@@ -170,33 +199,46 @@ fn next_point(
     job_duration: Duration,
     error: &ActivityExecutionError,
 ) -> Option<ResumePoint> {
-    if kind == JobKind::OwnActivity {
-        return None;
-    }
-    let last = decode_json(lost_unit_heartbeat(error)?.first()?).ok()?;
+    let last = lost_unit_heartbeat(error)?.first()?;
     let from_attempt = resume.attempt;
-    if kind == JobKind::Command {
-        let value = last.get("checkpoint").filter(|v| !v.is_null())?.clone();
-        return Some(ResumePoint::Checkpoint {
-            from_attempt,
-            value,
-        });
+    match kind {
+        JobKind::OwnActivity { takes_resume } => {
+            takes_resume.then(|| ResumePoint::HeartbeatDetail {
+                from_attempt,
+                payload: last.clone(),
+            })
+        }
+        JobKind::Command => {
+            let progress = decode_json(last).ok()?;
+            let value = progress.get("checkpoint").filter(|v| !v.is_null())?.clone();
+            Some(ResumePoint::Checkpoint {
+                from_attempt,
+                value,
+            })
+        }
+        JobKind::Timed => {
+            let progress: JobProgress = serde_json::from_value(decode_json(last).ok()?).ok()?;
+            // The attempt worked on what was left after the previous ones.
+            let before = job_duration - resume.time_left(job_duration);
+            Some(ResumePoint::Elapsed {
+                from_attempt,
+                elapsed: (before + progress.elapsed.as_duration()).min(job_duration),
+            })
+        }
     }
-    // The attempt worked on what was left after the previous ones.
-    let progress: JobProgress = serde_json::from_value(last).ok()?;
-    let before = job_duration - resume.time_left(job_duration);
-    Some(ResumePoint::Elapsed {
-        from_attempt,
-        elapsed: (before + progress.elapsed.as_duration()).min(job_duration),
-    })
 }
 
 /// The last heartbeat details of a job whose unit was lost: it stopped heartbeating (the unit
-/// died) or its worker shut down and stopped it. `None` for any other end.
+/// died), its worker never took it (only a retry on a dead unit's queue has details then) or
+/// its worker shut down and stopped it (a retryable [`WORKER_SHUTDOWN_FAILURE`], whose details
+/// our worker fills; an SDK's own has none unless the activity raised it). `None` for any
+/// other end.
 fn lost_unit_heartbeat(error: &ActivityExecutionError) -> Option<&[Payload]> {
     if let Some(timeout) = error.as_timeout() {
         return match timeout.timeout_type() {
-            TimeoutType::Heartbeat => timeout.raw_last_heartbeat_details(),
+            TimeoutType::Heartbeat | TimeoutType::ScheduleToStart => {
+                timeout.raw_last_heartbeat_details()
+            }
             _ => None,
         };
     }
@@ -418,22 +460,99 @@ mod tests {
         assert_eq!(done.map(|r| r.time_left(MINUTE)), Some(Duration::ZERO));
     }
 
+    const OWN: JobKind = JobKind::OwnActivity { takes_resume: true };
+
     #[test]
-    fn an_own_activity_is_not_resumed_across_units_yet() {
-        let error = timed_out(
-            ProtoTimeoutType::Heartbeat,
-            Some(json!({"elapsed": 5, "remaining": 5, "checkpoint": 1})),
-        );
+    fn an_own_activity_that_takes_it_resumes_from_its_first_heartbeat_detail_as_sent() {
+        let detail = json!({"batch": 12, "of": 30});
+        for (how, error) in [
+            (
+                "heartbeats stopped",
+                timed_out(ProtoTimeoutType::Heartbeat, Some(detail.clone())),
+            ),
+            (
+                "retried on a dead unit's queue",
+                timed_out(ProtoTimeoutType::ScheduleToStart, Some(detail.clone())),
+            ),
+            (
+                "its worker shut down, the activity giving its progress",
+                application(WORKER_SHUTDOWN_FAILURE, false, Some(detail.clone())),
+            ),
+        ] {
+            assert_eq!(
+                next_point(&first(2), OWN, MINUTE, &error),
+                Some(ResumePoint::HeartbeatDetail {
+                    from_attempt: 2,
+                    payload: json_payload(&detail),
+                }),
+                "{how}"
+            );
+        }
+        let resume = JobResume {
+            attempt: 3,
+            point: next_point(
+                &first(2),
+                OWN,
+                MINUTE,
+                &timed_out(ProtoTimeoutType::Heartbeat, Some(detail.clone())),
+            ),
+        };
+        assert_eq!(resume.heartbeat_detail(), json_payload(&detail));
+        assert_eq!(resume.kind(), Some("heartbeat_details"));
+        // Nothing to resume from: the extra argument is `null`.
         assert_eq!(
-            next_point(&first(1), JobKind::OwnActivity, MINUTE, &error),
+            first(1).heartbeat_detail(),
+            json_payload(&serde_json::Value::Null)
+        );
+    }
+
+    #[test]
+    fn an_own_activity_resumes_only_from_a_lost_unit_and_only_when_it_takes_it() {
+        let detail = json!({"batch": 12});
+        let lost = timed_out(ProtoTimeoutType::Heartbeat, Some(detail.clone()));
+        assert_eq!(
+            next_point(
+                &first(1),
+                JobKind::OwnActivity {
+                    takes_resume: false
+                },
+                MINUTE,
+                &lost
+            ),
             None
         );
-        let own = WorkflowInput {
+        for (why, error) in [
+            (
+                "its own failure",
+                application("InvalidDataset", false, Some(detail.clone())),
+            ),
+            (
+                "an SDK's shutdown failure, which has no details",
+                application(WORKER_SHUTDOWN_FAILURE, false, None),
+            ),
+            (
+                "out of time",
+                timed_out(ProtoTimeoutType::StartToClose, Some(detail.clone())),
+            ),
+            (
+                "lost before its first heartbeat",
+                timed_out(ProtoTimeoutType::Heartbeat, None),
+            ),
+        ] {
+            assert_eq!(next_point(&first(1), OWN, MINUTE, &error), None, "{why}");
+        }
+        let own = |resume| WorkflowInput {
             activity: Some("export".into()),
-            command: None,
+            activity_resume: resume,
             ..Default::default()
         };
-        assert_eq!(JobKind::of(&own), JobKind::OwnActivity);
+        assert_eq!(JobKind::of(&own(Some(true))), OWN);
+        assert_eq!(
+            JobKind::of(&own(None)),
+            JobKind::OwnActivity {
+                takes_resume: false
+            }
+        );
     }
 
     #[test]
