@@ -68,6 +68,8 @@ class OffloadSummary:
                         "seconds_per_batch": request.seconds_per_batch,
                     },
                 ],
+                # The activity takes where a lost unit left it as its last argument.
+                "activity_resume": True,
                 "resources": request.resources,
             },
             id=f"{workflow.info().workflow_id}-offload",

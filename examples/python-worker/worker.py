@@ -4,13 +4,16 @@ It is all a unit needs: it polls the queue in `EXTERNAL_TASK_QUEUE` (unique to t
 connects with the Temporal settings the workflow-worker gives it as the SDKs' standard
 environment variables (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`,
 `TEMPORAL_TLS*`, ...). It runs one activity, `summarize_dataset`, which takes two typed
-arguments, heartbeats its progress (resuming from its last heartbeat when retried) and returns
-a typed result. SIGTERM (the unit's deletion) stops it gracefully.
+arguments, heartbeats its progress and returns a typed result. It resumes where it left off:
+from its last heartbeat when Temporal retries it on the same unit, and from the lost unit's
+last heartbeat (its third argument, which runs give with `activity_resume`) on a fresh unit.
+SIGTERM (the unit's deletion, a node drain) stops it gracefully: the activity then fails as
+`WorkerShutdown` with its progress, so the run resumes it on fresh compute.
 
 Run a run with it (its image built from the Dockerfile beside this file, or, with the local
 provider, `LOCAL_WORKER_COMMAND="python3 examples/python-worker/worker.py"`):
 
-    starter --activity summarize_dataset \\
+    starter --activity summarize_dataset --activity-resume \\
         --arg '{"name": "orders", "rows": 1000}' --arg '{"batch_size": 100}'
 """
 
@@ -23,6 +26,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Optional
 
 from temporalio import activity
 from temporalio.client import Client
@@ -57,11 +61,21 @@ class Summary:
     batches: int
     checksum: str
     worker: str
+    # The batch this attempt started at: 0, or where it resumed.
+    started_at_batch: int = 0
 
 
 @activity.defn(name="summarize_dataset")
-async def summarize_dataset(dataset: Dataset, options: Options) -> Summary:
-    """Reads `dataset` in batches, heartbeating after each one."""
+async def summarize_dataset(
+    dataset: Dataset, options: Options, resume: Optional[dict]
+) -> Summary:
+    """Reads `dataset` in batches, heartbeating after each one.
+
+    `resume` is where a lost unit left it: the run's `activity_resume` adds it as the last
+    argument, the last heartbeat detail the lost unit recorded (`None` on the first unit). It
+    has no default on purpose: the Python SDK decodes typed arguments (the dataclasses) only
+    when a task brings as many arguments as the function has parameters.
+    """
     if dataset.rows < 0:
         # The input cannot work: retrying (here or on fresh compute) would fail the same way.
         raise ApplicationError(
@@ -75,11 +89,23 @@ async def summarize_dataset(dataset: Dataset, options: Options) -> Summary:
             "batch_size must be positive", type="InvalidOptions", non_retryable=True
         )
     batches = -(-dataset.rows // options.batch_size)
-    digest = hashlib.sha256(dataset.name.encode())
-    # A retry on the same unit resumes after the last batch its predecessor reported.
+    # A retry on the same unit resumes after the last batch its predecessor reported; the
+    # first attempt on a fresh unit, after the last batch the lost unit reported.
     details = activity.info().heartbeat_details
-    done = int(details[0]["batch"]) if details else 0
-    for batch in range(done, batches):
+    last = details[0] if details else resume
+    start = int(last["batch"]) if last else 0
+    # The checksum covers every batch, including those a lost unit read.
+    digest = hashlib.sha256(dataset.name.encode())
+    for batch in range(start):
+        digest.update(batch.to_bytes(8, "big"))
+    for batch in range(start, batches):
+        if activity.is_worker_shutdown():
+            # The unit is being stopped: fail retryably with the progress, for fresh compute.
+            raise ApplicationError(
+                "the worker is shutting down",
+                {"batch": batch, "of": batches},
+                type="WorkerShutdown",
+            )
         await asyncio.sleep(options.seconds_per_batch)
         digest.update(batch.to_bytes(8, "big"))
         activity.heartbeat({"batch": batch + 1, "of": batches})
@@ -89,6 +115,7 @@ async def summarize_dataset(dataset: Dataset, options: Options) -> Summary:
         batches=batches,
         checksum=digest.hexdigest()[:16],
         worker=socket.gethostname(),
+        started_at_batch=start,
     )
 
 

@@ -1,8 +1,9 @@
 //! The user's own activity end to end (local provider): each unit is the Python example worker
 //! (`examples/python-worker`, with `temporalio` from PyPI, started by `LOCAL_WORKER_COMMAND`,
 //! no binary of ours), the run names its activity and typed arguments, and gets its typed
-//! result or its failure; a lost unit is replaced; the Python caller example runs the workflow
-//! as a child. Needs a Python with `temporalio` (`TEA_PYTHON`, else `python3`): without it the
+//! result or its failure; a lost unit is replaced, the activity resuming there from the lost
+//! unit's last heartbeat when the run asks; the Python caller example runs the workflow as a
+//! child. Needs a Python with `temporalio` (`TEA_PYTHON`, else `python3`): without it the
 //! tests fail and name the install command.
 
 use std::{
@@ -12,7 +13,7 @@ use std::{
 
 use serde_json::{Value, json};
 use tea_compute::local;
-use tea_contract::{JobOutcome, Resources, WorkflowInput, json_payload};
+use tea_contract::{JobOutcome, Resources, Resumed, ResumedFrom, WorkflowInput, json_payload};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
     WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
@@ -22,6 +23,7 @@ use temporalio_common::{
     UntypedWorkflow,
     data_converters::RawValue,
     protos::temporal::api::{
+        common::v1::Payload,
         failure::v1::{Failure, failure::FailureInfo},
         history::v1::{HistoryEvent, history_event::Attributes},
     },
@@ -98,12 +100,14 @@ async fn start(test: &str, env: &[(&str, &str)]) -> Fixture {
     }
 }
 
-/// The run's input: the example's activity (or `activity`) with `args`.
+/// The run's input: the example's activity (or `activity`) with `args`, and where to resume
+/// as its last argument (the example takes it).
 fn input(activity: &str, args: Vec<Value>) -> WorkflowInput {
     WorkflowInput {
         job_duration: None,
         activity: Some(activity.to_owned()),
         activity_args: Some(args),
+        activity_resume: Some(true),
         ..run::input("1s")
     }
 }
@@ -226,8 +230,13 @@ async fn an_own_activity_gets_its_typed_arguments_and_its_typed_result_is_the_ru
             _ => None,
         })
         .expect("the activity was scheduled");
-    assert_eq!(scheduled.payloads.len(), 2);
+    assert_eq!(
+        scheduled.payloads.len(),
+        3,
+        "two arguments and where to resume"
+    );
     assert_eq!(scheduled.payloads[1].metadata["encoding"], b"json/plain");
+    assert_eq!(scheduled.payloads[2], json_payload(&Value::Null));
 
     // A finished run's status says what ran, for how long, and what it returned.
     let status = starter_status(&fx, &id).await;
@@ -318,19 +327,53 @@ async fn a_worker_without_the_named_activity_fails_the_run_at_once() {
     fx.assert_no_compute_left();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_own_activity_whose_worker_dies_runs_again_on_a_fresh_unit() {
-    let fx = start("reprovision-own-activity", &[]).await;
-    let handle = start_run(
-        &fx,
-        "reprovision-own-activity",
-        input(ACTIVITY, summarize(600, 20, 0.5)),
+/// The inputs the run scheduled its activity with, one per attempt, in order.
+async fn scheduled_inputs(handle: &RunHandle) -> Vec<Vec<Payload>> {
+    history(handle)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.attributes {
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
+                if a.activity_type.as_ref().is_some_and(|t| t.name == ACTIVITY) =>
+            {
+                Some(a.input.map(|i| i.payloads).unwrap_or_default())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The batch the server last recorded in the running activity's heartbeat.
+async fn recorded_batch(handle: &RunHandle) -> Option<u64> {
+    let details = pending_job(handle).await?.heartbeat_details?;
+    let detail: Value = serde_json::from_slice(&details.payloads.first()?.data).ok()?;
+    detail["batch"].as_u64()
+}
+
+/// Batches of the example's activity in the resuming tests (a quarter second each), and the
+/// batch the server must have recorded before the unit is lost.
+const BATCHES: u64 = 120;
+const LOST_AT: u64 = 40;
+
+/// Starts a run of the example's activity over [`BATCHES`] and, once the server has recorded
+/// a heartbeat at batch [`LOST_AT`] or later, sends `signal` to the unit's worker: the run's
+/// handle, the batch seen recorded, and the worker's PID.
+async fn lose_the_unit(
+    fx: &Fixture,
+    test: &str,
+    signal: nix::sys::signal::Signal,
+) -> (RunHandle, u64, nix::unistd::Pid) {
+    let rows = i64::try_from(BATCHES * 10).expect("rows");
+    let handle = start_run(fx, test, input(ACTIVITY, summarize(rows, 10, 0.25))).await;
+    let seen = wait_for(
+        &format!("a heartbeat at batch {LOST_AT}"),
+        RUN_TIMEOUT,
+        || async {
+            recorded_batch(&handle)
+                .await
+                .filter(|batch| *batch >= LOST_AT)
+        },
     )
-    .await;
-    wait_for("a heartbeat of the activity", RUN_TIMEOUT, || async {
-        let job = pending_job(&handle).await?;
-        job.heartbeat_details.filter(|d| !d.payloads.is_empty())
-    })
     .await;
     let dirs = fx.compute_dirs();
     let [dir] = dirs.as_slice() else {
@@ -338,24 +381,116 @@ async fn an_own_activity_whose_worker_dies_runs_again_on_a_fresh_unit() {
     };
     let pid = local::recorded_pid(dir).expect("the unit's pid");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill the worker");
+    nix::sys::signal::kill(pid, signal).expect("signal the unit's worker");
+    (handle, seen, pid)
+}
 
-    let end = run::finish(&handle, &fx.worker).await;
+/// The run completed on its second unit: the result of the example's activity there.
+async fn completed_on_a_second_unit(fx: &Fixture, handle: &RunHandle) -> Value {
+    let end = run::finish(handle, &fx.worker).await;
     let RunEnd::Completed(outcome) = &end else {
         panic!("run ended {end}; worker: {}", fx.worker.output());
     };
     assert_eq!(outcome.attempts, 2);
     assert_eq!(outcome.usage.len(), 2, "{:?}", outcome.usage);
-    assert_eq!(
-        outcome
-            .job
-            .as_ref()
-            .and_then(|j| j.result())
-            .map(|r| &r["batches"]),
-        Some(&json!(30))
-    );
-    assert!(!pid_alive(u32::try_from(pid.as_raw()).unwrap_or(0)));
     fx.assert_no_compute_left();
+    outcome
+        .job
+        .as_ref()
+        .and_then(|j| j.result())
+        .cloned()
+        .expect("the activity's result")
+}
+
+/// The second unit's activity got, as its last argument, the first one's last heartbeat
+/// detail, exactly as the Python SDK encoded it (the first got `null`), and the run's status
+/// says so. Returns the batch it says.
+async fn assert_handed_the_last_heartbeat(handle: &RunHandle) -> u64 {
+    let inputs = scheduled_inputs(handle).await;
+    let [first, second] = inputs.as_slice() else {
+        panic!("two attempts' inputs: {inputs:?}");
+    };
+    assert_eq!(first.len(), 3, "two arguments and where to resume");
+    assert_eq!(first[2], json_payload(&Value::Null));
+    assert_eq!(second.len(), 3);
+    assert_eq!(second[..2], first[..2], "the same arguments");
+    let handed: Value = serde_json::from_slice(&second[2].data).expect("JSON");
+    let status = tea_starter::status::report(handle.client(), &handle.info().workflow_id)
+        .await
+        .expect("the run's report")
+        .status
+        .expect("the run's status");
+    assert_eq!(
+        status.resumes,
+        [Resumed {
+            attempt: 2,
+            from_attempt: 1,
+            from: ResumedFrom::HeartbeatDetails {
+                bytes: second[2].data.len() as u64,
+            },
+        }]
+    );
+    handed["batch"].as_u64().expect("a batch")
+}
+
+/// The second unit's activity (`result`) started at the `handed` batch: never before what the
+/// server had recorded when the test looked (`seen`), never the whole job.
+fn assert_started_at(result: &Value, handed: u64, seen: u64) {
+    assert!(
+        (seen..BATCHES).contains(&handed),
+        "handed batch {handed}, seen {seen}"
+    );
+    assert_eq!(result["started_at_batch"], handed, "{result}");
+    assert_eq!(result["batches"], BATCHES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_activity_killed_with_its_unit_resumes_from_its_last_heartbeat_on_a_fresh_unit() {
+    let test = "reprovision-resumed-own-activity";
+    let fx = start(test, &[]).await;
+    let (handle, seen, pid) = lose_the_unit(&fx, test, nix::sys::signal::Signal::SIGKILL).await;
+
+    let result = completed_on_a_second_unit(&fx, &handle).await;
+    // What the server had recorded when the unit died.
+    let handed = assert_handed_the_last_heartbeat(&handle).await;
+    assert_started_at(&result, handed, seen);
+    assert!(!pid_alive(u32::try_from(pid.as_raw()).unwrap_or(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_activity_stopped_by_its_worker_s_shutdown_resumes_from_the_progress_it_gave() {
+    let test = "reprovision-resumed-own-activity-after-shutdown";
+    let fx = start(test, &[]).await;
+    // A drained node, a redeployed app: the unit's worker is told to stop.
+    let (handle, seen, _) = lose_the_unit(&fx, test, nix::sys::signal::Signal::SIGTERM).await;
+
+    let result = completed_on_a_second_unit(&fx, &handle).await;
+    // The activity failed as `WorkerShutdown` with the batch it had reached: the run went on
+    // from there.
+    let stopped = history(&handle)
+        .await
+        .into_iter()
+        .find_map(|e| match e.attributes {
+            Some(Attributes::ActivityTaskFailedEventAttributes(failed)) => failed.failure,
+            _ => None,
+        })
+        .and_then(|failure| match failure.failure_info {
+            Some(FailureInfo::ApplicationFailureInfo(info)) => Some(info),
+            _ => None,
+        })
+        .expect("the first attempt's application failure");
+    assert_eq!(stopped.r#type, "WorkerShutdown");
+    let given: Value = serde_json::from_slice(
+        &stopped
+            .details
+            .and_then(|d| d.payloads.into_iter().next())
+            .expect("the failure's details")
+            .data,
+    )
+    .expect("JSON");
+    let handed = assert_handed_the_last_heartbeat(&handle).await;
+    assert_eq!(given["batch"], handed);
+    assert_started_at(&result, handed, seen);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,11 +61,15 @@ const BASELINE_RUN_PATHS: &[&str] = &[
     // The user's own activity (new input, same baseline: runs naming none take the paths
     // above): completed with its typed result, failed with its own non-retryable failure,
     // named but not registered by the unit's worker, its worker killed and run again on a
-    // fresh unit; as the child of a Python workflow, completed and cancelled with its parent.
+    // fresh unit (from the start; resumed from the lost unit's last heartbeat detail, after
+    // the unit died or after its worker shut down and the activity gave its progress); as the
+    // child of a Python workflow, completed and cancelled with its parent.
     "happy-own-activity",
     "failed-own-activity-non-retryable",
     "failed-own-activity-not-registered",
     "reprovision-own-activity",
+    "reprovision-resumed-own-activity",
+    "reprovision-resumed-own-activity-after-shutdown",
     "happy-child-of-python",
     "cancel-child-of-python-parent",
     // Resources refused before any compute (by the operator's bound).
