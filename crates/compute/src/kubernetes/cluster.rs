@@ -1,17 +1,20 @@
-//! The provider's connection to the cluster: the client of the standard configuration, the
-//! namespace, the typed APIs of the three kinds it uses, and what the API server's errors mean
+//! The provider's connection to the cluster: the client of the standard configuration, each
+//! call bounded in time, the namespace, the typed APIs of the three kinds it uses, and what the API server's errors mean
 //! for the caller.
 
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Pod, Secret},
 };
+use std::time::Duration;
+
 use kube::{
     Api, Client,
     api::{DeleteParams, ObjectMeta},
+    client::ClientBuilder,
 };
 
-use super::{KubernetesConfig, OWNER_ANNOTATION};
+use super::{KubernetesConfig, OWNER_ANNOTATION, config::CALL_TIMEOUT_REQUESTS};
 use crate::ProviderError;
 
 /// The client and the namespace every object of the provider is in.
@@ -33,15 +36,41 @@ impl Cluster {
 }
 
 /// The client of the standard configuration: `KUBECONFIG` (or `~/.kube/config`), else the
-/// in-cluster service account.
-pub(super) async fn connect() -> Result<Client, ProviderError> {
-    Client::try_default().await.map_err(|e| {
+/// in-cluster service account, bounded as [`bounded_client`] says.
+pub(super) async fn connect(request_timeout: Duration) -> Result<Client, ProviderError> {
+    let config = kube::Config::infer().await.map_err(|e| {
         ProviderError::permanent(format!(
             "no usable cluster configuration: {e} (set KUBECONFIG to a kubeconfig file, or run \
              in a pod with a service account)"
         ))
-    })
+    })?;
+    bounded_client(config, request_timeout)
 }
+
+/// A client of `config` whose every call ends in bounded time: a request unanswered for
+/// `request_timeout` fails, and a whole call, kube's own retries of 429/503/504 included, fails
+/// after [`CALL_TIMEOUT_REQUESTS`] times that. kube alone sets no read timeout and retries up
+/// to 15 times with a backoff growing to 1000 s, waiting whatever `Retry-After` asks: one call
+/// could hold an activity for an hour. A call that times out is a transient error: the
+/// activity's retry policy tries again.
+pub fn bounded_client(
+    mut config: kube::Config,
+    request_timeout: Duration,
+) -> Result<Client, ProviderError> {
+    config.read_timeout = Some(request_timeout);
+    config.write_timeout = Some(request_timeout);
+    config.connect_timeout = Some(request_timeout.min(MAX_CONNECT_TIMEOUT));
+    let call_timeout = request_timeout * CALL_TIMEOUT_REQUESTS;
+    let builder = ClientBuilder::try_from(config).map_err(|e| {
+        ProviderError::permanent(format!("the cluster configuration cannot be used: {e}"))
+    })?;
+    Ok(builder
+        .with_layer(&tower::timeout::TimeoutLayer::new(call_timeout))
+        .build())
+}
+
+/// The longest wait for a connection to the API server.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) fn namespace_of(cfg: &KubernetesConfig, client: &Client) -> String {
     cfg.namespace
@@ -85,6 +114,10 @@ pub(super) fn code_of(e: &kube::Error) -> Option<u16> {
 pub(super) fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(status) => format!("{} ({})", status.message, status.reason),
+        kube::Error::Service(e) if e.is::<tower::timeout::error::Elapsed>() => format!(
+            "no answer in time (a call may take K8S_REQUEST_TIMEOUT times \
+             {CALL_TIMEOUT_REQUESTS}, the client's retries of 429, 503 and 504 included)"
+        ),
         other => other.to_string(),
     }
 }

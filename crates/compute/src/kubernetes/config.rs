@@ -17,6 +17,8 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_TTL_AFTER_FINISHED: Duration = Duration::from_secs(3600);
 /// How long an image that fails to pull is given before readiness reports the failure.
 pub const DEFAULT_IMAGE_PULL_GRACE: Duration = Duration::from_secs(30);
+/// How long one request to the API server may go unanswered (`K8S_REQUEST_TIMEOUT`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The user the worker runs as when `K8S_RUN_AS_USER` does not say (distroless `nonroot`).
 pub const DEFAULT_RUN_AS_USER: i64 = 65532;
 /// How much longer than `MAX_COMPUTE_LIFETIME` the cluster lets a Job run: the run's own
@@ -53,7 +55,13 @@ pub struct KubernetesConfig {
     pub image_pull_grace: Duration,
     /// The cluster's deadline of each Job: `MAX_COMPUTE_LIFETIME` plus [`LIFETIME_MARGIN`].
     pub active_deadline: Option<Duration>,
+    /// How long one request may go unanswered (`K8S_REQUEST_TIMEOUT`); a whole call, the
+    /// client's own retries included, gets [`CALL_TIMEOUT_REQUESTS`] times this.
+    pub request_timeout: Duration,
 }
+
+/// How many request timeouts one API call may take, the client's own retries included.
+pub const CALL_TIMEOUT_REQUESTS: u32 = 4;
 
 impl KubernetesConfig {
     /// A configuration with the defaults, keeping logs under `log_dir`.
@@ -72,6 +80,7 @@ impl KubernetesConfig {
             ttl_after_finished: DEFAULT_TTL_AFTER_FINISHED,
             image_pull_grace: DEFAULT_IMAGE_PULL_GRACE,
             active_deadline: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -208,6 +217,16 @@ impl KubernetesConfig {
         if let Some(grace) = duration("K8S_IMAGE_PULL_GRACE")? {
             cfg.image_pull_grace = grace;
         }
+        if let Some(timeout) = duration("K8S_REQUEST_TIMEOUT")? {
+            if timeout.is_zero() {
+                return Err(bad(
+                    "K8S_REQUEST_TIMEOUT",
+                    &humantime::format_duration(timeout).to_string(),
+                    "must be more than zero",
+                ));
+            }
+            cfg.request_timeout = timeout;
+        }
         if let Some(text) = get("MAX_COMPUTE_LIFETIME")? {
             let lifetime: tea_contract::GoDuration = text.parse().map_err(|e| {
                 bad(
@@ -323,6 +342,7 @@ mod tests {
             ("K8S_MEMORY", "512Mi"),
             ("K8S_RUN_AS_USER", "1000"),
             ("K8S_STOP_GRACE", "3s"),
+            ("K8S_REQUEST_TIMEOUT", "10s"),
         ])
         .expect("valid settings");
         assert_eq!(cfg.namespace.as_deref(), Some("tea-runs"));
@@ -336,6 +356,7 @@ mod tests {
         );
         assert_eq!(cfg.run_as_user, 1000);
         assert_eq!(cfg.stop_grace, Duration::from_secs(3));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(10));
 
         for (key, value, says) in [
             ("K8S_NAMESPACE", "Tea_Runs", "not a namespace name"),
@@ -347,6 +368,7 @@ mod tests {
             ("K8S_RUN_AS_USER", "0", "other than 0"),
             ("K8S_RUN_AS_USER", "nobody", "numeric user"),
             ("K8S_STOP_GRACE", "soon", "not a duration"),
+            ("K8S_REQUEST_TIMEOUT", "0s", "more than zero"),
             ("MAX_COMPUTE_LIFETIME", "forever", "not a duration"),
         ] {
             let err = from(&[(key, value)]).expect_err(value);

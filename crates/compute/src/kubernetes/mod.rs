@@ -42,7 +42,11 @@ use cluster::{
     owned_by,
 };
 
-pub use config::{DEFAULT_IMAGE_PULL_GRACE, DEFAULT_STOP_GRACE, KubernetesConfig, LIFETIME_MARGIN};
+pub use cluster::bounded_client;
+pub use config::{
+    CALL_TIMEOUT_REQUESTS, DEFAULT_IMAGE_PULL_GRACE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STOP_GRACE,
+    KubernetesConfig, LIFETIME_MARGIN,
+};
 pub use manifest::{COMPUTE_LABEL, OWNER_ANNOTATION, OWNER_LABEL, RUN_LABEL};
 
 use crate::{
@@ -105,7 +109,7 @@ impl KubernetesProvider {
     async fn cluster(&self) -> Result<&Cluster, ProviderError> {
         self.cluster
             .get_or_try_init(|| async {
-                let client = connect().await?;
+                let client = connect(self.cfg.request_timeout).await?;
                 let namespace = namespace_of(&self.cfg, &client);
                 Ok(Cluster { client, namespace })
             })
@@ -220,7 +224,7 @@ impl crate::registry::ProviderSettings for KubernetesConfig {
     }
 
     async fn preflight(&self) -> Result<Option<String>, ProviderError> {
-        let client = connect().await?;
+        let client = connect(self.request_timeout).await?;
         let namespace = namespace_of(self, &client);
         let version = client.apiserver_version().await.map_err(|e| {
             api_error(

@@ -57,14 +57,16 @@ impl Fixture {
         )
         .await
         .expect("kube config");
-        let client = kube::Client::try_from(config).expect("client");
         let owner =
             ComputeOwner::new(format!("tea-test/{label}-{}", std::process::id())).expect("owner");
-        let mut config = KubernetesConfig::new(dir.join("kept"));
-        config.stop_grace = Duration::from_secs(1);
-        config.image_pull_grace = Duration::from_secs(1);
-        cfg(&mut config);
-        let provider = KubernetesProvider::with_client(config, owner, client).expect("provider");
+        let mut provider_cfg = KubernetesConfig::new(dir.join("kept"));
+        provider_cfg.stop_grace = Duration::from_secs(1);
+        provider_cfg.image_pull_grace = Duration::from_secs(1);
+        cfg(&mut provider_cfg);
+        // The client the provider makes for itself, bounded the same way.
+        let client = bounded_client(config, provider_cfg.request_timeout).expect("client");
+        let provider =
+            KubernetesProvider::with_client(provider_cfg, owner, client).expect("provider");
         Fixture {
             fake,
             provider: Arc::new(provider),
@@ -589,6 +591,50 @@ async fn an_evicted_pod_fails_the_unit_with_the_reason() {
     assert!(format!("{failed:?}").contains("Evicted"), "{failed:?}");
     fx.provider.delete(&name).await.expect("delete");
     fx.assert_gone(&name);
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn no_call_outlasts_its_time_limit_whatever_the_api_server_asks_or_withholds() {
+    let fx = Fixture::start("bounded", |cfg| {
+        cfg.request_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let name = fresh_name("bounded");
+    let unit = spec(&name, SLEEPER);
+    let create = || fx.provider.create_or_adopt(&unit);
+    for (what, fault) in [
+        (
+            "a 429 asking for an hour's wait",
+            Fault::Status {
+                count: 1,
+                status: 429,
+                op: Op::Create,
+                resource: Some("jobs".into()),
+                retry_after_secs: Some(3600),
+            },
+        ),
+        (
+            "a create left unanswered for ten minutes",
+            Fault::Slow {
+                count: 1,
+                delay_ms: 600_000,
+                op: Op::Create,
+                resource: Some("jobs".into()),
+            },
+        ),
+    ] {
+        fx.fake.inject(fault);
+        let err = tokio::time::timeout(Duration::from_secs(60), create())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the call did not end within a minute"))
+            .expect_err(what);
+        assert_eq!(err.kind, ErrorKind::Transient, "{what}: {err}");
+    }
+    // The activity's retry then makes the one Job.
+    create().await.expect("the retry");
+    assert_eq!(fx.fake.names(Kind::Job, NS), std::slice::from_ref(&name));
+    fx.provider.delete(&name).await.expect("delete");
     fx.finish().await;
 }
 
