@@ -24,6 +24,7 @@ use temporalio_common::{
     data_converters::RawValue,
     protos::temporal::api::{
         common::v1::Payload,
+        enums::v1::RetryState,
         failure::v1::{Failure, failure::FailureInfo},
         history::v1::{HistoryEvent, history_event::Attributes},
     },
@@ -355,16 +356,21 @@ async fn recorded_batch(handle: &RunHandle) -> Option<u64> {
 const BATCHES: u64 = 120;
 const LOST_AT: u64 = 40;
 
-/// Starts a run of the example's activity over [`BATCHES`] and, once the server has recorded
-/// a heartbeat at batch [`LOST_AT`] or later, sends `signal` to the unit's worker: the run's
-/// handle, the batch seen recorded, and the worker's PID.
+/// Starts a run of the example's activity over [`BATCHES`] (`attempts` on each unit) and, once
+/// the server has recorded a heartbeat at batch [`LOST_AT`] or later, sends `signal` to the
+/// unit's worker: the run's handle, the batch seen recorded, and the worker's PID.
 async fn lose_the_unit(
     fx: &Fixture,
     test: &str,
+    attempts: u32,
     signal: nix::sys::signal::Signal,
 ) -> (RunHandle, u64, nix::unistd::Pid) {
     let rows = i64::try_from(BATCHES * 10).expect("rows");
-    let handle = start_run(fx, test, input(ACTIVITY, summarize(rows, 10, 0.25))).await;
+    let asked = WorkflowInput {
+        activity_max_attempts: Some(attempts),
+        ..input(ACTIVITY, summarize(rows, 10, 0.25))
+    };
+    let handle = start_run(fx, test, asked).await;
     let seen = wait_for(
         &format!("a heartbeat at batch {LOST_AT}"),
         RUN_TIMEOUT,
@@ -448,7 +454,7 @@ fn assert_started_at(result: &Value, handed: u64, seen: u64) {
 async fn an_own_activity_killed_with_its_unit_resumes_from_its_last_heartbeat_on_a_fresh_unit() {
     let test = "reprovision-resumed-own-activity";
     let fx = start(test, &[]).await;
-    let (handle, seen, pid) = lose_the_unit(&fx, test, nix::sys::signal::Signal::SIGKILL).await;
+    let (handle, seen, pid) = lose_the_unit(&fx, test, 1, nix::sys::signal::Signal::SIGKILL).await;
 
     let result = completed_on_a_second_unit(&fx, &handle).await;
     // What the server had recorded when the unit died.
@@ -461,19 +467,25 @@ async fn an_own_activity_killed_with_its_unit_resumes_from_its_last_heartbeat_on
 async fn an_own_activity_stopped_by_its_worker_s_shutdown_resumes_from_the_progress_it_gave() {
     let test = "reprovision-resumed-own-activity-after-shutdown";
     let fx = start(test, &[]).await;
-    // A drained node, a redeployed app: the unit's worker is told to stop.
-    let (handle, seen, _) = lose_the_unit(&fx, test, nix::sys::signal::Signal::SIGTERM).await;
+    // A drained node, a redeployed app: the unit's worker is told to stop. The activity may
+    // be retried on its unit, but not after its worker stopped: no retry waits there for a
+    // worker that is gone.
+    let (handle, seen, _) = lose_the_unit(&fx, test, 3, nix::sys::signal::Signal::SIGTERM).await;
 
     let result = completed_on_a_second_unit(&fx, &handle).await;
-    // The activity failed as `WorkerShutdown` with the batch it had reached: the run went on
-    // from there.
-    let stopped = history(&handle)
+    // The activity failed as `WorkerShutdown` with the batch it had reached, not retried on
+    // its unit: the run went on from there.
+    let failed = history(&handle)
         .await
         .into_iter()
         .find_map(|e| match e.attributes {
-            Some(Attributes::ActivityTaskFailedEventAttributes(failed)) => failed.failure,
+            Some(Attributes::ActivityTaskFailedEventAttributes(failed)) => Some(failed),
             _ => None,
         })
+        .expect("the first unit's activity failed");
+    assert_eq!(failed.retry_state(), RetryState::NonRetryableFailure);
+    let stopped = failed
+        .failure
         .and_then(|failure| match failure.failure_info {
             Some(FailureInfo::ApplicationFailureInfo(info)) => Some(info),
             _ => None,

@@ -209,8 +209,8 @@ where
 }
 
 /// The job on the unit's queue: the user's own activity, the user's command, or the original's
-/// timed job, resuming where `resume` says. It may wait `may_wait` in the queue for the unit's worker; `cancel` cancels
-/// it.
+/// timed job, resuming where `resume` says. It may wait `may_wait` in the queue for the unit's
+/// worker; `cancel` cancels it.
 fn run_job<'a>(
     ctx: &'a WorkflowContext<TriggerExternalWorkflow>,
     input: &WorkflowInput,

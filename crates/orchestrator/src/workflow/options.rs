@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tea_contract::WORKER_SHUTDOWN_FAILURE;
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::{ActivityOptions, LocalActivityOptions, WorkflowCancellationToken};
 
@@ -24,9 +25,17 @@ pub(crate) fn provider_call_retry_policy(maximum_attempts: u32) -> RetryPolicy {
 }
 
 /// How the user's own activity is retried on its unit: `maximum_attempts` in all, from 1 s,
-/// doubling, at most a minute apart.
+/// doubling, at most a minute apart. A [`WORKER_SHUTDOWN_FAILURE`] is not retried there: the
+/// unit's worker has stopped, so a retry would only wait in a queue nobody polls until its
+/// schedule-to-start; the run takes it as a lost unit at once and goes on with fresh compute.
 pub(crate) fn own_activity_retry_policy(maximum_attempts: u32) -> RetryPolicy {
-    doubling_retry_policy(Duration::from_secs(60), maximum_attempts)
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(60))
+        .maximum_attempts(maximum_attempts)
+        .non_retryable_error_types([WORKER_SHUTDOWN_FAILURE])
+        .build()
 }
 
 fn doubling_retry_policy(maximum_interval: Duration, maximum_attempts: u32) -> RetryPolicy {
