@@ -1,6 +1,7 @@
 //! The input fields of a run's own activity (`activity`, `activity_args`,
-//! `activity_start_to_close`, `activity_max_attempts`, `activity_resume`): their defaults and limits, how they
-//! are decoded, and the rule that they go together and not with a command's fields.
+//! `activity_start_to_close`, `activity_max_attempts`, `activity_resume`): their defaults and
+//! limits, how they are decoded, and the rule that they go together and not with a command's
+//! fields.
 
 use std::time::Duration;
 

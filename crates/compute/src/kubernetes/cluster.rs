@@ -1,6 +1,6 @@
 //! The provider's connection to the cluster: the client of the standard configuration, each
-//! call bounded in time, the namespace, the typed APIs of the three kinds it uses, and what the API server's errors mean
-//! for the caller.
+//! call bounded in time, the namespace, the typed APIs of the three kinds it uses, and what
+//! the API server's errors mean for the caller.
 
 use k8s_openapi::api::{
     batch::v1::Job,

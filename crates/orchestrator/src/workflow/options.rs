@@ -21,7 +21,7 @@ const REQUEST_CAPACITY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How a call to the provider is retried: from 1 s, doubling, at most 30 s apart, at most
 /// `maximum_attempts` attempts.
 pub(crate) fn provider_call_retry_policy(maximum_attempts: u32) -> RetryPolicy {
-    doubling_retry_policy(Duration::from_secs(30), maximum_attempts)
+    doubling_retry_policy(Duration::from_secs(30), maximum_attempts, &[])
 }
 
 /// How the user's own activity is retried on its unit: `maximum_attempts` in all, from 1 s,
@@ -29,21 +29,26 @@ pub(crate) fn provider_call_retry_policy(maximum_attempts: u32) -> RetryPolicy {
 /// unit's worker has stopped, so a retry would only wait in a queue nobody polls until its
 /// schedule-to-start; the run takes it as a lost unit at once and goes on with fresh compute.
 pub(crate) fn own_activity_retry_policy(maximum_attempts: u32) -> RetryPolicy {
-    RetryPolicy::builder()
-        .initial_interval(Duration::from_secs(1))
-        .backoff_coefficient(2.0)
-        .maximum_interval(Duration::from_secs(60))
-        .maximum_attempts(maximum_attempts)
-        .non_retryable_error_types([WORKER_SHUTDOWN_FAILURE])
-        .build()
+    doubling_retry_policy(
+        Duration::from_secs(60),
+        maximum_attempts,
+        &[WORKER_SHUTDOWN_FAILURE],
+    )
 }
 
-fn doubling_retry_policy(maximum_interval: Duration, maximum_attempts: u32) -> RetryPolicy {
+/// Retries from 1 s, doubling up to `maximum_interval`, `maximum_attempts` in all; failures of
+/// the `non_retryable` types are not retried.
+fn doubling_retry_policy(
+    maximum_interval: Duration,
+    maximum_attempts: u32,
+    non_retryable: &[&str],
+) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
         .maximum_interval(maximum_interval)
         .maximum_attempts(maximum_attempts)
+        .non_retryable_error_types(non_retryable.iter().copied())
         .build()
 }
 

@@ -17,12 +17,12 @@
 //!   when there is nothing to resume from). Without `activity_resume` it starts over.
 //!
 //! Only a lost unit resumes: a job that failed on its own (a non-zero exit, a non-retryable
-//! failure), ran out of time (start-to-close) or was cancelled leaves no resume point. A unit is
-//! lost when its job's heartbeats stop, when its worker never takes the job (schedule-to-start:
-//! an own activity retried on a dead unit's queue ends so, its heartbeat details kept) or when
-//! its worker shuts down under it. An
-//! attempt lost before its job sent a heartbeat (a unit that never came up) keeps the previous
-//! point. Only activity inputs change: the command sequence is the baseline's.
+//! failure), ran out of time (start-to-close) or was cancelled leaves no resume point. A unit
+//! is lost when its job's heartbeats stop, when its worker never takes the job
+//! (schedule-to-start: an own activity retried on a dead unit's queue ends so, its heartbeat
+//! details kept) or when its worker shuts down under it. An attempt lost before its job sent a
+//! heartbeat (a unit that never came up) keeps the previous point. Only activity inputs
+//! change: the command sequence is the baseline's.
 
 use std::time::Duration;
 
