@@ -53,12 +53,7 @@ async fn a_command_that_exits_0_completes_with_its_tail_and_full_output_in_the_l
         &sh("i=1; while [ $i -le 200 ]; do echo \"line $i\"; i=$((i+1)); done"),
     )
     .await;
-    let outcome = run::completed(&handle, &fx.worker).await;
-    let job = outcome
-        .job
-        .as_ref()
-        .and_then(tea_contract::JobOutcome::command)
-        .expect("the job's result");
+    let job = run::completed_command(&handle, &fx.worker).await;
     assert_eq!(job.exit_code, 0);
     assert_eq!(job.stdout_lines, 200);
     assert_eq!(
@@ -210,12 +205,7 @@ async fn a_job_secret_reaches_the_job_and_nothing_else() {
         &sh(r#"echo "seen=$JOB_TEST_DB_PASSWORD""#),
     )
     .await;
-    let outcome = run::completed(&handle, &fx.worker).await;
-    let job = outcome
-        .job
-        .as_ref()
-        .and_then(tea_contract::JobOutcome::command)
-        .expect("job result");
+    let job = run::completed_command(&handle, &fx.worker).await;
     // The job had the value: masking replaces exactly the secret values.
     assert_eq!(job.output_tail[0].line, "seen=***");
     assert!(

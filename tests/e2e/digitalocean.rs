@@ -678,12 +678,7 @@ async fn a_command_runs_on_the_app_and_its_secret_travels_as_a_secret() {
     let handle = tea_starter::start(&fx.server.client().await, &fx.task_queue, &id, input)
         .await
         .expect("start");
-    let outcome = run::completed(&handle, &fx.worker).await;
-    let job = outcome
-        .job
-        .as_ref()
-        .and_then(tea_contract::JobOutcome::command)
-        .expect("the job's result");
+    let job = run::completed_command(&handle, &fx.worker).await;
     // The job had the value: masking replaces exactly the secret values.
     assert_eq!(job.output_tail[0].line, "token ***, mode fast");
     let bodies = fx.fake.raw_create_bodies();

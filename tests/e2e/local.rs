@@ -18,6 +18,15 @@ use crate::support::{
     test_dir, unique, wait_for,
 };
 
+/// What each local unit of compute runs.
+#[derive(Clone, Copy)]
+pub(crate) enum UnitWorker<'a> {
+    /// A worker binary (`EXTERNAL_WORKER_BIN`).
+    Bin(&'a std::path::Path),
+    /// A command, as a JSON array (`LOCAL_WORKER_COMMAND`): any SDK's worker.
+    Command(&'a str),
+}
+
 /// The workflow-worker command using the local provider with state in `dir/compute`, running
 /// `worker_bin` as each unit of compute, on `task_queue`, logging to `dir/log`.
 pub(crate) fn workflow_worker(
@@ -27,13 +36,27 @@ pub(crate) fn workflow_worker(
     worker_bin: &std::path::Path,
     log: &str,
 ) -> ProcBuilder {
-    support::workflow_worker(dir, server, task_queue, log)
+    workflow_worker_running(dir, server, task_queue, UnitWorker::Bin(worker_bin), log)
+}
+
+/// Like [`workflow_worker`], running `worker` as each unit of compute.
+fn workflow_worker_running(
+    dir: &std::path::Path,
+    server: &DevServer,
+    task_queue: &str,
+    worker: UnitWorker<'_>,
+    log: &str,
+) -> ProcBuilder {
+    let command = support::workflow_worker(dir, server, task_queue, log)
         .env("COMPUTE_PROVIDER", "local")
         .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
-        .env("EXTERNAL_WORKER_BIN", worker_bin.display().to_string())
         .env("LOCAL_KILL_GRACE", "5s")
         // Inherited by the local external workers: a fast dead-man switch.
-        .env("DEAD_MAN_CHECK_INTERVAL", "200ms")
+        .env("DEAD_MAN_CHECK_INTERVAL", "200ms");
+    match worker {
+        UnitWorker::Bin(bin) => command.env("EXTERNAL_WORKER_BIN", bin.display().to_string()),
+        UnitWorker::Command(argv) => command.env("LOCAL_WORKER_COMMAND", argv),
+    }
 }
 
 /// A dev server and a workflow-worker process using the local provider.
@@ -46,31 +69,31 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) async fn start(test: &str) -> Fixture {
-        Self::start_with(test, &bin("external-worker"), &[]).await
+        Self::start_with(test, UnitWorker::Bin(&bin("external-worker")), &[]).await
     }
 
     /// Like [`Fixture::start`], with more settings for the workflow-worker (and, through the
     /// variables it passes on, its external workers).
     pub(crate) async fn start_with_env(test: &str, env: &[(&str, &str)]) -> Fixture {
-        Self::start_with(test, &bin("external-worker"), env).await
+        Self::start_with(test, UnitWorker::Bin(&bin("external-worker")), env).await
     }
 
     /// Like [`Fixture::start`], with `worker_bin` run as each unit of compute.
     async fn start_with_worker_bin(test: &str, worker_bin: PathBuf) -> Fixture {
-        Self::start_with(test, &worker_bin, &[]).await
+        Self::start_with(test, UnitWorker::Bin(&worker_bin), &[]).await
     }
 
-    async fn start_with(test: &str, worker_bin: &std::path::Path, env: &[(&str, &str)]) -> Fixture {
+    /// Like [`Fixture::start_with_env`], with `worker` run as each unit of compute.
+    pub(crate) async fn start_with(
+        test: &str,
+        worker: UnitWorker<'_>,
+        env: &[(&str, &str)],
+    ) -> Fixture {
         let dir = test_dir(test);
         let server = DevServer::start(&dir).await;
         let task_queue = unique(&format!("wf-{test}"));
-        let mut worker = workflow_worker(
-            &dir,
-            &server,
-            &task_queue,
-            worker_bin,
-            "workflow-worker.log",
-        );
+        let log = "workflow-worker.log";
+        let mut worker = workflow_worker_running(&dir, &server, &task_queue, worker, log);
         for (key, value) in env {
             worker = worker.env(key, *value);
         }

@@ -31,11 +31,11 @@ use temporalio_common::{
 };
 
 use crate::{
-    local::Fixture,
+    local::{Fixture, UnitWorker},
     support::{
-        DevServer, Proc, ProcBuilder, bin, pid_alive,
+        Proc, ProcBuilder, bin, pid_alive,
         run::{self, RUN_TIMEOUT, pending_job},
-        test_dir, wait_for,
+        wait_for,
     },
 };
 
@@ -73,32 +73,13 @@ fn example(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// A dev server and a workflow-worker whose units are the Python example worker.
+/// A dev server and a workflow-worker whose units are the Python example worker (the local
+/// provider's fixture), with more settings in `env`.
 async fn start(test: &str, env: &[(&str, &str)]) -> Fixture {
-    let dir = test_dir(test);
-    let server = DevServer::start(&dir).await;
-    let task_queue = format!("wf-{test}-{}", uuid::Uuid::new_v4().simple());
     let worker_py = example("python-worker/worker.py").display().to_string();
     let command = serde_json::to_string(&[python(), "-u".to_owned(), worker_py])
         .expect("the command as JSON");
-    let mut worker = ProcBuilder::new(bin("workflow-worker"), dir.join("workflow-worker.log"))
-        .env("COMPUTE_PROVIDER", "local")
-        .env("LOCAL_STATE_DIR", dir.join("compute").display().to_string())
-        .env("LOCAL_WORKER_COMMAND", command)
-        .env("LOCAL_KILL_GRACE", "5s")
-        .env("TEMPORAL_ADDRESS", server.address())
-        .env("WORKFLOW_TASK_QUEUE", &task_queue)
-        .env("DEPLOY_POLL_INITIAL", "100ms")
-        .env("DEPLOY_POLL_MAX", "500ms");
-    for (key, value) in env {
-        worker = worker.env(key, *value);
-    }
-    Fixture {
-        worker: worker.spawn(),
-        dir,
-        server,
-        task_queue,
-    }
+    Fixture::start_with(test, UnitWorker::Command(&command), env).await
 }
 
 /// The run's input: the example's activity (or `activity`) with `args`, and where to resume
@@ -219,25 +200,13 @@ async fn an_own_activity_gets_its_typed_arguments_and_its_typed_result_is_the_ru
     fx.assert_no_compute_left();
 
     // Both arguments went as JSON payloads of their own.
-    let scheduled = history(&handle)
-        .await
-        .into_iter()
-        .find_map(|e| match e.attributes {
-            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
-                if a.activity_type.as_ref().is_some_and(|t| t.name == ACTIVITY) =>
-            {
-                a.input
-            }
-            _ => None,
-        })
-        .expect("the activity was scheduled");
-    assert_eq!(
-        scheduled.payloads.len(),
-        3,
-        "two arguments and where to resume"
-    );
-    assert_eq!(scheduled.payloads[1].metadata["encoding"], b"json/plain");
-    assert_eq!(scheduled.payloads[2], json_payload(&Value::Null));
+    let inputs = scheduled_inputs(&handle).await;
+    let [scheduled] = inputs.as_slice() else {
+        panic!("the activity scheduled once: {inputs:?}");
+    };
+    assert_eq!(scheduled.len(), 3, "two arguments and where to resume");
+    assert_eq!(scheduled[1].metadata["encoding"], b"json/plain");
+    assert_eq!(scheduled[2], json_payload(&Value::Null));
 
     // A finished run's status says what ran, for how long, and what it returned.
     let status = starter_status(&fx, &id).await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tea_contract::{GoDuration, RunOutcome, WorkflowInput};
+use tea_contract::{CommandResult, GoDuration, JobOutcome, RunOutcome, WorkflowInput};
 use tea_starter::{RunEnd, RunHandle};
 use temporalio_client::{
     Client, WorkflowCancelOptions, WorkflowCountOptions, WorkflowFetchHistoryOptions,
@@ -79,6 +79,15 @@ pub async fn completed(handle: &RunHandle, worker: &Proc) -> Box<RunOutcome> {
     match finish(handle, worker).await {
         RunEnd::Completed(outcome) => outcome,
         end => panic!("run ended {end}; worker: {}", worker.output()),
+    }
+}
+
+/// Waits for the run to complete, panicking on any other end; the result of its command job.
+pub async fn completed_command(handle: &RunHandle, worker: &Proc) -> CommandResult {
+    let outcome = completed(handle, worker).await;
+    match outcome.job {
+        Some(JobOutcome::Command(result)) => result,
+        job => panic!("a command job's result, got {job:?}"),
     }
 }
 
